@@ -1,0 +1,688 @@
+//! The OSD map: one epoch of the cluster's placement state (CRUSH, OSD states, pools, PG
+//! overrides, flags) and the object → PG → OSDs pipeline every client and daemon runs.
+//!
+//! An `OsdMap` is always valid: it is made from `MapContents` by `OsdMap::new`, which checks
+//! every invariant and compiles CRUSH, and changed only by applying an incremental
+//! (`crate::incremental`), which yields a new map. The pipeline for a PG is Ceph's:
+//! CRUSH gives the raw set; `pg_upmap_items` exceptions replace members; OSDs that are down
+//! leave the set (replicated) or leave a hole (erasure), never a replacement, so a short
+//! restart moves no data; the first OSD left is the primary; `pg_temp` may override the
+//! acting set while data is being moved.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::MapError;
+use crate::crush::SHARDS_MAX;
+use crate::crush::compiled::CompiledCrush;
+use crate::crush::map::CrushMap;
+use crate::crush::mapper::{ITEM_NONE, do_rule};
+use crate::crush::rule::{RuleKind, Step};
+use crate::hash::{self, HASH_VERSION};
+use crate::ids::{Epoch, OSD_ID_LIMIT, OsdId, PgId, PoolId, Reweight, RuleId};
+use crate::pool::{ErasureProfile, Pool, PoolKind};
+
+/// Cluster-wide switches an operator sets during maintenance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MapFlag {
+    /// Down OSDs are not marked out: no rebalancing during planned maintenance.
+    Noout,
+    /// Booting OSDs are not marked in.
+    Noin,
+    /// OSDs are not marked up.
+    Noup,
+    /// OSDs are not marked down.
+    Nodown,
+    /// Client reads and writes are paused.
+    Pause,
+    Noscrub,
+    Nodeepscrub,
+    Nobackfill,
+    Norecover,
+    Norebalance,
+}
+
+impl MapFlag {
+    pub const ALL: [MapFlag; 10] = [
+        MapFlag::Noout,
+        MapFlag::Noin,
+        MapFlag::Noup,
+        MapFlag::Nodown,
+        MapFlag::Pause,
+        MapFlag::Noscrub,
+        MapFlag::Nodeepscrub,
+        MapFlag::Nobackfill,
+        MapFlag::Norecover,
+        MapFlag::Norebalance,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MapFlag::Noout => "noout",
+            MapFlag::Noin => "noin",
+            MapFlag::Noup => "noup",
+            MapFlag::Nodown => "nodown",
+            MapFlag::Pause => "pause",
+            MapFlag::Noscrub => "noscrub",
+            MapFlag::Nodeepscrub => "nodeepscrub",
+            MapFlag::Nobackfill => "nobackfill",
+            MapFlag::Norecover => "norecover",
+            MapFlag::Norebalance => "norebalance",
+        }
+    }
+}
+
+impl std::str::FromStr for MapFlag {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        MapFlag::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| {
+                let known: Vec<&str> = MapFlag::ALL.iter().map(|f| f.name()).collect();
+                format!("unknown flag '{s}' (known: {})", known.join(", "))
+            })
+    }
+}
+
+/// An OSD's state in the map.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OsdState {
+    /// Running and reachable. A down OSD keeps its place in CRUSH (its PGs are degraded).
+    pub up: bool,
+    /// Part of data placement. An out OSD gets nothing; its data moves elsewhere.
+    #[serde(rename = "in")]
+    pub is_in: bool,
+    /// Fraction of its CRUSH share the OSD keeps while in.
+    pub reweight: Reweight,
+}
+
+impl OsdState {
+    /// A new OSD as `osd create` leaves it: down and out until it boots.
+    pub fn new_down_out() -> OsdState {
+        OsdState {
+            up: false,
+            is_in: false,
+            reweight: Reweight::ONE,
+        }
+    }
+
+    /// The reweight CRUSH sees: zero when out.
+    pub fn effective_reweight(&self) -> Reweight {
+        if self.is_in {
+            self.reweight
+        } else {
+            Reweight::ZERO
+        }
+    }
+}
+
+/// Everything a map epoch holds, as stored and sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapContents {
+    /// The cluster's id: maps of different clusters never mix.
+    pub fsid: [u8; 16],
+    pub epoch: Epoch,
+    /// Version of the placement hash functions (`crate::hash`).
+    pub hash_version: u32,
+    pub crush: CrushMap,
+    pub osds: BTreeMap<OsdId, OsdState>,
+    pub pools: BTreeMap<PoolId, Pool>,
+    /// The highest pool id ever allocated; ids are not reused.
+    pub pool_max: u32,
+    pub erasure_profiles: BTreeMap<String, ErasureProfile>,
+    /// Acting-set overrides while a PG's data moves; `None` is a hole (erasure pools).
+    pub pg_temp: BTreeMap<PgId, Vec<Option<OsdId>>>,
+    /// Per-PG exceptions to CRUSH: each pair replaces `from` by `to` (the balancer's tool).
+    pub pg_upmap_items: BTreeMap<PgId, Vec<(OsdId, OsdId)>>,
+    pub flags: BTreeSet<MapFlag>,
+}
+
+impl MapContents {
+    /// An empty map at epoch 0 with the default bucket types.
+    pub fn empty(fsid: [u8; 16]) -> MapContents {
+        MapContents {
+            fsid,
+            epoch: Epoch(0),
+            hash_version: HASH_VERSION,
+            crush: CrushMap::default(),
+            osds: BTreeMap::new(),
+            pools: BTreeMap::new(),
+            pool_max: 0,
+            erasure_profiles: BTreeMap::new(),
+            pg_temp: BTreeMap::new(),
+            pg_upmap_items: BTreeMap::new(),
+            flags: BTreeSet::new(),
+        }
+    }
+
+    /// Checks every invariant across CRUSH, OSDs, pools and overrides.
+    pub fn validate(&self) -> Result<(), MapError> {
+        if self.hash_version != HASH_VERSION {
+            return Err(MapError::invalid(
+                "map",
+                format!("hash version {} is not {HASH_VERSION}", self.hash_version),
+            ));
+        }
+        self.crush.validate()?;
+        for (&osd, state) in &self.osds {
+            if osd.0 >= OSD_ID_LIMIT {
+                return Err(MapError::invalid(
+                    osd.to_string(),
+                    "id is above the OSD id limit",
+                ));
+            }
+            if !state.reweight.is_valid() {
+                return Err(MapError::invalid(osd.to_string(), "reweight is above 1.0"));
+            }
+        }
+        if let Some(osd) = self
+            .crush
+            .devices
+            .keys()
+            .find(|o| !self.osds.contains_key(o))
+        {
+            return Err(MapError::invalid(
+                osd.to_string(),
+                "is in CRUSH but not in the OSD map",
+            ));
+        }
+        for (name, profile) in &self.erasure_profiles {
+            profile.validate(name)?;
+        }
+        self.validate_pools()?;
+        self.validate_overrides()
+    }
+
+    fn validate_pools(&self) -> Result<(), MapError> {
+        let mut names = BTreeSet::new();
+        for (&id, pool) in &self.pools {
+            pool.validate()?;
+            let bad = |reason: String| MapError::BadPool {
+                pool: pool.name.clone(),
+                reason,
+            };
+            if id != pool.id || id.0 > self.pool_max {
+                return Err(bad(format!(
+                    "id {} is stored as {id} or above pool_max",
+                    pool.id
+                )));
+            }
+            if !names.insert(pool.name.as_str()) {
+                return Err(MapError::AlreadyExists {
+                    what: "pool",
+                    name: pool.name.clone(),
+                });
+            }
+            let rule = self
+                .crush
+                .rules
+                .get(&pool.rule)
+                .ok_or_else(|| bad(format!("its rule {} does not exist", pool.rule)))?;
+            let want = if pool.is_erasure() {
+                RuleKind::Erasure
+            } else {
+                RuleKind::Replicated
+            };
+            if rule.kind != want {
+                return Err(bad(format!(
+                    "rule '{}' is {}, the pool is {}",
+                    rule.name,
+                    rule.kind.name(),
+                    want.name()
+                )));
+            }
+            if let PoolKind::Erasure { profile, k, m, .. } = &pool.kind {
+                let p = self
+                    .erasure_profiles
+                    .get(profile)
+                    .ok_or_else(|| MapError::NoSuchProfile(profile.clone()))?;
+                if (p.k, p.m) != (*k, *m) {
+                    return Err(bad(format!(
+                        "k={k} m={m} differ from its profile '{profile}' (k={} m={})",
+                        p.k, p.m
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_overrides(&self) -> Result<(), MapError> {
+        let pg_pool = |pg: &PgId| -> Result<&Pool, MapError> {
+            let pool = self
+                .pools
+                .get(&pg.pool)
+                .ok_or(MapError::NoSuchPool(pg.pool.to_string()))?;
+            if pg.seed >= pool.pg_num {
+                return Err(MapError::NoSuchPg {
+                    pg: *pg,
+                    pg_num: pool.pg_num,
+                });
+            }
+            Ok(pool)
+        };
+        let known = |osd: &OsdId| {
+            if self.osds.contains_key(osd) {
+                Ok(())
+            } else {
+                Err(MapError::NoSuchOsd(*osd))
+            }
+        };
+        for (pg, osds) in &self.pg_temp {
+            let pool = pg_pool(pg)?;
+            let what = || format!("pg_temp of {pg}");
+            if osds.is_empty() || osds.len() > pool.size() {
+                return Err(MapError::invalid(
+                    what(),
+                    format!("needs 1 to {} OSDs", pool.size()),
+                ));
+            }
+            if !pool.is_erasure() && osds.iter().any(Option::is_none) {
+                return Err(MapError::invalid(
+                    what(),
+                    "holes are for erasure-coded pools",
+                ));
+            }
+            let present: Vec<OsdId> = osds.iter().flatten().copied().collect();
+            present.iter().try_for_each(known)?;
+            if present.iter().collect::<BTreeSet<_>>().len() != present.len() {
+                return Err(MapError::invalid(what(), "names an OSD twice"));
+            }
+        }
+        for (pg, pairs) in &self.pg_upmap_items {
+            let pool = pg_pool(pg)?;
+            let what = || format!("pg_upmap_items of {pg}");
+            if pairs.is_empty() || pairs.len() > pool.size() {
+                return Err(MapError::invalid(
+                    what(),
+                    format!("needs 1 to {} pairs", pool.size()),
+                ));
+            }
+            for (from, to) in pairs {
+                known(from)?;
+                known(to)?;
+                if from == to {
+                    return Err(MapError::invalid(what(), format!("maps {from} to itself")));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The OSDs of a PG by position: at most `SHARDS_MAX`, with holes for erasure-coded pools.
+/// Fixed-size and `Copy`, so mapping a PG never allocates.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OsdSet {
+    len: u8,
+    slots: [u32; SHARDS_MAX],
+}
+
+const HOLE: u32 = u32::MAX;
+
+impl OsdSet {
+    pub const fn new() -> OsdSet {
+        OsdSet {
+            len: 0,
+            slots: [HOLE; SHARDS_MAX],
+        }
+    }
+
+    pub fn from_slice(osds: &[Option<OsdId>]) -> OsdSet {
+        let mut set = OsdSet::new();
+        for &osd in osds {
+            set.push(osd);
+        }
+        set
+    }
+
+    /// Appends a position. Panics past `SHARDS_MAX`: callers bound sets by pool size.
+    pub fn push(&mut self, osd: Option<OsdId>) {
+        assert!((self.len as usize) < SHARDS_MAX, "OsdSet is full");
+        self.slots[self.len as usize] = osd.map_or(HOLE, |o| o.0);
+        self.len += 1;
+    }
+
+    /// Positions, holes included.
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn get(&self, position: usize) -> Option<OsdId> {
+        self.iter().nth(position).flatten()
+    }
+
+    pub fn set(&mut self, position: usize, osd: Option<OsdId>) {
+        assert!(
+            position < self.len(),
+            "position {position} beyond {}",
+            self.len
+        );
+        self.slots[position] = osd.map_or(HOLE, |o| o.0);
+    }
+
+    /// Each position: an OSD or a hole.
+    pub fn iter(&self) -> impl Iterator<Item = Option<OsdId>> + '_ {
+        self.slots[..self.len()]
+            .iter()
+            .map(|&s| (s != HOLE).then_some(OsdId(s)))
+    }
+
+    /// The OSDs present, in position order.
+    pub fn osds(&self) -> impl Iterator<Item = OsdId> + '_ {
+        self.iter().flatten()
+    }
+
+    /// How many positions hold an OSD.
+    pub fn count(&self) -> usize {
+        self.slots[..self.len()]
+            .iter()
+            .filter(|&&s| s != HOLE)
+            .count()
+    }
+
+    pub fn contains(&self, osd: OsdId) -> bool {
+        self.slots[..self.len()].contains(&osd.0)
+    }
+
+    pub fn position(&self, osd: OsdId) -> Option<usize> {
+        self.slots[..self.len()].iter().position(|&s| s == osd.0)
+    }
+
+    /// The first OSD present: the primary.
+    pub fn primary(&self) -> Option<OsdId> {
+        self.osds().next()
+    }
+}
+
+impl Default for OsdSet {
+    fn default() -> Self {
+        OsdSet::new()
+    }
+}
+
+impl fmt::Debug for OsdSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl fmt::Display for OsdSet {
+    /// `[0,3,NONE]`: OSD numbers, `NONE` for holes.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[")?;
+        for (i, osd) in self.iter().enumerate() {
+            if i > 0 {
+                write!(f, ",")?;
+            }
+            match osd {
+                Some(osd) => write!(f, "{}", osd.0)?,
+                None => write!(f, "NONE")?,
+            }
+        }
+        write!(f, "]")
+    }
+}
+
+impl Serialize for OsdSet {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
+}
+
+/// Where a PG lives under one map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct PgMapping {
+    /// What CRUSH (with upmap exceptions) says, minus OSDs that are down.
+    pub up: OsdSet,
+    pub up_primary: Option<OsdId>,
+    /// Who serves the PG now: `up`, or `pg_temp` while data moves.
+    pub acting: OsdSet,
+    pub acting_primary: Option<OsdId>,
+}
+
+/// A validated map epoch with its compiled placement state.
+#[derive(Clone)]
+pub struct OsdMap {
+    contents: MapContents,
+    crush: CompiledCrush,
+    /// Effective reweight per OSD id (16.16; 0 for out or absent), as the mapper reads it.
+    reweights: Vec<u32>,
+}
+
+impl fmt::Debug for OsdMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OsdMap")
+            .field("contents", &self.contents)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for OsdMap {
+    fn eq(&self, other: &Self) -> bool {
+        self.contents == other.contents
+    }
+}
+
+impl Serialize for OsdMap {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.contents.serialize(serializer)
+    }
+}
+
+impl OsdMap {
+    /// Validates `contents` and compiles its placement state.
+    pub fn new(contents: MapContents) -> Result<OsdMap, MapError> {
+        contents.validate()?;
+        let crush = CompiledCrush::new(&contents.crush);
+        let len = contents
+            .osds
+            .keys()
+            .next_back()
+            .map_or(0, |o| o.0 as usize + 1);
+        let mut reweights = vec![0u32; len];
+        for (osd, state) in &contents.osds {
+            reweights[osd.0 as usize] = state.effective_reweight().0;
+        }
+        Ok(OsdMap {
+            contents,
+            crush,
+            reweights,
+        })
+    }
+
+    pub fn contents(&self) -> &MapContents {
+        &self.contents
+    }
+
+    pub fn into_contents(self) -> MapContents {
+        self.contents
+    }
+
+    pub fn epoch(&self) -> Epoch {
+        self.contents.epoch
+    }
+
+    pub fn crush(&self) -> &CrushMap {
+        &self.contents.crush
+    }
+
+    pub fn osd(&self, osd: OsdId) -> Option<&OsdState> {
+        self.contents.osds.get(&osd)
+    }
+
+    pub fn pool(&self, pool: PoolId) -> Option<&Pool> {
+        self.contents.pools.get(&pool)
+    }
+
+    pub fn pool_by_name(&self, name: &str) -> Option<&Pool> {
+        self.contents.pools.values().find(|p| p.name == name)
+    }
+
+    /// The OSDs a rule can place on (under its `take` steps, in their classes) that are in,
+    /// with their effective weight (CRUSH weight times reweight, 16.16), in id order.
+    pub fn rule_osds(&self, rule: RuleId) -> Vec<(OsdId, u64)> {
+        let mut osds = BTreeMap::new();
+        let Some(rule) = self.contents.crush.rules.get(&rule) else {
+            return Vec::new();
+        };
+        for step in &rule.steps {
+            if let Step::Take { bucket, class } = step {
+                self.contents
+                    .crush
+                    .for_each_osd_under((*bucket).into(), &mut |osd, device| {
+                        if class.is_none() || device.class == *class {
+                            let reweight = self.reweights.get(osd.0 as usize).copied().unwrap_or(0);
+                            let weight = (u64::from(device.weight.0) * u64::from(reweight)) >> 16;
+                            if weight > 0 {
+                                osds.insert(osd, weight);
+                            }
+                        }
+                    });
+            }
+        }
+        osds.into_iter().collect()
+    }
+
+    /// The lowest OSD id not in use (what `osd create` hands out).
+    pub fn next_free_osd_id(&self) -> OsdId {
+        (0..)
+            .map(OsdId)
+            .find(|id| !self.contents.osds.contains_key(id))
+            .expect("free OSD id")
+    }
+
+    fn is_up(&self, osd: OsdId) -> bool {
+        self.contents.osds.get(&osd).is_some_and(|s| s.up)
+    }
+
+    fn is_in(&self, osd: OsdId) -> bool {
+        self.reweights.get(osd.0 as usize).is_some_and(|&w| w > 0)
+    }
+
+    /// The PG an object of `pool` belongs to.
+    pub fn object_pg(&self, pool: PoolId, namespace: &str, name: &[u8]) -> Result<PgId, MapError> {
+        let p = self
+            .pool(pool)
+            .ok_or_else(|| MapError::NoSuchPool(pool.to_string()))?;
+        let h = hash::object_hash(namespace, name);
+        let seed = hash::stable_mod(h, p.pg_num, hash::stable_mask(p.pg_num));
+        Ok(PgId { pool, seed })
+    }
+
+    /// Every PG of a pool.
+    pub fn pgs(&self, pool: &Pool) -> impl Iterator<Item = PgId> + use<> {
+        let id = pool.id;
+        (0..pool.pg_num).map(move |seed| PgId { pool: id, seed })
+    }
+
+    fn pool_of(&self, pg: PgId) -> Result<&Pool, MapError> {
+        let pool = self
+            .pool(pg.pool)
+            .ok_or_else(|| MapError::NoSuchPool(pg.pool.to_string()))?;
+        if pg.seed >= pool.pg_num {
+            return Err(MapError::NoSuchPg {
+                pg,
+                pg_num: pool.pg_num,
+            });
+        }
+        Ok(pool)
+    }
+
+    /// The OSDs CRUSH picks for a PG, before exceptions and down OSDs are considered.
+    pub fn pg_raw(&self, pg: PgId) -> Result<OsdSet, MapError> {
+        let pool = self.pool_of(pg)?;
+        let placement = hash::stable_mod(pg.seed, pool.pgp_num, hash::stable_mask(pool.pgp_num));
+        let x = hash::pg_placement_seed(pool.id.0, placement);
+        Ok(self.run_rule(pool.rule, x, pool.size()))
+    }
+
+    /// Runs a rule for input `x` asking for `size` OSDs (`crushtool --test`'s view).
+    pub fn rule_mapping(&self, rule: RuleId, x: u32, size: usize) -> Result<OsdSet, MapError> {
+        if !self.crush.rules.contains_key(&rule) {
+            return Err(MapError::NoSuchRule(rule.to_string()));
+        }
+        if size == 0 || size > SHARDS_MAX {
+            return Err(MapError::invalid(
+                "replica count",
+                format!("{size} is not in 1..={SHARDS_MAX}"),
+            ));
+        }
+        Ok(self.run_rule(rule, x, size))
+    }
+
+    fn run_rule(&self, rule: RuleId, x: u32, size: usize) -> OsdSet {
+        let steps = &self.crush.rules[&rule];
+        let mut out = [0i32; SHARDS_MAX];
+        let n = do_rule(&self.crush, steps, x, size, &self.reweights, &mut out);
+        let mut set = OsdSet::new();
+        for &item in &out[..n] {
+            set.push((item != ITEM_NONE).then_some(OsdId(item as u32)));
+        }
+        set
+    }
+
+    /// Where a PG's data belongs: CRUSH with the upmap exceptions applied. Down OSDs stay
+    /// in this set (their data is not moved); this is what data movement is measured on.
+    pub fn pg_placement(&self, pg: PgId) -> Result<OsdSet, MapError> {
+        let mut raw = self.pg_raw(pg)?;
+        if let Some(pairs) = self.contents.pg_upmap_items.get(&pg) {
+            self.apply_upmap_items(&mut raw, pairs);
+        }
+        Ok(raw)
+    }
+
+    /// The up and acting sets of a PG.
+    pub fn pg_mapping(&self, pg: PgId) -> Result<PgMapping, MapError> {
+        let pool = self.pool_of(pg)?;
+        let placement = self.pg_placement(pg)?;
+        let up = self.without_down(pool, placement.iter());
+        let acting = match self.contents.pg_temp.get(&pg) {
+            Some(temp) => {
+                let acting = self.without_down(pool, temp.iter().copied());
+                if acting.count() > 0 { acting } else { up }
+            }
+            None => up,
+        };
+        Ok(PgMapping {
+            up,
+            up_primary: up.primary(),
+            acting,
+            acting_primary: acting.primary(),
+        })
+    }
+
+    /// Replaces `from` by `to` where `from` is in the set, `to` is not, and `to` is in.
+    fn apply_upmap_items(&self, raw: &mut OsdSet, pairs: &[(OsdId, OsdId)]) {
+        for &(from, to) in pairs {
+            if let Some(position) = raw.position(from)
+                && !raw.contains(to)
+                && self.is_in(to)
+            {
+                raw.set(position, Some(to));
+            }
+        }
+    }
+
+    /// Drops OSDs that are down: replicated pools close ranks, erasure pools keep a hole at
+    /// the shard's position.
+    fn without_down(&self, pool: &Pool, osds: impl Iterator<Item = Option<OsdId>>) -> OsdSet {
+        let mut set = OsdSet::new();
+        for osd in osds {
+            let live = osd.filter(|&o| self.is_up(o));
+            if live.is_some() || pool.is_erasure() {
+                set.push(live);
+            }
+        }
+        set
+    }
+}

@@ -1,0 +1,380 @@
+//! `cairn map`: the offline map tool (Ceph's `crushtool` and `osdmaptool` in one).
+//!
+//! Maps are read from a binary map file (`cairn map build` writes them) or straight from a
+//! TOML/JSON description, so every subcommand works on either. Nothing here talks to a
+//! cluster.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use placement::analysis::{self, PoolDiff, PoolReport};
+use placement::describe::{Description, Format as DescFormat, synthesize};
+use placement::encoding::{self, MAP_BYTES_MAX};
+use placement::{OsdMap, RuleKind};
+use serde::Serialize;
+
+use crate::Format;
+use crate::map_render;
+
+#[derive(Args)]
+pub struct MapArgs {
+    #[command(subcommand)]
+    command: MapCommand,
+}
+
+#[derive(Subcommand)]
+enum MapCommand {
+    /// Build a binary map from a TOML or JSON cluster description.
+    Build {
+        /// The description (.toml, or .json).
+        description: PathBuf,
+        /// Where to write the map (default: the description's name with .map).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Show a map: the CRUSH tree with OSD states, rules, pools and flags.
+    Show {
+        map: PathBuf,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Map every PG and report the spread over OSDs and any failure-domain violation
+    /// (like `osdmaptool --test-map-pgs`); or, with --rule, test a rule over a range of
+    /// inputs (like `crushtool --test`).
+    Test {
+        map: PathBuf,
+        /// Only these pools (by name); default all.
+        #[arg(long)]
+        pool: Vec<String>,
+        /// Test this rule directly instead of the pools.
+        #[arg(long)]
+        rule: Option<String>,
+        /// OSDs asked of the rule per input (with --rule).
+        #[arg(long, default_value_t = 3)]
+        num_rep: usize,
+        /// Inputs 0..N fed to the rule (with --rule).
+        #[arg(long, default_value_t = 1024)]
+        inputs: u32,
+        /// List every OSD's count.
+        #[arg(long)]
+        show_osds: bool,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Compare two maps: how many PGs and what fraction of the data would move, against
+    /// the least any placement could move.
+    Diff {
+        old: PathBuf,
+        new: PathBuf,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Print a description of a regular cluster, to edit or build.
+    Synth {
+        /// Levels from the top with their fan-out, e.g. root=1,rack=4,host=10.
+        #[arg(long, default_value = "root=1,host=10")]
+        layout: String,
+        /// OSDs under each lowest bucket.
+        #[arg(long, default_value_t = 4)]
+        osds_per_leaf: u32,
+        /// Weight (capacity) of each OSD.
+        #[arg(long, default_value_t = 1.0)]
+        weight: f64,
+        /// Device class of every OSD.
+        #[arg(long)]
+        class: Option<String>,
+        /// Add a replicated pool of size 3 with this name.
+        #[arg(long)]
+        replicated_pool: Option<String>,
+        /// Add an erasure-coded pool K+M with this name, as NAME:K+M (e.g. ec:4+2).
+        #[arg(long)]
+        erasure_pool: Option<String>,
+    },
+    /// Walk through placement on a demo cluster: build, test, lose a host, add one.
+    Demo {
+        /// Where the demo writes its description and maps.
+        #[arg(long, default_value = "cairn-data/demo")]
+        dir: PathBuf,
+    },
+}
+
+pub fn run(args: MapArgs) -> Result<()> {
+    match args.command {
+        MapCommand::Build {
+            description,
+            output,
+        } => build(&description, output),
+        MapCommand::Show { map, format } => {
+            let map = load_map(&map)?;
+            match format {
+                Format::Plain => print!("{}", map_render::show(&map)),
+                Format::Json => print_json(&map)?,
+            }
+            Ok(())
+        }
+        MapCommand::Test {
+            map,
+            pool,
+            rule,
+            num_rep,
+            inputs,
+            show_osds,
+            format,
+        } => {
+            let map = load_map(&map)?;
+            test(
+                &map,
+                &pool,
+                rule.as_deref(),
+                num_rep,
+                inputs,
+                show_osds,
+                format,
+            )
+        }
+        MapCommand::Diff { old, new, format } => {
+            let (old, new) = (load_map(&old)?, load_map(&new)?);
+            let diffs = analysis::diff(&old, &new);
+            match format {
+                Format::Plain => print!("{}", map_render::diff(&old, &new, &diffs)),
+                Format::Json => print_json(&DiffOutput {
+                    old_epoch: old.epoch().0,
+                    new_epoch: new.epoch().0,
+                    pools: &diffs,
+                })?,
+            }
+            Ok(())
+        }
+        MapCommand::Synth {
+            layout,
+            osds_per_leaf,
+            weight,
+            class,
+            replicated_pool,
+            erasure_pool,
+        } => {
+            let desc = synth(
+                &layout,
+                osds_per_leaf,
+                weight,
+                class.as_deref(),
+                replicated_pool,
+                erasure_pool,
+            )?;
+            print!("{}", desc.to_toml());
+            Ok(())
+        }
+        MapCommand::Demo { dir } => crate::map_render::demo(&dir),
+    }
+}
+
+#[derive(Serialize)]
+struct DiffOutput<'a> {
+    old_epoch: u64,
+    new_epoch: u64,
+    pools: &'a [PoolDiff],
+}
+
+pub(crate) fn print_json(value: &impl Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Reads a binary map, or builds one from a description.
+pub(crate) fn load_map(path: &Path) -> Result<OsdMap> {
+    let meta = fs::metadata(path).with_context(|| format!("read {}", path.display()))?;
+    if meta.len() > MAP_BYTES_MAX as u64 {
+        bail!(
+            "{} is {} bytes; maps are at most {MAP_BYTES_MAX}",
+            path.display(),
+            meta.len()
+        );
+    }
+    let bytes = fs::read(path).with_context(|| format!("read {}", path.display()))?;
+    if encoding::looks_like_map(&bytes) {
+        return encoding::decode_map(&bytes)
+            .with_context(|| format!("decode map {}", path.display()));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| {
+        anyhow::anyhow!(
+            "{} is neither a cairn map nor a UTF-8 description",
+            path.display()
+        )
+    })?;
+    let desc = Description::parse(&text, DescFormat::from_path(path))
+        .with_context(|| format!("parse description {}", path.display()))?;
+    desc.build()
+        .with_context(|| format!("build map from {}", path.display()))
+}
+
+fn build(description: &Path, output: Option<PathBuf>) -> Result<()> {
+    let map = load_map(description)?;
+    let output = output.unwrap_or_else(|| description.with_extension("map"));
+    if output == description {
+        bail!(
+            "refusing to overwrite the description {}; give -o",
+            description.display()
+        );
+    }
+    fs::write(&output, encoding::encode_map(&map))
+        .with_context(|| format!("write {}", output.display()))?;
+    let contents = map.contents();
+    println!(
+        "wrote {}: epoch {}, {} OSDs, {} buckets, {} rules, {} pools",
+        output.display(),
+        map.epoch(),
+        contents.osds.len(),
+        contents.crush.buckets.len(),
+        contents.crush.rules.len(),
+        contents.pools.len()
+    );
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct TestOutput {
+    epoch: u64,
+    pools: Vec<PoolReport>,
+    rule: Option<RuleTest>,
+}
+
+#[derive(Serialize)]
+struct RuleTest {
+    rule: String,
+    num_rep: usize,
+    distribution: analysis::Distribution,
+}
+
+fn test(
+    map: &OsdMap,
+    pools: &[String],
+    rule: Option<&str>,
+    num_rep: usize,
+    inputs: u32,
+    show_osds: bool,
+    format: Format,
+) -> Result<()> {
+    let mut output = TestOutput {
+        epoch: map.epoch().0,
+        pools: Vec::new(),
+        rule: None,
+    };
+    if let Some(name) = rule {
+        let rule = map
+            .crush()
+            .rule_by_name(name)
+            .with_context(|| format!("no rule '{name}'"))?;
+        let distribution = analysis::test_rule(map, rule.id, num_rep, inputs)?;
+        output.rule = Some(RuleTest {
+            rule: name.to_owned(),
+            num_rep,
+            distribution,
+        });
+    } else {
+        let selected: Vec<_> = if pools.is_empty() {
+            map.contents().pools.keys().copied().collect()
+        } else {
+            let mut ids = Vec::new();
+            for name in pools {
+                ids.push(
+                    map.pool_by_name(name)
+                        .with_context(|| format!("no pool '{name}'"))?
+                        .id,
+                );
+            }
+            ids
+        };
+        if selected.is_empty() {
+            bail!("the map has no pools; name a rule to test with --rule");
+        }
+        output.pools = selected
+            .into_iter()
+            .filter_map(|id| analysis::test_pool(map, id))
+            .collect();
+    }
+    match format {
+        Format::Plain => print!(
+            "{}",
+            map_render::test(
+                &output.pools,
+                output
+                    .rule
+                    .as_ref()
+                    .map(|r| (&r.rule[..], r.num_rep, &r.distribution)),
+                show_osds
+            )
+        ),
+        Format::Json => print_json(&output)?,
+    }
+    Ok(())
+}
+
+fn synth(
+    layout: &str,
+    osds_per_leaf: u32,
+    weight: f64,
+    class: Option<&str>,
+    replicated_pool: Option<String>,
+    erasure_pool: Option<String>,
+) -> Result<Description> {
+    let mut levels = Vec::new();
+    for part in layout.split(',') {
+        let (name, fanout) = part
+            .split_once('=')
+            .with_context(|| format!("layout part '{part}' is not TYPE=COUNT"))?;
+        let fanout: u32 = fanout
+            .parse()
+            .with_context(|| format!("'{fanout}' in layout is not a count"))?;
+        if fanout == 0 || fanout > 100_000 {
+            bail!("layout count {fanout} for '{name}' is not in 1..=100000");
+        }
+        levels.push((name.trim().to_owned(), fanout));
+    }
+    let total: u64 =
+        levels.iter().map(|(_, f)| u64::from(*f)).product::<u64>() * u64::from(osds_per_leaf);
+    if total > u64::from(placement::OSD_ID_LIMIT) {
+        bail!(
+            "the layout makes {total} OSDs; the limit is {}",
+            placement::OSD_ID_LIMIT
+        );
+    }
+    let mut desc = synthesize(&levels, osds_per_leaf, weight, class);
+    if let Some(name) = replicated_pool {
+        desc.pools
+            .push(pool_desc(&name, RuleKind::Replicated, None));
+    }
+    if let Some(spec) = erasure_pool {
+        let (name, km) = spec.split_once(':').context("--erasure-pool is NAME:K+M")?;
+        let (k, m) = km.split_once('+').context("--erasure-pool is NAME:K+M")?;
+        let k = k.parse().context("K is a number")?;
+        let m = m.parse().context("M is a number")?;
+        desc.pools
+            .push(pool_desc(name, RuleKind::Erasure, Some((k, m))));
+    }
+    // Fail here rather than when the output is built.
+    desc.build()
+        .context("the synthesized description does not build")?;
+    Ok(desc)
+}
+
+pub(crate) fn pool_desc(
+    name: &str,
+    kind: RuleKind,
+    k_m: Option<(u8, u8)>,
+) -> placement::describe::PoolDesc {
+    placement::describe::PoolDesc {
+        name: name.to_owned(),
+        kind,
+        id: None,
+        size: None,
+        min_size: None,
+        k: k_m.map(|(k, _)| k),
+        m: k_m.map(|(_, m)| m),
+        profile: None,
+        rule: None,
+        pg_num: None,
+        target_size_ratio: None,
+    }
+}
