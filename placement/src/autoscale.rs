@@ -35,8 +35,9 @@ pub enum Advice {
 
 /// The ideal pg_num for a pool of `size` copies over `osds` OSDs holding `share` (0..=1) of
 /// the data: `osds * target / size * share`, rounded to the nearest power of two.
+/// A size of 0 (an invalid pool) is treated as 1.
 pub fn ideal_pg_num(osds: usize, size: usize, target_pgs_per_osd: u32, share: f64) -> u32 {
-    assert!(size > 0, "pool size is at least 1");
+    let size = size.max(1);
     let share = if share.is_finite() {
         share.clamp(0.0, 1.0)
     } else {

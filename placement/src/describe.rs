@@ -754,6 +754,16 @@ fn build_pools(
             PoolKind::Replicated { size, .. } => usize::from(*size),
             PoolKind::Erasure { k, m, .. } => usize::from(*k) + usize::from(*m),
         };
+        // Check the pool's shape before sizing it from the shape.
+        let shape = Pool {
+            id: PoolId(id),
+            name: p.name.clone(),
+            kind: kind.clone(),
+            rule: rule_id,
+            pg_num: 1,
+            pgp_num: 1,
+        };
+        shape.validate().map_err(in_map(&at))?;
         let pg_num = match p.pg_num {
             Some(n) => n,
             None => {
