@@ -10,11 +10,12 @@
 //! The crate does no I/O and has no async: it is a library of values and functions. It holds
 //! the map types ([`OsdMap`], [`CrushMap`], [`Pool`]), their versioned binary encoding
 //! ([`encoding`]), incremental maps ([`Incremental`]), the readable description operators
-//! write ([`describe`]), and the analyses behind `cairn map test` and `cairn map diff`
-//! ([`analysis`]).
+//! write ([`describe`]), the analyses behind `cairn map test` and `cairn map diff`
+//! ([`analysis`]), and the upmap balancer ([`balance`]).
 
 pub mod analysis;
 pub mod autoscale;
+pub mod balance;
 pub mod crush;
 pub mod describe;
 pub mod encoding;

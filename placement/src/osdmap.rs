@@ -561,11 +561,12 @@ impl OsdMap {
             .expect("free OSD id")
     }
 
-    fn is_up(&self, osd: OsdId) -> bool {
+    pub fn is_up(&self, osd: OsdId) -> bool {
         self.contents.osds.get(&osd).is_some_and(|s| s.up)
     }
 
-    fn is_in(&self, osd: OsdId) -> bool {
+    /// In, with a reweight above zero.
+    pub fn is_in(&self, osd: OsdId) -> bool {
         self.reweights.get(osd.0 as usize).is_some_and(|&w| w > 0)
     }
 

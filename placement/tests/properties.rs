@@ -153,6 +153,27 @@ proptest! {
     }
 
     #[test]
+    fn balancing_never_breaks_a_rule_and_never_worsens_the_spread(weights in weighted_hosts(12)) {
+        let mut desc = hosts(&weights);
+        prop_assume!(hosts_with_weight(&desc) >= 3);
+        desc.pools.push(replicated("r", 3, 256));
+        desc.pools.push(erasure("e", 2, 1, 128));
+        let map = build(&desc);
+        let plan = placement::balance::plan(&map, &placement::balance::Options::default());
+        let balanced = map.apply(&Incremental::new(&map, plan.changes.clone())).unwrap();
+        for pool in [PoolId(1), PoolId(2)] {
+            let before = analysis::test_pool(&map, pool).unwrap().distribution;
+            let after = analysis::test_pool(&balanced, pool).unwrap().distribution;
+            prop_assert_eq!(after.violations, 0);
+            prop_assert_eq!(after.placed, before.placed);
+            let squares = |d: &analysis::Distribution| -> f64 {
+                d.per_osd.iter().map(|o| (o.count as f64 - o.expected).powi(2)).sum()
+            };
+            prop_assert!(squares(&after) <= squares(&before) + 1e-6);
+        }
+    }
+
+    #[test]
     fn incrementals_round_trip_and_apply_deterministically(
         weights in weighted_hosts(6),
         ops in prop::collection::vec((0u8..6, any::<prop::sample::Index>(), 0u32..=0x10000), 1..12),
@@ -391,6 +412,76 @@ fn pg_split_moves_objects_only_into_new_pgs() {
         assert_eq!(
             after.pg_placement(child).unwrap(),
             after.pg_placement(parent).unwrap()
+        );
+    }
+}
+
+/// With the balancer's upmap exceptions, every OSD holds within one copy of its
+/// weight-proportional share at realistic PG counts (about 100 copies per OSD), and every
+/// PG still keeps its copies in distinct failure domains.
+#[test]
+fn balancer_brings_every_osd_within_a_copy_of_its_share() {
+    let cases: Vec<(&str, Description)> = vec![
+        ("40 hosts x 4 equal OSDs", uniform(40, 4)),
+        (
+            "24 hosts of mixed disks",
+            hosts(
+                &(0..24)
+                    .map(|h| match h % 3 {
+                        0 => vec![2.0, 1.0, 1.0],
+                        1 => vec![1.0; 4],
+                        _ => vec![4.0],
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+        ),
+    ];
+    for (name, mut desc) in cases {
+        desc.pools.push(replicated("r", 3, 4096));
+        desc.pools.push(erasure("e", 4, 2, 2048));
+        let map = build(&desc);
+        let plan = placement::balance::plan(&map, &placement::balance::Options::default());
+        let balanced = map
+            .apply(&Incremental::new(&map, plan.changes.clone()))
+            .unwrap();
+        for pool in [PoolId(1), PoolId(2)] {
+            let before = analysis::test_pool(&map, pool).unwrap().distribution;
+            let after = analysis::test_pool(&balanced, pool).unwrap().distribution;
+            assert_eq!(
+                (after.short, after.violations),
+                (0, 0),
+                "{name}, pool {pool}"
+            );
+            assert_eq!(
+                after.placed, before.placed,
+                "{name}, pool {pool}: copies lost"
+            );
+            let worst = after
+                .per_osd
+                .iter()
+                .map(|o| (o.count as f64 - o.expected).abs())
+                .fold(0.0, f64::max);
+            let share: f64 =
+                after.per_osd.iter().map(|o| o.expected).sum::<f64>() / after.per_osd.len() as f64;
+            assert!(
+                worst <= 1.0 + 1e-9,
+                "{name}, pool {pool}: an OSD is {worst:.2} copies from its share (avg share {share:.0}); \
+                 stddev before {:.1}%, after {:.1}%",
+                before.stddev_pct,
+                after.stddev_pct
+            );
+            let planned = plan.pools.iter().find(|p| p.id == pool).unwrap();
+            assert!(
+                planned.after.stddev < planned.before.stddev,
+                "{name}: {planned:?}"
+            );
+        }
+        // Balancing a balanced map plans nothing.
+        let again = placement::balance::plan(&balanced, &placement::balance::Options::default());
+        assert!(
+            again.changes.is_empty(),
+            "{name}: second run planned {} changes",
+            again.changes.len()
         );
     }
 }

@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use placement::analysis::{self, PoolDiff, PoolReport};
+use placement::balance;
 use placement::describe::{Description, Format as DescFormat, synthesize};
 use placement::encoding::{self, MAP_BYTES_MAX};
-use placement::{OsdMap, RuleKind};
+use placement::{Incremental, OsdMap, RuleKind};
 use serde::Serialize;
 
 use crate::Format;
@@ -68,6 +69,25 @@ enum MapCommand {
     Diff {
         old: PathBuf,
         new: PathBuf,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Plan upmap exceptions that bring every OSD within a few PG copies of its
+    /// weight-proportional share (Ceph's balancer in upmap mode), and write the balanced map.
+    Balance {
+        map: PathBuf,
+        /// Where to write the balanced map.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Stop when every OSD is within this many copies of its share.
+        #[arg(long, default_value_t = placement::balance::MAX_DEVIATION_DEFAULT)]
+        max_deviation: u32,
+        /// Move at most this many PG copies.
+        #[arg(long, default_value_t = placement::balance::MAX_MOVES_DEFAULT)]
+        max_moves: usize,
+        /// Only these pools (by name); default all.
+        #[arg(long)]
+        pool: Vec<String>,
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
@@ -165,6 +185,17 @@ pub fn run(args: MapArgs) -> Result<()> {
             )?;
             print!("{}", desc.to_toml());
             Ok(())
+        }
+        MapCommand::Balance {
+            map,
+            output,
+            max_deviation,
+            max_moves,
+            pool,
+            format,
+        } => {
+            let map = load_map(&map)?;
+            balance(&map, &output, max_deviation, max_moves, &pool, format)
         }
         MapCommand::Demo { dir } => crate::map_render::demo(&dir),
     }
@@ -307,6 +338,46 @@ fn test(
             )
         ),
         Format::Json => print_json(&output)?,
+    }
+    Ok(())
+}
+
+fn balance(
+    map: &OsdMap,
+    output: &Path,
+    max_deviation: u32,
+    max_moves: usize,
+    pools: &[String],
+    format: Format,
+) -> Result<()> {
+    let mut ids = Vec::new();
+    for name in pools {
+        ids.push(
+            map.pool_by_name(name)
+                .with_context(|| format!("no pool '{name}'"))?
+                .id,
+        );
+    }
+    let options = balance::Options {
+        max_deviation,
+        max_moves,
+        pools: ids,
+    };
+    let plan = balance::plan(map, &options);
+    let balanced = if plan.changes.is_empty() {
+        map.clone()
+    } else {
+        map.apply(&Incremental::new(map, plan.changes.clone()))
+            .context("apply the balancer's changes")?
+    };
+    fs::write(output, encoding::encode_map(&balanced))
+        .with_context(|| format!("write {}", output.display()))?;
+    match format {
+        Format::Plain => {
+            print!("{}", map_render::balance(&plan));
+            println!("wrote {} (epoch {})", output.display(), balanced.epoch());
+        }
+        Format::Json => print_json(&plan)?,
     }
     Ok(())
 }

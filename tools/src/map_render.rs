@@ -284,6 +284,36 @@ pub fn diff(old: &OsdMap, new: &OsdMap, diffs: &[PoolDiff]) -> String {
     out
 }
 
+pub fn balance(plan: &placement::balance::Plan) -> String {
+    let mut out = String::new();
+    for pool in &plan.pools {
+        if let Some(reason) = &pool.skipped {
+            let _ = writeln!(
+                out,
+                "pool '{}' (id {}): left alone: {reason}",
+                pool.pool, pool.id
+            );
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "pool '{}' (id {}): {} copies moved; copies from share: stddev {:.2} -> {:.2}, \
+             worst {:+.1}/{:+.1} -> {:+.1}/{:+.1}",
+            pool.pool,
+            pool.id,
+            pool.moves,
+            pool.before.stddev,
+            pool.after.stddev,
+            pool.before.max_over,
+            pool.before.max_under,
+            pool.after.max_over,
+            pool.after.max_under
+        );
+    }
+    let _ = writeln!(out, "{} PGs get pg_upmap_items", plan.changes.len());
+    out
+}
+
 /// `cairn map demo`: a guided tour of placement on a small cluster, writing every map it
 /// makes so the other subcommands can be tried on them.
 pub fn demo(dir: &Path) -> Result<()> {
@@ -395,6 +425,23 @@ pub fn demo(dir: &Path) -> Result<()> {
         "{}",
         diff(&map, &grown_map, &analysis::diff(&map, &grown_map))
     );
+
+    // The balancer evens out what hashing leaves uneven.
+    let plan = placement::balance::plan(&map, &placement::balance::Options::default());
+    let balanced = map.apply(&Incremental::new(&map, plan.changes.clone()))?;
+    fs::write(dir.join("balanced.map"), encoding::encode_map(&balanced))?;
+    println!(
+        "\n== The balancer pins {} PGs with pg_upmap_items (cairn map balance):",
+        plan.changes.len()
+    );
+    print!("{}", balance(&plan));
+    let reports: Vec<_> = balanced
+        .contents()
+        .pools
+        .keys()
+        .filter_map(|&p| analysis::test_pool(&balanced, p))
+        .collect();
+    print!("{}", test(&reports, None, false));
 
     println!("\nMaps written to {}. Try:", dir.display());
     println!("  cairn map show {}", map_path.display());

@@ -241,3 +241,46 @@ fn demo_writes_maps_the_other_commands_read() {
     let diff = ok(&["map", "diff", "demo/cluster.map", "demo/host-out.map"], d);
     assert!(diff.contains("epoch 1 -> 3"), "{diff}");
 }
+
+#[test]
+fn balance_writes_a_map_within_a_copy_of_every_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let desc = ok(
+        &[
+            "map",
+            "synth",
+            "--layout",
+            "root=1,host=10",
+            "--osds-per-leaf",
+            "3",
+            "--replicated-pool",
+            "rbd",
+        ],
+        d,
+    );
+    std::fs::write(d.join("c.toml"), desc).unwrap();
+    let plan = json(&ok(
+        &[
+            "map", "balance", "c.toml", "-o", "b.map", "--format", "json",
+        ],
+        d,
+    ));
+    let rbd = &plan["pools"][0];
+    assert!(rbd["moves"].as_u64().unwrap() > 0, "{plan}");
+    assert!(rbd["after"]["max_over"].as_f64().unwrap() <= 1.0, "{plan}");
+    let tested = json(&ok(&["map", "test", "b.map", "--format", "json"], d));
+    let dist = &tested["pools"][0]["distribution"];
+    assert_eq!(dist["violations"], 0);
+    for osd in dist["per_osd"].as_array().unwrap() {
+        let off = osd["count"].as_f64().unwrap() - osd["expected"].as_f64().unwrap();
+        assert!(off.abs() <= 1.0, "{osd}");
+    }
+    let shown = ok(&["map", "show", "b.map"], d);
+    assert!(shown.contains("pg_upmap_items"), "{shown}");
+    let err = fails(
+        &["map", "balance", "c.toml", "-o", "x.map", "--pool", "nope"],
+        d,
+    );
+    assert!(err.contains("no pool 'nope'"), "{err}");
+}
