@@ -61,12 +61,29 @@ fn argmax_draw_scalar(
 fn weighted_choice(seed: u32, view: &View) -> usize {
     let mut best = Candidate::weighted(view, seed, 0);
     for i in 1..view.keys.len() {
-        let candidate = Candidate::weighted(view, seed, i);
+        let d = draw(seed, view.keys[i]);
+        if best.beats_floor(d, view.weights[i]) {
+            continue;
+        }
+        let candidate = Candidate::weighted_from_draw(view, i, d);
         if candidate.before(&best, false) {
             best = candidate;
         }
     }
     best.index as usize
+}
+
+/// `floor(log2(e) * 2^24)`.
+const LOG2_E_Q24: u64 = 24_204_406;
+/// Slack for the table logarithm's error (below 2^-22, i.e. 4 units of Q24).
+const LENGTH_FLOOR_SLACK: u64 = 8;
+
+/// A lower bound of `neg_log2_q24(u)` without the logarithm: `-log2(y) >= (1 - y) log2(e)`
+/// for `y = (u + 1) / 2^32`, less the slack of the table logarithm. Lets the weighted scans
+/// skip, exactly, the items whose straw cannot be the shortest.
+#[inline(always)]
+fn length_floor(u: u32) -> u64 {
+    ((u64::from(!u) * LOG2_E_Q24) >> 32).saturating_sub(LENGTH_FLOOR_SLACK)
 }
 
 /// One item's straw in a ranking.
@@ -90,13 +107,25 @@ impl Candidate {
     }
 
     fn weighted(view: &View, seed: u32, index: usize) -> Candidate {
-        let d = draw(seed, view.keys[index]);
+        Candidate::weighted_from_draw(view, index, draw(seed, view.keys[index]))
+    }
+
+    #[inline(always)]
+    fn weighted_from_draw(view: &View, index: usize, d: u32) -> Candidate {
         Candidate {
             index: index as u32,
             draw: d,
             length: neg_log2_q24(d),
             weight: view.weights[index],
         }
+    }
+
+    /// Whether `self` ranks strictly before any item of `weight` that drew `d`, judged by
+    /// that item's length floor alone (so without computing its logarithm).
+    #[inline(always)]
+    fn beats_floor(&self, d: u32, weight: u64) -> bool {
+        u128::from(length_floor(d)) * u128::from(self.weight)
+            > u128::from(self.length) * u128::from(weight)
     }
 
     /// `self` has the shorter straw: smaller `length / weight`, then the larger draw.
@@ -181,7 +210,11 @@ pub(crate) fn rank(view: &View, seed: u32, capacity: usize) -> Ranking {
         rank_uniform_scalar(seed, &view.keys, 0, &mut ranking);
     } else {
         for i in 0..view.keys.len() {
-            ranking.offer(Candidate::weighted(view, seed, i));
+            let d = draw(seed, view.keys[i]);
+            if ranking.is_full() && ranking.items[ranking.len - 1].beats_floor(d, view.weights[i]) {
+                continue;
+            }
+            ranking.offer(Candidate::weighted_from_draw(view, i, d));
         }
     }
     ranking
@@ -483,6 +516,18 @@ mod tests {
     }
 
     #[test]
+    fn length_floor_is_below_the_length() {
+        let check = |u: u32| assert!(length_floor(u) <= neg_log2_q24(u), "u={u:#x}");
+        (0..=u32::MAX).step_by(4099).for_each(check);
+        (0..70_000)
+            .chain(u32::MAX - 70_000..=u32::MAX)
+            .for_each(check);
+        // And close to it where winners are: within 1% for the top 1% of draws.
+        let u = u32::MAX - (u32::MAX / 100);
+        assert!(length_floor(u) as f64 >= 0.99 * neg_log2_q24(u) as f64);
+    }
+
+    #[test]
     fn uniform_shortcut_agrees_with_the_weighted_path() {
         let v = view(&[0x10000; 37]);
         for x in 0..20_000 {
@@ -530,6 +575,29 @@ mod tests {
                 proptest::prop_assert!(next_after(&v, seed, &last).is_none());
             }
             proptest::prop_assert_eq!(order[0] as usize, straw2_index(&v, seed));
+        }
+    }
+
+    /// The weighted choice without the floor, to hold the pruned scan to.
+    fn weighted_choice_unpruned(seed: u32, view: &View) -> usize {
+        let mut best = Candidate::weighted(view, seed, 0);
+        for i in 1..view.keys.len() {
+            let candidate = Candidate::weighted(view, seed, i);
+            if candidate.before(&best, false) {
+                best = candidate;
+            }
+        }
+        best.index as usize
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn pruned_weighted_choice_is_exact(
+            weights in proptest::collection::vec(1u64..1 << 40, 1..300),
+            seed: u32,
+        ) {
+            let v = view(&weights);
+            proptest::prop_assert_eq!(weighted_choice(seed, &v), weighted_choice_unpruned(seed, &v));
         }
     }
 
