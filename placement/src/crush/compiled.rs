@@ -23,6 +23,9 @@ pub(crate) struct View {
     pub keys: Vec<u32>,
     /// Subtree weight of each child in this class; all non-zero.
     pub weights: Vec<u64>,
+    /// The same weights as `f32`, for the vectorised prefilter of weighted scans (which
+    /// only ever skips items the exact integer comparison would also reject).
+    pub weights_f32: Vec<f32>,
     /// Each child: an OSD id (`>= 0`) or `-1 - dense bucket index`.
     pub children: Vec<i32>,
     /// All weights equal: straw2 reduces to "largest draw wins".
@@ -149,6 +152,7 @@ impl CompiledCrush {
                 if weight > 0 {
                     view.keys.push(item_key(item.0));
                     view.weights.push(weight);
+                    view.weights_f32.push(weight as f32);
                     view.children.push(child_ref(item));
                 }
             }

@@ -59,18 +59,59 @@ fn argmax_draw_scalar(
 
 #[inline]
 fn weighted_choice(seed: u32, view: &View) -> usize {
-    let mut best = Candidate::weighted(view, seed, 0);
-    for i in 1..view.keys.len() {
-        let d = draw(seed, view.keys[i]);
-        if best.beats_floor(d, view.weights[i]) {
-            continue;
-        }
-        let candidate = Candidate::weighted_from_draw(view, i, d);
-        if candidate.before(&best, false) {
-            best = candidate;
+    let mut best = Best(None);
+    scan_weighted(seed, view, &mut best);
+    best.0.expect("a view has items").index as usize
+}
+
+/// Where a weighted scan sends the items that might enter it: the single best, or a
+/// ranking.
+trait Sink {
+    /// The candidate an item must rank before to be worth offering; `None`: every item is.
+    fn bar(&self) -> Option<Candidate>;
+    fn offer(&mut self, candidate: Candidate);
+}
+
+struct Best(Option<Candidate>);
+
+impl Sink for Best {
+    fn bar(&self) -> Option<Candidate> {
+        self.0
+    }
+
+    fn offer(&mut self, candidate: Candidate) {
+        if self.0.is_none_or(|best| candidate.before(&best, false)) {
+            self.0 = Some(candidate);
         }
     }
-    best.index as usize
+}
+
+/// Offers every item of a weighted view that its length floor does not rule out.
+fn scan_weighted(seed: u32, view: &View, sink: &mut impl Sink) {
+    #[cfg(target_arch = "x86_64")]
+    if view.keys.len() >= simd::MIN_KEYS && std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        unsafe { simd::scan_weighted_avx2(seed, view, sink) };
+        return;
+    }
+    scan_weighted_scalar(seed, view, 0, sink);
+}
+
+fn scan_weighted_scalar(seed: u32, view: &View, start: usize, sink: &mut impl Sink) {
+    for i in start..view.keys.len() {
+        offer_weighted(view, i, draw(seed, view.keys[i]), sink);
+    }
+}
+
+#[inline(always)]
+fn offer_weighted(view: &View, index: usize, d: u32, sink: &mut impl Sink) {
+    if sink
+        .bar()
+        .is_some_and(|bar| bar.beats_floor(d, view.weights[index]))
+    {
+        return;
+    }
+    sink.offer(Candidate::weighted_from_draw(view, index, d));
 }
 
 /// `floor(log2(e) * 2^24)`.
@@ -209,15 +250,19 @@ pub(crate) fn rank(view: &View, seed: u32, capacity: usize) -> Ranking {
         }
         rank_uniform_scalar(seed, &view.keys, 0, &mut ranking);
     } else {
-        for i in 0..view.keys.len() {
-            let d = draw(seed, view.keys[i]);
-            if ranking.is_full() && ranking.items[ranking.len - 1].beats_floor(d, view.weights[i]) {
-                continue;
-            }
-            ranking.offer(Candidate::weighted_from_draw(view, i, d));
-        }
+        scan_weighted(seed, view, &mut ranking);
     }
     ranking
+}
+
+impl Sink for Ranking {
+    fn bar(&self) -> Option<Candidate> {
+        self.is_full().then(|| self.items[self.len - 1])
+    }
+
+    fn offer(&mut self, candidate: Candidate) {
+        Ranking::offer(self, candidate);
+    }
 }
 
 fn rank_uniform_scalar(seed: u32, keys: &[u32], start: usize, ranking: &mut Ranking) {
@@ -446,6 +491,79 @@ mod simd {
         }
     }
 
+    /// `2 * floor(log2(e) * 2^24) / 2^32`, shrunk by the prefilter's margin.
+    const FLOOR_SCALE: f32 =
+        (2.0 * super::LOG2_E_Q24 as f64 / 4_294_967_296.0 * (1.0 - MARGIN)) as f32;
+    /// Covers the integer floor's slack (9) with room to spare.
+    const FLOOR_SLACK: f32 = 16.0;
+    /// Relative margin of the prefilter: f32 arithmetic here errs by under 1e-6.
+    const MARGIN: f64 = 1e-5;
+
+    /// The weighted scan, eight items at a time. A float prefilter decides which items
+    /// the exact integer test must look at: an item is skipped only when
+    /// `floor_f > weight * len_bar * (1 + margin) / weight_bar`, where `floor_f` is below the
+    /// integer length floor; that implies the integer test would reject it too, so the
+    /// result is the scalar scan's, bit for bit, whatever the float rounding.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn scan_weighted_avx2(
+        seed: u32,
+        view: &super::View,
+        sink: &mut impl super::Sink,
+    ) {
+        let seed_v = _mm256_set1_epi32(seed as i32);
+        let all_ones = _mm256_set1_epi32(-1);
+        let scale = _mm256_set1_ps(FLOOR_SCALE);
+        let slack = _mm256_set1_ps(FLOOR_SLACK);
+        let mut t = threshold(sink.bar());
+        let mut base = 0;
+        for (keys, weights) in view
+            .keys
+            .chunks_exact(LANES)
+            .zip(view.weights_f32.chunks_exact(LANES))
+        {
+            // SAFETY: both chunks are exactly 8 lanes of 32 bits; the loads are unaligned.
+            let (k, w) = unsafe {
+                (
+                    _mm256_loadu_si256(keys.as_ptr().cast()),
+                    _mm256_loadu_ps(weights.as_ptr()),
+                )
+            };
+            let d = draws(seed_v, k);
+            // (!d >> 1) fits a signed lane; the halving is part of the under-estimate.
+            let halved = _mm256_srli_epi32::<1>(_mm256_xor_si256(d, all_ones));
+            let floor = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(halved), scale), slack);
+            let maybe = _mm256_cmp_ps::<_CMP_LE_OQ>(floor, _mm256_mul_ps(w, t));
+            let mut mask = _mm256_movemask_ps(maybe) as u32;
+            if mask != 0 {
+                let mut lanes = [0u32; LANES];
+                // SAFETY: the array holds exactly one 256-bit vector.
+                unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), d) };
+                while mask != 0 {
+                    let lane = mask.trailing_zeros() as usize;
+                    super::offer_weighted(view, base + lane, lanes[lane], sink);
+                    mask &= mask - 1;
+                }
+                t = threshold(sink.bar());
+            }
+            base += LANES;
+        }
+        super::scan_weighted_scalar(seed, view, base, sink);
+    }
+
+    /// `len_bar * (1 + margin) / weight_bar` in every lane; infinity (offer everything)
+    /// without a bar.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn threshold(bar: Option<Candidate>) -> __m256 {
+        let t = bar.map_or(f32::INFINITY, |bar| {
+            (bar.length as f64 * (1.0 + MARGIN) / bar.weight as f64) as f32
+        });
+        _mm256_set1_ps(t)
+    }
+
     /// mix32(seed ^ key), lane-wise (see `crate::hash::mix32`).
     #[inline]
     #[target_feature(enable = "avx2")]
@@ -487,6 +605,7 @@ mod tests {
         View {
             keys: (0..weights.len() as i32).map(item_key).collect(),
             weights: weights.to_vec(),
+            weights_f32: weights.iter().map(|&w| w as f32).collect(),
             children: (0..weights.len() as i32).collect(),
             uniform: weights.windows(2).all(|w| w[0] == w[1]),
         }
@@ -514,6 +633,8 @@ mod tests {
         });
         all.iter().map(|c| c.index).collect()
     }
+
+    use proptest::strategy::Strategy;
 
     #[test]
     fn length_floor_is_below_the_length() {
@@ -593,7 +714,12 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn pruned_weighted_choice_is_exact(
-            weights in proptest::collection::vec(1u64..1 << 40, 1..300),
+            weights in proptest::prop_oneof![
+                proptest::collection::vec(1u64..1 << 40, 1..300),
+                // Close weights, where the floor rules out the fewest items.
+                proptest::collection::vec((8u64..=12).prop_map(|w| w << 16), 1..300),
+                proptest::collection::vec(1u64..=3, 1..300),
+            ],
             seed: u32,
         ) {
             let v = view(&weights);
