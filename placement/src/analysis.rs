@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
+use crate::autoscale;
 use crate::crush::map::CrushMap;
 use crate::ids::{OsdId, PgId, PoolId, RuleId};
 use crate::osdmap::{OsdMap, OsdSet};
@@ -60,6 +61,10 @@ pub struct PoolReport {
     pub rule: String,
     pub pg_num: u32,
     pub size: usize,
+    /// The pg_num the autoscaler would choose, sharing the OSDs evenly with the pools on them.
+    pub ideal_pg_num: u32,
+    /// `Some(n)` when the pool should split to `n` PGs.
+    pub split_to: Option<u32>,
     pub distribution: Distribution,
 }
 
@@ -72,12 +77,20 @@ pub fn test_pool(map: &OsdMap, pool: PoolId) -> Option<PoolReport> {
         let set = map.pg_placement(pg).expect("PG of its own pool");
         tally.add(&pg.to_string(), &set);
     }
+    let share = 1.0 / autoscale::pools_on_rule_osds(map, p.rule) as f64;
+    let advice = autoscale::advise(map, p, autoscale::TARGET_PGS_PER_OSD_DEFAULT, share);
+    let (ideal_pg_num, split_to) = match advice {
+        autoscale::Advice::Keep { ideal } | autoscale::Advice::TooMany { ideal } => (ideal, None),
+        autoscale::Advice::Split { pg_num } => (pg_num, Some(pg_num)),
+    };
     Some(PoolReport {
         pool: p.name.clone(),
         id: p.id,
         rule: rule.name.clone(),
         pg_num: p.pg_num,
         size: p.size(),
+        ideal_pg_num,
+        split_to,
         distribution: tally.finish(),
     })
 }
@@ -114,10 +127,7 @@ struct Tally<'a> {
 impl<'a> Tally<'a> {
     fn new(map: &'a OsdMap, rule: RuleId, width: usize) -> Tally<'a> {
         let crush = map.crush();
-        let failure_domain = crush
-            .rules
-            .get(&rule)
-            .map_or(0, |r| crush.rule_failure_domain(r));
+        let failure_domain = crush.rules.get(&rule).map_or(0, |r| crush.rule_failure_domain(r));
         Tally {
             crush,
             width,
@@ -149,10 +159,8 @@ impl<'a> Tally<'a> {
             self.short += 1;
             problem = Some(format!("{input} -> {set}: {count} of {} OSDs", self.width));
         }
-        let mut domains: Vec<i32> = set
-            .osds()
-            .map(|o| self.domain_of.get(&o).copied().unwrap_or(i32::MIN))
-            .collect();
+        let mut domains: Vec<i32> =
+            set.osds().map(|o| self.domain_of.get(&o).copied().unwrap_or(i32::MIN)).collect();
         domains.sort_unstable();
         if domains.windows(2).any(|w| w[0] == w[1]) {
             self.violations += 1;
@@ -179,11 +187,7 @@ impl<'a> Tally<'a> {
             let share = weight as f64 / total_weight.max(1) as f64;
             let expected = self.placed as f64 * share;
             let (count, primary) = self.counts.get(&osd).copied().unwrap_or_default();
-            let deviation = if expected > 0.0 {
-                (count as f64 - expected) / expected
-            } else {
-                0.0
-            };
+            let deviation = if expected > 0.0 { (count as f64 - expected) / expected } else { 0.0 };
             squares += deviation * deviation;
             if expected > 0.0 {
                 // Binomial variance of one OSD's count, relative to its expectation.
@@ -282,10 +286,7 @@ pub fn diff(before: &OsdMap, after: &OsdMap) -> Vec<PoolDiff> {
 }
 
 fn diff_pool(before: &OsdMap, after: &OsdMap, id: PoolId) -> PoolDiff {
-    let (a, b) = (
-        before.pool(id).expect("present"),
-        after.pool(id).expect("present"),
-    );
+    let (a, b) = (before.pool(id).expect("present"), after.pool(id).expect("present"));
     let mut diff = PoolDiff {
         pool: b.name.clone(),
         id,
@@ -316,16 +317,12 @@ fn diff_pool(before: &OsdMap, after: &OsdMap, id: PoolId) -> PoolDiff {
         diff.pgs_changed += 1;
         let arrived: Vec<OsdId> = if a.is_erasure() {
             // A shard's identity is its position.
-            (0..new.len())
-                .filter_map(|i| new.get(i).filter(|&o| old.get(i) != Some(o)))
-                .collect()
+            (0..new.len()).filter_map(|i| new.get(i).filter(|&o| old.get(i) != Some(o))).collect()
         } else {
             new.osds().filter(|&o| !old.contains(o)).collect()
         };
         let left: Vec<OsdId> = if a.is_erasure() {
-            (0..old.len())
-                .filter_map(|i| old.get(i).filter(|&o| new.get(i) != Some(o)))
-                .collect()
+            (0..old.len()).filter_map(|i| old.get(i).filter(|&o| new.get(i) != Some(o))).collect()
         } else {
             old.osds().filter(|&o| !new.contains(o)).collect()
         };
@@ -347,12 +344,8 @@ fn diff_pool(before: &OsdMap, after: &OsdMap, id: PoolId) -> PoolDiff {
 pub fn ideal_movement(before: &[(OsdId, u64)], after: &[(OsdId, u64)]) -> f64 {
     let share = |set: &[(OsdId, u64)]| -> BTreeMap<OsdId, f64> {
         let total: u64 = set.iter().map(|(_, w)| w).sum();
-        set.iter()
-            .map(|&(o, w)| (o, w as f64 / total.max(1) as f64))
-            .collect()
+        set.iter().map(|&(o, w)| (o, w as f64 / total.max(1) as f64)).collect()
     };
     let (old, new) = (share(before), share(after));
-    new.iter()
-        .map(|(osd, s)| (s - old.get(osd).copied().unwrap_or(0.0)).max(0.0))
-        .sum()
+    new.iter().map(|(osd, s)| (s - old.get(osd).copied().unwrap_or(0.0)).max(0.0)).sum()
 }

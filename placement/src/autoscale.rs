@@ -38,11 +38,7 @@ pub enum Advice {
 /// A size of 0 (an invalid pool) is treated as 1.
 pub fn ideal_pg_num(osds: usize, size: usize, target_pgs_per_osd: u32, share: f64) -> u32 {
     let size = size.max(1);
-    let share = if share.is_finite() {
-        share.clamp(0.0, 1.0)
-    } else {
-        1.0
-    };
+    let share = if share.is_finite() { share.clamp(0.0, 1.0) } else { 1.0 };
     let raw = osds as f64 * f64::from(target_pgs_per_osd) * share / size as f64;
     nearest_power_of_two(raw).clamp(PG_NUM_MIN, PG_NUM_MAX)
 }
@@ -53,11 +49,7 @@ fn nearest_power_of_two(x: f64) -> u32 {
     }
     let high = (x.ceil() as u64).next_power_of_two().min(1 << 31);
     let low = high / 2;
-    (if x - low as f64 <= high as f64 - x {
-        low
-    } else {
-        high
-    }) as u32
+    (if x - low as f64 <= high as f64 - x { low } else { high }) as u32
 }
 
 /// Advice for one pool holding `share` of the data.
@@ -102,6 +94,40 @@ mod tests {
         assert_eq!(ideal_pg_num(3, 3, 100, 0.0001), PG_NUM_MIN);
         assert_eq!(ideal_pg_num(10_000_000, 1, 100, 1.0), PG_NUM_MAX);
         assert_eq!(ideal_pg_num(0, 3, 100, 1.0), PG_NUM_MIN);
+    }
+
+    #[test]
+    fn advice_splits_only_past_the_threshold() {
+        let mut desc =
+            crate::describe::synthesize(&[("root".into(), 1), ("host".into(), 10)], 10, 1.0, None);
+        for (name, pg_num) in [("tiny", 64), ("quarter", 1024), ("huge", 65536)] {
+            let pool = crate::describe::PoolDesc {
+                name: name.into(),
+                kind: crate::RuleKind::Replicated,
+                id: None,
+                size: Some(3),
+                min_size: None,
+                k: None,
+                m: None,
+                profile: None,
+                rule: None,
+                pg_num: Some(pg_num),
+                target_size_ratio: None,
+            };
+            desc.pools.push(pool);
+        }
+        let map = desc.build().unwrap();
+        // 100 OSDs x 100 / size 3 = 3333 -> 4096 for a pool with all the data.
+        let advice = |name: &str| advise(&map, map.pool_by_name(name).unwrap(), 100, 1.0);
+        assert_eq!(advice("tiny"), Advice::Split { pg_num: 4096 });
+        assert_eq!(advice("quarter"), Advice::Split { pg_num: 4096 });
+        // With half the data, 1024 is within the threshold of the ideal 2048.
+        assert_eq!(
+            advise(&map, map.pool_by_name("quarter").unwrap(), 100, 0.5),
+            Advice::Keep { ideal: 2048 }
+        );
+        assert_eq!(advice("huge"), Advice::TooMany { ideal: 4096 });
+        assert_eq!(pools_on_rule_osds(&map, map.pool_by_name("tiny").unwrap().rule), 3);
     }
 
     #[test]

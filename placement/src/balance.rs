@@ -78,10 +78,7 @@ pub struct Plan {
 
 /// Plans the upmap changes that balance the selected pools of `map`.
 pub fn plan(map: &OsdMap, options: &Options) -> Plan {
-    let mut plan = Plan {
-        pools: Vec::new(),
-        changes: Vec::new(),
-    };
+    let mut plan = Plan { pools: Vec::new(), changes: Vec::new() };
     let mut budget = options.max_moves;
     for pool in map.contents().pools.values() {
         if !options.pools.is_empty() && !options.pools.contains(&pool.id) {
@@ -142,16 +139,8 @@ impl<'a> Balancer<'a> {
     fn new(map: &'a OsdMap, pool: &'a Pool) -> Result<Balancer<'a>, String> {
         let crush = map.crush();
         let rule = crush.rules.get(&pool.rule).ok_or("its rule is missing")?;
-        let takes = rule
-            .steps
-            .iter()
-            .filter(|s| matches!(s, Step::Take { .. }))
-            .count();
-        let chooses = rule
-            .steps
-            .iter()
-            .filter(|s| matches!(s, Step::Choose { .. }))
-            .count();
+        let takes = rule.steps.iter().filter(|s| matches!(s, Step::Take { .. })).count();
+        let chooses = rule.steps.iter().filter(|s| matches!(s, Step::Choose { .. })).count();
         if takes != 1 || chooses != 1 {
             return Err(format!(
                 "rule '{}' has {takes} take and {chooses} choose steps; only one of each is balanced",
@@ -201,22 +190,9 @@ impl<'a> Balancer<'a> {
         }
         let total: i64 = count.iter().sum();
         let weight_sum: u64 = candidates.iter().map(|&(_, w)| w).sum();
-        let target = candidates
-            .iter()
-            .map(|&(_, w)| total as f64 * w as f64 / weight_sum as f64)
-            .collect();
-        Ok(Balancer {
-            map,
-            pool,
-            osds,
-            target,
-            domain,
-            count,
-            raw,
-            now,
-            holds,
-            pairs,
-        })
+        let target =
+            candidates.iter().map(|&(_, w)| total as f64 * w as f64 / weight_sum as f64).collect();
+        Ok(Balancer { map, pool, osds, target, domain, count, raw, now, holds, pairs })
     }
 
     fn deviation(&self, c: usize) -> f64 {
@@ -241,11 +217,7 @@ impl<'a> Balancer<'a> {
         while moves < budget {
             let mut order: Vec<usize> = (0..self.osds.len()).collect();
             // Fullest first; ties by OSD id so the plan is the same on every run.
-            order.sort_by(|&a, &b| {
-                self.deviation(b)
-                    .total_cmp(&self.deviation(a))
-                    .then(a.cmp(&b))
-            });
+            order.sort_by(|&a, &b| self.deviation(b).total_cmp(&self.deviation(a)).then(a.cmp(&b)));
             let outside = |d: f64| d > limit || d < -limit;
             if !order.iter().any(|&c| outside(self.deviation(c))) {
                 break;
@@ -295,10 +267,7 @@ impl<'a> Balancer<'a> {
             return false;
         }
         let to_domain = self.domain[&to_osd];
-        if set
-            .osds()
-            .any(|o| o != from_osd && self.domain.get(&o) == Some(&to_domain))
-        {
+        if set.osds().any(|o| o != from_osd && self.domain.get(&o) == Some(&to_domain)) {
             return false;
         }
         let pairs = self.pairs_after(pg, from_osd, to_osd);
@@ -358,15 +327,10 @@ impl<'a> Balancer<'a> {
         self.pairs
             .iter()
             .filter_map(|(&i, pairs)| {
-                let pg = PgId {
-                    pool: self.pool.id,
-                    seed: i as u32,
-                };
+                let pg = PgId { pool: self.pool.id, seed: i as u32 };
                 let before = existing.get(&pg).map_or(&[][..], Vec::as_slice);
-                (before != pairs.as_slice()).then(|| MapChange::PgUpmapItems {
-                    pg,
-                    pairs: pairs.clone(),
-                })
+                (before != pairs.as_slice())
+                    .then(|| MapChange::PgUpmapItems { pg, pairs: pairs.clone() })
             })
             .collect()
     }

@@ -56,10 +56,7 @@ pub enum DescribeError {
     #[error("the description is {len} bytes; the limit is {limit}")]
     TooLarge { len: usize, limit: usize },
     #[error("{format} syntax: {message}")]
-    Syntax {
-        format: &'static str,
-        message: String,
-    },
+    Syntax { format: &'static str, message: String },
     #[error("{at}: {reason}")]
     Entry { at: String, reason: String },
     #[error("{at}: {source}")]
@@ -71,10 +68,7 @@ pub enum DescribeError {
 }
 
 fn entry(at: impl Into<String>, reason: impl Into<String>) -> DescribeError {
-    DescribeError::Entry {
-        at: at.into(),
-        reason: reason.into(),
-    }
+    DescribeError::Entry { at: at.into(), reason: reason.into() }
 }
 
 fn in_map(at: impl Into<String>) -> impl FnOnce(MapError) -> DescribeError {
@@ -228,20 +222,13 @@ impl Format {
 impl Description {
     pub fn parse(text: &str, format: Format) -> Result<Description, DescribeError> {
         if text.len() > DESCRIPTION_BYTES_MAX {
-            return Err(DescribeError::TooLarge {
-                len: text.len(),
-                limit: DESCRIPTION_BYTES_MAX,
-            });
+            return Err(DescribeError::TooLarge { len: text.len(), limit: DESCRIPTION_BYTES_MAX });
         }
         match format {
-            Format::Toml => toml::from_str(text).map_err(|e| DescribeError::Syntax {
-                format: "TOML",
-                message: e.to_string(),
-            }),
-            Format::Json => serde_json::from_str(text).map_err(|e| DescribeError::Syntax {
-                format: "JSON",
-                message: e.to_string(),
-            }),
+            Format::Toml => toml::from_str(text)
+                .map_err(|e| DescribeError::Syntax { format: "TOML", message: e.to_string() }),
+            Format::Json => serde_json::from_str(text)
+                .map_err(|e| DescribeError::Syntax { format: "JSON", message: e.to_string() }),
         }
     }
 
@@ -287,14 +274,7 @@ pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
 
 pub fn format_uuid(bytes: &[u8; 16]) -> String {
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
 }
 
 /// A bucket as the builder collects it, before the CRUSH map exists.
@@ -307,22 +287,13 @@ struct Pending {
 }
 
 fn build_crush(desc: &Description) -> Result<CrushMap, DescribeError> {
-    let types = desc
-        .types
-        .clone()
-        .unwrap_or_else(|| DEFAULT_TYPES.iter().map(|t| t.to_string()).collect());
+    let types =
+        desc.types.clone().unwrap_or_else(|| DEFAULT_TYPES.iter().map(|t| t.to_string()).collect());
     let mut crush = CrushMap::with_types(types);
     let type_id = |crush: &CrushMap, at: &str, name: &str| {
-        crush
-            .type_id(name)
-            .map_err(in_map(at.to_owned()))
-            .and_then(|t| {
-                if t == 0 {
-                    Err(entry(at, "'osd' is the leaf type, not a bucket type"))
-                } else {
-                    Ok(t)
-                }
-            })
+        crush.type_id(name).map_err(in_map(at.to_owned())).and_then(|t| {
+            if t == 0 { Err(entry(at, "'osd' is the leaf type, not a bucket type")) } else { Ok(t) }
+        })
     };
 
     let mut buckets: BTreeMap<String, Pending> = BTreeMap::new();
@@ -331,10 +302,7 @@ fn build_crush(desc: &Description) -> Result<CrushMap, DescribeError> {
     for (i, b) in desc.buckets.iter().enumerate() {
         let at = format!("bucket '{}' ([[bucket]] #{})", b.name, i + 1);
         if let Some(first) = buckets.get(&b.name) {
-            return Err(entry(
-                at,
-                format!("the name is already used by {}", first.declared_at),
-            ));
+            return Err(entry(at, format!("the name is already used by {}", first.declared_at)));
         }
         let type_id = type_id(&crush, &at, &b.type_name)?;
         let id = match b.id {
@@ -345,21 +313,12 @@ fn build_crush(desc: &Description) -> Result<CrushMap, DescribeError> {
             None => derived_id(&ids, &b.name),
         };
         if let Some(other) = ids.insert(id, b.name.clone()) {
-            return Err(entry(
-                at,
-                format!("id {id} is already used by bucket '{other}'"),
-            ));
+            return Err(entry(at, format!("id {id} is already used by bucket '{other}'")));
         }
         let parent = b.parent.clone().map(|p| (p, at.clone()));
         buckets.insert(
             b.name.clone(),
-            Pending {
-                id,
-                type_id,
-                parent,
-                children: vec![],
-                declared_at: at,
-            },
+            Pending { id, type_id, parent, children: vec![], declared_at: at },
         );
         order.push(b.name.clone());
     }
@@ -369,16 +328,9 @@ fn build_crush(desc: &Description) -> Result<CrushMap, DescribeError> {
     for (i, osd) in desc.osds.iter().enumerate() {
         let at = format!("osd.{} ([[osd]] #{})", osd.id, i + 1);
         if let Some(first) = seen_osds.insert(osd.id, i + 1) {
-            return Err(entry(
-                at,
-                format!("the id is already used by [[osd]] #{first}"),
-            ));
+            return Err(entry(at, format!("the id is already used by [[osd]] #{first}")));
         }
-        let id: OsdId = osd
-            .id
-            .to_string()
-            .parse()
-            .map_err(|e: String| entry(&at, e))?;
+        let id: OsdId = osd.id.to_string().parse().map_err(|e: String| entry(&at, e))?;
         let weight = Weight::from_f64(osd.weight).map_err(|e| entry(&at, e))?;
         if osd.location.is_empty() {
             continue;
@@ -386,11 +338,7 @@ fn build_crush(desc: &Description) -> Result<CrushMap, DescribeError> {
         // Ancestors from the top down.
         let mut path = Vec::new();
         for (type_name, name) in &osd.location {
-            path.push((
-                type_id(&crush, &format!("{at}: location"), type_name)?,
-                type_name,
-                name,
-            ));
+            path.push((type_id(&crush, &format!("{at}: location"), type_name)?, type_name, name));
         }
         path.sort_by_key(|p| std::cmp::Reverse(p.0));
         for (level, type_name, name) in &path {
@@ -426,18 +374,8 @@ fn build_crush(desc: &Description) -> Result<CrushMap, DescribeError> {
             link(&mut buckets, child, parent, &at)?;
         }
         let leaf = path.last().expect("location is not empty").2;
-        buckets
-            .get_mut(leaf)
-            .expect("created above")
-            .children
-            .push(id.into());
-        devices.insert(
-            id,
-            Device {
-                weight,
-                class: osd.class.clone(),
-            },
-        );
+        buckets.get_mut(leaf).expect("created above").children.push(id.into());
+        devices.insert(id, Device { weight, class: osd.class.clone() });
     }
 
     // Explicit parent links, checked for unknown parents and cycles before anything else.
@@ -456,11 +394,7 @@ fn build_crush(desc: &Description) -> Result<CrushMap, DescribeError> {
             continue;
         };
         let child_id = buckets[name].id;
-        buckets
-            .get_mut(&parent)
-            .expect("checked above")
-            .children
-            .push(child_id.into());
+        buckets.get_mut(&parent).expect("checked above").children.push(child_id.into());
     }
 
     for name in &order {
@@ -511,10 +445,7 @@ fn check_cycles(buckets: &BTreeMap<String, Pending>) -> Result<(), DescribeError
             if let Some(pos) = path.iter().position(|&n| n == name) {
                 let mut cycle: Vec<&str> = path[pos..].to_vec();
                 cycle.push(name);
-                let stated = buckets[name]
-                    .parent
-                    .as_ref()
-                    .map_or("", |(_, at)| at.as_str());
+                let stated = buckets[name].parent.as_ref().map_or("", |(_, at)| at.as_str());
                 return Err(entry(
                     stated,
                     format!("cycle in the hierarchy: {}", cycle.join(" > parent ")),
@@ -539,14 +470,7 @@ fn build_osd_states(desc: &Description) -> Result<BTreeMap<OsdId, OsdState>, Des
         let at = format!("osd.{} ([[osd]] #{})", osd.id, i + 1);
         let reweight =
             Reweight::from_f64(osd.reweight).map_err(|e| entry(&at, format!("reweight: {e}")))?;
-        osds.insert(
-            OsdId(osd.id),
-            OsdState {
-                up: osd.up,
-                is_in: osd.is_in,
-                reweight,
-            },
-        );
+        osds.insert(OsdId(osd.id), OsdState { up: osd.up, is_in: osd.is_in, reweight });
     }
     Ok(osds)
 }
@@ -572,10 +496,7 @@ fn default_root(crush: &CrushMap, at: &str) -> Result<BucketId, DescribeError> {
         [] => Err(entry(at, "there are no buckets to place data in")),
         many => Err(entry(
             at,
-            format!(
-                "there is no bucket 'default' and {} roots; name the root",
-                many.len()
-            ),
+            format!("there is no bucket 'default' and {} roots; name the root", many.len()),
         )),
     }
 }
@@ -602,9 +523,7 @@ fn add_rules(crush: &mut CrushMap, desc: &Description) -> Result<(), DescribeErr
             }
             None => simple_rule_steps(crush, &at, rule)?,
         };
-        crush
-            .add_rule(&rule.name, rule.kind, steps)
-            .map_err(in_map(at))?;
+        crush.add_rule(&rule.name, rule.kind, steps).map_err(in_map(at))?;
     }
     // The default rules, when a pool relies on them and the description does not define them.
     for pool in &desc.pools {
@@ -642,23 +561,14 @@ fn simple_rule_steps(
             .ok_or_else(|| entry(at, format!("root '{name}' is not a bucket")))?,
         None => default_root(crush, at)?,
     };
-    let domain = rule
-        .failure_domain
-        .as_deref()
-        .unwrap_or(DEFAULT_FAILURE_DOMAIN);
+    let domain = rule.failure_domain.as_deref().unwrap_or(DEFAULT_FAILURE_DOMAIN);
     let failure_domain = crush.type_id(domain).map_err(in_map(at.to_owned()))?;
     if let Some(class) = &rule.class
         && !crush.classes().contains(class.as_str())
     {
         return Err(entry(at, format!("no OSD has device class '{class}'")));
     }
-    Ok(SimpleRule {
-        kind: rule.kind,
-        root,
-        failure_domain,
-        class: rule.class.as_deref(),
-    }
-    .steps())
+    Ok(SimpleRule { kind: rule.kind, root, failure_domain, class: rule.class.as_deref() }.steps())
 }
 
 fn build_profiles(desc: &Description) -> Result<BTreeMap<String, ErasureProfile>, DescribeError> {
@@ -682,25 +592,12 @@ fn build_pools(
     desc: &Description,
     contents: &mut MapContents,
 ) -> Result<BTreeMap<PoolId, Pool>, DescribeError> {
-    let target = desc
-        .target_pgs_per_osd
-        .unwrap_or(TARGET_PGS_PER_OSD_DEFAULT);
+    let target = desc.target_pgs_per_osd.unwrap_or(TARGET_PGS_PER_OSD_DEFAULT);
     if target == 0 || target > 10_000 {
-        return Err(entry(
-            "target_pgs_per_osd",
-            format!("{target} is not in 1..=10000"),
-        ));
+        return Err(entry("target_pgs_per_osd", format!("{target} is not in 1..=10000")));
     }
-    let ratios: Vec<f64> = desc
-        .pools
-        .iter()
-        .map(|p| p.target_size_ratio.unwrap_or(1.0))
-        .collect();
-    if let Some((i, r)) = ratios
-        .iter()
-        .enumerate()
-        .find(|(_, r)| !r.is_finite() || **r < 0.0)
-    {
+    let ratios: Vec<f64> = desc.pools.iter().map(|p| p.target_size_ratio.unwrap_or(1.0)).collect();
+    if let Some((i, r)) = ratios.iter().enumerate().find(|(_, r)| !r.is_finite() || **r < 0.0) {
         return Err(entry(
             format!("pool '{}'", desc.pools[i].name),
             format!("target_size_ratio {r} is not >= 0"),
@@ -820,35 +717,20 @@ fn pool_kind(
                 }
                 (None, Some(k), Some(m)) => {
                     let name = format!("k{k}m{m}");
-                    let profile = ErasureProfile {
-                        k,
-                        m,
-                        stripe_unit_bytes: STRIPE_UNIT_BYTES_DEFAULT,
-                    };
+                    let profile =
+                        ErasureProfile { k, m, stripe_unit_bytes: STRIPE_UNIT_BYTES_DEFAULT };
                     profile.validate(&name).map_err(in_map(at))?;
-                    let existing = contents
-                        .erasure_profiles
-                        .entry(name.clone())
-                        .or_insert(profile);
+                    let existing = contents.erasure_profiles.entry(name.clone()).or_insert(profile);
                     if (existing.k, existing.m) != (k, m) {
-                        return Err(entry(
-                            at,
-                            format!("profile '{name}' exists with other k, m"),
-                        ));
+                        return Err(entry(at, format!("profile '{name}' exists with other k, m")));
                     }
                     (name, k, m)
                 }
                 _ => return Err(entry(at, "give either k and m, or a profile")),
             };
-            let min_size = p
-                .min_size
-                .unwrap_or_else(|| default_min_size(k.saturating_add(m), Some(k)));
-            Ok(PoolKind::Erasure {
-                profile: name,
-                k,
-                m,
-                min_size,
-            })
+            let min_size =
+                p.min_size.unwrap_or_else(|| default_min_size(k.saturating_add(m), Some(k)));
+            Ok(PoolKind::Erasure { profile: name, k, m, min_size })
         }
     }
 }
@@ -864,9 +746,7 @@ fn check_rule_weight(
         if let Step::Take { bucket, class } = step
             && crush.subtree_weight((*bucket).into(), class.as_deref()) == 0
         {
-            let class = class
-                .as_ref()
-                .map_or(String::new(), |c| format!(" (class {c})"));
+            let class = class.as_ref().map_or(String::new(), |c| format!(" (class {c})"));
             return Err(entry(
                 at,
                 format!(

@@ -48,13 +48,8 @@ pub fn encode_incremental(inc: &Incremental) -> Vec<u8> {
 
 pub fn decode_incremental(bytes: &[u8]) -> Result<Incremental, DecodeError> {
     const WHAT: &str = "incremental";
-    let (_version, payload) = open(
-        INCREMENTAL_MAGIC,
-        WHAT,
-        INCREMENTAL_FORMAT_VERSION,
-        INCREMENTAL_BYTES_MAX,
-        bytes,
-    )?;
+    let (_version, payload) =
+        open(INCREMENTAL_MAGIC, WHAT, INCREMENTAL_FORMAT_VERSION, INCREMENTAL_BYTES_MAX, bytes)?;
     let inc: Incremental = parse(WHAT, payload)?;
     if inc.changes.len() > CHANGES_MAX {
         return Err(DecodeError::TooLarge {
@@ -87,21 +82,13 @@ fn open<'a>(
     bytes: &'a [u8],
 ) -> Result<(u16, &'a [u8]), DecodeError> {
     if bytes.len() > limit {
-        return Err(DecodeError::TooLarge {
-            what,
-            len: bytes.len(),
-            limit,
-        });
+        return Err(DecodeError::TooLarge { what, len: bytes.len(), limit });
     }
     if bytes.len() < HEADER_BYTES {
         if !bytes.is_empty() && !magic.starts_with(&bytes[..bytes.len().min(8)]) {
             return Err(DecodeError::BadMagic { expected: what });
         }
-        return Err(DecodeError::Truncated {
-            what,
-            len: bytes.len(),
-            need: HEADER_BYTES,
-        });
+        return Err(DecodeError::Truncated { what, len: bytes.len(), need: HEADER_BYTES });
     }
     if &bytes[..8] != magic {
         return Err(DecodeError::BadMagic { expected: what });
@@ -111,19 +98,11 @@ fn open<'a>(
     let len = u32::from_le_bytes(field(10, 4).try_into().expect("4 bytes")) as usize;
     let stored = u32::from_le_bytes(field(14, 4).try_into().expect("4 bytes"));
     if version == 0 || version > supported {
-        return Err(DecodeError::UnsupportedVersion {
-            what,
-            version,
-            supported,
-        });
+        return Err(DecodeError::UnsupportedVersion { what, version, supported });
     }
     let payload = &bytes[HEADER_BYTES..];
     if payload.len() < len {
-        return Err(DecodeError::Truncated {
-            what,
-            len: bytes.len(),
-            need: HEADER_BYTES + len,
-        });
+        return Err(DecodeError::Truncated { what, len: bytes.len(), need: HEADER_BYTES + len });
     }
     if payload.len() > len {
         let reason = format!("{} bytes after the payload", payload.len() - len);
@@ -131,21 +110,14 @@ fn open<'a>(
     }
     let computed = crc32c::crc32c(payload);
     if computed != stored {
-        return Err(DecodeError::Checksum {
-            what,
-            stored,
-            computed,
-        });
+        return Err(DecodeError::Checksum { what, stored, computed });
     }
     Ok((version, payload))
 }
 
 fn parse<T: DeserializeOwned>(what: &'static str, payload: &[u8]) -> Result<T, DecodeError> {
-    let (value, rest) =
-        postcard::take_from_bytes::<T>(payload).map_err(|e| DecodeError::Payload {
-            what,
-            reason: e.to_string(),
-        })?;
+    let (value, rest) = postcard::take_from_bytes::<T>(payload)
+        .map_err(|e| DecodeError::Payload { what, reason: e.to_string() })?;
     if !rest.is_empty() {
         return Err(DecodeError::Payload {
             what,

@@ -31,18 +31,9 @@ pub enum MapError {
         "'{parent}' (type {parent_type}) cannot contain '{child}' (type {child_type}): \
          a bucket's children must be of a lower type"
     )]
-    TypeOrder {
-        parent: String,
-        parent_type: String,
-        child: String,
-        child_type: String,
-    },
+    TypeOrder { parent: String, parent_type: String, child: String, child_type: String },
     #[error("'{item}' is in two buckets, '{first}' and '{second}'; an item has one parent")]
-    TwoParents {
-        item: String,
-        first: String,
-        second: String,
-    },
+    TwoParents { item: String, first: String, second: String },
     #[error("bucket '{0}' is not empty; move or remove its items first")]
     BucketNotEmpty(String),
     #[error("{0} is up; it must be down to be removed")]
@@ -65,10 +56,7 @@ pub enum MapError {
 
 impl MapError {
     pub(crate) fn invalid(what: impl Into<String>, reason: impl Into<String>) -> MapError {
-        MapError::Invalid {
-            what: what.into(),
-            reason: reason.into(),
-        }
+        MapError::Invalid { what: what.into(), reason: reason.into() }
     }
 }
 
@@ -78,29 +66,13 @@ pub enum DecodeError {
     #[error("not a cairn {expected} (bad magic)")]
     BadMagic { expected: &'static str },
     #[error("{what} is {len} bytes; the limit is {limit}")]
-    TooLarge {
-        what: &'static str,
-        len: usize,
-        limit: usize,
-    },
+    TooLarge { what: &'static str, len: usize, limit: usize },
     #[error("{what} is truncated: {len} bytes, expected at least {need}")]
-    Truncated {
-        what: &'static str,
-        len: usize,
-        need: usize,
-    },
+    Truncated { what: &'static str, len: usize, need: usize },
     #[error("{what} has format version {version}; this build reads versions up to {supported}")]
-    UnsupportedVersion {
-        what: &'static str,
-        version: u16,
-        supported: u16,
-    },
+    UnsupportedVersion { what: &'static str, version: u16, supported: u16 },
     #[error("{what} checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
-    Checksum {
-        what: &'static str,
-        stored: u32,
-        computed: u32,
-    },
+    Checksum { what: &'static str, stored: u32, computed: u32 },
     #[error("{what} payload does not decode: {reason}")]
     Payload { what: &'static str, reason: String },
     #[error("{what} decodes but is not valid: {source}")]

@@ -67,11 +67,7 @@ pub fn stable_mask(n: u32) -> u32 {
 #[inline]
 pub fn stable_mod(x: u32, n: u32, mask: u32) -> u32 {
     debug_assert!(n > 0 && mask >= n - 1 && mask >> 1 < n);
-    if x & mask < n {
-        x & mask
-    } else {
-        x & (mask >> 1)
-    }
+    if x & mask < n { x & mask } else { x & (mask >> 1) }
 }
 
 /// The CRUSH input of a PG: mixes the pool in so that PG `1.0` and PG `2.0` land apart.
@@ -185,19 +181,13 @@ mod tests {
     #[test]
     fn namespace_changes_the_hash() {
         assert_ne!(object_hash("", b"a"), object_hash("x", b"a"));
-        assert_ne!(
-            object_hash("a", b"b"),
-            object_hash("", b"a\x1fb").wrapping_add(1)
-        );
+        assert_ne!(object_hash("a", b"b"), object_hash("", b"a\x1fb").wrapping_add(1));
     }
 
     #[test]
     fn log2_matches_float_closely_and_is_monotonic() {
         let mut previous = 0;
-        for v in (1u64..=1 << 32)
-            .step_by(65_521)
-            .chain([1, 2, 3, 1 << 31, 1 << 32])
-        {
+        for v in (1u64..=1 << 32).step_by(65_521).chain([1, 2, 3, 1 << 31, 1 << 32]) {
             let got = log2_q24(v) as f64 / f64::from(1u32 << 24);
             let want = (v as f64).log2();
             assert!((got - want).abs() < 1e-6, "log2({v}) = {got}, want {want}");
@@ -219,10 +209,7 @@ mod tests {
                 let after = stable_mod(x, n + 1, grown_mask);
                 assert!(before < n && after <= n);
                 if before != after {
-                    assert_eq!(
-                        after, n,
-                        "x={x} n={n}: moved to {after}, not the new bucket"
-                    );
+                    assert_eq!(after, n, "x={x} n={n}: moved to {after}, not the new bucket");
                 }
             }
         }

@@ -34,9 +34,7 @@ impl FromStr for OsdId {
     /// Accepts `osd.N` or a bare `N`.
     fn from_str(s: &str) -> Result<Self, String> {
         let digits = s.strip_prefix("osd.").unwrap_or(s);
-        let id: u32 = digits
-            .parse()
-            .map_err(|_| format!("'{s}' is not an OSD id (osd.N)"))?;
+        let id: u32 = digits.parse().map_err(|_| format!("'{s}' is not an OSD id (osd.N)"))?;
         if id >= OSD_ID_LIMIT {
             return Err(format!("OSD id {id} is not below the limit {OSD_ID_LIMIT}"));
         }
@@ -120,11 +118,7 @@ pub struct Epoch(pub u64);
 
 impl Epoch {
     pub fn next(self) -> Epoch {
-        Epoch(
-            self.0
-                .checked_add(1)
-                .expect("epoch overflow: 2^64 map changes"),
-        )
+        Epoch(self.0.checked_add(1).expect("epoch overflow: 2^64 map changes"))
     }
 }
 
@@ -155,10 +149,7 @@ impl FromStr for PgId {
         let (pool, seed) = s.split_once('.').ok_or_else(bad)?;
         let pool = pool.parse().map_err(|_| bad())?;
         let seed = u32::from_str_radix(seed, 16).map_err(|_| bad())?;
-        Ok(PgId {
-            pool: PoolId(pool),
-            seed,
-        })
+        Ok(PgId { pool: PoolId(pool), seed })
     }
 }
 
@@ -246,10 +237,7 @@ mod tests {
 
     #[test]
     fn pg_id_round_trips_through_text() {
-        let pg = PgId {
-            pool: PoolId(2),
-            seed: 0x1f,
-        };
+        let pg = PgId { pool: PoolId(2), seed: 0x1f };
         assert_eq!(pg.to_string(), "2.1f");
         assert_eq!("2.1f".parse::<PgId>().unwrap(), pg);
         assert!("2".parse::<PgId>().is_err());

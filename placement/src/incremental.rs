@@ -146,11 +146,7 @@ pub enum PoolSetting {
 
 impl Incremental {
     pub fn new(map: &OsdMap, changes: Vec<MapChange>) -> Incremental {
-        Incremental {
-            fsid: map.contents().fsid,
-            base: map.epoch(),
-            changes,
-        }
+        Incremental { fsid: map.contents().fsid, base: map.epoch(), changes }
     }
 }
 
@@ -158,16 +154,10 @@ impl OsdMap {
     /// Applies an incremental, giving the map of the next epoch.
     pub fn apply(&self, inc: &Incremental) -> Result<OsdMap, MapError> {
         if inc.base != self.epoch() {
-            return Err(MapError::WrongBase {
-                have: self.epoch(),
-                delta_base: inc.base,
-            });
+            return Err(MapError::WrongBase { have: self.epoch(), delta_base: inc.base });
         }
         if inc.fsid != self.contents().fsid {
-            return Err(MapError::invalid(
-                "incremental",
-                "it is for another cluster (fsid)",
-            ));
+            return Err(MapError::invalid("incremental", "it is for another cluster (fsid)"));
         }
         if inc.changes.len() > CHANGES_MAX {
             return Err(MapError::Limit {
@@ -178,10 +168,9 @@ impl OsdMap {
         let mut next = self.contents().clone();
         for (index, change) in inc.changes.iter().enumerate() {
             apply_change(&mut next, change).map_err(|e| match e {
-                MapError::Invalid { what, reason } => MapError::Invalid {
-                    what: format!("change {} ({what})", index + 1),
-                    reason,
-                },
+                MapError::Invalid { what, reason } => {
+                    MapError::Invalid { what: format!("change {} ({what})", index + 1), reason }
+                }
                 other => other,
             })?;
         }
@@ -198,16 +187,10 @@ fn apply_change(map: &mut MapContents, change: &MapChange) -> Result<(), MapErro
     match change {
         MapChange::OsdCreate { osd } => {
             if map.osds.contains_key(osd) {
-                return Err(MapError::AlreadyExists {
-                    what: "OSD",
-                    name: osd.to_string(),
-                });
+                return Err(MapError::AlreadyExists { what: "OSD", name: osd.to_string() });
             }
             if osd.0 >= crate::ids::OSD_ID_LIMIT {
-                return Err(MapError::invalid(
-                    osd.to_string(),
-                    "id is above the OSD id limit",
-                ));
+                return Err(MapError::invalid(osd.to_string(), "id is above the OSD id limit"));
             }
             map.osds.insert(*osd, OsdState::new_down_out());
         }
@@ -222,27 +205,16 @@ fn apply_change(map: &mut MapContents, change: &MapChange) -> Result<(), MapErro
             }
             osd_state(map, *osd)?.reweight = *reweight;
         }
-        MapChange::CrushAddBucket {
-            name,
-            type_name,
-            id,
-            parent,
-        } => {
+        MapChange::CrushAddBucket { name, type_name, id, parent } => {
             map.crush.add_bucket(name, type_name, *id, *parent)?;
         }
         MapChange::CrushMoveBucket { bucket, parent } => map.crush.move_bucket(*bucket, *parent)?,
         MapChange::CrushRemoveBucket { bucket } => map.crush.remove_bucket(*bucket)?,
-        MapChange::CrushSetDevice {
-            osd,
-            weight,
-            class,
-            parent,
-        } => {
+        MapChange::CrushSetDevice { osd, weight, class, parent } => {
             if !map.osds.contains_key(osd) {
                 return Err(MapError::NoSuchOsd(*osd));
             }
-            map.crush
-                .set_device(*osd, *weight, class.clone(), *parent)?;
+            map.crush.set_device(*osd, *weight, class.clone(), *parent)?;
         }
         MapChange::CrushRemoveDevice { osd } => map.crush.remove_device(*osd)?,
         MapChange::CrushSetWeight { osd, weight } => map.crush.set_device_weight(*osd, *weight)?,
@@ -254,15 +226,8 @@ fn apply_change(map: &mut MapContents, change: &MapChange) -> Result<(), MapErro
         }
         MapChange::RuleRemove { rule } => {
             if let Some(pool) = map.pools.values().find(|p| p.rule == *rule) {
-                let rule = map
-                    .crush
-                    .rules
-                    .get(rule)
-                    .map_or(rule.to_string(), |r| r.name.clone());
-                return Err(MapError::RuleInUse {
-                    rule,
-                    pool: pool.name.clone(),
-                });
+                let rule = map.crush.rules.get(rule).map_or(rule.to_string(), |r| r.name.clone());
+                return Err(MapError::RuleInUse { rule, pool: pool.name.clone() });
             }
             map.crush.remove_rule(*rule)?;
         }
@@ -281,26 +246,16 @@ fn apply_change(map: &mut MapContents, change: &MapChange) -> Result<(), MapErro
                     reason: format!("uses erasure-code profile '{name}'"),
                 });
             }
-            map.erasure_profiles
-                .remove(name)
-                .ok_or(MapError::NoSuchProfile(name.clone()))?;
+            map.erasure_profiles.remove(name).ok_or(MapError::NoSuchProfile(name.clone()))?;
         }
-        MapChange::PoolCreate {
-            name,
-            kind,
-            rule,
-            pg_num,
-        } => {
+        MapChange::PoolCreate { name, kind, rule, pg_num } => {
             if map.pools.values().any(|p| &p.name == name) {
-                return Err(MapError::AlreadyExists {
-                    what: "pool",
-                    name: name.clone(),
-                });
+                return Err(MapError::AlreadyExists { what: "pool", name: name.clone() });
             }
-            let id = map.pool_max.checked_add(1).ok_or(MapError::Limit {
-                what: "pool ids",
-                limit: u64::from(u32::MAX),
-            })?;
+            let id = map
+                .pool_max
+                .checked_add(1)
+                .ok_or(MapError::Limit { what: "pool ids", limit: u64::from(u32::MAX) })?;
             let pool = Pool {
                 id: PoolId(id),
                 name: name.clone(),
@@ -314,9 +269,7 @@ fn apply_change(map: &mut MapContents, change: &MapChange) -> Result<(), MapErro
             map.pools.insert(pool.id, pool);
         }
         MapChange::PoolRemove { pool } => {
-            map.pools
-                .remove(pool)
-                .ok_or(MapError::NoSuchPool(pool.to_string()))?;
+            map.pools.remove(pool).ok_or(MapError::NoSuchPool(pool.to_string()))?;
             map.pg_temp.retain(|pg, _| pg.pool != *pool);
             map.pg_upmap_items.retain(|pg, _| pg.pool != *pool);
         }
@@ -369,19 +322,10 @@ fn set_pool(map: &mut MapContents, id: PoolId, setting: &PoolSetting) -> Result<
     if let PoolSetting::Name(name) = setting
         && taken(map, name)
     {
-        return Err(MapError::AlreadyExists {
-            what: "pool",
-            name: name.clone(),
-        });
+        return Err(MapError::AlreadyExists { what: "pool", name: name.clone() });
     }
-    let pool = map
-        .pools
-        .get_mut(&id)
-        .ok_or(MapError::NoSuchPool(id.to_string()))?;
-    let bad = |reason: &str| MapError::BadPool {
-        pool: pool.name.clone(),
-        reason: reason.into(),
-    };
+    let pool = map.pools.get_mut(&id).ok_or(MapError::NoSuchPool(id.to_string()))?;
+    let bad = |reason: &str| MapError::BadPool { pool: pool.name.clone(), reason: reason.into() };
     match setting {
         PoolSetting::Name(name) => pool.name = name.clone(),
         PoolSetting::Size(new_size) => match &mut pool.kind {
@@ -390,9 +334,7 @@ fn set_pool(map: &mut MapContents, id: PoolId, setting: &PoolSetting) -> Result<
                 *min_size = (*min_size).min(*new_size);
             }
             PoolKind::Erasure { .. } => {
-                return Err(bad(
-                    "the size of an erasure-coded pool is k+m and cannot change",
-                ));
+                return Err(bad("the size of an erasure-coded pool is k+m and cannot change"));
             }
         },
         PoolSetting::MinSize(new_min) => match &mut pool.kind {

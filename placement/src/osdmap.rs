@@ -79,13 +79,10 @@ impl std::str::FromStr for MapFlag {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        MapFlag::ALL
-            .into_iter()
-            .find(|f| f.name() == s)
-            .ok_or_else(|| {
-                let known: Vec<&str> = MapFlag::ALL.iter().map(|f| f.name()).collect();
-                format!("unknown flag '{s}' (known: {})", known.join(", "))
-            })
+        MapFlag::ALL.into_iter().find(|f| f.name() == s).ok_or_else(|| {
+            let known: Vec<&str> = MapFlag::ALL.iter().map(|f| f.name()).collect();
+            format!("unknown flag '{s}' (known: {})", known.join(", "))
+        })
     }
 }
 
@@ -104,20 +101,12 @@ pub struct OsdState {
 impl OsdState {
     /// A new OSD as `osd create` leaves it: down and out until it boots.
     pub fn new_down_out() -> OsdState {
-        OsdState {
-            up: false,
-            is_in: false,
-            reweight: Reweight::ONE,
-        }
+        OsdState { up: false, is_in: false, reweight: Reweight::ONE }
     }
 
     /// The reweight CRUSH sees: zero when out.
     pub fn effective_reweight(&self) -> Reweight {
-        if self.is_in {
-            self.reweight
-        } else {
-            Reweight::ZERO
-        }
+        if self.is_in { self.reweight } else { Reweight::ZERO }
     }
 }
 
@@ -171,25 +160,14 @@ impl MapContents {
         self.crush.validate()?;
         for (&osd, state) in &self.osds {
             if osd.0 >= OSD_ID_LIMIT {
-                return Err(MapError::invalid(
-                    osd.to_string(),
-                    "id is above the OSD id limit",
-                ));
+                return Err(MapError::invalid(osd.to_string(), "id is above the OSD id limit"));
             }
             if !state.reweight.is_valid() {
                 return Err(MapError::invalid(osd.to_string(), "reweight is above 1.0"));
             }
         }
-        if let Some(osd) = self
-            .crush
-            .devices
-            .keys()
-            .find(|o| !self.osds.contains_key(o))
-        {
-            return Err(MapError::invalid(
-                osd.to_string(),
-                "is in CRUSH but not in the OSD map",
-            ));
+        if let Some(osd) = self.crush.devices.keys().find(|o| !self.osds.contains_key(o)) {
+            return Err(MapError::invalid(osd.to_string(), "is in CRUSH but not in the OSD map"));
         }
         for (name, profile) in &self.erasure_profiles {
             profile.validate(name)?;
@@ -202,32 +180,19 @@ impl MapContents {
         let mut names = BTreeSet::new();
         for (&id, pool) in &self.pools {
             pool.validate()?;
-            let bad = |reason: String| MapError::BadPool {
-                pool: pool.name.clone(),
-                reason,
-            };
+            let bad = |reason: String| MapError::BadPool { pool: pool.name.clone(), reason };
             if id != pool.id || id.0 > self.pool_max {
-                return Err(bad(format!(
-                    "id {} is stored as {id} or above pool_max",
-                    pool.id
-                )));
+                return Err(bad(format!("id {} is stored as {id} or above pool_max", pool.id)));
             }
             if !names.insert(pool.name.as_str()) {
-                return Err(MapError::AlreadyExists {
-                    what: "pool",
-                    name: pool.name.clone(),
-                });
+                return Err(MapError::AlreadyExists { what: "pool", name: pool.name.clone() });
             }
             let rule = self
                 .crush
                 .rules
                 .get(&pool.rule)
                 .ok_or_else(|| bad(format!("its rule {} does not exist", pool.rule)))?;
-            let want = if pool.is_erasure() {
-                RuleKind::Erasure
-            } else {
-                RuleKind::Replicated
-            };
+            let want = if pool.is_erasure() { RuleKind::Erasure } else { RuleKind::Replicated };
             if rule.kind != want {
                 return Err(bad(format!(
                     "rule '{}' is {}, the pool is {}",
@@ -254,39 +219,23 @@ impl MapContents {
 
     fn validate_overrides(&self) -> Result<(), MapError> {
         let pg_pool = |pg: &PgId| -> Result<&Pool, MapError> {
-            let pool = self
-                .pools
-                .get(&pg.pool)
-                .ok_or(MapError::NoSuchPool(pg.pool.to_string()))?;
+            let pool = self.pools.get(&pg.pool).ok_or(MapError::NoSuchPool(pg.pool.to_string()))?;
             if pg.seed >= pool.pg_num {
-                return Err(MapError::NoSuchPg {
-                    pg: *pg,
-                    pg_num: pool.pg_num,
-                });
+                return Err(MapError::NoSuchPg { pg: *pg, pg_num: pool.pg_num });
             }
             Ok(pool)
         };
         let known = |osd: &OsdId| {
-            if self.osds.contains_key(osd) {
-                Ok(())
-            } else {
-                Err(MapError::NoSuchOsd(*osd))
-            }
+            if self.osds.contains_key(osd) { Ok(()) } else { Err(MapError::NoSuchOsd(*osd)) }
         };
         for (pg, osds) in &self.pg_temp {
             let pool = pg_pool(pg)?;
             let what = || format!("pg_temp of {pg}");
             if osds.is_empty() || osds.len() > pool.size() {
-                return Err(MapError::invalid(
-                    what(),
-                    format!("needs 1 to {} OSDs", pool.size()),
-                ));
+                return Err(MapError::invalid(what(), format!("needs 1 to {} OSDs", pool.size())));
             }
             if !pool.is_erasure() && osds.iter().any(Option::is_none) {
-                return Err(MapError::invalid(
-                    what(),
-                    "holes are for erasure-coded pools",
-                ));
+                return Err(MapError::invalid(what(), "holes are for erasure-coded pools"));
             }
             let present: Vec<OsdId> = osds.iter().flatten().copied().collect();
             present.iter().try_for_each(known)?;
@@ -298,10 +247,7 @@ impl MapContents {
             let pool = pg_pool(pg)?;
             let what = || format!("pg_upmap_items of {pg}");
             if pairs.is_empty() || pairs.len() > pool.size() {
-                return Err(MapError::invalid(
-                    what(),
-                    format!("needs 1 to {} pairs", pool.size()),
-                ));
+                return Err(MapError::invalid(what(), format!("needs 1 to {} pairs", pool.size())));
             }
             for (from, to) in pairs {
                 known(from)?;
@@ -327,10 +273,7 @@ const HOLE: u32 = u32::MAX;
 
 impl OsdSet {
     pub const fn new() -> OsdSet {
-        OsdSet {
-            len: 0,
-            slots: [HOLE; SHARDS_MAX],
-        }
+        OsdSet { len: 0, slots: [HOLE; SHARDS_MAX] }
     }
 
     pub fn from_slice(osds: &[Option<OsdId>]) -> OsdSet {
@@ -362,19 +305,13 @@ impl OsdSet {
     }
 
     pub fn set(&mut self, position: usize, osd: Option<OsdId>) {
-        assert!(
-            position < self.len(),
-            "position {position} beyond {}",
-            self.len
-        );
+        assert!(position < self.len(), "position {position} beyond {}", self.len);
         self.slots[position] = osd.map_or(HOLE, |o| o.0);
     }
 
     /// Each position: an OSD or a hole.
     pub fn iter(&self) -> impl Iterator<Item = Option<OsdId>> + '_ {
-        self.slots[..self.len()]
-            .iter()
-            .map(|&s| (s != HOLE).then_some(OsdId(s)))
+        self.slots[..self.len()].iter().map(|&s| (s != HOLE).then_some(OsdId(s)))
     }
 
     /// The OSDs present, in position order.
@@ -384,10 +321,7 @@ impl OsdSet {
 
     /// How many positions hold an OSD.
     pub fn count(&self) -> usize {
-        self.slots[..self.len()]
-            .iter()
-            .filter(|&&s| s != HOLE)
-            .count()
+        self.slots[..self.len()].iter().filter(|&&s| s != HOLE).count()
     }
 
     pub fn contains(&self, osd: OsdId) -> bool {
@@ -461,9 +395,7 @@ pub struct OsdMap {
 
 impl fmt::Debug for OsdMap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OsdMap")
-            .field("contents", &self.contents)
-            .finish_non_exhaustive()
+        f.debug_struct("OsdMap").field("contents", &self.contents).finish_non_exhaustive()
     }
 }
 
@@ -484,20 +416,12 @@ impl OsdMap {
     pub fn new(contents: MapContents) -> Result<OsdMap, MapError> {
         contents.validate()?;
         let crush = CompiledCrush::new(&contents.crush);
-        let len = contents
-            .osds
-            .keys()
-            .next_back()
-            .map_or(0, |o| o.0 as usize + 1);
+        let len = contents.osds.keys().next_back().map_or(0, |o| o.0 as usize + 1);
         let mut reweights = vec![0u32; len];
         for (osd, state) in &contents.osds {
             reweights[osd.0 as usize] = state.effective_reweight().0;
         }
-        Ok(OsdMap {
-            contents,
-            crush,
-            reweights,
-        })
+        Ok(OsdMap { contents, crush, reweights })
     }
 
     pub fn contents(&self) -> &MapContents {
@@ -537,17 +461,15 @@ impl OsdMap {
         };
         for step in &rule.steps {
             if let Step::Take { bucket, class } = step {
-                self.contents
-                    .crush
-                    .for_each_osd_under((*bucket).into(), &mut |osd, device| {
-                        if class.is_none() || device.class == *class {
-                            let reweight = self.reweights.get(osd.0 as usize).copied().unwrap_or(0);
-                            let weight = (u64::from(device.weight.0) * u64::from(reweight)) >> 16;
-                            if weight > 0 {
-                                osds.insert(osd, weight);
-                            }
+                self.contents.crush.for_each_osd_under((*bucket).into(), &mut |osd, device| {
+                    if class.is_none() || device.class == *class {
+                        let reweight = self.reweights.get(osd.0 as usize).copied().unwrap_or(0);
+                        let weight = (u64::from(device.weight.0) * u64::from(reweight)) >> 16;
+                        if weight > 0 {
+                            osds.insert(osd, weight);
                         }
-                    });
+                    }
+                });
             }
         }
         osds.into_iter().collect()
@@ -555,10 +477,7 @@ impl OsdMap {
 
     /// The lowest OSD id not in use (what `osd create` hands out).
     pub fn next_free_osd_id(&self) -> OsdId {
-        (0..)
-            .map(OsdId)
-            .find(|id| !self.contents.osds.contains_key(id))
-            .expect("free OSD id")
+        (0..).map(OsdId).find(|id| !self.contents.osds.contains_key(id)).expect("free OSD id")
     }
 
     pub fn is_up(&self, osd: OsdId) -> bool {
@@ -572,9 +491,7 @@ impl OsdMap {
 
     /// The PG an object of `pool` belongs to.
     pub fn object_pg(&self, pool: PoolId, namespace: &str, name: &[u8]) -> Result<PgId, MapError> {
-        let p = self
-            .pool(pool)
-            .ok_or_else(|| MapError::NoSuchPool(pool.to_string()))?;
+        let p = self.pool(pool).ok_or_else(|| MapError::NoSuchPool(pool.to_string()))?;
         let h = hash::object_hash(namespace, name);
         let seed = hash::stable_mod(h, p.pg_num, hash::stable_mask(p.pg_num));
         Ok(PgId { pool, seed })
@@ -587,14 +504,9 @@ impl OsdMap {
     }
 
     fn pool_of(&self, pg: PgId) -> Result<&Pool, MapError> {
-        let pool = self
-            .pool(pg.pool)
-            .ok_or_else(|| MapError::NoSuchPool(pg.pool.to_string()))?;
+        let pool = self.pool(pg.pool).ok_or_else(|| MapError::NoSuchPool(pg.pool.to_string()))?;
         if pg.seed >= pool.pg_num {
-            return Err(MapError::NoSuchPg {
-                pg,
-                pg_num: pool.pg_num,
-            });
+            return Err(MapError::NoSuchPg { pg, pg_num: pool.pg_num });
         }
         Ok(pool)
     }
@@ -654,12 +566,7 @@ impl OsdMap {
             }
             None => up,
         };
-        Ok(PgMapping {
-            up,
-            up_primary: up.primary(),
-            acting,
-            acting_primary: acting.primary(),
-        })
+        Ok(PgMapping { up, up_primary: up.primary(), acting, acting_primary: acting.primary() })
     }
 
     /// Replaces `from` by `to` where `from` is in the set, `to` is not, and `to` is in.

@@ -22,12 +22,7 @@ pub enum PoolKind {
     Replicated { size: u8, min_size: u8 },
     /// `k` data and `m` coding shards per stripe, from the named profile; writes need
     /// `min_size` shards up (`k + 1` by default).
-    Erasure {
-        profile: String,
-        k: u8,
-        m: u8,
-        min_size: u8,
-    },
+    Erasure { profile: String, k: u8, m: u8, min_size: u8 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,10 +61,7 @@ impl Pool {
 
     /// Checks the pool on its own; its rule and profile are checked by the OSD map.
     pub fn validate(&self) -> Result<(), MapError> {
-        let bad = |reason: String| MapError::BadPool {
-            pool: self.name.clone(),
-            reason,
-        };
+        let bad = |reason: String| MapError::BadPool { pool: self.name.clone(), reason };
         crate::crush::map::check_name("pool", &self.name)?;
         match &self.kind {
             PoolKind::Replicated { size, min_size } => {
@@ -91,16 +83,10 @@ impl Pool {
             }
         }
         if !(1..=PG_NUM_MAX).contains(&self.pg_num) {
-            return Err(bad(format!(
-                "pg_num {} is not in 1..={PG_NUM_MAX}",
-                self.pg_num
-            )));
+            return Err(bad(format!("pg_num {} is not in 1..={PG_NUM_MAX}", self.pg_num)));
         }
         if !(1..=self.pg_num).contains(&self.pgp_num) {
-            return Err(bad(format!(
-                "pgp_num {} is not in 1..=pg_num",
-                self.pgp_num
-            )));
+            return Err(bad(format!("pgp_num {} is not in 1..=pg_num", self.pgp_num)));
         }
         Ok(())
     }
@@ -144,10 +130,7 @@ fn check_k_m(k: u8, m: u8) -> Result<(), String> {
         return Err(format!("k={k} m={m}: both must be at least 1"));
     }
     if usize::from(k) + usize::from(m) > SHARDS_MAX {
-        return Err(format!(
-            "k+m = {} is above {SHARDS_MAX}",
-            usize::from(k) + usize::from(m)
-        ));
+        return Err(format!("k+m = {} is above {SHARDS_MAX}", usize::from(k) + usize::from(m)));
     }
     Ok(())
 }

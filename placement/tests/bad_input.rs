@@ -25,10 +25,7 @@ fn describe_error_as(text: &str, format: Format) -> String {
 
 fn assert_mentions(error: &str, words: &[&str]) {
     for word in words {
-        assert!(
-            error.contains(word),
-            "error '{error}' does not mention '{word}'"
-        );
+        assert!(error.contains(word), "error '{error}' does not mention '{word}'");
     }
 }
 
@@ -44,15 +41,9 @@ location = { root = "default", host = "h1" }
 #[test]
 fn syntax_errors_name_the_line() {
     assert_mentions(&describe_error("[[osd]\nid = 0"), &["TOML", "line 1"]);
-    assert_mentions(
-        &describe_error("[[osd]]\nid = 0\nwieght = 1.0"),
-        &["wieght", "line 3"],
-    );
+    assert_mentions(&describe_error("[[osd]]\nid = 0\nwieght = 1.0"), &["wieght", "line 3"]);
     assert_mentions(&describe_error("[[osd]]\nid = -1"), &["id"]);
-    assert_mentions(
-        &describe_error_as("{\"osd\": [", Format::Json),
-        &["JSON", "line 1"],
-    );
+    assert_mentions(&describe_error_as("{\"osd\": [", Format::Json), &["JSON", "line 1"]);
     assert_mentions(&describe_error("[[osd]]\nid = \"zero\""), &["id", "line 2"]);
 }
 
@@ -65,21 +56,12 @@ fn duplicate_ids_and_names_are_named() {
     );
     let dup_bucket =
         "[[bucket]]\nname = \"r\"\ntype = \"rack\"\n[[bucket]]\nname = \"r\"\ntype = \"rack\"";
-    assert_mentions(
-        &describe_error(dup_bucket),
-        &["bucket 'r' ([[bucket]] #2)", "already used"],
-    );
+    assert_mentions(&describe_error(dup_bucket), &["bucket 'r' ([[bucket]] #2)", "already used"]);
     let dup_bucket_id = "[[bucket]]\nname = \"a\"\ntype = \"rack\"\nid = -5\n\
                          [[bucket]]\nname = \"b\"\ntype = \"rack\"\nid = -5";
-    assert_mentions(
-        &describe_error(dup_bucket_id),
-        &["bucket 'b'", "id -5", "bucket 'a'"],
-    );
+    assert_mentions(&describe_error(dup_bucket_id), &["bucket 'b'", "id -5", "bucket 'a'"]);
     let positive_id = "[[bucket]]\nname = \"a\"\ntype = \"rack\"\nid = 5";
-    assert_mentions(
-        &describe_error(positive_id),
-        &["bucket 'a'", "not a negative bucket id"],
-    );
+    assert_mentions(&describe_error(positive_id), &["bucket 'a'", "not a negative bucket id"]);
     let dup_pool =
         format!("{TWO_HOSTS}[[pool]]\nname = \"p\"\nsize = 2\n[[pool]]\nname = \"p\"\nsize = 2");
     assert_mentions(&describe_error(&dup_pool), &["pool 'p'", "twice"]);
@@ -90,22 +72,13 @@ fn duplicate_ids_and_names_are_named() {
 #[test]
 fn hierarchy_mistakes_are_named() {
     let unknown_type = "[[osd]]\nid = 0\nlocation = { root = \"default\", rak = \"r1\" }";
-    assert_mentions(
-        &describe_error(unknown_type),
-        &["osd.0", "no bucket type 'rak'", "rack"],
-    );
+    assert_mentions(&describe_error(unknown_type), &["osd.0", "no bucket type 'rak'", "rack"]);
     let two_parents = "[[osd]]\nid = 0\nlocation = { root = \"default\", rack = \"r1\", host = \"h\" }\n\
                        [[osd]]\nid = 1\nlocation = { root = \"default\", rack = \"r2\", host = \"h\" }";
-    assert_mentions(
-        &describe_error(two_parents),
-        &["osd.1", "puts 'h' under 'r2'", "under 'r1'"],
-    );
+    assert_mentions(&describe_error(two_parents), &["osd.1", "puts 'h' under 'r2'", "under 'r1'"]);
     let wrong_type = "[[bucket]]\nname = \"r1\"\ntype = \"rack\"\n\
                       [[osd]]\nid = 0\nlocation = { root = \"default\", host = \"r1\" }";
-    assert_mentions(
-        &describe_error(wrong_type),
-        &["osd.0", "host = 'r1'", "is a rack"],
-    );
+    assert_mentions(&describe_error(wrong_type), &["osd.0", "host = 'r1'", "is a rack"]);
     let cycle = "[[bucket]]\nname = \"a\"\ntype = \"rack\"\nparent = \"b\"\n\
                  [[bucket]]\nname = \"b\"\ntype = \"rack\"\nparent = \"a\"";
     assert_mentions(&describe_error(cycle), &["cycle", "a", "b"]);
@@ -120,17 +93,11 @@ fn hierarchy_mistakes_are_named() {
         &["'h' (type host) cannot contain 'r' (type rack)"],
     );
     let missing_parent = "[[bucket]]\nname = \"r\"\ntype = \"rack\"\nparent = \"nowhere\"";
-    assert_mentions(
-        &describe_error(missing_parent),
-        &["bucket 'r'", "parent 'nowhere'"],
-    );
+    assert_mentions(&describe_error(missing_parent), &["bucket 'r'", "parent 'nowhere'"]);
     let osd_type = "[[bucket]]\nname = \"x\"\ntype = \"osd\"";
     assert_mentions(&describe_error(osd_type), &["bucket 'x'", "leaf type"]);
     let bad_types = "types = [\"host\", \"root\"]";
-    assert_mentions(
-        &describe_error(bad_types),
-        &["first (leaf) type must be 'osd'"],
-    );
+    assert_mentions(&describe_error(bad_types), &["first (leaf) type must be 'osd'"]);
     let bad_name = "[[osd]]\nid = 0\nlocation = { root = \"default\", host = \"my host\" }";
     assert_mentions(&describe_error(bad_name), &["'my host'"]);
     let osd_named = "[[osd]]\nid = 0\nlocation = { root = \"default\", host = \"osd.7\" }";
@@ -173,16 +140,10 @@ fn rules_naming_missing_things_are_named() {
     let steps = format!(
         "{TWO_HOSTS}[[rule]]\nname = \"x\"\nsteps = [\"take default\", \"chooseleaf sometimes 0 type host\", \"emit\"]"
     );
-    assert_mentions(
-        &describe_error(&steps),
-        &["rule 'x', step 2", "firstn or indep"],
-    );
+    assert_mentions(&describe_error(&steps), &["rule 'x', step 2", "firstn or indep"]);
     let step_bucket =
         format!("{TWO_HOSTS}[[rule]]\nname = \"x\"\nsteps = [\"take nowhere\", \"emit\"]");
-    assert_mentions(
-        &describe_error(&step_bucket),
-        &["rule 'x', step 1", "no bucket 'nowhere'"],
-    );
+    assert_mentions(&describe_error(&step_bucket), &["rule 'x', step 1", "no bucket 'nowhere'"]);
     let shape = format!("{TWO_HOSTS}[[rule]]\nname = \"x\"\nsteps = [\"take default\", \"emit\"]");
     assert_mentions(&describe_error(&shape), &["rule 'x'", "emits buckets"]);
     let both = format!("{TWO_HOSTS}[[rule]]\nname = \"x\"\nroot = \"default\"\nsteps = [\"emit\"]");
@@ -190,10 +151,7 @@ fn rules_naming_missing_things_are_named() {
     let mode = format!(
         "{TWO_HOSTS}[[rule]]\nname = \"x\"\ntype = \"erasure\"\nsteps = [\"take default\", \"chooseleaf firstn 0 type host\", \"emit\"]"
     );
-    assert_mentions(
-        &describe_error(&mode),
-        &["rule 'x'", "erasure rules use indep"],
-    );
+    assert_mentions(&describe_error(&mode), &["rule 'x'", "erasure rules use indep"]);
     let count = format!(
         "{TWO_HOSTS}[[rule]]\nname = \"x\"\nsteps = [\"take default\", \"chooseleaf firstn 99999999999 type host\", \"emit\"]"
     );
@@ -203,62 +161,20 @@ fn rules_naming_missing_things_are_named() {
 #[test]
 fn pool_mistakes_are_named() {
     let cases = [
-        (
-            "[[pool]]\nname = \"p\"\nrule = \"zzz\"",
-            vec!["pool 'p'", "rule 'zzz' does not exist"],
-        ),
-        (
-            "[[pool]]\nname = \"p\"\nsize = 0",
-            vec!["pool 'p'", "size 0"],
-        ),
-        (
-            "[[pool]]\nname = \"p\"\nsize = 2\nmin_size = 3",
-            vec!["pool 'p'", "min_size 3"],
-        ),
-        (
-            "[[pool]]\nname = \"p\"\nsize = 11",
-            vec!["pool 'p'", "size 11"],
-        ),
-        (
-            "[[pool]]\nname = \"p\"\npg_num = 0",
-            vec!["pool 'p'", "pg_num 0"],
-        ),
-        (
-            "[[pool]]\nname = \"p\"\npg_num = 99999999",
-            vec!["pool 'p'", "pg_num 99999999"],
-        ),
-        (
-            "[[pool]]\nname = \"p\"\nid = 0",
-            vec!["pool 'p'", "start at 1"],
-        ),
-        (
-            "[[pool]]\nname = \"p\"\ntype = \"erasure\"\nsize = 3",
-            vec!["pool 'p'", "k+m"],
-        ),
-        (
-            "[[pool]]\nname = \"p\"\ntype = \"erasure\"\nk = 30\nm = 3",
-            vec!["k+m = 33"],
-        ),
-        (
-            "[[pool]]\nname = \"p\"\ntype = \"erasure\"\nk = 0\nm = 1",
-            vec!["k=0"],
-        ),
-        (
-            "[[pool]]\nname = \"p\"\ntype = \"erasure\"",
-            vec!["pool 'p'", "k and m"],
-        ),
-        (
-            "[[pool]]\nname = \"p\"\ntype = \"erasure\"\nprofile = \"nope\"",
-            vec!["profile 'nope'"],
-        ),
-        (
-            "[[pool]]\nname = \"p\"\nk = 2",
-            vec!["pool 'p'", "erasure pools"],
-        ),
-        (
-            "[[pool]]\nname = \"p\"\ntarget_size_ratio = -1.0",
-            vec!["pool 'p'", "target_size_ratio"],
-        ),
+        ("[[pool]]\nname = \"p\"\nrule = \"zzz\"", vec!["pool 'p'", "rule 'zzz' does not exist"]),
+        ("[[pool]]\nname = \"p\"\nsize = 0", vec!["pool 'p'", "size 0"]),
+        ("[[pool]]\nname = \"p\"\nsize = 2\nmin_size = 3", vec!["pool 'p'", "min_size 3"]),
+        ("[[pool]]\nname = \"p\"\nsize = 11", vec!["pool 'p'", "size 11"]),
+        ("[[pool]]\nname = \"p\"\npg_num = 0", vec!["pool 'p'", "pg_num 0"]),
+        ("[[pool]]\nname = \"p\"\npg_num = 99999999", vec!["pool 'p'", "pg_num 99999999"]),
+        ("[[pool]]\nname = \"p\"\nid = 0", vec!["pool 'p'", "start at 1"]),
+        ("[[pool]]\nname = \"p\"\ntype = \"erasure\"\nsize = 3", vec!["pool 'p'", "k+m"]),
+        ("[[pool]]\nname = \"p\"\ntype = \"erasure\"\nk = 30\nm = 3", vec!["k+m = 33"]),
+        ("[[pool]]\nname = \"p\"\ntype = \"erasure\"\nk = 0\nm = 1", vec!["k=0"]),
+        ("[[pool]]\nname = \"p\"\ntype = \"erasure\"", vec!["pool 'p'", "k and m"]),
+        ("[[pool]]\nname = \"p\"\ntype = \"erasure\"\nprofile = \"nope\"", vec!["profile 'nope'"]),
+        ("[[pool]]\nname = \"p\"\nk = 2", vec!["pool 'p'", "erasure pools"]),
+        ("[[pool]]\nname = \"p\"\ntarget_size_ratio = -1.0", vec!["pool 'p'", "target_size_ratio"]),
         (
             "[[pool]]\nname = \"p\"\nrule = \"ec\"\n[[rule]]\nname = \"ec\"\ntype = \"erasure\"",
             vec!["pool 'p'", "rule 'ec' is erasure"],
@@ -307,12 +223,7 @@ fn corrupt_encodings_are_refused() {
     // An incremental is not a map, nor the other way round.
     let inc = encode_incremental(&Incremental::new(&map, vec![]));
     assert_mentions(&err(&inc), &["bad magic"]);
-    assert!(
-        decode_incremental(&good)
-            .unwrap_err()
-            .to_string()
-            .contains("bad magic")
-    );
+    assert!(decode_incremental(&good).unwrap_err().to_string().contains("bad magic"));
 }
 
 /// Rebuilds the envelope of `template` around `payload` with a correct checksum.
@@ -366,89 +277,39 @@ fn incrementals_refuse_bad_changes_and_leave_the_map_alone() {
     let map = build(&desc);
     let apply = |changes: Vec<MapChange>| map.apply(&Incremental::new(&map, changes)).unwrap_err();
     let missing = OsdId(99);
-    assert_eq!(
-        apply(vec![MapChange::OsdUp { osd: missing }]),
-        MapError::NoSuchOsd(missing)
-    );
-    assert_eq!(
-        apply(vec![MapChange::OsdRemove { osd: OsdId(0) }]),
-        MapError::OsdIsUp(OsdId(0))
-    );
+    assert_eq!(apply(vec![MapChange::OsdUp { osd: missing }]), MapError::NoSuchOsd(missing));
+    assert_eq!(apply(vec![MapChange::OsdRemove { osd: OsdId(0) }]), MapError::OsdIsUp(OsdId(0)));
     assert!(matches!(
         apply(vec![MapChange::OsdCreate { osd: OsdId(0) }]),
         MapError::AlreadyExists { .. }
     ));
     let rule = RuleId(0);
-    assert!(matches!(
-        apply(vec![MapChange::RuleRemove { rule }]),
-        MapError::RuleInUse { .. }
-    ));
+    assert!(matches!(apply(vec![MapChange::RuleRemove { rule }]), MapError::RuleInUse { .. }));
     let pool = PoolId(1);
-    let shrink = MapChange::PoolSet {
-        pool,
-        setting: PoolSetting::PgNum(8),
-    };
-    assert!(
-        apply(vec![shrink])
-            .to_string()
-            .contains("merging is not supported")
-    );
+    let shrink = MapChange::PoolSet { pool, setting: PoolSetting::PgNum(8) };
+    assert!(apply(vec![shrink]).to_string().contains("merging is not supported"));
     let create = |name: &str| MapChange::PoolCreate {
         name: name.into(),
-        kind: PoolKind::Replicated {
-            size: 3,
-            min_size: 2,
-        },
+        kind: PoolKind::Replicated { size: 3, min_size: 2 },
         rule,
         pg_num: 8,
     };
-    assert!(matches!(
-        apply(vec![create("r")]),
-        MapError::AlreadyExists { .. }
-    ));
+    assert!(matches!(apply(vec![create("r")]), MapError::AlreadyExists { .. }));
     // Two creates of one name in one incremental: the second is refused, so is the whole.
-    assert!(matches!(
-        apply(vec![create("x"), create("x")]),
-        MapError::AlreadyExists { .. }
-    ));
-    let erasure_rule = MapChange::PoolSet {
-        pool,
-        setting: PoolSetting::Rule(RuleId(7)),
-    };
-    assert!(
-        apply(vec![erasure_rule])
-            .to_string()
-            .contains("rule 7 does not exist")
-    );
-    let bad_temp = MapChange::PgTemp {
-        pg: PgId { pool, seed: 99 },
-        osds: vec![Some(OsdId(0))],
-    };
+    assert!(matches!(apply(vec![create("x"), create("x")]), MapError::AlreadyExists { .. }));
+    let erasure_rule = MapChange::PoolSet { pool, setting: PoolSetting::Rule(RuleId(7)) };
+    assert!(apply(vec![erasure_rule]).to_string().contains("rule 7 does not exist"));
+    let bad_temp = MapChange::PgTemp { pg: PgId { pool, seed: 99 }, osds: vec![Some(OsdId(0))] };
     assert!(matches!(apply(vec![bad_temp]), MapError::NoSuchPg { .. }));
-    let hole = MapChange::PgTemp {
-        pg: PgId { pool, seed: 0 },
-        osds: vec![None],
-    };
-    assert!(
-        apply(vec![hole])
-            .to_string()
-            .contains("holes are for erasure-coded pools")
-    );
-    let self_map = MapChange::PgUpmapItems {
-        pg: PgId { pool, seed: 0 },
-        pairs: vec![(OsdId(1), OsdId(1))],
-    };
+    let hole = MapChange::PgTemp { pg: PgId { pool, seed: 0 }, osds: vec![None] };
+    assert!(apply(vec![hole]).to_string().contains("holes are for erasure-coded pools"));
+    let self_map =
+        MapChange::PgUpmapItems { pg: PgId { pool, seed: 0 }, pairs: vec![(OsdId(1), OsdId(1))] };
     assert!(apply(vec![self_map]).to_string().contains("to itself"));
     let bad_step = MapChange::RuleCreate {
         name: "y".into(),
         kind: RuleKind::Replicated,
-        steps: vec![
-            Step::Take {
-                bucket: BucketId(-12345),
-                class: None,
-            },
-            Step::Emit,
-        ],
+        steps: vec![Step::Take { bucket: BucketId(-12345), class: None }, Step::Emit],
     };
     assert!(matches!(apply(vec![bad_step]), MapError::BadRule { .. }));
     let bucket = map.crush().bucket_by_name("host0").unwrap().id;
@@ -458,33 +319,19 @@ fn incrementals_refuse_bad_changes_and_leave_the_map_alone() {
     ));
     // A cycle by moves: the root under one of its hosts.
     let root = map.crush().bucket_by_name("default").unwrap().id;
-    let under_host = MapChange::CrushMoveBucket {
-        bucket: root,
-        parent: Some(bucket),
-    };
-    assert!(matches!(
-        apply(vec![under_host]),
-        MapError::Cycle(_) | MapError::TypeOrder { .. }
-    ));
+    let under_host = MapChange::CrushMoveBucket { bucket: root, parent: Some(bucket) };
+    assert!(matches!(apply(vec![under_host]), MapError::Cycle(_) | MapError::TypeOrder { .. }));
 
     // Wrong base and wrong cluster.
     let mut stale = Incremental::new(&map, vec![]);
     stale.base = Epoch(0);
     assert_eq!(
         map.apply(&stale).unwrap_err(),
-        MapError::WrongBase {
-            have: Epoch(1),
-            delta_base: Epoch(0)
-        }
+        MapError::WrongBase { have: Epoch(1), delta_base: Epoch(0) }
     );
     let mut foreign = Incremental::new(&map, vec![]);
     foreign.fsid = [7; 16];
-    assert!(
-        map.apply(&foreign)
-            .unwrap_err()
-            .to_string()
-            .contains("another cluster")
-    );
+    assert!(map.apply(&foreign).unwrap_err().to_string().contains("another cluster"));
     // After all that the map is unchanged and still at epoch 1.
     assert_eq!(map.epoch(), Epoch(1));
 }
@@ -494,18 +341,9 @@ fn lookups_of_missing_things_are_errors() {
     let mut desc = uniform(2, 1);
     desc.pools.push(replicated("r", 2, 8));
     let map = build(&desc);
-    assert_eq!(
-        map.object_pg(PoolId(9), "", b"x").unwrap_err(),
-        MapError::NoSuchPool("9".into())
-    );
-    let pg = PgId {
-        pool: PoolId(1),
-        seed: 8,
-    };
-    assert_eq!(
-        map.pg_mapping(pg).unwrap_err(),
-        MapError::NoSuchPg { pg, pg_num: 8 }
-    );
+    assert_eq!(map.object_pg(PoolId(9), "", b"x").unwrap_err(), MapError::NoSuchPool("9".into()));
+    let pg = PgId { pool: PoolId(1), seed: 8 };
+    assert_eq!(map.pg_mapping(pg).unwrap_err(), MapError::NoSuchPg { pg, pg_num: 8 });
     assert!(map.rule_mapping(RuleId(5), 0, 3).is_err());
     assert!(map.rule_mapping(RuleId(0), 0, 0).is_err());
     assert!(map.rule_mapping(RuleId(0), 0, 1000).is_err());

@@ -79,17 +79,12 @@ pg_num = 8
 "#;
 
 fn map() -> OsdMap {
-    Description::parse(CLUSTER, Format::Toml)
-        .unwrap()
-        .build()
-        .unwrap()
+    Description::parse(CLUSTER, Format::Toml).unwrap().build().unwrap()
 }
 
 fn placements(map: &OsdMap, pool: u32) -> Vec<String> {
     let pool = map.pool(PoolId(pool)).unwrap();
-    map.pgs(pool)
-        .map(|pg| format!("{pg}={}", map.pg_placement(pg).unwrap()))
-        .collect()
+    map.pgs(pool).map(|pg| format!("{pg}={}", map.pg_placement(pg).unwrap())).collect()
 }
 
 #[test]
@@ -97,17 +92,10 @@ fn object_names_hash_to_fixed_pgs() {
     let map = map();
     let got: Vec<String> = ["rbd_header.10a2", "vm-disk-1", "", "bucket/key with spaces"]
         .iter()
-        .map(|name| {
-            map.object_pg(PoolId(1), "", name.as_bytes())
-                .unwrap()
-                .to_string()
-        })
+        .map(|name| map.object_pg(PoolId(1), "", name.as_bytes()).unwrap().to_string())
         .collect();
     assert_eq!(got, GOLDEN_OBJECTS);
-    assert_eq!(
-        map.object_pg(PoolId(1), "tenant", b"vm-disk-1").unwrap(),
-        GOLDEN_NAMESPACED
-    );
+    assert_eq!(map.object_pg(PoolId(1), "tenant", b"vm-disk-1").unwrap(), GOLDEN_NAMESPACED);
 }
 
 #[test]
@@ -122,10 +110,7 @@ fn erasure_placements_are_fixed() {
 }
 
 const GOLDEN_OBJECTS: [&str; 4] = ["1.1", "1.e", "1.7", "1.b"];
-const GOLDEN_NAMESPACED: PgId = PgId {
-    pool: PoolId(1),
-    seed: 6,
-};
+const GOLDEN_NAMESPACED: PgId = PgId { pool: PoolId(1), seed: 6 };
 const GOLDEN_RBD: [&str; 16] = [
     "1.0=[1,4,6]",
     "1.1=[1,6,5]",
@@ -181,15 +166,9 @@ fn wide_placements_are_fixed() {
         );
     }
     text += "[[pool]]\nname = \"r\"\npg_num = 256\n[[pool]]\nname = \"e\"\ntype = \"erasure\"\nk = 4\nm = 2\npg_num = 128\n";
-    let map = Description::parse(&text, Format::Toml)
-        .unwrap()
-        .build()
-        .unwrap();
-    let all: String = [1, 2]
-        .iter()
-        .flat_map(|&p| placements(&map, p))
-        .collect::<Vec<_>>()
-        .join(";");
+    let map = Description::parse(&text, Format::Toml).unwrap().build().unwrap();
+    let all: String =
+        [1, 2].iter().flat_map(|&p| placements(&map, p)).collect::<Vec<_>>().join(";");
     assert_eq!(format!("{:08x}", crc32(all.as_bytes())), GOLDEN_WIDE_CRC);
 }
 
@@ -199,11 +178,7 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xedb8_8320
-            } else {
-                crc >> 1
-            };
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
         }
     }
     !crc

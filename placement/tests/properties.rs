@@ -18,37 +18,21 @@ use proptest::prelude::*;
 
 /// Hosts with 1 to 4 OSDs of assorted weights (some zero).
 fn weighted_hosts(hosts_max: usize) -> impl Strategy<Value = Vec<Vec<f64>>> {
-    let weight = prop_oneof![
-        Just(0.0),
-        Just(0.5),
-        Just(1.0),
-        Just(2.0),
-        Just(4.0),
-        0.1f64..8.0
-    ];
+    let weight = prop_oneof![Just(0.0), Just(0.5), Just(1.0), Just(2.0), Just(4.0), 0.1f64..8.0];
     prop::collection::vec(prop::collection::vec(weight, 1..=4), 1..=hosts_max)
 }
 
 fn all_pgs(map: &OsdMap) -> Vec<PgId> {
-    map.contents()
-        .pools
-        .values()
-        .flat_map(|p| map.pgs(p))
-        .collect()
+    map.contents().pools.values().flat_map(|p| map.pgs(p)).collect()
 }
 
 fn host_of(map: &OsdMap, osd: OsdId) -> String {
-    map.crush()
-        .item_name(map.crush().parent_of(osd.into()).expect("placed").into())
+    map.crush().item_name(map.crush().parent_of(osd.into()).expect("placed").into())
 }
 
 fn hosts_with_weight(desc: &Description) -> usize {
-    let hosts: BTreeSet<&String> = desc
-        .osds
-        .iter()
-        .filter(|o| o.weight > 0.0)
-        .map(|o| &o.location["host"])
-        .collect();
+    let hosts: BTreeSet<&String> =
+        desc.osds.iter().filter(|o| o.weight > 0.0).map(|o| &o.location["host"]).collect();
     hosts.len()
 }
 
@@ -224,13 +208,7 @@ fn spread_is_as_even_as_random_hashing() {
             "30 hosts of 1x2 + 2x1 or 4x1",
             hosts(
                 &(0..30)
-                    .map(|h| {
-                        if h % 2 == 0 {
-                            vec![2.0, 1.0, 1.0]
-                        } else {
-                            vec![1.0; 4]
-                        }
-                    })
+                    .map(|h| if h % 2 == 0 { vec![2.0, 1.0, 1.0] } else { vec![1.0; 4] })
                     .collect::<Vec<_>>(),
             ),
         ),
@@ -292,11 +270,7 @@ fn adding_a_host_moves_data_only_onto_it() {
     }
     let after = build(&desc);
     let d = &analysis::diff(&before, &after)[0];
-    assert!(
-        d.moved_to.keys().all(|o| o.0 >= 48),
-        "arrivals on old OSDs: {:?}",
-        d.moved_to
-    );
+    assert!(d.moved_to.keys().all(|o| o.0 >= 48), "arrivals on old OSDs: {:?}", d.moved_to);
     let ratio = d.fraction_moved / d.ideal_fraction;
     assert!(
         (0.8..=1.2).contains(&ratio),
@@ -316,20 +290,13 @@ fn removing_a_host_moves_only_its_pgs() {
     desc.osds.retain(|o| o.id != 7);
     let after = build(&desc);
     for pg in all_pgs(&before) {
-        let (old, new) = (
-            before.pg_placement(pg).unwrap(),
-            after.pg_placement(pg).unwrap(),
-        );
+        let (old, new) = (before.pg_placement(pg).unwrap(), after.pg_placement(pg).unwrap());
         if !old.contains(OsdId(7)) {
             assert_eq!(old, new, "{pg} did not hold osd.7 but changed");
         }
     }
     let d = analysis::diff(&before, &after);
-    assert!(
-        d[0].moved_from.keys().all(|&o| o == OsdId(7)),
-        "replicated: {:?}",
-        d[0].moved_from
-    );
+    assert!(d[0].moved_from.keys().all(|&o| o == OsdId(7)), "replicated: {:?}", d[0].moved_from);
 }
 
 /// When an OSD of an erasure-coded PG goes out, the other shards keep their positions in
@@ -341,17 +308,11 @@ fn indep_keeps_other_positions_stable() {
         desc.pools.push(erasure("e", 4, 2, 4096));
         let before = build(&desc);
         let after = before
-            .apply(&Incremental::new(
-                &before,
-                vec![MapChange::OsdOut { osd: OsdId(0) }],
-            ))
+            .apply(&Incremental::new(&before, vec![MapChange::OsdOut { osd: OsdId(0) }]))
             .unwrap();
         let (mut held, mut shifted) = (0, 0);
         for pg in all_pgs(&before) {
-            let (old, new) = (
-                before.pg_placement(pg).unwrap(),
-                after.pg_placement(pg).unwrap(),
-            );
+            let (old, new) = (before.pg_placement(pg).unwrap(), after.pg_placement(pg).unwrap());
             let Some(position) = old.position(OsdId(0)) else {
                 assert_eq!(old, new, "{pg} did not hold osd.0 but changed");
                 continue;
@@ -362,10 +323,7 @@ fn indep_keeps_other_positions_stable() {
         }
         assert!(held > 0);
         let rate = shifted as f64 / held as f64;
-        assert!(
-            rate <= 0.05,
-            "{n}x{per_host}: {shifted} of {held} PGs shifted other positions"
-        );
+        assert!(rate <= 0.05, "{n}x{per_host}: {shifted} of {held} PGs shifted other positions");
         if per_host > 1 {
             // A sibling in the same host takes the shard over: nothing else needs to move.
             assert_eq!(shifted, 0, "{n}x{per_host}");
@@ -383,10 +341,7 @@ fn pg_split_moves_objects_only_into_new_pgs() {
     let after = before
         .apply(&Incremental::new(
             &before,
-            vec![MapChange::PoolSet {
-                pool,
-                setting: PoolSetting::PgNum(20),
-            }],
+            vec![MapChange::PoolSet { pool, setting: PoolSetting::PgNum(20) }],
         ))
         .unwrap();
     let mut moved = 0;
@@ -405,14 +360,8 @@ fn pg_split_moves_objects_only_into_new_pgs() {
     // pgp_num unchanged: the new PGs are placed with their parents, so no data moves yet.
     for seed in 12..20 {
         let child = PgId { pool, seed };
-        let parent = PgId {
-            pool,
-            seed: seed & 7,
-        };
-        assert_eq!(
-            after.pg_placement(child).unwrap(),
-            after.pg_placement(parent).unwrap()
-        );
+        let parent = PgId { pool, seed: seed & 7 };
+        assert_eq!(after.pg_placement(child).unwrap(), after.pg_placement(parent).unwrap());
     }
 }
 
@@ -441,21 +390,12 @@ fn balancer_brings_every_osd_within_a_copy_of_its_share() {
         desc.pools.push(erasure("e", 4, 2, 2048));
         let map = build(&desc);
         let plan = placement::balance::plan(&map, &placement::balance::Options::default());
-        let balanced = map
-            .apply(&Incremental::new(&map, plan.changes.clone()))
-            .unwrap();
+        let balanced = map.apply(&Incremental::new(&map, plan.changes.clone())).unwrap();
         for pool in [PoolId(1), PoolId(2)] {
             let before = analysis::test_pool(&map, pool).unwrap().distribution;
             let after = analysis::test_pool(&balanced, pool).unwrap().distribution;
-            assert_eq!(
-                (after.short, after.violations),
-                (0, 0),
-                "{name}, pool {pool}"
-            );
-            assert_eq!(
-                after.placed, before.placed,
-                "{name}, pool {pool}: copies lost"
-            );
+            assert_eq!((after.short, after.violations), (0, 0), "{name}, pool {pool}");
+            assert_eq!(after.placed, before.placed, "{name}, pool {pool}: copies lost");
             let worst = after
                 .per_osd
                 .iter()
@@ -471,10 +411,7 @@ fn balancer_brings_every_osd_within_a_copy_of_its_share() {
                 after.stddev_pct
             );
             let planned = plan.pools.iter().find(|p| p.id == pool).unwrap();
-            assert!(
-                planned.after.stddev < planned.before.stddev,
-                "{name}: {planned:?}"
-            );
+            assert!(planned.after.stddev < planned.before.stddev, "{name}: {planned:?}");
         }
         // Balancing a balanced map plans nothing.
         let again = placement::balance::plan(&balanced, &placement::balance::Options::default());

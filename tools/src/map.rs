@@ -13,7 +13,7 @@ use placement::analysis::{self, PoolDiff, PoolReport};
 use placement::balance;
 use placement::describe::{Description, Format as DescFormat, synthesize};
 use placement::encoding::{self, MAP_BYTES_MAX};
-use placement::{Incremental, OsdMap, RuleKind};
+use placement::{Incremental, OsdMap, PoolId, RuleKind};
 use serde::Serialize;
 
 use crate::Format;
@@ -122,10 +122,7 @@ enum MapCommand {
 
 pub fn run(args: MapArgs) -> Result<()> {
     match args.command {
-        MapCommand::Build {
-            description,
-            output,
-        } => build(&description, output),
+        MapCommand::Build { description, output } => build(&description, output),
         MapCommand::Show { map, format } => {
             let map = load_map(&map)?;
             match format {
@@ -134,25 +131,9 @@ pub fn run(args: MapArgs) -> Result<()> {
             }
             Ok(())
         }
-        MapCommand::Test {
-            map,
-            pool,
-            rule,
-            num_rep,
-            inputs,
-            show_osds,
-            format,
-        } => {
+        MapCommand::Test { map, pool, rule, num_rep, inputs, show_osds, format } => {
             let map = load_map(&map)?;
-            test(
-                &map,
-                &pool,
-                rule.as_deref(),
-                num_rep,
-                inputs,
-                show_osds,
-                format,
-            )
+            test(&map, &pool, rule.as_deref(), num_rep, inputs, show_osds, format)
         }
         MapCommand::Diff { old, new, format } => {
             let (old, new) = (load_map(&old)?, load_map(&new)?);
@@ -186,14 +167,7 @@ pub fn run(args: MapArgs) -> Result<()> {
             print!("{}", desc.to_toml());
             Ok(())
         }
-        MapCommand::Balance {
-            map,
-            output,
-            max_deviation,
-            max_moves,
-            pool,
-            format,
-        } => {
+        MapCommand::Balance { map, output, max_deviation, max_moves, pool, format } => {
             let map = load_map(&map)?;
             balance(&map, &output, max_deviation, max_moves, &pool, format)
         }
@@ -217,11 +191,7 @@ pub(crate) fn print_json(value: &impl Serialize) -> Result<()> {
 pub(crate) fn load_map(path: &Path) -> Result<OsdMap> {
     let meta = fs::metadata(path).with_context(|| format!("read {}", path.display()))?;
     if meta.len() > MAP_BYTES_MAX as u64 {
-        bail!(
-            "{} is {} bytes; maps are at most {MAP_BYTES_MAX}",
-            path.display(),
-            meta.len()
-        );
+        bail!("{} is {} bytes; maps are at most {MAP_BYTES_MAX}", path.display(), meta.len());
     }
     let bytes = fs::read(path).with_context(|| format!("read {}", path.display()))?;
     if encoding::looks_like_map(&bytes) {
@@ -229,25 +199,18 @@ pub(crate) fn load_map(path: &Path) -> Result<OsdMap> {
             .with_context(|| format!("decode map {}", path.display()));
     }
     let text = String::from_utf8(bytes).map_err(|_| {
-        anyhow::anyhow!(
-            "{} is neither a cairn map nor a UTF-8 description",
-            path.display()
-        )
+        anyhow::anyhow!("{} is neither a cairn map nor a UTF-8 description", path.display())
     })?;
     let desc = Description::parse(&text, DescFormat::from_path(path))
         .with_context(|| format!("parse description {}", path.display()))?;
-    desc.build()
-        .with_context(|| format!("build map from {}", path.display()))
+    desc.build().with_context(|| format!("build map from {}", path.display()))
 }
 
 fn build(description: &Path, output: Option<PathBuf>) -> Result<()> {
     let map = load_map(description)?;
     let output = output.unwrap_or_else(|| description.with_extension("map"));
     if output == description {
-        bail!(
-            "refusing to overwrite the description {}; give -o",
-            description.display()
-        );
+        bail!("refusing to overwrite the description {}; give -o", description.display());
     }
     fs::write(&output, encoding::encode_map(&map))
         .with_context(|| format!("write {}", output.display()))?;
@@ -287,59 +250,42 @@ fn test(
     show_osds: bool,
     format: Format,
 ) -> Result<()> {
-    let mut output = TestOutput {
-        epoch: map.epoch().0,
-        pools: Vec::new(),
-        rule: None,
-    };
+    let mut output = TestOutput { epoch: map.epoch().0, pools: Vec::new(), rule: None };
     if let Some(name) = rule {
-        let rule = map
-            .crush()
-            .rule_by_name(name)
-            .with_context(|| format!("no rule '{name}'"))?;
+        let rule = map.crush().rule_by_name(name).with_context(|| format!("no rule '{name}'"))?;
         let distribution = analysis::test_rule(map, rule.id, num_rep, inputs)?;
-        output.rule = Some(RuleTest {
-            rule: name.to_owned(),
-            num_rep,
-            distribution,
-        });
+        output.rule = Some(RuleTest { rule: name.to_owned(), num_rep, distribution });
     } else {
         let selected: Vec<_> = if pools.is_empty() {
             map.contents().pools.keys().copied().collect()
         } else {
-            let mut ids = Vec::new();
-            for name in pools {
-                ids.push(
-                    map.pool_by_name(name)
-                        .with_context(|| format!("no pool '{name}'"))?
-                        .id,
-                );
-            }
-            ids
+            pool_ids(map, pools)?
         };
         if selected.is_empty() {
             bail!("the map has no pools; name a rule to test with --rule");
         }
-        output.pools = selected
-            .into_iter()
-            .filter_map(|id| analysis::test_pool(map, id))
-            .collect();
+        output.pools = selected.into_iter().filter_map(|id| analysis::test_pool(map, id)).collect();
     }
     match format {
         Format::Plain => print!(
             "{}",
             map_render::test(
                 &output.pools,
-                output
-                    .rule
-                    .as_ref()
-                    .map(|r| (&r.rule[..], r.num_rep, &r.distribution)),
+                output.rule.as_ref().map(|r| (&r.rule[..], r.num_rep, &r.distribution)),
                 show_osds
             )
         ),
         Format::Json => print_json(&output)?,
     }
     Ok(())
+}
+
+/// Resolves pool names, failing on the first unknown one.
+fn pool_ids(map: &OsdMap, names: &[String]) -> Result<Vec<PoolId>> {
+    names
+        .iter()
+        .map(|name| Ok(map.pool_by_name(name).with_context(|| format!("no pool '{name}'"))?.id))
+        .collect()
 }
 
 fn balance(
@@ -350,19 +296,7 @@ fn balance(
     pools: &[String],
     format: Format,
 ) -> Result<()> {
-    let mut ids = Vec::new();
-    for name in pools {
-        ids.push(
-            map.pool_by_name(name)
-                .with_context(|| format!("no pool '{name}'"))?
-                .id,
-        );
-    }
-    let options = balance::Options {
-        max_deviation,
-        max_moves,
-        pools: ids,
-    };
+    let options = balance::Options { max_deviation, max_moves, pools: pool_ids(map, pools)? };
     let plan = balance::plan(map, &options);
     let balanced = if plan.changes.is_empty() {
         map.clone()
@@ -395,9 +329,8 @@ fn synth(
         let (name, fanout) = part
             .split_once('=')
             .with_context(|| format!("layout part '{part}' is not TYPE=COUNT"))?;
-        let fanout: u32 = fanout
-            .parse()
-            .with_context(|| format!("'{fanout}' in layout is not a count"))?;
+        let fanout: u32 =
+            fanout.parse().with_context(|| format!("'{fanout}' in layout is not a count"))?;
         if fanout == 0 || fanout > 100_000 {
             bail!("layout count {fanout} for '{name}' is not in 1..=100000");
         }
@@ -406,27 +339,21 @@ fn synth(
     let total: u64 =
         levels.iter().map(|(_, f)| u64::from(*f)).product::<u64>() * u64::from(osds_per_leaf);
     if total > u64::from(placement::OSD_ID_LIMIT) {
-        bail!(
-            "the layout makes {total} OSDs; the limit is {}",
-            placement::OSD_ID_LIMIT
-        );
+        bail!("the layout makes {total} OSDs; the limit is {}", placement::OSD_ID_LIMIT);
     }
     let mut desc = synthesize(&levels, osds_per_leaf, weight, class);
     if let Some(name) = replicated_pool {
-        desc.pools
-            .push(pool_desc(&name, RuleKind::Replicated, None));
+        desc.pools.push(pool_desc(&name, RuleKind::Replicated, None));
     }
     if let Some(spec) = erasure_pool {
         let (name, km) = spec.split_once(':').context("--erasure-pool is NAME:K+M")?;
         let (k, m) = km.split_once('+').context("--erasure-pool is NAME:K+M")?;
         let k = k.parse().context("K is a number")?;
         let m = m.parse().context("M is a number")?;
-        desc.pools
-            .push(pool_desc(name, RuleKind::Erasure, Some((k, m))));
+        desc.pools.push(pool_desc(name, RuleKind::Erasure, Some((k, m))));
     }
     // Fail here rather than when the output is built.
-    desc.build()
-        .context("the synthesized description does not build")?;
+    desc.build().context("the synthesized description does not build")?;
     Ok(desc)
 }
 

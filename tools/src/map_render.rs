@@ -28,11 +28,7 @@ pub fn show(map: &OsdMap) -> String {
         format_uuid(&c.fsid),
         map.epoch(),
         c.osds.len(),
-        if flags.is_empty() {
-            "none".into()
-        } else {
-            flags.join(",")
-        }
+        if flags.is_empty() { "none".into() } else { flags.join(",") }
     );
     let _ = writeln!(
         out,
@@ -42,12 +38,8 @@ pub fn show(map: &OsdMap) -> String {
     for root in c.crush.roots() {
         tree_lines(map, root.into(), 0, &mut out);
     }
-    let unplaced: Vec<String> = c
-        .osds
-        .keys()
-        .filter(|o| !c.crush.devices.contains_key(o))
-        .map(|o| o.to_string())
-        .collect();
+    let unplaced: Vec<String> =
+        c.osds.keys().filter(|o| !c.crush.devices.contains_key(o)).map(|o| o.to_string()).collect();
     if !unplaced.is_empty() {
         let _ = writeln!(out, "not in CRUSH (get no data): {}", unplaced.join(", "));
     }
@@ -68,21 +60,12 @@ pub fn show(map: &OsdMap) -> String {
         let _ = writeln!(out, "  (none)");
     }
     for pool in c.pools.values() {
-        let rule = c
-            .crush
-            .rules
-            .get(&pool.rule)
-            .map_or("?", |r| r.name.as_str());
+        let rule = c.crush.rules.get(&pool.rule).map_or("?", |r| r.name.as_str());
         let kind = match &pool.kind {
             PoolKind::Replicated { size, min_size } => {
                 format!("replicated size {size} min_size {min_size}")
             }
-            PoolKind::Erasure {
-                profile,
-                k,
-                m,
-                min_size,
-            } => {
+            PoolKind::Erasure { profile, k, m, min_size } => {
                 format!("erasure k={k} m={m} (profile {profile}) min_size {min_size}")
             }
         };
@@ -112,11 +95,7 @@ fn tree_lines(map: &OsdMap, item: ItemId, depth: usize, out: &mut String) {
             let state = c.osds.get(&osd);
             let status = state.map_or("?", |s| if s.up { "up" } else { "down" });
             let reweight = state.map_or("?".into(), |s| {
-                if s.is_in {
-                    s.reweight.to_string()
-                } else {
-                    "out".into()
-                }
+                if s.is_in { s.reweight.to_string() } else { "out".into() }
             });
             let _ = writeln!(
                 out,
@@ -133,11 +112,7 @@ fn tree_lines(map: &OsdMap, item: ItemId, depth: usize, out: &mut String) {
             let b = &c.crush.buckets[&bucket];
             let weight = c.crush.subtree_weight(item, None) as f64 / 65536.0;
             let name = format!("{indent}{} {}", c.crush.type_name(b.type_id), b.name);
-            let _ = writeln!(
-                out,
-                "{:<12} {:<6} {:>10.5}  {:<32}",
-                bucket.0, "", weight, name
-            );
+            let _ = writeln!(out, "{:<12} {:<6} {:>10.5}  {:<32}", bucket.0, "", weight, name);
             for &child in &b.children {
                 tree_lines(map, child, depth + 1, out);
             }
@@ -163,6 +138,18 @@ pub fn test(
             report.rule,
             report.distribution.failure_domain
         );
+        let _ = match report.split_to {
+            Some(n) => writeln!(
+                out,
+                "  pg_num {} is too few for the OSDs under its rule: split to {n}",
+                report.pg_num
+            ),
+            None => writeln!(
+                out,
+                "  pg_num {} (the autoscaler's choice: {})",
+                report.pg_num, report.ideal_pg_num
+            ),
+        };
         distribution(&report.distribution, show_osds, &mut out);
     }
     if let Some((name, num_rep, dist)) = rule {
@@ -186,10 +173,9 @@ fn distribution(d: &Distribution, show_osds: bool, out: &mut String) {
         d.violations
     );
     let candidates: Vec<_> = d.per_osd.iter().filter(|o| o.expected > 0.0).collect();
-    if let (Some(min), Some(max)) = (
-        candidates.iter().min_by_key(|o| o.count),
-        candidates.iter().max_by_key(|o| o.count),
-    ) {
+    if let (Some(min), Some(max)) =
+        (candidates.iter().min_by_key(|o| o.count), candidates.iter().max_by_key(|o| o.count))
+    {
         let avg = d.placed as f64 / candidates.len() as f64;
         let _ = writeln!(
             out,
@@ -236,11 +222,7 @@ pub fn diff(old: &OsdMap, new: &OsdMap, diffs: &[PoolDiff]) -> String {
     let _ = writeln!(out, "epoch {} -> {}", old.epoch(), new.epoch());
     for d in diffs {
         if let Some(reason) = &d.not_comparable {
-            let _ = writeln!(
-                out,
-                "pool '{}' (id {}): not compared: {reason}",
-                d.pool, d.id
-            );
+            let _ = writeln!(out, "pool '{}' (id {}): not compared: {reason}", d.pool, d.id);
             continue;
         }
         let ratio = if d.ideal_fraction > 0.0 {
@@ -266,11 +248,8 @@ pub fn diff(old: &OsdMap, new: &OsdMap, diffs: &[PoolDiff]) -> String {
         let name = |m: &std::collections::BTreeMap<placement::OsdId, u64>| {
             let mut v: Vec<_> = m.iter().collect();
             v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-            let mut parts: Vec<String> = v
-                .iter()
-                .take(DIFF_OSDS_SHOWN)
-                .map(|(o, n)| format!("{o} ({n})"))
-                .collect();
+            let mut parts: Vec<String> =
+                v.iter().take(DIFF_OSDS_SHOWN).map(|(o, n)| format!("{o} ({n})")).collect();
             if v.len() > DIFF_OSDS_SHOWN {
                 parts.push(format!("and {} more", v.len() - DIFF_OSDS_SHOWN));
             }
@@ -288,11 +267,7 @@ pub fn balance(plan: &placement::balance::Plan) -> String {
     let mut out = String::new();
     for pool in &plan.pools {
         if let Some(reason) = &pool.skipped {
-            let _ = writeln!(
-                out,
-                "pool '{}' (id {}): left alone: {reason}",
-                pool.pool, pool.id
-            );
+            let _ = writeln!(out, "pool '{}' (id {}): left alone: {reason}", pool.pool, pool.id);
             continue;
         }
         let _ = writeln!(
@@ -318,16 +293,10 @@ pub fn balance(plan: &placement::balance::Plan) -> String {
 /// makes so the other subcommands can be tried on them.
 pub fn demo(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    let levels = [
-        ("root".to_owned(), 1),
-        ("rack".to_owned(), 3),
-        ("host".to_owned(), 4),
-    ];
+    let levels = [("root".to_owned(), 1), ("rack".to_owned(), 3), ("host".to_owned(), 4)];
     let mut desc: Description = synthesize(&levels, 3, 1.0, Some("ssd"));
-    desc.pools
-        .push(pool_desc("rbd", RuleKind::Replicated, None));
-    desc.pools
-        .push(pool_desc("ec", RuleKind::Erasure, Some((4, 2))));
+    desc.pools.push(pool_desc("rbd", RuleKind::Replicated, None));
+    desc.pools.push(pool_desc("ec", RuleKind::Erasure, Some((4, 2))));
     let desc_path = dir.join("cluster.toml");
     fs::write(&desc_path, desc.to_toml())
         .with_context(|| format!("write {}", desc_path.display()))?;
@@ -335,30 +304,13 @@ pub fn demo(dir: &Path) -> Result<()> {
     let map_path = dir.join("cluster.map");
     fs::write(&map_path, encoding::encode_map(&map))?;
 
-    println!(
-        "== A cluster of 3 racks x 4 hosts x 3 OSDs: {}",
-        desc_path.display()
-    );
-    print!(
-        "{}",
-        show(&map)
-            .lines()
-            .take(8)
-            .map(|l| format!("{l}\n"))
-            .collect::<String>()
-    );
+    println!("== A cluster of 3 racks x 4 hosts x 3 OSDs: {}", desc_path.display());
+    print!("{}", show(&map).lines().take(8).map(|l| format!("{l}\n")).collect::<String>());
     println!("   ... (cairn map show {})\n", map_path.display());
 
-    println!(
-        "== Where the PGs land (cairn map test {}):",
-        map_path.display()
-    );
-    let reports: Vec<_> = map
-        .contents()
-        .pools
-        .keys()
-        .filter_map(|&p| analysis::test_pool(&map, p))
-        .collect();
+    println!("== Where the PGs land (cairn map test {}):", map_path.display());
+    let reports: Vec<_> =
+        map.contents().pools.keys().filter_map(|&p| analysis::test_pool(&map, p)).collect();
     print!("{}", test(&reports, None, false));
 
     let rbd = map.pool_by_name("rbd").expect("demo pool").id;
@@ -376,10 +328,7 @@ pub fn demo(dir: &Path) -> Result<()> {
     let host_osds = osds_under(&map, host);
     let down = map.apply(&Incremental::new(
         &map,
-        host_osds
-            .iter()
-            .map(|&osd| MapChange::OsdDown { osd })
-            .collect(),
+        host_osds.iter().map(|&osd| MapChange::OsdDown { osd }).collect(),
     ))?;
     let during = down.pg_mapping(pg)?;
     println!(
@@ -393,10 +342,7 @@ pub fn demo(dir: &Path) -> Result<()> {
     // It stays down: marked out, its PGs move to the other hosts, and only those.
     let out = down.apply(&Incremental::new(
         &down,
-        host_osds
-            .iter()
-            .map(|&osd| MapChange::OsdOut { osd })
-            .collect(),
+        host_osds.iter().map(|&osd| MapChange::OsdOut { osd }).collect(),
     ))?;
     fs::write(dir.join("host-out.map"), encoding::encode_map(&out))?;
     println!(
@@ -421,10 +367,7 @@ pub fn demo(dir: &Path) -> Result<()> {
     let grown_map = grown.build()?;
     fs::write(dir.join("host-added.map"), encoding::encode_map(&grown_map))?;
     println!("\n== A 13th host joins (3 more OSDs):");
-    print!(
-        "{}",
-        diff(&map, &grown_map, &analysis::diff(&map, &grown_map))
-    );
+    print!("{}", diff(&map, &grown_map, &analysis::diff(&map, &grown_map)));
 
     // The balancer evens out what hashing leaves uneven.
     let plan = placement::balance::plan(&map, &placement::balance::Options::default());
@@ -446,11 +389,7 @@ pub fn demo(dir: &Path) -> Result<()> {
     println!("\nMaps written to {}. Try:", dir.display());
     println!("  cairn map show {}", map_path.display());
     println!("  cairn map test {} --show-osds", map_path.display());
-    println!(
-        "  cairn map diff {} {}",
-        map_path.display(),
-        dir.join("host-added.map").display()
-    );
+    println!("  cairn map diff {} {}", map_path.display(), dir.join("host-added.map").display());
     println!(
         "  cairn map test {} --rule erasure_rule --num-rep 6 --inputs 100000",
         map_path.display()
@@ -463,9 +402,7 @@ fn fmt_primary(osd: Option<placement::OsdId>) -> String {
 }
 
 fn host_of(map: &OsdMap, osd: placement::OsdId) -> ItemId {
-    map.crush()
-        .parent_of(osd.into())
-        .map_or(osd.into(), ItemId::from)
+    map.crush().parent_of(osd.into()).map_or(osd.into(), ItemId::from)
 }
 
 fn osds_under(map: &OsdMap, item: ItemId) -> BTreeSet<placement::OsdId> {

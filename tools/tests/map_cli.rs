@@ -23,12 +23,7 @@ fn ok(args: &[&str], dir: &Path) -> String {
 
 fn fails(args: &[&str], dir: &Path) -> String {
     let out = cairn(args, dir);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "cairn {args:?} should fail with 1: {:?}",
-        out
-    );
+    assert_eq!(out.status.code(), Some(1), "cairn {args:?} should fail with 1: {:?}", out);
     assert!(out.stdout.is_empty(), "a failing command printed to stdout");
     String::from_utf8(out.stderr).expect("UTF-8 error")
 }
@@ -58,10 +53,7 @@ fn synth_build_show_test_diff() {
     );
     std::fs::write(d.join("cluster.toml"), &desc).unwrap();
     let built = ok(&["map", "build", "cluster.toml"], d);
-    assert!(
-        built.contains("wrote cluster.map: epoch 1, 16 OSDs"),
-        "{built}"
-    );
+    assert!(built.contains("wrote cluster.map: epoch 1, 16 OSDs"), "{built}");
 
     let shown = ok(&["map", "show", "cluster.map"], d);
     for want in [
@@ -79,22 +71,8 @@ fn synth_build_show_test_diff() {
     assert_eq!(shown["osds"].as_object().unwrap().len(), 16);
 
     let tested = ok(&["map", "test", "cluster.map"], d);
-    assert!(
-        tested.contains("pool 'rbd' (id 1)") && tested.contains("violations 0"),
-        "{tested}"
-    );
-    let tested = json(&ok(
-        &[
-            "map",
-            "test",
-            "cluster.toml",
-            "--pool",
-            "ec",
-            "--format",
-            "json",
-        ],
-        d,
-    ));
+    assert!(tested.contains("pool 'rbd' (id 1)") && tested.contains("violations 0"), "{tested}");
+    let tested = json(&ok(&["map", "test", "cluster.toml", "--pool", "ec", "--format", "json"], d));
     let dist = &tested["pools"][0]["distribution"];
     assert_eq!(dist["violations"], 0);
     assert_eq!(dist["short"], 0);
@@ -123,28 +101,11 @@ fn synth_build_show_test_diff() {
     std::fs::write(d.join("grown.toml"), grown).unwrap();
     let diff = ok(&["map", "diff", "cluster.toml", "grown.toml"], d);
     assert!(diff.contains("copies arrive on: osd.16"), "{diff}");
-    let diff = json(&ok(
-        &[
-            "map",
-            "diff",
-            "cluster.map",
-            "grown.toml",
-            "--format",
-            "json",
-        ],
-        d,
-    ));
+    let diff = json(&ok(&["map", "diff", "cluster.map", "grown.toml", "--format", "json"], d));
     let rbd = &diff["pools"][0];
     assert_eq!(rbd["pool"], "rbd");
     assert!(rbd["copies_moved"].as_u64().unwrap() > 0);
-    assert_eq!(
-        rbd["moved_to"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .collect::<Vec<_>>(),
-        vec!["16"]
-    );
+    assert_eq!(rbd["moved_to"].as_object().unwrap().keys().collect::<Vec<_>>(), vec!["16"]);
 }
 
 #[test]
@@ -160,41 +121,26 @@ fn bad_input_gets_one_clear_line_and_exit_code_1() {
     )
     .unwrap();
     let err = fails(&["map", "build", "broken.toml"], d);
-    assert!(
-        err.contains("no bucket type 'rak'") && err.contains("osd.0"),
-        "{err}"
-    );
+    assert!(err.contains("no bucket type 'rak'") && err.contains("osd.0"), "{err}");
 
     std::fs::write(d.join("syntax.toml"), "[[osd]\n").unwrap();
     let err = fails(&["map", "test", "syntax.toml"], d);
-    assert!(
-        err.contains("parse description syntax.toml") && err.contains("line 1"),
-        "{err}"
-    );
+    assert!(err.contains("parse description syntax.toml") && err.contains("line 1"), "{err}");
 
     std::fs::write(d.join("binary.map"), [0xffu8, 0xfe, 0x00, 0x01]).unwrap();
     let err = fails(&["map", "show", "binary.map"], d);
-    assert!(
-        err.contains("neither a cairn map nor a UTF-8 description"),
-        "{err}"
-    );
+    assert!(err.contains("neither a cairn map nor a UTF-8 description"), "{err}");
 
     let mut corrupt = b"CAIRNMAP".to_vec();
     corrupt.extend_from_slice(&[1, 0, 200, 0, 0, 0, 1, 2, 3, 4, 9, 9]);
     std::fs::write(d.join("corrupt.map"), corrupt).unwrap();
     let err = fails(&["map", "show", "corrupt.map"], d);
-    assert!(
-        err.contains("decode map corrupt.map") && err.contains("truncated"),
-        "{err}"
-    );
+    assert!(err.contains("decode map corrupt.map") && err.contains("truncated"), "{err}");
 
     ok(&["map", "synth", "--layout", "root=1,host=3"], d);
     let err = fails(&["map", "synth", "--layout", "root=1,host"], d);
     assert!(err.contains("not TYPE=COUNT"), "{err}");
-    let err = fails(
-        &["map", "synth", "--layout", "root=1,host=1000,osd=1000"],
-        d,
-    );
+    let err = fails(&["map", "synth", "--layout", "root=1,host=1000,osd=1000"], d);
     assert!(err.contains("limit"), "{err}");
 
     std::fs::write(
@@ -219,24 +165,11 @@ fn demo_writes_maps_the_other_commands_read() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let out = ok(&["map", "demo", "--dir", "demo"], d);
-    for want in [
-        "a hole, not a move",
-        "marked out",
-        "13th host",
-        "cairn map show",
-    ] {
+    for want in ["a hole, not a move", "marked out", "13th host", "cairn map show"] {
         assert!(out.contains(want), "demo output lacks '{want}':\n{out}");
     }
-    for file in [
-        "cluster.toml",
-        "cluster.map",
-        "host-out.map",
-        "host-added.map",
-    ] {
-        assert!(
-            d.join("demo").join(file).exists(),
-            "demo did not write {file}"
-        );
+    for file in ["cluster.toml", "cluster.map", "host-out.map", "host-added.map"] {
+        assert!(d.join("demo").join(file).exists(), "demo did not write {file}");
     }
     let diff = ok(&["map", "diff", "demo/cluster.map", "demo/host-out.map"], d);
     assert!(diff.contains("epoch 1 -> 3"), "{diff}");
@@ -260,12 +193,7 @@ fn balance_writes_a_map_within_a_copy_of_every_share() {
         d,
     );
     std::fs::write(d.join("c.toml"), desc).unwrap();
-    let plan = json(&ok(
-        &[
-            "map", "balance", "c.toml", "-o", "b.map", "--format", "json",
-        ],
-        d,
-    ));
+    let plan = json(&ok(&["map", "balance", "c.toml", "-o", "b.map", "--format", "json"], d));
     let rbd = &plan["pools"][0];
     assert!(rbd["moves"].as_u64().unwrap() > 0, "{plan}");
     assert!(rbd["after"]["max_over"].as_f64().unwrap() <= 1.0, "{plan}");
@@ -278,9 +206,6 @@ fn balance_writes_a_map_within_a_copy_of_every_share() {
     }
     let shown = ok(&["map", "show", "b.map"], d);
     assert!(shown.contains("pg_upmap_items"), "{shown}");
-    let err = fails(
-        &["map", "balance", "c.toml", "-o", "x.map", "--pool", "nope"],
-        d,
-    );
+    let err = fails(&["map", "balance", "c.toml", "-o", "x.map", "--pool", "nope"], d);
     assert!(err.contains("no pool 'nope'"), "{err}");
 }

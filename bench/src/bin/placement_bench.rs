@@ -40,10 +40,7 @@ impl Layout {
     fn grown(&self, extra: usize, per_host: u32) -> Layout {
         let mut hosts = self.hosts.clone();
         hosts.extend(std::iter::repeat_n(per_host, extra));
-        Layout {
-            name: self.name,
-            hosts,
-        }
+        Layout { name: self.name, hosts }
     }
 
     fn description(&self) -> Description {
@@ -67,10 +64,9 @@ impl Layout {
                 id += 1;
             }
         }
-        for (name, kind) in [
-            ("replicated_rule", RuleKind::Replicated),
-            ("erasure_rule", RuleKind::Erasure),
-        ] {
+        for (name, kind) in
+            [("replicated_rule", RuleKind::Replicated), ("erasure_rule", RuleKind::Erasure)]
+        {
             let domain = Some("host".into());
             desc.rules.push(RuleDesc {
                 name: name.into(),
@@ -99,22 +95,15 @@ impl Layout {
         t += "\ntype 0 osd\ntype 1 host\ntype 2 root\n\n";
         let mut id = 0;
         for (h, &n) in self.hosts.iter().enumerate() {
-            let _ = writeln!(
-                t,
-                "host host{h} {{\n\tid -{}\n\talg straw2\n\thash 0",
-                h + 1
-            );
+            let _ = writeln!(t, "host host{h} {{\n\tid -{}\n\talg straw2\n\thash 0", h + 1);
             for _ in 0..n {
                 let _ = writeln!(t, "\titem osd.{id} weight 1.000");
                 id += 1;
             }
             t += "}\n";
         }
-        let _ = writeln!(
-            t,
-            "root default {{\n\tid -{}\n\talg straw2\n\thash 0",
-            self.hosts.len() + 1
-        );
+        let _ =
+            writeln!(t, "root default {{\n\tid -{}\n\talg straw2\n\thash 0", self.hosts.len() + 1);
         for (h, &n) in self.hosts.iter().enumerate() {
             let _ = writeln!(t, "\titem host{h} weight {n}.000");
         }
@@ -136,10 +125,7 @@ struct Crushtool {
 impl Crushtool {
     fn find(path: &str) -> Option<Crushtool> {
         let ok = Command::new(path).arg("--help").output().is_ok();
-        ok.then(|| Crushtool {
-            path: path.into(),
-            dir: tempfile::tempdir().expect("temp dir"),
-        })
+        ok.then(|| Crushtool { path: path.into(), dir: tempfile::tempdir().expect("temp dir") })
     }
 
     /// Compiles a layout's map; returns its path.
@@ -152,15 +138,9 @@ impl Crushtool {
     }
 
     fn run(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new(&self.path)
-            .args(args)
-            .output()
-            .context("run crushtool")?;
+        let out = Command::new(&self.path).args(args).output().context("run crushtool")?;
         if !out.status.success() {
-            bail!(
-                "crushtool {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            bail!("crushtool {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -211,18 +191,12 @@ impl Crushtool {
             let set = list
                 .split(',')
                 .filter(|s| !s.is_empty())
-                .map(|s| {
-                    s.parse::<u32>()
-                        .map(|o| (o != CRUSH_ITEM_NONE).then_some(o))
-                })
+                .map(|s| s.parse::<u32>().map(|o| (o != CRUSH_ITEM_NONE).then_some(o)))
                 .collect::<Result<Vec<_>, _>>()?;
             sets.push(set);
         }
         if sets.len() != inputs as usize {
-            bail!(
-                "crushtool printed {} mappings for {inputs} inputs",
-                sets.len()
-            );
+            bail!("crushtool printed {} mappings for {inputs} inputs", sets.len());
         }
         Ok(sets)
     }
@@ -237,10 +211,7 @@ fn cairn_map(layout: &Layout) -> Result<OsdMap> {
 }
 
 fn rule(map: &OsdMap, name: &str) -> RuleId {
-    map.crush()
-        .rule_by_name(name)
-        .expect("bench rules exist")
-        .id
+    map.crush().rule_by_name(name).expect("bench rules exist").id
 }
 
 /// Median of three runs of `inputs` mappings, in mappings per second.
@@ -282,10 +253,7 @@ fn spread(sets: &[Vec<Option<u32>>], osds: u32) -> (f64, f64, f64) {
         }
     }
     let expected = counts.iter().sum::<u64>() as f64 / f64::from(osds);
-    let deviations: Vec<f64> = counts
-        .iter()
-        .map(|&c| (c as f64 - expected) / expected)
-        .collect();
+    let deviations: Vec<f64> = counts.iter().map(|&c| (c as f64 - expected) / expected).collect();
     let stddev = (deviations.iter().map(|d| d * d).sum::<f64>() / f64::from(osds)).sqrt();
     let max = deviations.iter().copied().fold(f64::MIN, f64::max);
     let min = deviations.iter().copied().fold(f64::MAX, f64::min);
@@ -310,11 +278,7 @@ fn movement(
                 .collect()
         } else {
             let old: BTreeSet<u32> = old.iter().flatten().copied().collect();
-            new.iter()
-                .flatten()
-                .copied()
-                .filter(|o| !old.contains(o))
-                .collect()
+            new.iter().flatten().copied().filter(|o| !old.contains(o)).collect()
         };
         moved += arrived.len() as u64;
         onto_old += arrived.iter().filter(|&&o| o < old_osds).count() as u64;
@@ -337,14 +301,8 @@ fn main() -> Result<()> {
         );
     }
 
-    let small = Layout {
-        name: "100 OSDs (10 hosts x 10)",
-        hosts: vec![10; 10],
-    };
-    let large = Layout {
-        name: "10,000 OSDs (1,000 hosts x 10)",
-        hosts: vec![10; 1000],
-    };
+    let small = Layout { name: "100 OSDs (10 hosts x 10)", hosts: vec![10; 10] };
+    let large = Layout { name: "10,000 OSDs (1,000 hosts x 10)", hosts: vec![10; 1000] };
     let mixed = Layout {
         name: "10,000 OSDs (1,000 hosts of 8-12)",
         hosts: (0..1000).map(|h| 8 + h % 5).collect(),
@@ -353,20 +311,14 @@ fn main() -> Result<()> {
     println!("## Mapping throughput, one core (inputs x = 0..n, median of 3 for cairn)\n");
     println!("| map | rule | cairn mappings/s | crushtool mappings/s | ratio |");
     println!("|---|---|---:|---:|---:|");
-    for (layout, cairn_inputs, ceph_inputs) in [
-        (&small, 2_000_000, 1_000_000),
-        (&large, 500_000, 40_000),
-        (&mixed, 500_000, 40_000),
-    ] {
+    for (layout, cairn_inputs, ceph_inputs) in
+        [(&small, 2_000_000, 1_000_000), (&large, 500_000, 40_000), (&mixed, 500_000, 40_000)]
+    {
         let map = cairn_map(layout)?;
-        let ceph = crushtool
-            .as_ref()
-            .map(|c| c.compile(layout, "rate"))
-            .transpose()?;
-        for (name, ceph_rule, width) in [
-            ("replicated_rule", 0, REPLICAS),
-            ("erasure_rule", 1, SHARDS),
-        ] {
+        let ceph = crushtool.as_ref().map(|c| c.compile(layout, "rate")).transpose()?;
+        for (name, ceph_rule, width) in
+            [("replicated_rule", 0, REPLICAS), ("erasure_rule", 1, SHARDS)]
+        {
             let ours = cairn_rate(&map, rule(&map, name), width, cairn_inputs / scale);
             let theirs = match (&crushtool, &ceph) {
                 (Some(c), Some(m)) => Some(c.rate(m, ceph_rule, width, ceph_inputs / scale)?),
@@ -429,27 +381,11 @@ fn main() -> Result<()> {
     let small_grown = small.grown(1, 10);
     let large_grown = large.grown(10, 10);
     let cases = [
-        (
-            &small,
-            &small_grown,
-            "100 OSDs, +1 host (+10%)",
-            200_000 / scale as u32,
-        ),
-        (
-            &large,
-            &large_grown,
-            "10,000 OSDs, +10 hosts (+1%)",
-            100_000 / scale as u32,
-        ),
+        (&small, &small_grown, "100 OSDs, +1 host (+10%)", 200_000 / scale as u32),
+        (&large, &large_grown, "10,000 OSDs, +10 hosts (+1%)", 100_000 / scale as u32),
     ];
     for (before_layout, after_layout, label, inputs) in cases {
-        compare(
-            crushtool.as_ref(),
-            before_layout,
-            after_layout,
-            label,
-            inputs,
-        )?;
+        compare(crushtool.as_ref(), before_layout, after_layout, label, inputs)?;
     }
     Ok(())
 }
@@ -464,18 +400,14 @@ fn compare(
 ) -> Result<()> {
     let (map, grown_map) = (cairn_map(before_layout)?, cairn_map(after_layout)?);
     let ceph_maps = match crushtool {
-        Some(c) => Some((
-            c.compile(before_layout, "before")?,
-            c.compile(after_layout, "after")?,
-        )),
+        Some(c) => Some((c.compile(before_layout, "before")?, c.compile(after_layout, "after")?)),
         None => None,
     };
     let osds = before_layout.osds();
     let ideal = 100.0 * f64::from(after_layout.osds() - osds) / f64::from(after_layout.osds());
-    for (name, ceph_rule, width, positional) in [
-        ("replicated_rule", 0u32, REPLICAS, false),
-        ("erasure_rule", 1, SHARDS, true),
-    ] {
+    for (name, ceph_rule, width, positional) in
+        [("replicated_rule", 0u32, REPLICAS, false), ("erasure_rule", 1, SHARDS, true)]
+    {
         let mut rows = vec![(
             "cairn",
             cairn_mappings(&map, rule(&map, name), width, inputs),

@@ -55,16 +55,8 @@ impl CompiledBucket {
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum CompiledStep {
-    Take {
-        bucket: u32,
-        class: usize,
-    },
-    Choose {
-        mode: ChooseMode,
-        count: i32,
-        type_id: u16,
-        leaf: bool,
-    },
+    Take { bucket: u32, class: usize },
+    Choose { mode: ChooseMode, count: i32, type_id: u16, leaf: bool },
     Emit,
     SetChooseTries(u32),
     SetChooseleafTries(u32),
@@ -80,22 +72,13 @@ pub(crate) struct CompiledCrush {
 impl CompiledCrush {
     /// Compiles a map that has passed `CrushMap::validate`.
     pub fn new(map: &CrushMap) -> CompiledCrush {
-        let index: HashMap<BucketId, u32> = map
-            .buckets
-            .keys()
-            .enumerate()
-            .map(|(i, &id)| (id, i as u32))
-            .collect();
+        let index: HashMap<BucketId, u32> =
+            map.buckets.keys().enumerate().map(|(i, &id)| (id, i as u32)).collect();
         let class_names: Vec<&str> = map.classes().into_iter().collect();
         let slots = 1 + class_names.len();
         let class_slot = |class: Option<&str>| match class {
             None => CLASS_ANY,
-            Some(c) => {
-                1 + class_names
-                    .iter()
-                    .position(|&n| n == c)
-                    .expect("validated class")
-            }
+            Some(c) => 1 + class_names.iter().position(|&n| n == c).expect("validated class"),
         };
 
         // Subtree weight per (bucket, class slot), children before parents: types strictly
@@ -136,11 +119,7 @@ impl CompiledCrush {
                 Some(osd) => {
                     let device = &map.devices[&osd];
                     let in_class = slot == CLASS_ANY || class_slot(device.class.as_deref()) == slot;
-                    if in_class {
-                        u64::from(device.weight.0)
-                    } else {
-                        0
-                    }
+                    if in_class { u64::from(device.weight.0) } else { 0 }
                 }
                 None => subtree[index[&child.bucket().expect("a bucket")] as usize][slot],
             }
@@ -164,9 +143,7 @@ impl CompiledCrush {
             .buckets
             .values()
             .map(|bucket| {
-                let views = (0..slots)
-                    .map(|slot| view_of(&bucket.children, slot))
-                    .collect();
+                let views = (0..slots).map(|slot| view_of(&bucket.children, slot)).collect();
                 // Descendants by type, in depth-first order.
                 let mut by_type: BTreeMap<u16, Vec<ItemId>> = BTreeMap::new();
                 let mut stack: Vec<ItemId> = bucket.children.iter().rev().copied().collect();
@@ -178,17 +155,10 @@ impl CompiledCrush {
                 }
                 let flat = (0..slots)
                     .map(|slot| {
-                        by_type
-                            .iter()
-                            .map(|(&t, items)| (t, view_of(items, slot)))
-                            .collect()
+                        by_type.iter().map(|(&t, items)| (t, view_of(items, slot))).collect()
                     })
                     .collect();
-                CompiledBucket {
-                    type_id: bucket.type_id,
-                    views,
-                    flat,
-                }
+                CompiledBucket { type_id: bucket.type_id, views, flat }
             })
             .collect();
 
@@ -204,12 +174,7 @@ impl CompiledCrush {
                             bucket: index[bucket],
                             class: class_slot(class.as_deref()),
                         },
-                        Step::Choose {
-                            mode,
-                            count,
-                            type_id,
-                            leaf,
-                        } => CompiledStep::Choose {
+                        Step::Choose { mode, count, type_id, leaf } => CompiledStep::Choose {
                             mode: *mode,
                             count: *count,
                             type_id: *type_id,
@@ -224,10 +189,6 @@ impl CompiledCrush {
             })
             .collect();
 
-        CompiledCrush {
-            buckets,
-            rules,
-            choose_total_tries: map.tunables.choose_total_tries,
-        }
+        CompiledCrush { buckets, rules, choose_total_tries: map.tunables.choose_total_tries }
     }
 }

@@ -62,9 +62,7 @@ pub struct Tunables {
 
 impl Default for Tunables {
     fn default() -> Self {
-        Tunables {
-            choose_total_tries: CHOOSE_TOTAL_TRIES_DEFAULT,
-        }
+        Tunables { choose_total_tries: CHOOSE_TOTAL_TRIES_DEFAULT }
     }
 }
 
@@ -112,11 +110,7 @@ pub fn derive_bucket_id(name: &str, taken: impl Fn(BucketId) -> bool) -> BucketI
     let span = -i64::from(BUCKET_ID_MIN) - 1;
     let mut id = -1 - i64::from(object_hash("crush-bucket", name.as_bytes())) % span;
     while taken(BucketId(id as i32)) {
-        id = if id - 1 < i64::from(BUCKET_ID_MIN) {
-            -1
-        } else {
-            id - 1
-        };
+        id = if id - 1 < i64::from(BUCKET_ID_MIN) { -1 } else { id - 1 };
     }
     BucketId(id as i32)
 }
@@ -124,27 +118,17 @@ pub fn derive_bucket_id(name: &str, taken: impl Fn(BucketId) -> bool) -> BucketI
 impl CrushMap {
     /// A map with the given bucket types (leaf first; the first must be `osd`).
     pub fn with_types(types: Vec<String>) -> CrushMap {
-        CrushMap {
-            types,
-            ..CrushMap::default()
-        }
+        CrushMap { types, ..CrushMap::default() }
     }
 
     pub fn type_id(&self, name: &str) -> Result<u16, MapError> {
-        self.types
-            .iter()
-            .position(|t| t == name)
-            .map(|i| i as u16)
-            .ok_or_else(|| MapError::NoSuchType {
-                name: name.to_owned(),
-                known: self.types.join(", "),
-            })
+        self.types.iter().position(|t| t == name).map(|i| i as u16).ok_or_else(|| {
+            MapError::NoSuchType { name: name.to_owned(), known: self.types.join(", ") }
+        })
     }
 
     pub fn type_name(&self, type_id: u16) -> &str {
-        self.types
-            .get(usize::from(type_id))
-            .map_or("?", String::as_str)
+        self.types.get(usize::from(type_id)).map_or("?", String::as_str)
     }
 
     pub fn bucket_by_name(&self, name: &str) -> Option<&Bucket> {
@@ -159,10 +143,9 @@ impl CrushMap {
     pub fn item_name(&self, item: ItemId) -> String {
         match (item.osd(), item.bucket()) {
             (Some(osd), _) => osd.to_string(),
-            (_, Some(bucket)) => self
-                .buckets
-                .get(&bucket)
-                .map_or_else(|| bucket.to_string(), |b| b.name.clone()),
+            (_, Some(bucket)) => {
+                self.buckets.get(&bucket).map_or_else(|| bucket.to_string(), |b| b.name.clone())
+            }
             _ => unreachable!("an item is an OSD or a bucket"),
         }
     }
@@ -185,9 +168,7 @@ impl CrushMap {
 
     /// The type level of an item (0 for OSDs).
     pub fn item_type(&self, item: ItemId) -> u16 {
-        item.bucket()
-            .and_then(|b| self.buckets.get(&b))
-            .map_or(0, |b| b.type_id)
+        item.bucket().and_then(|b| self.buckets.get(&b)).map_or(0, |b| b.type_id)
     }
 
     /// Every item's parent bucket.
@@ -202,28 +183,18 @@ impl CrushMap {
     }
 
     pub fn parent_of(&self, item: ItemId) -> Option<BucketId> {
-        self.buckets
-            .values()
-            .find(|b| b.children.contains(&item))
-            .map(|b| b.id)
+        self.buckets.values().find(|b| b.children.contains(&item)).map(|b| b.id)
     }
 
     /// Buckets that are nobody's child, in id order.
     pub fn roots(&self) -> Vec<BucketId> {
         let parents = self.parents();
-        self.buckets
-            .keys()
-            .filter(|b| !parents.contains_key(&(**b).into()))
-            .copied()
-            .collect()
+        self.buckets.keys().filter(|b| !parents.contains_key(&(**b).into())).copied().collect()
     }
 
     /// The device classes in use, sorted.
     pub fn classes(&self) -> BTreeSet<&str> {
-        self.devices
-            .values()
-            .filter_map(|d| d.class.as_deref())
-            .collect()
+        self.devices.values().filter_map(|d| d.class.as_deref()).collect()
     }
 
     /// Total weight of the OSDs under `item` (of `class`, when given).
@@ -276,25 +247,16 @@ impl CrushMap {
 
     fn validate_types(&self) -> Result<(), MapError> {
         if self.types.first().map(String::as_str) != Some("osd") {
-            return Err(MapError::invalid(
-                "bucket types",
-                "the first (leaf) type must be 'osd'",
-            ));
+            return Err(MapError::invalid("bucket types", "the first (leaf) type must be 'osd'"));
         }
         if self.types.len() > TYPES_MAX {
-            return Err(MapError::Limit {
-                what: "bucket types",
-                limit: TYPES_MAX as u64,
-            });
+            return Err(MapError::Limit { what: "bucket types", limit: TYPES_MAX as u64 });
         }
         let mut seen = BTreeSet::new();
         for name in &self.types {
             check_name("type", name)?;
             if !seen.insert(name) {
-                return Err(MapError::AlreadyExists {
-                    what: "bucket type",
-                    name: name.clone(),
-                });
+                return Err(MapError::AlreadyExists { what: "bucket type", name: name.clone() });
             }
         }
         Ok(())
@@ -302,10 +264,7 @@ impl CrushMap {
 
     fn validate_buckets(&self) -> Result<(), MapError> {
         if self.buckets.len() > BUCKETS_MAX {
-            return Err(MapError::Limit {
-                what: "buckets",
-                limit: BUCKETS_MAX as u64,
-            });
+            return Err(MapError::Limit { what: "buckets", limit: BUCKETS_MAX as u64 });
         }
         let mut names = BTreeSet::new();
         for (&id, bucket) in &self.buckets {
@@ -319,17 +278,11 @@ impl CrushMap {
             if id != bucket.id || !id.is_valid() {
                 return Err(MapError::invalid(
                     format!("bucket '{}'", bucket.name),
-                    format!(
-                        "id {} is not a negative id at or above {BUCKET_ID_MIN}",
-                        bucket.id
-                    ),
+                    format!("id {} is not a negative id at or above {BUCKET_ID_MIN}", bucket.id),
                 ));
             }
             if !names.insert(bucket.name.as_str()) {
-                return Err(MapError::AlreadyExists {
-                    what: "bucket",
-                    name: bucket.name.clone(),
-                });
+                return Err(MapError::AlreadyExists { what: "bucket", name: bucket.name.clone() });
             }
             if bucket.type_id == 0 || usize::from(bucket.type_id) >= self.types.len() {
                 return Err(MapError::invalid(
@@ -347,10 +300,7 @@ impl CrushMap {
         let mut classes = BTreeSet::new();
         for (osd, device) in &self.devices {
             if osd.0 >= OSD_ID_LIMIT {
-                return Err(MapError::invalid(
-                    osd.to_string(),
-                    "id is above the OSD id limit",
-                ));
+                return Err(MapError::invalid(osd.to_string(), "id is above the OSD id limit"));
             }
             if let Some(class) = &device.class {
                 check_name("device class", class)?;
@@ -358,10 +308,7 @@ impl CrushMap {
             }
         }
         if classes.len() > CLASSES_MAX {
-            return Err(MapError::Limit {
-                what: "device classes",
-                limit: CLASSES_MAX as u64,
-            });
+            return Err(MapError::Limit { what: "device classes", limit: CLASSES_MAX as u64 });
         }
         Ok(())
     }
@@ -374,9 +321,7 @@ impl CrushMap {
             for &child in &bucket.children {
                 let known = match child.osd() {
                     Some(osd) => self.devices.contains_key(&osd),
-                    None => child
-                        .bucket()
-                        .is_some_and(|b| self.buckets.contains_key(&b)),
+                    None => child.bucket().is_some_and(|b| self.buckets.contains_key(&b)),
                 };
                 if !known {
                     return Err(MapError::invalid(
@@ -407,15 +352,8 @@ impl CrushMap {
                 }
             }
         }
-        if let Some(osd) = self
-            .devices
-            .keys()
-            .find(|osd| !parent.contains_key(&(**osd).into()))
-        {
-            return Err(MapError::invalid(
-                osd.to_string(),
-                "has a CRUSH weight but no bucket",
-            ));
+        if let Some(osd) = self.devices.keys().find(|osd| !parent.contains_key(&(**osd).into())) {
+            return Err(MapError::invalid(osd.to_string(), "has a CRUSH weight but no bucket"));
         }
         Ok(())
     }
@@ -432,11 +370,8 @@ impl CrushMap {
                     break;
                 }
                 if let Some(pos) = path.iter().position(|&b| b == bucket) {
-                    let mut names: Vec<String> = path[pos..]
-                        .iter()
-                        .rev()
-                        .map(|&b| self.item_name(b.into()))
-                        .collect();
+                    let mut names: Vec<String> =
+                        path[pos..].iter().rev().map(|&b| self.item_name(b.into())).collect();
                     names.push(self.item_name(bucket.into()));
                     return Err(MapError::Cycle(names.join(" > ")));
                 }
@@ -450,27 +385,18 @@ impl CrushMap {
 
     fn validate_rules(&self) -> Result<(), MapError> {
         if self.rules.len() > RULES_MAX {
-            return Err(MapError::Limit {
-                what: "rules",
-                limit: RULES_MAX as u64,
-            });
+            return Err(MapError::Limit { what: "rules", limit: RULES_MAX as u64 });
         }
         let classes = self.classes();
         let mut names = BTreeSet::new();
         for (&id, rule) in &self.rules {
             check_name("rule", &rule.name)?;
-            let bad = |reason: String| MapError::BadRule {
-                rule: rule.name.clone(),
-                reason,
-            };
+            let bad = |reason: String| MapError::BadRule { rule: rule.name.clone(), reason };
             if id != rule.id {
                 return Err(bad(format!("stored under id {id} but has id {}", rule.id)));
             }
             if !names.insert(rule.name.as_str()) {
-                return Err(MapError::AlreadyExists {
-                    what: "rule",
-                    name: rule.name.clone(),
-                });
+                return Err(MapError::AlreadyExists { what: "rule", name: rule.name.clone() });
             }
             rule::check_shape(rule).map_err(bad)?;
             for step in &rule.steps {
@@ -504,33 +430,19 @@ impl CrushMap {
     /// `set_chooseleaf_tries N`.
     pub fn parse_step(&self, text: &str) -> Result<Step, String> {
         let words: Vec<&str> = text.split_whitespace().collect();
-        let number = |s: &str| {
-            s.parse::<i64>()
-                .map_err(|_| format!("'{s}' is not a number"))
-        };
+        let number = |s: &str| s.parse::<i64>().map_err(|_| format!("'{s}' is not a number"));
         let step = match words.as_slice() {
             ["take", name] | ["take", name, "class", _] => {
-                let bucket = self
-                    .bucket_by_name(name)
-                    .ok_or(format!("no bucket '{name}'"))?;
+                let bucket = self.bucket_by_name(name).ok_or(format!("no bucket '{name}'"))?;
                 let class = words.get(3).map(|c| c.to_string());
                 if let Some(class) = &class
                     && !self.classes().contains(class.as_str())
                 {
                     return Err(format!("no OSD has device class '{class}'"));
                 }
-                Step::Take {
-                    bucket: bucket.id,
-                    class,
-                }
+                Step::Take { bucket: bucket.id, class }
             }
-            [
-                op @ ("choose" | "chooseleaf"),
-                mode,
-                count,
-                "type",
-                type_name,
-            ] => {
+            [op @ ("choose" | "chooseleaf"), mode, count, "type", type_name] => {
                 let mode = match *mode {
                     "firstn" => ChooseMode::Firstn,
                     "indep" => ChooseMode::Indep,
@@ -539,12 +451,7 @@ impl CrushMap {
                 let count = number(count)?;
                 let count = i32::try_from(count).map_err(|_| format!("count {count} too large"))?;
                 let type_id = self.type_id(type_name).map_err(|e| e.to_string())?;
-                Step::Choose {
-                    mode,
-                    count,
-                    type_id,
-                    leaf: *op == "chooseleaf",
-                }
+                Step::Choose { mode, count, type_id, leaf: *op == "chooseleaf" }
             }
             ["emit"] => Step::Emit,
             [op @ ("set_choose_tries" | "set_chooseleaf_tries"), n] => {
@@ -568,22 +475,13 @@ impl CrushMap {
     /// The text form of a step, as `parse_step` reads it.
     pub fn step_text(&self, step: &Step) -> String {
         match step {
-            Step::Take {
-                bucket,
-                class: None,
-            } => format!("take {}", self.item_name((*bucket).into())),
-            Step::Take {
-                bucket,
-                class: Some(class),
-            } => {
+            Step::Take { bucket, class: None } => {
+                format!("take {}", self.item_name((*bucket).into()))
+            }
+            Step::Take { bucket, class: Some(class) } => {
                 format!("take {} class {class}", self.item_name((*bucket).into()))
             }
-            Step::Choose {
-                mode,
-                count,
-                type_id,
-                leaf,
-            } => format!(
+            Step::Choose { mode, count, type_id, leaf } => format!(
                 "{} {} {count} type {}",
                 if *leaf { "chooseleaf" } else { "choose" },
                 mode.name(),
@@ -631,26 +529,15 @@ impl CrushMap {
         parent: Option<BucketId>,
     ) -> Result<BucketId, MapError> {
         if self.bucket_by_name(name).is_some() {
-            return Err(MapError::AlreadyExists {
-                what: "bucket",
-                name: name.to_owned(),
-            });
+            return Err(MapError::AlreadyExists { what: "bucket", name: name.to_owned() });
         }
         let type_id = self.type_id(type_name)?;
         let id = id.unwrap_or_else(|| self.derived_bucket_id(name));
         if self.buckets.contains_key(&id) {
-            return Err(MapError::AlreadyExists {
-                what: "bucket id",
-                name: id.to_string(),
-            });
+            return Err(MapError::AlreadyExists { what: "bucket id", name: id.to_string() });
         }
         self.edit(|map| {
-            let bucket = Bucket {
-                id,
-                name: name.to_owned(),
-                type_id,
-                children: Vec::new(),
-            };
+            let bucket = Bucket { id, name: name.to_owned(), type_id, children: Vec::new() };
             map.buckets.insert(id, bucket);
             if let Some(parent) = parent {
                 map.attach(id.into(), parent)?;
@@ -681,17 +568,12 @@ impl CrushMap {
     /// Removes an empty bucket that no rule takes.
     pub fn remove_bucket(&mut self, bucket: BucketId) -> Result<(), MapError> {
         let name = self.item_name(bucket.into());
-        let b = self
-            .buckets
-            .get(&bucket)
-            .ok_or_else(|| MapError::NoSuchBucket(name.clone()))?;
+        let b = self.buckets.get(&bucket).ok_or_else(|| MapError::NoSuchBucket(name.clone()))?;
         if !b.children.is_empty() {
             return Err(MapError::BucketNotEmpty(name));
         }
         let taken_by = self.rules.values().find(|r| {
-            r.steps
-                .iter()
-                .any(|s| matches!(s, Step::Take { bucket: t, .. } if *t == bucket))
+            r.steps.iter().any(|s| matches!(s, Step::Take { bucket: t, .. } if *t == bucket))
         });
         if let Some(rule) = taken_by {
             return Err(MapError::BadRule {
@@ -737,10 +619,7 @@ impl CrushMap {
 
     pub fn set_device_weight(&mut self, osd: OsdId, weight: Weight) -> Result<(), MapError> {
         self.edit(|map| {
-            map.devices
-                .get_mut(&osd)
-                .ok_or(MapError::NoSuchOsd(osd))?
-                .weight = weight;
+            map.devices.get_mut(&osd).ok_or(MapError::NoSuchOsd(osd))?.weight = weight;
             Ok(())
         })
     }
@@ -749,10 +628,7 @@ impl CrushMap {
     /// then have no OSD.
     pub fn set_device_class(&mut self, osd: OsdId, class: Option<String>) -> Result<(), MapError> {
         self.edit(|map| {
-            map.devices
-                .get_mut(&osd)
-                .ok_or(MapError::NoSuchOsd(osd))?
-                .class = class;
+            map.devices.get_mut(&osd).ok_or(MapError::NoSuchOsd(osd))?.class = class;
             Ok(())
         })
     }
@@ -765,25 +641,11 @@ impl CrushMap {
         steps: Vec<Step>,
     ) -> Result<RuleId, MapError> {
         if self.rule_by_name(name).is_some() {
-            return Err(MapError::AlreadyExists {
-                what: "rule",
-                name: name.to_owned(),
-            });
+            return Err(MapError::AlreadyExists { what: "rule", name: name.to_owned() });
         }
-        let id = (0..)
-            .map(RuleId)
-            .find(|id| !self.rules.contains_key(id))
-            .expect("rule ids");
+        let id = (0..).map(RuleId).find(|id| !self.rules.contains_key(id)).expect("rule ids");
         self.edit(|map| {
-            map.rules.insert(
-                id,
-                Rule {
-                    id,
-                    name: name.to_owned(),
-                    kind,
-                    steps,
-                },
-            );
+            map.rules.insert(id, Rule { id, name: name.to_owned(), kind, steps });
             Ok(())
         })?;
         Ok(id)
@@ -791,10 +653,7 @@ impl CrushMap {
 
     /// Removes a rule. Whether a pool still uses it is the OSD map's check.
     pub fn remove_rule(&mut self, id: RuleId) -> Result<(), MapError> {
-        self.rules
-            .remove(&id)
-            .map(drop)
-            .ok_or_else(|| MapError::NoSuchRule(id.to_string()))
+        self.rules.remove(&id).map(drop).ok_or_else(|| MapError::NoSuchRule(id.to_string()))
     }
 
     fn detach(&mut self, item: ItemId) {
@@ -805,10 +664,7 @@ impl CrushMap {
 
     fn attach(&mut self, item: ItemId, parent: BucketId) -> Result<(), MapError> {
         let name = self.item_name(parent.into());
-        let bucket = self
-            .buckets
-            .get_mut(&parent)
-            .ok_or(MapError::NoSuchBucket(name))?;
+        let bucket = self.buckets.get_mut(&parent).ok_or(MapError::NoSuchBucket(name))?;
         bucket.children.push(item);
         Ok(())
     }

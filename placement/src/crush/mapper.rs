@@ -44,16 +44,8 @@ pub(crate) fn do_rule(
     reweights: &[u32],
     result: &mut [i32; SHARDS_MAX],
 ) -> usize {
-    assert!(
-        result_max <= SHARDS_MAX,
-        "result_max {result_max} above {SHARDS_MAX}"
-    );
-    let mut mapper = Mapper {
-        crush,
-        reweights,
-        x,
-        class: CLASS_ANY,
-    };
+    assert!(result_max <= SHARDS_MAX, "result_max {result_max} above {SHARDS_MAX}");
+    let mut mapper = Mapper { crush, reweights, x, class: CLASS_ANY };
     let mut working = [0i32; SHARDS_MAX];
     let mut output = [0i32; SHARDS_MAX];
     let mut leaves = [0i32; SHARDS_MAX];
@@ -74,29 +66,17 @@ pub(crate) fn do_rule(
             }
             CompiledStep::SetChooseTries(n) => choose_tries = n,
             CompiledStep::SetChooseleafTries(n) => leaf_tries = n,
-            CompiledStep::Choose {
-                mode,
-                count,
-                type_id,
-                leaf,
-            } => {
+            CompiledStep::Choose { mode, count, type_id, leaf } => {
                 let mut output_len = 0;
                 for &parent in &working[..working_len] {
-                    let numrep = if count > 0 {
-                        count as i64
-                    } else {
-                        result_max as i64 + i64::from(count)
-                    };
+                    let numrep =
+                        if count > 0 { count as i64 } else { result_max as i64 + i64::from(count) };
                     if numrep <= 0 || output_len >= result_max {
                         continue;
                     }
                     let numrep = numrep as usize;
                     let room = result_max - output_len;
-                    let leaf_out = if leaf {
-                        Some(&mut leaves[output_len..])
-                    } else {
-                        None
-                    };
+                    let leaf_out = if leaf { Some(&mut leaves[output_len..]) } else { None };
                     match mode {
                         ChooseMode::Firstn if parent < 0 => {
                             output_len += mapper.choose_firstn(
@@ -168,11 +148,7 @@ struct Mapper<'a> {
 impl Mapper<'_> {
     /// The type level of a compiled item (OSDs are 0).
     fn item_type(&self, item: i32) -> u16 {
-        if item >= 0 {
-            0
-        } else {
-            self.crush.buckets[(-1 - item) as usize].type_id
-        }
+        if item >= 0 { 0 } else { self.crush.buckets[(-1 - item) as usize].type_id }
     }
 
     /// straw2 in `bucket` (a compiled bucket reference) for attempt `r`; `None` when the
@@ -222,9 +198,7 @@ impl Mapper<'_> {
     /// set, so a bucket that moves up or down the ranking keeps its OSD.
     fn choose_leaf(&self, bucket: i32, tries: u32) -> Option<i32> {
         let view = self.flat_view(bucket, 0)?;
-        (0..tries)
-            .map(|r| view.children[straw2(view, self.x, r)])
-            .find(|&osd| !self.is_out(osd))
+        (0..tries).map(|r| view.children[straw2(view, self.x, r)]).find(|&osd| !self.is_out(osd))
     }
 
     /// Whether a ranked `item` can be taken. With `leaf`, an OSD under it must be found
@@ -258,11 +232,8 @@ impl Mapper<'_> {
         let Some(view) = self.flat_view(bucket, target_type) else {
             return 0;
         };
-        let mut ranked = Ranked::new(
-            view,
-            draw_seed(self.x, seed_r),
-            (want + RANKING_SPARE).min(RANKING_MAX),
-        );
+        let mut ranked =
+            Ranked::new(view, draw_seed(self.x, seed_r), (want + RANKING_SPARE).min(RANKING_MAX));
         let mut chosen = 0;
         let mut rejected = 0;
         while chosen < want && rejected < tries {
@@ -300,15 +271,9 @@ impl Mapper<'_> {
         let Some(view) = self.flat_view(bucket, target_type) else {
             return;
         };
-        let holes = out[range.clone()]
-            .iter()
-            .filter(|&&i| i == ITEM_UNDEF)
-            .count();
-        let mut ranked = Ranked::new(
-            view,
-            draw_seed(self.x, seed_r),
-            (holes + range.len()).min(RANKING_MAX),
-        );
+        let holes = out[range.clone()].iter().filter(|&&i| i == ITEM_UNDEF).count();
+        let mut ranked =
+            Ranked::new(view, draw_seed(self.x, seed_r), (holes + range.len()).min(RANKING_MAX));
         let mut rejected = 0;
         for position in range.clone() {
             if out[position] != ITEM_UNDEF {

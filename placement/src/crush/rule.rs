@@ -65,18 +65,10 @@ impl ChooseMode {
 #[serde(rename_all = "snake_case")]
 pub enum Step {
     /// Start from this bucket, seeing only OSDs of `class` when one is given.
-    Take {
-        bucket: BucketId,
-        class: Option<String>,
-    },
+    Take { bucket: BucketId, class: Option<String> },
     /// Pick `count` distinct items of bucket type `type_id` under each working item; with
     /// `leaf`, then pick one OSD under each of them.
-    Choose {
-        mode: ChooseMode,
-        count: i32,
-        type_id: u16,
-        leaf: bool,
-    },
+    Choose { mode: ChooseMode, count: i32, type_id: u16, leaf: bool },
     /// Append the working items to the result.
     Emit,
     /// Descents tried for each position before it is given up (default: the map's tunable).
@@ -112,10 +104,7 @@ impl SimpleRule<'_> {
             steps.push(Step::SetChooseleafTries(5));
             steps.push(Step::SetChooseTries(100));
         }
-        steps.push(Step::Take {
-            bucket: self.root,
-            class: self.class.map(str::to_owned),
-        });
+        steps.push(Step::Take { bucket: self.root, class: self.class.map(str::to_owned) });
         steps.push(Step::Choose {
             mode: self.kind.mode(),
             count: 0,
@@ -135,10 +124,7 @@ pub(crate) fn check_shape(rule: &Rule) -> Result<(), String> {
         return Err("has no steps".into());
     }
     if rule.steps.len() > RULE_STEPS_MAX {
-        return Err(format!(
-            "has {} steps; the limit is {RULE_STEPS_MAX}",
-            rule.steps.len()
-        ));
+        return Err(format!("has {} steps; the limit is {RULE_STEPS_MAX}", rule.steps.len()));
     }
     // What the working set holds after the step so far: None before any take.
     let mut working: Option<WorkingSet> = None;
@@ -157,12 +143,7 @@ pub(crate) fn check_shape(rule: &Rule) -> Result<(), String> {
                 }
                 working = Some(WorkingSet::Buckets);
             }
-            Step::Choose {
-                mode,
-                type_id,
-                leaf,
-                count,
-            } => {
+            Step::Choose { mode, type_id, leaf, count } => {
                 if count.unsigned_abs() as usize > SHARDS_MAX {
                     return Err(at(&format!("count {count} is beyond +/-{SHARDS_MAX}")));
                 }
@@ -224,40 +205,22 @@ mod tests {
     use super::*;
 
     fn rule(kind: RuleKind, steps: Vec<Step>) -> Rule {
-        Rule {
-            id: RuleId(0),
-            name: "r".into(),
-            kind,
-            steps,
-        }
+        Rule { id: RuleId(0), name: "r".into(), kind, steps }
     }
 
     fn take() -> Step {
-        Step::Take {
-            bucket: BucketId(-1),
-            class: None,
-        }
+        Step::Take { bucket: BucketId(-1), class: None }
     }
 
     fn choose(mode: ChooseMode, type_id: u16, leaf: bool) -> Step {
-        Step::Choose {
-            mode,
-            count: 0,
-            type_id,
-            leaf,
-        }
+        Step::Choose { mode, count: 0, type_id, leaf }
     }
 
     #[test]
     fn simple_rules_have_a_valid_shape() {
         for kind in [RuleKind::Replicated, RuleKind::Erasure] {
             for failure_domain in [0, 1, 3] {
-                let simple = SimpleRule {
-                    kind,
-                    root: BucketId(-1),
-                    failure_domain,
-                    class: None,
-                };
+                let simple = SimpleRule { kind, root: BucketId(-1), failure_domain, class: None };
                 check_shape(&rule(kind, simple.steps())).unwrap();
             }
         }
@@ -269,44 +232,16 @@ mod tests {
         let cases = [
             (vec![], "no steps"),
             (vec![take(), Step::Emit], "emits buckets"),
-            (
-                vec![take(), choose(Firstn, 1, true)],
-                "does not end with emit",
-            ),
+            (vec![take(), choose(Firstn, 1, true)], "does not end with emit"),
             (vec![choose(Firstn, 1, true), Step::Emit], "no take"),
-            (
-                vec![take(), choose(Indep, 1, true), Step::Emit],
-                "use firstn",
-            ),
-            (
-                vec![
-                    take(),
-                    choose(Firstn, 0, false),
-                    choose(Firstn, 1, true),
-                    Step::Emit,
-                ],
-                "OSDs",
-            ),
-            (
-                vec![
-                    Step::SetChooseTries(0),
-                    take(),
-                    choose(Firstn, 1, true),
-                    Step::Emit,
-                ],
-                "tries",
-            ),
-            (
-                vec![take(), take(), choose(Firstn, 1, true), Step::Emit],
-                "no emit",
-            ),
+            (vec![take(), choose(Indep, 1, true), Step::Emit], "use firstn"),
+            (vec![take(), choose(Firstn, 0, false), choose(Firstn, 1, true), Step::Emit], "OSDs"),
+            (vec![Step::SetChooseTries(0), take(), choose(Firstn, 1, true), Step::Emit], "tries"),
+            (vec![take(), take(), choose(Firstn, 1, true), Step::Emit], "no emit"),
         ];
         for (steps, want) in cases {
             let err = check_shape(&rule(RuleKind::Replicated, steps.clone())).unwrap_err();
-            assert!(
-                err.contains(want),
-                "{steps:?}: '{err}' does not mention '{want}'"
-            );
+            assert!(err.contains(want), "{steps:?}: '{err}' does not mention '{want}'");
         }
     }
 

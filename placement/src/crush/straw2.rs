@@ -21,11 +21,7 @@ use crate::hash::{draw, draw_seed, neg_log2_q24};
 pub(crate) fn straw2(view: &View, x: u32, r: u32) -> usize {
     debug_assert!(!view.keys.is_empty());
     let seed = draw_seed(x, r);
-    if view.uniform {
-        argmax_draw(seed, &view.keys)
-    } else {
-        weighted_choice(seed, view)
-    }
+    if view.uniform { argmax_draw(seed, &view.keys) } else { weighted_choice(seed, view) }
 }
 
 #[inline]
@@ -105,10 +101,7 @@ fn scan_weighted_scalar(seed: u32, view: &View, start: usize, sink: &mut impl Si
 
 #[inline(always)]
 fn offer_weighted(view: &View, index: usize, d: u32, sink: &mut impl Sink) {
-    if sink
-        .bar()
-        .is_some_and(|bar| bar.beats_floor(d, view.weights[index]))
-    {
+    if sink.bar().is_some_and(|bar| bar.beats_floor(d, view.weights[index])) {
         return;
     }
     sink.offer(Candidate::weighted_from_draw(view, index, d));
@@ -139,12 +132,7 @@ pub(crate) struct Candidate {
 
 impl Candidate {
     fn uniform(index: usize, draw: u32) -> Candidate {
-        Candidate {
-            index: index as u32,
-            draw,
-            length: 0,
-            weight: 0,
-        }
+        Candidate { index: index as u32, draw, length: 0, weight: 0 }
     }
 
     fn weighted(view: &View, seed: u32, index: usize) -> Candidate {
@@ -300,13 +288,7 @@ pub(crate) struct Ranked<'a> {
 
 impl<'a> Ranked<'a> {
     pub fn new(view: &'a View, seed: u32, capacity: usize) -> Ranked<'a> {
-        Ranked {
-            view,
-            seed,
-            ranking: rank(view, seed, capacity),
-            at: 0,
-            last: None,
-        }
+        Ranked { view, seed, ranking: rank(view, seed, capacity), at: 0, last: None }
     }
 }
 
@@ -354,10 +336,7 @@ mod simd {
         let step = _mm256_set1_epi32(LANES as i32);
         // Lane i starts as "item i drew 0": a real draw of 0 keeps that index, which is right.
         let first = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        let mut a = Best {
-            draw: _mm256_setzero_si256(),
-            index: first,
-        };
+        let mut a = Best { draw: _mm256_setzero_si256(), index: first };
         // Two independent accumulators hide the multiply latency; `b` covers odd chunks.
         let mut b = a;
         let mut index = first;
@@ -405,13 +384,7 @@ mod simd {
                 winner = lane;
             }
         }
-        argmax_draw_scalar(
-            seed,
-            keys,
-            chunks * LANES,
-            indexes[winner] as usize,
-            draws[winner],
-        )
+        argmax_draw_scalar(seed, keys, chunks * LANES, indexes[winner] as usize, draws[winner])
     }
 
     /// Fills `ranking` from `keys`.
@@ -519,17 +492,12 @@ mod simd {
         let slack = _mm256_set1_ps(FLOOR_SLACK);
         let mut t = threshold(sink.bar());
         let mut base = 0;
-        for (keys, weights) in view
-            .keys
-            .chunks_exact(LANES)
-            .zip(view.weights_f32.chunks_exact(LANES))
+        for (keys, weights) in
+            view.keys.chunks_exact(LANES).zip(view.weights_f32.chunks_exact(LANES))
         {
             // SAFETY: both chunks are exactly 8 lanes of 32 bits; the loads are unaligned.
             let (k, w) = unsafe {
-                (
-                    _mm256_loadu_si256(keys.as_ptr().cast()),
-                    _mm256_loadu_ps(weights.as_ptr()),
-                )
+                (_mm256_loadu_si256(keys.as_ptr().cast()), _mm256_loadu_ps(weights.as_ptr()))
             };
             let d = draws(seed_v, k);
             // (!d >> 1) fits a signed lane; the halving is part of the under-estimate.
@@ -640,9 +608,7 @@ mod tests {
     fn length_floor_is_below_the_length() {
         let check = |u: u32| assert!(length_floor(u) <= neg_log2_q24(u), "u={u:#x}");
         (0..=u32::MAX).step_by(4099).for_each(check);
-        (0..70_000)
-            .chain(u32::MAX - 70_000..=u32::MAX)
-            .for_each(check);
+        (0..70_000).chain(u32::MAX - 70_000..=u32::MAX).for_each(check);
         // And close to it where winners are: within 1% for the top 1% of draws.
         let u = u32::MAX - (u32::MAX / 100);
         assert!(length_floor(u) as f64 >= 0.99 * neg_log2_q24(u) as f64);
@@ -653,11 +619,7 @@ mod tests {
         let v = view(&[0x10000; 37]);
         for x in 0..20_000 {
             let seed = draw_seed(x, x % 7);
-            assert_eq!(
-                argmax_draw(seed, &v.keys),
-                weighted_choice(seed, &v),
-                "x={x}"
-            );
+            assert_eq!(argmax_draw(seed, &v.keys), weighted_choice(seed, &v), "x={x}");
         }
     }
 
@@ -728,11 +690,7 @@ mod tests {
     }
 
     fn straw2_index(v: &View, seed: u32) -> usize {
-        if v.uniform {
-            argmax_draw(seed, &v.keys)
-        } else {
-            weighted_choice(seed, v)
-        }
+        if v.uniform { argmax_draw(seed, &v.keys) } else { weighted_choice(seed, v) }
     }
 
     #[test]
@@ -747,10 +705,7 @@ mod tests {
         for (i, &w) in weights.iter().enumerate() {
             let expected = f64::from(trials) * (w as f64) / (10u64 << 16) as f64;
             let got = f64::from(wins[i]);
-            assert!(
-                (got - expected).abs() / expected < 0.01,
-                "item {i}: {got} vs {expected}"
-            );
+            assert!((got - expected).abs() / expected < 0.01, "item {i}: {got} vs {expected}");
         }
     }
 

@@ -25,20 +25,9 @@ pub fn uniform(n: usize, per_host: usize) -> Description {
 }
 
 pub fn osd(id: u32, weight: f64, host: &str) -> OsdDesc {
-    let location: BTreeMap<String, String> = [
-        ("root".to_owned(), "default".to_owned()),
-        ("host".to_owned(), host.to_owned()),
-    ]
-    .into();
-    OsdDesc {
-        id,
-        weight,
-        class: None,
-        location,
-        up: true,
-        is_in: true,
-        reweight: 1.0,
-    }
+    let location: BTreeMap<String, String> =
+        [("root".to_owned(), "default".to_owned()), ("host".to_owned(), host.to_owned())].into();
+    OsdDesc { id, weight, class: None, location, up: true, is_in: true, reweight: 1.0 }
 }
 
 pub fn replicated(name: &str, size: u8, pg_num: u32) -> PoolDesc {
@@ -74,6 +63,5 @@ pub fn erasure(name: &str, k: u8, m: u8, pg_num: u32) -> PoolDesc {
 }
 
 pub fn build(desc: &Description) -> OsdMap {
-    desc.build()
-        .unwrap_or_else(|e| panic!("description does not build: {e}"))
+    desc.build().unwrap_or_else(|e| panic!("description does not build: {e}"))
 }
