@@ -422,3 +422,44 @@ fn balancer_brings_every_osd_within_a_copy_of_its_share() {
         );
     }
 }
+
+/// Changing one OSD's weight moves data in proportion, and only to or from that OSD: a
+/// bigger CRUSH weight draws copies onto it; a reweight below 1 sends that fraction of its
+/// copies away.
+#[test]
+fn reweighting_moves_proportionally_and_only_that_osd() {
+    let mut desc = uniform(20, 1);
+    desc.pools.push(replicated("r", 3, 8192));
+    let before = build(&desc);
+    let osd = OsdId(0);
+
+    let heavier = before
+        .apply(&Incremental::new(
+            &before,
+            vec![MapChange::CrushSetWeight { osd, weight: Weight::from_f64(2.0).unwrap() }],
+        ))
+        .unwrap();
+    let d = &analysis::diff(&before, &heavier)[0];
+    assert_eq!(d.moved_to.keys().copied().collect::<Vec<_>>(), vec![osd], "arrivals elsewhere");
+    // Share 1/20 -> 2/21.
+    let ideal = 2.0 / 21.0 - 1.0 / 20.0;
+    assert!((d.ideal_fraction - ideal).abs() < 1e-9);
+    let ratio = d.fraction_moved / ideal;
+    assert!(
+        (0.8..=1.2).contains(&ratio),
+        "weight x2: moved {:.4}, ideal {ideal:.4}",
+        d.fraction_moved
+    );
+
+    let half = before
+        .apply(&Incremental::new(
+            &before,
+            vec![MapChange::OsdReweight { osd, reweight: Reweight::from_f64(0.5).unwrap() }],
+        ))
+        .unwrap();
+    let d = &analysis::diff(&before, &half)[0];
+    assert_eq!(d.moved_from.keys().copied().collect::<Vec<_>>(), vec![osd], "departures elsewhere");
+    let held = analysis::test_pool(&before, PoolId(1)).unwrap().distribution.per_osd[0].count;
+    let left = d.moved_from[&osd] as f64 / held as f64;
+    assert!((0.45..=0.55).contains(&left), "reweight 0.5 moved {left:.3} of osd.0's copies");
+}

@@ -34,6 +34,8 @@ enum MapCommand {
         /// Where to write the map (default: the description's name with .map).
         #[arg(short, long)]
         output: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
     },
     /// Show a map: the CRUSH tree with OSD states, rules, pools and flags.
     Show {
@@ -111,6 +113,9 @@ enum MapCommand {
         /// Add an erasure-coded pool K+M with this name, as NAME:K+M (e.g. ec:4+2).
         #[arg(long)]
         erasure_pool: Option<String>,
+        /// TOML by default; json prints the same description as JSON.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
     },
     /// Walk through placement on a demo cluster: build, test, lose a host, add one.
     Demo {
@@ -122,7 +127,7 @@ enum MapCommand {
 
 pub fn run(args: MapArgs) -> Result<()> {
     match args.command {
-        MapCommand::Build { description, output } => build(&description, output),
+        MapCommand::Build { description, output, format } => build(&description, output, format),
         MapCommand::Show { map, format } => {
             let map = load_map(&map)?;
             match format {
@@ -155,6 +160,7 @@ pub fn run(args: MapArgs) -> Result<()> {
             class,
             replicated_pool,
             erasure_pool,
+            format,
         } => {
             let desc = synth(
                 &layout,
@@ -164,7 +170,10 @@ pub fn run(args: MapArgs) -> Result<()> {
                 replicated_pool,
                 erasure_pool,
             )?;
-            print!("{}", desc.to_toml());
+            match format {
+                Format::Plain => print!("{}", desc.to_toml()),
+                Format::Json => print_json(&desc)?,
+            }
             Ok(())
         }
         MapCommand::Balance { map, output, max_deviation, max_moves, pool, format } => {
@@ -206,7 +215,17 @@ pub(crate) fn load_map(path: &Path) -> Result<OsdMap> {
     desc.build().with_context(|| format!("build map from {}", path.display()))
 }
 
-fn build(description: &Path, output: Option<PathBuf>) -> Result<()> {
+#[derive(Serialize)]
+struct BuildOutput {
+    path: PathBuf,
+    epoch: u64,
+    osds: usize,
+    buckets: usize,
+    rules: usize,
+    pools: usize,
+}
+
+fn build(description: &Path, output: Option<PathBuf>, format: Format) -> Result<()> {
     let map = load_map(description)?;
     let output = output.unwrap_or_else(|| description.with_extension("map"));
     if output == description {
@@ -215,15 +234,26 @@ fn build(description: &Path, output: Option<PathBuf>) -> Result<()> {
     fs::write(&output, encoding::encode_map(&map))
         .with_context(|| format!("write {}", output.display()))?;
     let contents = map.contents();
-    println!(
-        "wrote {}: epoch {}, {} OSDs, {} buckets, {} rules, {} pools",
-        output.display(),
-        map.epoch(),
-        contents.osds.len(),
-        contents.crush.buckets.len(),
-        contents.crush.rules.len(),
-        contents.pools.len()
-    );
+    let built = BuildOutput {
+        path: output,
+        epoch: map.epoch().0,
+        osds: contents.osds.len(),
+        buckets: contents.crush.buckets.len(),
+        rules: contents.crush.rules.len(),
+        pools: contents.pools.len(),
+    };
+    match format {
+        Format::Plain => println!(
+            "wrote {}: epoch {}, {} OSDs, {} buckets, {} rules, {} pools",
+            built.path.display(),
+            built.epoch,
+            built.osds,
+            built.buckets,
+            built.rules,
+            built.pools
+        ),
+        Format::Json => print_json(&built)?,
+    }
     Ok(())
 }
 

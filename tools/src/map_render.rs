@@ -386,12 +386,14 @@ pub fn demo(dir: &Path) -> Result<()> {
         .collect();
     print!("{}", test(&reports, None, false));
 
+    // The command as it was run, so the suggestions work without `cairn` on the PATH.
+    let cairn = std::env::args().next().unwrap_or_else(|| "cairn".into());
     println!("\nMaps written to {}. Try:", dir.display());
-    println!("  cairn map show {}", map_path.display());
-    println!("  cairn map test {} --show-osds", map_path.display());
-    println!("  cairn map diff {} {}", map_path.display(), dir.join("host-added.map").display());
+    println!("  {cairn} map show {}", map_path.display());
+    println!("  {cairn} map test {} --show-osds", map_path.display());
+    println!("  {cairn} map diff {} {}", map_path.display(), dir.join("host-added.map").display());
     println!(
-        "  cairn map test {} --rule erasure_rule --num-rep 6 --inputs 100000",
+        "  {cairn} map test {} --rule erasure_rule --num-rep 6 --inputs 100000",
         map_path.display()
     );
     Ok(())

@@ -54,6 +54,14 @@ fn synth_build_show_test_diff() {
     std::fs::write(d.join("cluster.toml"), &desc).unwrap();
     let built = ok(&["map", "build", "cluster.toml"], d);
     assert!(built.contains("wrote cluster.map: epoch 1, 16 OSDs"), "{built}");
+    let built =
+        json(&ok(&["map", "build", "cluster.toml", "-o", "again.map", "--format", "json"], d));
+    assert_eq!((built["osds"].as_u64(), built["pools"].as_u64()), (Some(16), Some(2)));
+    let as_json = ok(
+        &["map", "synth", "--layout", "root=1,host=8", "--osds-per-leaf", "2", "--format", "json"],
+        d,
+    );
+    assert_eq!(json(&as_json)["osd"].as_array().unwrap().len(), 16);
 
     let shown = ok(&["map", "show", "cluster.map"], d);
     for want in [
@@ -165,7 +173,7 @@ fn demo_writes_maps_the_other_commands_read() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let out = ok(&["map", "demo", "--dir", "demo"], d);
-    for want in ["a hole, not a move", "marked out", "13th host", "cairn map show"] {
+    for want in ["a hole, not a move", "marked out", "13th host", "map show demo/cluster.map"] {
         assert!(out.contains(want), "demo output lacks '{want}':\n{out}");
     }
     for file in ["cluster.toml", "cluster.map", "host-out.map", "host-added.map"] {
