@@ -34,8 +34,8 @@ use thiserror::Error;
 
 use crate::MapError;
 use crate::autoscale::{TARGET_PGS_PER_OSD_DEFAULT, ideal_pg_num};
-use crate::crush::map::{Bucket, CrushMap, DEFAULT_TYPES, Device, derive_bucket_id};
-use crate::crush::rule::{RuleKind, SimpleRule, Step};
+use crate::crush::map::{Bucket, CrushMap, DEFAULT_TYPES, Device, check_name, derive_bucket_id};
+use crate::crush::rule::{Rule, RuleKind, SimpleRule, Step};
 use crate::hash::HASH_VERSION;
 use crate::ids::{BucketId, Epoch, ItemId, OsdId, PoolId, Reweight, RuleId, Weight};
 use crate::osdmap::{MapContents, OsdMap, OsdState};
@@ -289,7 +289,10 @@ struct Pending {
 fn build_crush(desc: &Description) -> Result<CrushMap, DescribeError> {
     let types =
         desc.types.clone().unwrap_or_else(|| DEFAULT_TYPES.iter().map(|t| t.to_string()).collect());
-    let mut crush = CrushMap::with_types(types);
+    let crush = CrushMap::with_types(types);
+    // Checked first: everything below looks names up in this list.
+    crush.validate_types().map_err(in_map("types"))?;
+    let mut crush = crush;
     let type_id = |crush: &CrushMap, at: &str, name: &str| {
         crush.type_id(name).map_err(in_map(at.to_owned())).and_then(|t| {
             if t == 0 { Err(entry(at, "'osd' is the leaf type, not a bucket type")) } else { Ok(t) }
@@ -298,7 +301,18 @@ fn build_crush(desc: &Description) -> Result<CrushMap, DescribeError> {
 
     let mut buckets: BTreeMap<String, Pending> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
+    // Explicit ids first, so that derived ids steer around all of them whatever the order.
     let mut ids: BTreeMap<BucketId, String> = BTreeMap::new();
+    for (i, b) in desc.buckets.iter().enumerate() {
+        let Some(id) = b.id else { continue };
+        let at = format!("bucket '{}' ([[bucket]] #{})", b.name, i + 1);
+        if !BucketId(id).is_valid() {
+            return Err(entry(at, format!("id {id} is not a negative bucket id")));
+        }
+        if let Some(other) = ids.insert(BucketId(id), b.name.clone()) {
+            return Err(entry(at, format!("id {id} is already used by bucket '{other}'")));
+        }
+    }
     for (i, b) in desc.buckets.iter().enumerate() {
         let at = format!("bucket '{}' ([[bucket]] #{})", b.name, i + 1);
         if let Some(first) = buckets.get(&b.name) {
@@ -306,15 +320,13 @@ fn build_crush(desc: &Description) -> Result<CrushMap, DescribeError> {
         }
         let type_id = type_id(&crush, &at, &b.type_name)?;
         let id = match b.id {
-            Some(id) if !BucketId(id).is_valid() => {
-                return Err(entry(at, format!("id {id} is not a negative bucket id")));
-            }
             Some(id) => BucketId(id),
-            None => derived_id(&ids, &b.name),
+            None => {
+                let id = derived_id(&ids, &b.name);
+                ids.insert(id, b.name.clone());
+                id
+            }
         };
-        if let Some(other) = ids.insert(id, b.name.clone()) {
-            return Err(entry(at, format!("id {id} is already used by bucket '{other}'")));
-        }
         let parent = b.parent.clone().map(|p| (p, at.clone()));
         buckets.insert(
             b.name.clone(),
@@ -437,12 +449,13 @@ fn check_cycles(buckets: &BTreeMap<String, Pending>) -> Result<(), DescribeError
     let mut finished: BTreeSet<&str> = BTreeSet::new();
     for start in buckets.keys() {
         let mut path: Vec<&str> = Vec::new();
+        let mut on_path: BTreeMap<&str, usize> = BTreeMap::new();
         let mut at = Some(start.as_str());
         while let Some(name) = at {
             if finished.contains(name) {
                 break;
             }
-            if let Some(pos) = path.iter().position(|&n| n == name) {
+            if let Some(&pos) = on_path.get(name) {
                 let mut cycle: Vec<&str> = path[pos..].to_vec();
                 cycle.push(name);
                 let stated = buckets[name].parent.as_ref().map_or("", |(_, at)| at.as_str());
@@ -451,6 +464,7 @@ fn check_cycles(buckets: &BTreeMap<String, Pending>) -> Result<(), DescribeError
                     format!("cycle in the hierarchy: {}", cycle.join(" > parent ")),
                 ));
             }
+            on_path.insert(name, path.len());
             path.push(name);
             at = buckets[name].parent.as_ref().map(|(p, _)| p.as_str());
         }
@@ -523,7 +537,7 @@ fn add_rules(crush: &mut CrushMap, desc: &Description) -> Result<(), DescribeErr
             }
             None => simple_rule_steps(crush, &at, rule)?,
         };
-        crush.add_rule(&rule.name, rule.kind, steps).map_err(in_map(at))?;
+        insert_rule(crush, &at, &rule.name, rule.kind, steps)?;
     }
     // The default rules, when a pool relies on them and the description does not define them.
     for pool in &desc.pools {
@@ -543,9 +557,30 @@ fn add_rules(crush: &mut CrushMap, desc: &Description) -> Result<(), DescribeErr
             };
             let at = format!("pool '{}': default rule '{name}'", pool.name);
             let steps = simple_rule_steps(crush, &at, &spec)?;
-            crush.add_rule(name, pool.kind, steps).map_err(in_map(at))?;
+            insert_rule(crush, &at, name, pool.kind, steps)?;
         }
     }
+    Ok(())
+}
+
+/// Adds a rule under the lowest free id, checking its name and shape now; the references in
+/// it are checked with the whole map (one validation instead of one per rule).
+fn insert_rule(
+    crush: &mut CrushMap,
+    at: &str,
+    name: &str,
+    kind: RuleKind,
+    steps: Vec<Step>,
+) -> Result<(), DescribeError> {
+    check_name("rule", name).map_err(in_map(at))?;
+    if crush.rule_by_name(name).is_some() {
+        let exists = MapError::AlreadyExists { what: "rule", name: name.to_owned() };
+        return Err(in_map(at)(exists));
+    }
+    let id = (0..).map(RuleId).find(|id| !crush.rules.contains_key(id)).expect("free rule id");
+    let rule = Rule { id, name: name.to_owned(), kind, steps };
+    crate::crush::rule::check_shape(&rule).map_err(|reason| entry(at, reason))?;
+    crush.rules.insert(id, rule);
     Ok(())
 }
 

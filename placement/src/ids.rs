@@ -117,8 +117,9 @@ impl fmt::Display for RuleId {
 pub struct Epoch(pub u64);
 
 impl Epoch {
-    pub fn next(self) -> Epoch {
-        Epoch(self.0.checked_add(1).expect("epoch overflow: 2^64 map changes"))
+    /// The following epoch; `None` at the end of the range (a map cannot change further).
+    pub fn checked_next(self) -> Option<Epoch> {
+        self.0.checked_add(1).map(Epoch)
     }
 }
 

@@ -156,6 +156,8 @@ impl OsdMap {
         if inc.base != self.epoch() {
             return Err(MapError::WrongBase { have: self.epoch(), delta_base: inc.base });
         }
+        let epoch =
+            inc.base.checked_next().ok_or(MapError::Limit { what: "epochs", limit: u64::MAX })?;
         if inc.fsid != self.contents().fsid {
             return Err(MapError::invalid("incremental", "it is for another cluster (fsid)"));
         }
@@ -174,7 +176,7 @@ impl OsdMap {
                 other => other,
             })?;
         }
-        next.epoch = inc.base.next();
+        next.epoch = epoch;
         OsdMap::new(next)
     }
 }

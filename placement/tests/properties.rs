@@ -463,3 +463,99 @@ fn reweighting_moves_proportionally_and_only_that_osd() {
     let left = d.moved_from[&osd] as f64 / held as f64;
     assert!((0.45..=0.55).contains(&left), "reweight 0.5 moved {left:.3} of osd.0's copies");
 }
+
+fn with_rule(mut desc: Description, kind: placement::RuleKind, steps: &[&str]) -> Description {
+    desc.rules.push(placement::describe::RuleDesc {
+        name: "custom".into(),
+        kind,
+        root: None,
+        failure_domain: None,
+        class: None,
+        steps: Some(steps.iter().map(|s| s.to_string()).collect()),
+    });
+    desc
+}
+
+/// An out OSD never appears in a placement, whatever the rule's shape.
+#[test]
+fn out_osds_never_placed_by_any_rule_shape() {
+    let shapes: [(placement::RuleKind, &[&str]); 4] = [
+        (placement::RuleKind::Erasure, &["take default", "chooseleaf indep 0 type osd", "emit"]),
+        (placement::RuleKind::Erasure, &["take default", "choose indep 0 type osd", "emit"]),
+        (
+            placement::RuleKind::Replicated,
+            &["take default", "chooseleaf firstn 0 type osd", "emit"],
+        ),
+        (placement::RuleKind::Replicated, &["take default", "choose firstn 0 type osd", "emit"]),
+    ];
+    for (kind, steps) in shapes {
+        let mut desc = with_rule(uniform(3, 1), kind, steps);
+        let mut pool = if kind == placement::RuleKind::Erasure {
+            erasure("p", 2, 1, 64)
+        } else {
+            replicated("p", 3, 64)
+        };
+        pool.rule = Some("custom".into());
+        desc.pools.push(pool);
+        let map = build(&desc);
+        let out =
+            map.apply(&Incremental::new(&map, vec![MapChange::OsdOut { osd: OsdId(2) }])).unwrap();
+        for pg in all_pgs(&out) {
+            let set = out.pg_placement(pg).unwrap();
+            assert!(!set.contains(OsdId(2)), "{steps:?}: {pg} -> {set} holds the out osd.2");
+            assert_eq!(set.count(), 2, "{steps:?}: {pg} -> {set}");
+        }
+    }
+}
+
+/// Rules of several take/emit groups over the same OSDs never place one OSD twice in a PG:
+/// the groups draw differently, and a repeat leaves a hole (indep) or is dropped (firstn).
+#[test]
+fn multi_group_rules_never_repeat_an_osd() {
+    let kinds: [(placement::RuleKind, &[&str]); 2] = [
+        (
+            placement::RuleKind::Erasure,
+            &[
+                "take default",
+                "chooseleaf indep 3 type host",
+                "emit",
+                "take default",
+                "chooseleaf indep 3 type host",
+                "emit",
+            ],
+        ),
+        (
+            placement::RuleKind::Replicated,
+            &[
+                "take default",
+                "chooseleaf firstn 1 type host",
+                "emit",
+                "take default",
+                "chooseleaf firstn 2 type host",
+                "emit",
+            ],
+        ),
+    ];
+    for (kind, steps) in kinds {
+        let mut desc = with_rule(uniform(8, 2), kind, steps);
+        let mut pool = if kind == placement::RuleKind::Erasure {
+            erasure("p", 4, 2, 256)
+        } else {
+            replicated("p", 3, 256)
+        };
+        pool.rule = Some("custom".into());
+        desc.pools.push(pool);
+        let map = build(&desc);
+        let mut full = 0;
+        for pg in all_pgs(&map) {
+            let set = map.pg_placement(pg).unwrap();
+            let osds: Vec<OsdId> = set.osds().collect();
+            let distinct: BTreeSet<&OsdId> = osds.iter().collect();
+            assert_eq!(distinct.len(), osds.len(), "{kind:?}: {pg} -> {set} repeats an OSD");
+            full += usize::from(osds.len() == map.pool(pg.pool).unwrap().size());
+        }
+        // The groups draw independently: over 8 hosts of 2 OSDs, a PG is complete when no
+        // host both groups pick chose the same OSD twice, about half the time.
+        assert!(full > 256 / 3, "{kind:?}: only {full} of 256 PGs complete");
+    }
+}

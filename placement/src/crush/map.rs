@@ -5,7 +5,7 @@
 //! (`compiled.rs`) derived from it. Every edit goes through `validate`, so an edited map is
 //! either valid or the edit is refused and the map unchanged.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -245,7 +245,7 @@ impl CrushMap {
         Ok(())
     }
 
-    fn validate_types(&self) -> Result<(), MapError> {
+    pub(crate) fn validate_types(&self) -> Result<(), MapError> {
         if self.types.first().map(String::as_str) != Some("osd") {
             return Err(MapError::invalid("bucket types", "the first (leaf) type must be 'osd'"));
         }
@@ -361,20 +361,22 @@ impl CrushMap {
     /// Walks up from every bucket; a walk that meets itself is a cycle. Linear overall:
     /// each bucket is finished once.
     fn check_acyclic(&self, parent: &HashMap<ItemId, BucketId>) -> Result<(), MapError> {
-        let mut finished: BTreeSet<BucketId> = BTreeSet::new();
+        let mut finished: HashSet<BucketId> = HashSet::new();
         for &start in self.buckets.keys() {
             let mut path: Vec<BucketId> = Vec::new();
+            let mut on_path: HashMap<BucketId, usize> = HashMap::new();
             let mut at = Some(start);
             while let Some(bucket) = at {
                 if finished.contains(&bucket) {
                     break;
                 }
-                if let Some(pos) = path.iter().position(|&b| b == bucket) {
+                if let Some(&pos) = on_path.get(&bucket) {
                     let mut names: Vec<String> =
                         path[pos..].iter().rev().map(|&b| self.item_name(b.into())).collect();
                     names.push(self.item_name(bucket.into()));
                     return Err(MapError::Cycle(names.join(" > ")));
                 }
+                on_path.insert(bucket, path.len());
                 path.push(bucket);
                 at = parent.get(&bucket.into()).copied();
             }

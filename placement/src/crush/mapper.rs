@@ -32,6 +32,13 @@ const ITEM_UNDEF: i32 = i32::MAX - 1;
 const REWEIGHT_FULL: u32 = 0x10000;
 /// Candidates ranked beyond the copies wanted, for rejected ones to fall back on.
 const RANKING_SPARE: usize = 1;
+/// The attempts `r` of choose step `i` start at `i * STEP_R_STRIDE`; every `r` a step uses
+/// (positions, retries, leaf retries, nested leaves) stays below the stride.
+const STEP_R_STRIDE: u32 = 1 << 20;
+const _: () = assert!(
+    (super::rule::RULE_STEPS_MAX as u64) * (STEP_R_STRIDE as u64) < u32::MAX as u64
+        && 3 * (SHARDS_MAX as u64) * (super::rule::CHOOSE_TRIES_MAX as u64) < STEP_R_STRIDE as u64
+);
 
 /// Runs `steps` for input `x`, producing up to `result_max` OSDs into `result`; returns how
 /// many. `reweights[osd]` is the OSD's reweight in 16.16 (0 = out; missing = out).
@@ -45,7 +52,7 @@ pub(crate) fn do_rule(
     result: &mut [i32; SHARDS_MAX],
 ) -> usize {
     assert!(result_max <= SHARDS_MAX, "result_max {result_max} above {SHARDS_MAX}");
-    let mut mapper = Mapper { crush, reweights, x, class: CLASS_ANY };
+    let mut mapper = Mapper { crush, reweights, x, class: CLASS_ANY, step_r: 0 };
     let mut working = [0i32; SHARDS_MAX];
     let mut output = [0i32; SHARDS_MAX];
     let mut leaves = [0i32; SHARDS_MAX];
@@ -53,9 +60,12 @@ pub(crate) fn do_rule(
     let mut result_len = 0;
     let mut choose_tries = crush.choose_total_tries;
     let mut leaf_tries = 1;
-    // Each choose step ranks with its own seed, so two groups of one rule (say an SSD copy
-    // and HDD copies over the same hosts) do not rank the same hosts first.
+    // Each choose step draws from its own range of attempts, so two groups of one rule (say
+    // an SSD copy and HDD copies over the same hosts) do not pick the same hosts first.
     let mut choose_index = 0;
+    // How the last choose step picked: emitting an OSD twice leaves a hole (indep) or is
+    // skipped (firstn), so no PG ever holds one OSD twice.
+    let mut last_mode = ChooseMode::Firstn;
 
     for step in steps {
         match *step {
@@ -67,6 +77,8 @@ pub(crate) fn do_rule(
             CompiledStep::SetChooseTries(n) => choose_tries = n,
             CompiledStep::SetChooseleafTries(n) => leaf_tries = n,
             CompiledStep::Choose { mode, count, type_id, leaf } => {
+                mapper.step_r = choose_index * STEP_R_STRIDE;
+                last_mode = mode;
                 let mut output_len = 0;
                 for &parent in &working[..working_len] {
                     let numrep =
@@ -84,7 +96,6 @@ pub(crate) fn do_rule(
                                 numrep.min(room),
                                 type_id,
                                 &mut output[output_len..],
-                                choose_index,
                                 choose_tries,
                                 leaf_tries,
                                 leaf_out,
@@ -104,7 +115,7 @@ pub(crate) fn do_rule(
                                     choose_tries,
                                     leaf_tries,
                                     leaf_out,
-                                    0,
+                                    mapper.step_r,
                                 );
                             } else {
                                 // A hole from an earlier step keeps its positions as holes,
@@ -125,6 +136,12 @@ pub(crate) fn do_rule(
             }
             CompiledStep::Emit => {
                 for &item in &working[..working_len] {
+                    let repeated = item != ITEM_NONE && result[..result_len].contains(&item);
+                    let item = match (repeated, last_mode) {
+                        (false, _) => item,
+                        (true, ChooseMode::Indep) => ITEM_NONE,
+                        (true, ChooseMode::Firstn) => continue,
+                    };
                     if result_len < result_max {
                         result[result_len] = item;
                         result_len += 1;
@@ -143,6 +160,8 @@ struct Mapper<'a> {
     reweights: &'a [u32],
     x: u32,
     class: usize,
+    /// The first attempt number of the current choose step.
+    step_r: u32,
 }
 
 impl Mapper<'_> {
@@ -198,7 +217,9 @@ impl Mapper<'_> {
     /// set, so a bucket that moves up or down the ranking keeps its OSD.
     fn choose_leaf(&self, bucket: i32, tries: u32) -> Option<i32> {
         let view = self.flat_view(bucket, 0)?;
-        (0..tries).map(|r| view.children[straw2(view, self.x, r)]).find(|&osd| !self.is_out(osd))
+        (0..tries)
+            .map(|t| view.children[straw2(view, self.x, self.step_r + t)])
+            .find(|&osd| !self.is_out(osd))
     }
 
     /// Whether a ranked `item` can be taken. With `leaf`, an OSD under it must be found
@@ -224,16 +245,13 @@ impl Mapper<'_> {
         want: usize,
         target_type: u16,
         out: &mut [i32],
-        seed_r: u32,
         tries: u32,
         leaf_tries: u32,
         mut leaf_out: Option<&mut [i32]>,
     ) -> usize {
-        let Some(view) = self.flat_view(bucket, target_type) else {
-            return 0;
-        };
-        let mut ranked =
-            Ranked::new(view, draw_seed(self.x, seed_r), (want + RANKING_SPARE).min(RANKING_MAX));
+        let Some(view) = self.flat_view(bucket, target_type) else { return 0 };
+        let seed = draw_seed(self.x, self.step_r);
+        let mut ranked = Ranked::new(view, seed, (want + RANKING_SPARE).min(RANKING_MAX));
         let mut chosen = 0;
         let mut rejected = 0;
         while chosen < want && rejected < tries {
@@ -335,6 +353,9 @@ impl Mapper<'_> {
                 if out[outpos..endpos].contains(&item) {
                     continue;
                 }
+                if target_type == 0 && self.is_out(item) {
+                    continue;
+                }
                 if let Some(leaves) = leaf_out.as_deref_mut() {
                     if item < 0 {
                         self.choose_indep(item, 1, numrep, 0, leaves, rep, leaf_tries, 0, None, r);
@@ -344,9 +365,6 @@ impl Mapper<'_> {
                     } else {
                         leaves[rep] = item;
                     }
-                }
-                if target_type == 0 && self.is_out(item) {
-                    continue;
                 }
                 out[rep] = item;
                 left -= 1;
@@ -372,9 +390,10 @@ impl Mapper<'_> {
             }
         }
         if let Some(leaves) = leaf_out {
-            for slot in &mut leaves[outpos..endpos] {
-                if *slot == ITEM_UNDEF {
-                    *slot = ITEM_NONE;
+            // A position without an item has no leaf, whatever an attempt left there.
+            for (leaf, item) in leaves[outpos..endpos].iter_mut().zip(&out[outpos..endpos]) {
+                if *leaf == ITEM_UNDEF || *item == ITEM_NONE {
+                    *leaf = ITEM_NONE;
                 }
             }
         }
