@@ -44,10 +44,11 @@ pub fn ideal_pg_num(osds: usize, size: usize, target_pgs_per_osd: u32, share: f6
 }
 
 fn nearest_power_of_two(x: f64) -> u32 {
-    if x <= 1.0 {
+    if x.is_nan() || x <= 1.0 {
         return 1;
     }
-    let high = (x.ceil() as u64).next_power_of_two().min(1 << 31);
+    let x = x.min(f64::from(1u32 << 31));
+    let high = (x.ceil() as u64).next_power_of_two();
     let low = high / 2;
     (if x - low as f64 <= high as f64 - x { low } else { high }) as u32
 }
@@ -99,7 +100,8 @@ mod tests {
     #[test]
     fn advice_splits_only_past_the_threshold() {
         let mut desc =
-            crate::describe::synthesize(&[("root".into(), 1), ("host".into(), 10)], 10, 1.0, None);
+            crate::describe::synthesize(&[("root".into(), 1), ("host".into(), 10)], 10, 1.0, None)
+                .unwrap();
         for (name, pg_num) in [("tiny", 64), ("quarter", 1024), ("huge", 65536)] {
             let pool = crate::describe::PoolDesc {
                 name: name.into(),
@@ -137,5 +139,8 @@ mod tests {
         assert_eq!(nearest_power_of_two(6.0), 4);
         assert_eq!(nearest_power_of_two(6.1), 8);
         assert_eq!(nearest_power_of_two(1000.0), 1024);
+        assert_eq!(nearest_power_of_two(1e300), 1 << 31);
+        assert_eq!(nearest_power_of_two(f64::INFINITY), 1 << 31);
+        assert_eq!(nearest_power_of_two(f64::NAN), 1);
     }
 }

@@ -34,10 +34,12 @@ use thiserror::Error;
 
 use crate::MapError;
 use crate::autoscale::{TARGET_PGS_PER_OSD_DEFAULT, ideal_pg_num};
-use crate::crush::map::{Bucket, CrushMap, DEFAULT_TYPES, Device, check_name, derive_bucket_id};
+use crate::crush::map::{
+    BUCKETS_MAX, Bucket, CrushMap, DEFAULT_TYPES, Device, check_name, derive_bucket_id,
+};
 use crate::crush::rule::{Rule, RuleKind, SimpleRule, Step};
 use crate::hash::HASH_VERSION;
-use crate::ids::{BucketId, Epoch, ItemId, OsdId, PoolId, Reweight, RuleId, Weight};
+use crate::ids::{BucketId, Epoch, ItemId, OSD_ID_LIMIT, OsdId, PoolId, Reweight, RuleId, Weight};
 use crate::osdmap::{MapContents, OsdMap, OsdState};
 use crate::pool::{ErasureProfile, Pool, PoolKind, STRIPE_UNIT_BYTES_DEFAULT, default_min_size};
 
@@ -795,13 +797,32 @@ fn check_rule_weight(
 }
 
 /// A regular layout: `levels` from the top, e.g. `[("root", 1), ("rack", 4), ("host", 8)]`
-/// and `osds_per_leaf` OSDs under each lowest bucket, all of `weight` and `class`.
+/// and `osds_per_leaf` OSDs under each lowest bucket, all of `weight` and `class`. Refused
+/// when it would exceed the map's bucket or OSD limits.
 pub fn synthesize(
     levels: &[(String, u32)],
     osds_per_leaf: u32,
     weight: f64,
     class: Option<&str>,
-) -> Description {
+) -> Result<Description, DescribeError> {
+    let too_many = |what: &str, limit: u64| {
+        entry("layout", format!("it makes more {what} than the limit of {limit}"))
+    };
+    if osds_per_leaf == 0 {
+        return Err(entry("layout", "each lowest bucket needs at least one OSD"));
+    }
+    let mut buckets: u64 = 0;
+    let mut width: u64 = 1;
+    for (_, fanout) in levels {
+        width = width.saturating_mul(u64::from(*fanout));
+        buckets = buckets.saturating_add(width);
+        if buckets > BUCKETS_MAX as u64 {
+            return Err(too_many("buckets", BUCKETS_MAX as u64));
+        }
+    }
+    if width.saturating_mul(u64::from(osds_per_leaf)) > u64::from(OSD_ID_LIMIT) {
+        return Err(too_many("OSDs", u64::from(OSD_ID_LIMIT)));
+    }
     let mut desc = Description::default();
     let mut paths: Vec<Vec<(String, String)>> = vec![vec![]];
     for (type_name, fanout) in levels {
@@ -835,5 +856,5 @@ pub fn synthesize(
             id += 1;
         }
     }
-    desc
+    Ok(desc)
 }

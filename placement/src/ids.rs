@@ -130,10 +130,34 @@ impl fmt::Display for Epoch {
 }
 
 /// A placement group: `pool.seed`, printed with the seed in hex as Ceph does (`2.1f`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// Human-readable encodings (JSON, TOML) write it in that form, so it can key a map there;
+/// binary ones write the two numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PgId {
     pub pool: PoolId,
     pub seed: u32,
+}
+
+impl Serialize for PgId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.collect_str(self)
+        } else {
+            (self.pool.0, self.seed).serialize(serializer)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PgId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            let text = String::deserialize(deserializer)?;
+            text.parse().map_err(serde::de::Error::custom)
+        } else {
+            let (pool, seed) = <(u32, u32)>::deserialize(deserializer)?;
+            Ok(PgId { pool: PoolId(pool), seed })
+        }
+    }
 }
 
 impl fmt::Display for PgId {

@@ -366,12 +366,7 @@ fn synth(
         }
         levels.push((name.trim().to_owned(), fanout));
     }
-    let total: u64 =
-        levels.iter().map(|(_, f)| u64::from(*f)).product::<u64>() * u64::from(osds_per_leaf);
-    if total > u64::from(placement::OSD_ID_LIMIT) {
-        bail!("the layout makes {total} OSDs; the limit is {}", placement::OSD_ID_LIMIT);
-    }
-    let mut desc = synthesize(&levels, osds_per_leaf, weight, class);
+    let mut desc = synthesize(&levels, osds_per_leaf, weight, class)?;
     if let Some(name) = replicated_pool {
         desc.pools.push(pool_desc(&name, RuleKind::Replicated, None));
     }

@@ -294,7 +294,7 @@ pub fn balance(plan: &placement::balance::Plan) -> String {
 pub fn demo(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let levels = [("root".to_owned(), 1), ("rack".to_owned(), 3), ("host".to_owned(), 4)];
-    let mut desc: Description = synthesize(&levels, 3, 1.0, Some("ssd"));
+    let mut desc: Description = synthesize(&levels, 3, 1.0, Some("ssd"))?;
     desc.pools.push(pool_desc("rbd", RuleKind::Replicated, None));
     desc.pools.push(pool_desc("ec", RuleKind::Erasure, Some((4, 2))));
     let desc_path = dir.join("cluster.toml");

@@ -150,6 +150,15 @@ fn bad_input_gets_one_clear_line_and_exit_code_1() {
     assert!(err.contains("not TYPE=COUNT"), "{err}");
     let err = fails(&["map", "synth", "--layout", "root=1,host=1000,osd=1000"], d);
     assert!(err.contains("limit"), "{err}");
+    // Layouts whose product overflows, or that make buckets without OSDs, are refused too.
+    let huge = "a=100000,b=100000,c=100000,d=100000";
+    let err = fails(&["map", "synth", "--layout", huge], d);
+    assert!(err.contains("more buckets than the limit"), "{err}");
+    let err = fails(
+        &["map", "synth", "--layout", "root=1,rack=100000,host=100000", "--osds-per-leaf", "0"],
+        d,
+    );
+    assert!(err.contains("at least one OSD"), "{err}");
 
     std::fs::write(
         d.join("ok.toml"),
@@ -214,6 +223,9 @@ fn balance_writes_a_map_within_a_copy_of_every_share() {
     }
     let shown = ok(&["map", "show", "b.map"], d);
     assert!(shown.contains("pg_upmap_items"), "{shown}");
+    let shown = json(&ok(&["map", "show", "b.map", "--format", "json"], d));
+    let upmaps = shown["pg_upmap_items"].as_object().unwrap();
+    assert!(!upmaps.is_empty() && upmaps.keys().all(|pg| pg.starts_with("1.")), "{upmaps:?}");
     let err = fails(&["map", "balance", "c.toml", "-o", "x.map", "--pool", "nope"], d);
     assert!(err.contains("no pool 'nope'"), "{err}");
 }
