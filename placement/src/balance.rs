@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::crush::rule::Step;
 use crate::ids::{OsdId, PgId, PoolId};
-use crate::incremental::MapChange;
+use crate::incremental::{CHANGES_MAX, MapChange};
 use crate::osdmap::{OsdMap, OsdSet};
 use crate::pool::Pool;
 
@@ -79,7 +79,8 @@ pub struct Plan {
 /// Plans the upmap changes that balance the selected pools of `map`.
 pub fn plan(map: &OsdMap, options: &Options) -> Plan {
     let mut plan = Plan { pools: Vec::new(), changes: Vec::new() };
-    let mut budget = options.max_moves;
+    // Every move changes one PG's entry, so this keeps the plan within one incremental.
+    let mut budget = options.max_moves.min(CHANGES_MAX);
     for pool in map.contents().pools.values() {
         if !options.pools.is_empty() && !options.pools.contains(&pool.id) {
             continue;
@@ -270,8 +271,7 @@ impl<'a> Balancer<'a> {
         if set.osds().any(|o| o != from_osd && self.domain.get(&o) == Some(&to_domain)) {
             return false;
         }
-        let pairs = self.pairs_after(pg, from_osd, to_osd);
-        self.upmapped(pg, &pairs) == self.moved(pg, from_osd, to_osd)
+        self.pairs_for(pg, &self.moved(pg, from_osd, to_osd)).is_some()
     }
 
     fn moved(&self, pg: usize, from: OsdId, to: OsdId) -> OsdSet {
@@ -281,39 +281,36 @@ impl<'a> Balancer<'a> {
         set
     }
 
-    /// The PG's pairs after moving `from` to `to`: an earlier pair that put `from` there is
-    /// redirected (or dropped when it would map an OSD to itself).
-    fn pairs_after(&self, pg: usize, from: OsdId, to: OsdId) -> Vec<(OsdId, OsdId)> {
-        let mut pairs = self.pairs.get(&pg).cloned().unwrap_or_default();
-        match pairs.iter().position(|&(_, t)| t == from) {
-            Some(i) if pairs[i].0 == to => {
-                pairs.remove(i);
+    /// The upmap pairs that turn the PG's CRUSH set into `target`: one per position that
+    /// differs, in an order the OSD map applies correctly (a pair whose target is still in
+    /// the set would be skipped, so the pair that frees it must come first). `None` when no
+    /// order works (two positions trading OSDs), or a position cannot be expressed.
+    fn pairs_for(&self, pg: usize, target: &OsdSet) -> Option<Vec<(OsdId, OsdId)>> {
+        let raw = &self.raw[pg];
+        let mut pairs = Vec::new();
+        for (position, want) in target.iter().enumerate() {
+            let have = raw.get(position);
+            if have != want {
+                pairs.push((have?, want?));
             }
-            Some(i) => pairs[i].1 = to,
-            None => pairs.push((from, to)),
         }
-        pairs
+        if self.upmapped(pg, &pairs) == *target {
+            return Some(pairs);
+        }
+        pairs.reverse();
+        (self.upmapped(pg, &pairs) == *target).then_some(pairs)
     }
 
     /// The PG's set from its CRUSH set and `pairs`, as the OSD map applies them.
     fn upmapped(&self, pg: usize, pairs: &[(OsdId, OsdId)]) -> OsdSet {
-        let mut set = self.raw[pg];
-        for &(from, to) in pairs {
-            if let Some(position) = set.position(from)
-                && !set.contains(to)
-                && self.map.is_in(to)
-            {
-                set.set(position, Some(to));
-            }
-        }
-        set
+        self.map.upmapped(self.pool.rule, self.raw[pg], pairs)
     }
 
     fn apply(&mut self, pg: usize, from: usize, to: usize) {
         let (from_osd, to_osd) = (self.osds[from], self.osds[to]);
-        let pairs = self.pairs_after(pg, from_osd, to_osd);
-        self.now[pg] = self.moved(pg, from_osd, to_osd);
-        debug_assert_eq!(self.upmapped(pg, &pairs), self.now[pg]);
+        let moved = self.moved(pg, from_osd, to_osd);
+        let pairs = self.pairs_for(pg, &moved).expect("allowed() found the pairs");
+        self.now[pg] = moved;
         self.pairs.insert(pg, pairs);
         self.count[from] -= 1;
         self.count[to] += 1;

@@ -9,6 +9,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::MapError;
 use crate::error::DecodeError;
 use crate::incremental::{CHANGES_MAX, Incremental};
 use crate::osdmap::{MapContents, OsdMap};
@@ -31,8 +32,13 @@ pub fn looks_like_map(bytes: &[u8]) -> bool {
     bytes.starts_with(MAP_MAGIC)
 }
 
-pub fn encode_map(map: &OsdMap) -> Vec<u8> {
-    seal(MAP_MAGIC, MAP_FORMAT_VERSION, map.contents())
+/// Encodes a map; refused when it would be too large to decode again.
+pub fn encode_map(map: &OsdMap) -> Result<Vec<u8>, MapError> {
+    let bytes = seal(MAP_MAGIC, MAP_FORMAT_VERSION, map.contents());
+    if bytes.len() > MAP_BYTES_MAX {
+        return Err(MapError::Limit { what: "encoded map bytes", limit: MAP_BYTES_MAX as u64 });
+    }
+    Ok(bytes)
 }
 
 pub fn decode_map(bytes: &[u8]) -> Result<OsdMap, DecodeError> {
@@ -42,8 +48,14 @@ pub fn decode_map(bytes: &[u8]) -> Result<OsdMap, DecodeError> {
     OsdMap::new(contents).map_err(|source| DecodeError::Invalid { what: WHAT, source })
 }
 
-pub fn encode_incremental(inc: &Incremental) -> Vec<u8> {
-    seal(INCREMENTAL_MAGIC, INCREMENTAL_FORMAT_VERSION, inc)
+/// Encodes an incremental; refused when it would be too large to decode again.
+pub fn encode_incremental(inc: &Incremental) -> Result<Vec<u8>, MapError> {
+    let bytes = seal(INCREMENTAL_MAGIC, INCREMENTAL_FORMAT_VERSION, inc);
+    if bytes.len() > INCREMENTAL_BYTES_MAX || inc.changes.len() > CHANGES_MAX {
+        let limit = INCREMENTAL_BYTES_MAX as u64;
+        return Err(MapError::Limit { what: "encoded incremental bytes", limit });
+    }
+    Ok(bytes)
 }
 
 pub fn decode_incremental(bytes: &[u8]) -> Result<Incremental, DecodeError> {

@@ -24,6 +24,13 @@ use crate::hash::{self, HASH_VERSION};
 use crate::ids::{Epoch, OSD_ID_LIMIT, OsdId, PgId, PoolId, Reweight, RuleId};
 use crate::pool::{ErasureProfile, Pool, PoolKind};
 
+/// Upper bound on the pools of a map.
+pub const POOLS_MAX: usize = 1 << 16;
+/// Upper bound on the erasure-code profiles of a map.
+pub const PROFILES_MAX: usize = 1 << 10;
+/// Upper bound on the `pg_temp` plus `pg_upmap_items` entries of a map.
+pub const OVERRIDES_MAX: usize = 1 << 22;
+
 /// Cluster-wide switches an operator sets during maintenance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -168,6 +175,19 @@ impl MapContents {
         }
         if let Some(osd) = self.crush.devices.keys().find(|o| !self.osds.contains_key(o)) {
             return Err(MapError::invalid(osd.to_string(), "is in CRUSH but not in the OSD map"));
+        }
+        if self.pools.len() > POOLS_MAX {
+            return Err(MapError::Limit { what: "pools", limit: POOLS_MAX as u64 });
+        }
+        if self.erasure_profiles.len() > PROFILES_MAX {
+            return Err(MapError::Limit {
+                what: "erasure-code profiles",
+                limit: PROFILES_MAX as u64,
+            });
+        }
+        if self.pg_temp.len() + self.pg_upmap_items.len() > OVERRIDES_MAX {
+            let limit = OVERRIDES_MAX as u64;
+            return Err(MapError::Limit { what: "pg_temp and pg_upmap_items entries", limit });
         }
         for (name, profile) in &self.erasure_profiles {
             profile.validate(name)?;
@@ -547,11 +567,11 @@ impl OsdMap {
     /// Where a PG's data belongs: CRUSH with the upmap exceptions applied. Down OSDs stay
     /// in this set (their data is not moved); this is what data movement is measured on.
     pub fn pg_placement(&self, pg: PgId) -> Result<OsdSet, MapError> {
-        let mut raw = self.pg_raw(pg)?;
-        if let Some(pairs) = self.contents.pg_upmap_items.get(&pg) {
-            self.apply_upmap_items(&mut raw, pairs);
-        }
-        Ok(raw)
+        let raw = self.pg_raw(pg)?;
+        Ok(match self.contents.pg_upmap_items.get(&pg) {
+            Some(pairs) => self.upmapped(self.pool_of(pg)?.rule, raw, pairs),
+            None => raw,
+        })
     }
 
     /// The up and acting sets of a PG.
@@ -569,16 +589,34 @@ impl OsdMap {
         Ok(PgMapping { up, up_primary: up.primary(), acting, acting_primary: acting.primary() })
     }
 
-    /// Replaces `from` by `to` where `from` is in the set, `to` is not, and `to` is in.
-    fn apply_upmap_items(&self, raw: &mut OsdSet, pairs: &[(OsdId, OsdId)]) {
+    /// A PG's set with its upmap exceptions: each pair replaces `from` by `to` where `from`
+    /// is in the set, `to` is not, and `to` is in. Exceptions that would break the rule's
+    /// promise of one copy per failure domain are dropped as a whole (the CRUSH set stands):
+    /// an exception made for one map can be wrong for the next, after CRUSH moved the
+    /// other copies.
+    pub(crate) fn upmapped(&self, rule: RuleId, raw: OsdSet, pairs: &[(OsdId, OsdId)]) -> OsdSet {
+        let mut set = raw;
         for &(from, to) in pairs {
-            if let Some(position) = raw.position(from)
-                && !raw.contains(to)
+            if let Some(position) = set.position(from)
+                && !set.contains(to)
                 && self.is_in(to)
             {
-                raw.set(position, Some(to));
+                set.set(position, Some(to));
             }
         }
+        if set == raw {
+            return raw;
+        }
+        let level = self.crush.rule_domains.get(&rule).copied().unwrap_or(0);
+        let mut seen = [None; SHARDS_MAX];
+        for (i, osd) in set.osds().enumerate() {
+            let domain = self.crush.domain_of(osd, level);
+            if domain.is_none() || seen[..i].contains(&domain) {
+                return raw;
+            }
+            seen[i] = domain;
+        }
+        set
     }
 
     /// Drops OSDs that are down: replicated pools close ranks, erasure pools keep a hole at

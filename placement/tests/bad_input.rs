@@ -198,7 +198,7 @@ fn corrupt_encodings_are_refused() {
     let mut desc = uniform(4, 2);
     desc.pools.push(replicated("r", 3, 32));
     let map = build(&desc);
-    let good = encode_map(&map);
+    let good = encode_map(&map).unwrap();
     let err = |bytes: &[u8]| decode_map(bytes).unwrap_err().to_string();
 
     assert_mentions(&err(&[]), &["truncated"]);
@@ -221,7 +221,7 @@ fn corrupt_encodings_are_refused() {
     // A valid envelope around garbage.
     assert_mentions(&err(&reseal(&good, &[0xff; 40])), &["does not decode"]);
     // An incremental is not a map, nor the other way round.
-    let inc = encode_incremental(&Incremental::new(&map, vec![]));
+    let inc = encode_incremental(&Incremental::new(&map, vec![])).unwrap();
     assert_mentions(&err(&inc), &["bad magic"]);
     assert!(decode_incremental(&good).unwrap_err().to_string().contains("bad magic"));
 }
@@ -248,7 +248,7 @@ proptest! {
     fn mangled_maps_never_panic(flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8)) {
         let mut desc = uniform(3, 2);
         desc.pools.push(replicated("r", 2, 8));
-        let good = encode_map(&build(&desc));
+        let good = encode_map(&build(&desc)).unwrap();
         let mut bytes = good.clone();
         for (at, value) in &flips {
             let i = at.index(bytes.len());

@@ -54,7 +54,7 @@ proptest! {
             Some(osd) => map.apply(&Incremental::new(&map, vec![MapChange::PgTemp { pg, osds: vec![Some(osd)] }])).unwrap(),
             None => map,
         };
-        let decoded = decode_map(&encode_map(&map)).unwrap();
+        let decoded = decode_map(&encode_map(&map).unwrap()).unwrap();
         let json: MapContents = serde_json::from_str(&serde_json::to_string(map.contents()).unwrap()).unwrap();
         let from_json = OsdMap::new(json).unwrap();
         prop_assert_eq!(map.contents(), decoded.contents());
@@ -189,10 +189,10 @@ proptest! {
             })
             .collect();
         let inc = Incremental::new(&base, changes);
-        let decoded_inc = decode_incremental(&encode_incremental(&inc)).unwrap();
+        let decoded_inc = decode_incremental(&encode_incremental(&inc).unwrap()).unwrap();
         prop_assert_eq!(&inc, &decoded_inc);
         let next = base.apply(&inc).unwrap();
-        let via_wire = decode_map(&encode_map(&base)).unwrap().apply(&decoded_inc).unwrap();
+        let via_wire = decode_map(&encode_map(&base).unwrap()).unwrap().apply(&decoded_inc).unwrap();
         prop_assert_eq!(next.epoch(), Epoch(base.epoch().0 + 1));
         prop_assert_eq!(next.contents(), via_wire.contents());
         for pg in all_pgs(&next) {
@@ -564,5 +564,49 @@ fn multi_group_rules_never_repeat_an_osd() {
         // The groups draw independently: over 8 hosts of 2 OSDs, a PG is complete when no
         // host both groups pick chose the same OSD twice, about half the time.
         assert!(full > 256 / 3, "{kind:?}: only {full} of 256 PGs complete");
+    }
+}
+
+/// Balancing a map whose existing exceptions went stale (their target OSD is now out)
+/// replaces them with valid ones: no out OSD placed, no entry longer than the pool.
+#[test]
+fn rebalancing_over_stale_exceptions_stays_valid() {
+    let mut desc = uniform(12, 3);
+    desc.pools.push(replicated("r", 3, 1024));
+    desc.pools.push(erasure("e", 4, 2, 512));
+    let map = build(&desc);
+    let options = placement::balance::Options::default();
+    let plan = placement::balance::plan(&map, &options);
+    let balanced = map.apply(&Incremental::new(&map, plan.changes)).unwrap();
+    // Take out the OSD that received the most exceptions.
+    let mut targets = std::collections::BTreeMap::<OsdId, usize>::new();
+    for pairs in balanced.contents().pg_upmap_items.values() {
+        for &(_, to) in pairs {
+            *targets.entry(to).or_default() += 1;
+        }
+    }
+    let (&victim, _) = targets.iter().max_by_key(|(_, n)| **n).expect("exceptions exist");
+    let out = balanced
+        .apply(&Incremental::new(&balanced, vec![MapChange::OsdOut { osd: victim }]))
+        .unwrap();
+    let plan = placement::balance::plan(&out, &options);
+    let again = out.apply(&Incremental::new(&out, plan.changes)).unwrap();
+    for (pg, pairs) in &again.contents().pg_upmap_items {
+        assert!(pairs.len() <= again.pool(pg.pool).unwrap().size(), "{pg}: {pairs:?}");
+    }
+    for pool in [PoolId(1), PoolId(2)] {
+        let d = analysis::test_pool(&again, pool).unwrap().distribution;
+        assert_eq!(d.violations, 0);
+        assert!(
+            d.per_osd.iter().all(|o| o.osd != victim || o.count == 0),
+            "pool {pool}: out {victim} holds copies"
+        );
+        let worst = d
+            .per_osd
+            .iter()
+            .filter(|o| o.expected > 0.0)
+            .map(|o| (o.count as f64 - o.expected).abs())
+            .fold(0.0, f64::max);
+        assert!(worst <= 1.0 + 1e-9, "pool {pool}: {worst:.2} copies from a share");
     }
 }

@@ -231,7 +231,7 @@ fn build(description: &Path, output: Option<PathBuf>, format: Format) -> Result<
     if output == description {
         bail!("refusing to overwrite the description {}; give -o", description.display());
     }
-    fs::write(&output, encoding::encode_map(&map))
+    fs::write(&output, encoding::encode_map(&map)?)
         .with_context(|| format!("write {}", output.display()))?;
     let contents = map.contents();
     let built = BuildOutput {
@@ -334,7 +334,7 @@ fn balance(
         map.apply(&Incremental::new(map, plan.changes.clone()))
             .context("apply the balancer's changes")?
     };
-    fs::write(output, encoding::encode_map(&balanced))
+    fs::write(output, encoding::encode_map(&balanced)?)
         .with_context(|| format!("write {}", output.display()))?;
     match format {
         Format::Plain => {

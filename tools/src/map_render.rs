@@ -302,7 +302,7 @@ pub fn demo(dir: &Path) -> Result<()> {
         .with_context(|| format!("write {}", desc_path.display()))?;
     let map = desc.build()?;
     let map_path = dir.join("cluster.map");
-    fs::write(&map_path, encoding::encode_map(&map))?;
+    fs::write(&map_path, encoding::encode_map(&map)?)?;
 
     println!("== A cluster of 3 racks x 4 hosts x 3 OSDs: {}", desc_path.display());
     print!("{}", show(&map).lines().take(8).map(|l| format!("{l}\n")).collect::<String>());
@@ -344,7 +344,7 @@ pub fn demo(dir: &Path) -> Result<()> {
         &down,
         host_osds.iter().map(|&osd| MapChange::OsdOut { osd }).collect(),
     ))?;
-    fs::write(dir.join("host-out.map"), encoding::encode_map(&out))?;
+    fs::write(dir.join("host-out.map"), encoding::encode_map(&out)?)?;
     println!(
         "\n== Still down after the grace period: marked out (epoch {}), data moves:",
         out.epoch()
@@ -365,14 +365,14 @@ pub fn demo(dir: &Path) -> Result<()> {
         pool.pg_num = Some(p.pg_num);
     }
     let grown_map = grown.build()?;
-    fs::write(dir.join("host-added.map"), encoding::encode_map(&grown_map))?;
+    fs::write(dir.join("host-added.map"), encoding::encode_map(&grown_map)?)?;
     println!("\n== A 13th host joins (3 more OSDs):");
     print!("{}", diff(&map, &grown_map, &analysis::diff(&map, &grown_map)));
 
     // The balancer evens out what hashing leaves uneven.
     let plan = placement::balance::plan(&map, &placement::balance::Options::default());
     let balanced = map.apply(&Incremental::new(&map, plan.changes.clone()))?;
-    fs::write(dir.join("balanced.map"), encoding::encode_map(&balanced))?;
+    fs::write(dir.join("balanced.map"), encoding::encode_map(&balanced)?)?;
     println!(
         "\n== The balancer pins {} PGs with pg_upmap_items (cairn map balance):",
         plan.changes.len()

@@ -66,7 +66,22 @@ pub(crate) enum CompiledStep {
 pub(crate) struct CompiledCrush {
     pub buckets: Vec<CompiledBucket>,
     pub rules: BTreeMap<RuleId, Vec<CompiledStep>>,
+    /// The failure domain each rule promises (see `CrushMap::rule_failure_domain`).
+    pub rule_domains: BTreeMap<RuleId, u16>,
     pub choose_total_tries: u32,
+    /// Dense index of each bucket's parent (`NO_PARENT` for roots), and of each OSD's
+    /// (indexed by OSD id), for finding failure domains.
+    bucket_parents: Vec<u32>,
+    osd_parents: Vec<u32>,
+}
+
+const NO_PARENT: u32 = u32::MAX;
+
+/// A failure domain: an OSD (level 0) or a bucket, as one comparable key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Domain {
+    Osd(u32),
+    Bucket(u32),
 }
 
 impl CompiledCrush {
@@ -189,6 +204,44 @@ impl CompiledCrush {
             })
             .collect();
 
-        CompiledCrush { buckets, rules, choose_total_tries: map.tunables.choose_total_tries }
+        let mut bucket_parents = vec![NO_PARENT; map.buckets.len()];
+        let devices_len = map.devices.keys().next_back().map_or(0, |o| o.0 as usize + 1);
+        let mut osd_parents = vec![NO_PARENT; devices_len];
+        for bucket in map.buckets.values() {
+            let parent = index[&bucket.id];
+            for &child in &bucket.children {
+                match (child.osd(), child.bucket()) {
+                    (Some(osd), _) => osd_parents[osd.0 as usize] = parent,
+                    (_, Some(b)) => bucket_parents[index[&b] as usize] = parent,
+                    _ => {}
+                }
+            }
+        }
+        let rule_domains =
+            map.rules.iter().map(|(&id, rule)| (id, map.rule_failure_domain(rule))).collect();
+        CompiledCrush {
+            buckets,
+            rules,
+            rule_domains,
+            choose_total_tries: map.tunables.choose_total_tries,
+            bucket_parents,
+            osd_parents,
+        }
+    }
+
+    /// The failure domain of level `level` holding `osd`: the OSD itself for level 0, else
+    /// its first ancestor at that level or above. `None` for an OSD not in the hierarchy.
+    pub fn domain_of(&self, osd: crate::ids::OsdId, level: u16) -> Option<Domain> {
+        if level == 0 {
+            return Some(Domain::Osd(osd.0));
+        }
+        let mut at = *self.osd_parents.get(osd.0 as usize)?;
+        while at != NO_PARENT {
+            if self.buckets[at as usize].type_id >= level {
+                return Some(Domain::Bucket(at));
+            }
+            at = self.bucket_parents[at as usize];
+        }
+        None
     }
 }

@@ -403,27 +403,31 @@ mod simd {
         let n = keys.len() as u64;
         if 2 * expected_above < n {
             let floor = (u64::from(u32::MAX) - (expected_above << 32) / n) as u32;
-            scan_above(seed, keys, floor, ranking);
+            scan_above(seed, keys, 0, floor, ranking);
             if ranking.is_full() {
                 return;
             }
             ranking.clear();
         }
-        scan_above(seed, keys, 0, ranking);
+        // Without a floor: the first items fill the ranking whatever they drew (a draw of 0
+        // included), then its last entry is the bar.
+        let start = ranking.capacity.min(keys.len());
+        super::rank_uniform_scalar(seed, &keys[..start], 0, ranking);
+        scan_above(seed, keys, start, 0, ranking);
     }
 
-    /// Offers every item whose draw is above `floor` and would enter the ranking. Works on
-    /// groups of four blocks with one branch per group: hits are rare, so the branch is
-    /// almost always predicted.
+    /// Offers every item from `start` on whose draw is above `floor` and would enter the
+    /// ranking. Works on groups of four blocks with one branch per group: hits are rare, so
+    /// the branch is almost always predicted.
     #[target_feature(enable = "avx2")]
-    fn scan_above(seed: u32, keys: &[u32], floor: u32, ranking: &mut Ranking) {
+    fn scan_above(seed: u32, keys: &[u32], start: usize, floor: u32, ranking: &mut Ranking) {
         const BLOCKS: usize = 4;
         let seed_v = _mm256_set1_epi32(seed as i32);
         let bar_of = |ranking: &Ranking| ranking.threshold().map_or(floor, |t| t.max(floor));
         let mut bar = bar_of(ranking);
         let mut bar_v = _mm256_set1_epi32(bar as i32);
-        let mut groups = keys.chunks_exact(BLOCKS * LANES);
-        let mut base = 0;
+        let mut groups = keys[start..].chunks_exact(BLOCKS * LANES);
+        let mut base = start;
         for group in &mut groups {
             let mut d = [_mm256_setzero_si256(); BLOCKS];
             let mut masks = [0u32; BLOCKS];
