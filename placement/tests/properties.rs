@@ -589,6 +589,14 @@ fn rebalancing_over_stale_exceptions_stays_valid() {
     let out = balanced
         .apply(&Incremental::new(&balanced, vec![MapChange::OsdOut { osd: victim }]))
         .unwrap();
+    // Even before rebalancing, no stale exception may put two copies in one host.
+    for pool in [PoolId(1), PoolId(2)] {
+        assert_eq!(
+            analysis::test_pool(&out, pool).unwrap().distribution.violations,
+            0,
+            "pool {pool}"
+        );
+    }
     let plan = placement::balance::plan(&out, &options);
     let again = out.apply(&Incremental::new(&out, plan.changes)).unwrap();
     for (pg, pairs) in &again.contents().pg_upmap_items {
