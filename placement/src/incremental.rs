@@ -353,5 +353,13 @@ fn set_pool(map: &mut MapContents, id: PoolId, setting: &PoolSetting) -> Result<
         PoolSetting::PgpNum(pgp_num) => pool.pgp_num = *pgp_num,
         PoolSetting::Rule(rule) => pool.rule = *rule,
     }
-    pool.validate()
+    pool.validate()?;
+    // A smaller pool keeps the first OSDs of each acting-set override (the primary first).
+    let size = pool.size();
+    for (_, osds) in
+        map.pg_temp.range_mut(PgId { pool: id, seed: 0 }..=PgId { pool: id, seed: u32::MAX })
+    {
+        osds.truncate(size);
+    }
+    Ok(())
 }

@@ -393,8 +393,40 @@ impl Serialize for OsdSet {
     }
 }
 
+impl<'de> Deserialize<'de> for OsdSet {
+    /// Reads what `serialize` writes; more than `SHARDS_MAX` positions is an error.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Positions;
+        impl<'de> serde::de::Visitor<'de> for Positions {
+            type Value = OsdSet;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "at most {SHARDS_MAX} OSD ids or nulls")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<OsdSet, A::Error> {
+                let mut set = OsdSet::new();
+                while let Some(osd) = seq.next_element::<Option<OsdId>>()? {
+                    if set.len() == SHARDS_MAX {
+                        return Err(serde::de::Error::invalid_length(SHARDS_MAX + 1, &self));
+                    }
+                    if osd.is_some_and(|o| o.0 >= OSD_ID_LIMIT) {
+                        return Err(serde::de::Error::custom("OSD id above the limit"));
+                    }
+                    set.push(osd);
+                }
+                Ok(set)
+            }
+        }
+        deserializer.deserialize_seq(Positions)
+    }
+}
+
 /// Where a PG lives under one map.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PgMapping {
     /// What CRUSH (with upmap exceptions) says, minus OSDs that are down.
     pub up: OsdSet,
@@ -630,5 +662,59 @@ impl OsdMap {
             }
         }
         set
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::incremental::{Incremental, MapChange, PoolSetting};
+
+    #[test]
+    fn osd_sets_round_trip_and_refuse_too_many_positions() {
+        let set = OsdSet::from_slice(&[Some(OsdId(3)), None, Some(OsdId(7))]);
+        let json = serde_json::to_string(&set).unwrap();
+        assert_eq!(json, "[3,null,7]");
+        assert_eq!(serde_json::from_str::<OsdSet>(&json).unwrap(), set);
+        assert_eq!(
+            postcard::from_bytes::<OsdSet>(&postcard::to_stdvec(&set).unwrap()).unwrap(),
+            set
+        );
+        let too_many = format!("[{}]", vec!["1"; SHARDS_MAX + 1].join(","));
+        assert!(serde_json::from_str::<OsdSet>(&too_many).is_err());
+        assert!(serde_json::from_str::<OsdSet>("[99999999]").is_err());
+        assert_eq!(set.to_string(), "[3,NONE,7]");
+        assert_eq!((set.len(), set.count(), set.primary()), (3, 2, Some(OsdId(3))));
+    }
+
+    #[test]
+    fn shrinking_a_pool_trims_its_acting_overrides() {
+        let levels = [("root".to_owned(), 1), ("host".to_owned(), 4)];
+        let mut desc = crate::describe::synthesize(&levels, 1, 1.0, None).unwrap();
+        desc.pools.push(crate::describe::PoolDesc {
+            name: "p".into(),
+            kind: crate::RuleKind::Replicated,
+            id: None,
+            size: Some(3),
+            min_size: None,
+            k: None,
+            m: None,
+            profile: None,
+            rule: None,
+            pg_num: Some(8),
+            target_size_ratio: None,
+        });
+        let map = desc.build().unwrap();
+        let pg = PgId { pool: PoolId(1), seed: 2 };
+        let temp = vec![Some(OsdId(2)), Some(OsdId(0)), Some(OsdId(1))];
+        let changes = vec![
+            MapChange::PgTemp { pg, osds: temp },
+            MapChange::PoolSet { pool: PoolId(1), setting: PoolSetting::Size(2) },
+        ];
+        let next = map.apply(&Incremental::new(&map, changes)).unwrap();
+        assert_eq!(next.contents().pg_temp[&pg], vec![Some(OsdId(2)), Some(OsdId(0))]);
+        let mapping = next.pg_mapping(pg).unwrap();
+        assert_eq!(mapping.acting_primary, Some(OsdId(2)));
+        assert_eq!(mapping.acting.len(), 2);
     }
 }
