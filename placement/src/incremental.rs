@@ -177,7 +177,7 @@ impl OsdMap {
             })?;
         }
         next.epoch = epoch;
-        OsdMap::new(next)
+        OsdMap::following(next, Some(self))
     }
 }
 

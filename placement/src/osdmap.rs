@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -440,7 +441,8 @@ pub struct PgMapping {
 #[derive(Clone)]
 pub struct OsdMap {
     contents: MapContents,
-    crush: CompiledCrush,
+    /// Shared between epochs that leave CRUSH and the in/out states alone.
+    crush: Arc<CompiledCrush>,
     /// Effective reweight per OSD id (16.16; 0 for out or absent), as the mapper reads it.
     reweights: Vec<u32>,
 }
@@ -466,13 +468,34 @@ impl Serialize for OsdMap {
 impl OsdMap {
     /// Validates `contents` and compiles its placement state.
     pub fn new(contents: MapContents) -> Result<OsdMap, MapError> {
+        OsdMap::following(contents, None)
+    }
+
+    /// Like `new`, reusing `previous`'s compiled CRUSH when neither CRUSH nor the set of
+    /// OSDs that are in changed (an OSD going up or down, a flag, a pool change).
+    pub(crate) fn following(
+        contents: MapContents,
+        previous: Option<&OsdMap>,
+    ) -> Result<OsdMap, MapError> {
         contents.validate()?;
-        let crush = CompiledCrush::new(&contents.crush);
         let len = contents.osds.keys().next_back().map_or(0, |o| o.0 as usize + 1);
         let mut reweights = vec![0u32; len];
         for (osd, state) in &contents.osds {
             reweights[osd.0 as usize] = state.effective_reweight().0;
         }
+        let in_set = |weights: &[u32]| weights.iter().map(|&w| w > 0).collect::<Vec<bool>>();
+        let crush = match previous {
+            Some(p)
+                if p.contents.crush == contents.crush
+                    && in_set(&p.reweights) == in_set(&reweights) =>
+            {
+                Arc::clone(&p.crush)
+            }
+            _ => {
+                let is_in = |osd: OsdId| reweights.get(osd.0 as usize).is_some_and(|&w| w > 0);
+                Arc::new(CompiledCrush::new(&contents.crush, &is_in)?)
+            }
+        };
         Ok(OsdMap { contents, crush, reweights })
     }
 
@@ -685,6 +708,22 @@ mod tests {
         assert!(serde_json::from_str::<OsdSet>("[99999999]").is_err());
         assert_eq!(set.to_string(), "[3,NONE,7]");
         assert_eq!((set.len(), set.count(), set.primary()), (3, 2, Some(OsdId(3))));
+    }
+
+    #[test]
+    fn epochs_that_leave_crush_alone_share_its_compiled_form() {
+        let levels = [("root".to_owned(), 1), ("host".to_owned(), 3)];
+        let map = crate::describe::synthesize(&levels, 2, 1.0, None).unwrap().build().unwrap();
+        let down =
+            map.apply(&Incremental::new(&map, vec![MapChange::OsdDown { osd: OsdId(1) }])).unwrap();
+        assert!(Arc::ptr_eq(&map.crush, &down.crush));
+        let out = down
+            .apply(&Incremental::new(&down, vec![MapChange::OsdOut { osd: OsdId(1) }]))
+            .unwrap();
+        assert!(!Arc::ptr_eq(&down.crush, &out.crush));
+        let weight = MapChange::CrushSetWeight { osd: OsdId(2), weight: crate::Weight::ONE };
+        let same_weight = out.apply(&Incremental::new(&out, vec![weight])).unwrap();
+        assert!(Arc::ptr_eq(&out.crush, &same_weight.crush));
     }
 
     #[test]

@@ -618,3 +618,28 @@ fn rebalancing_over_stale_exceptions_stays_valid() {
         assert!(worst <= 1.0 + 1e-9, "pool {pool}: {worst:.2} copies from a share");
     }
 }
+
+/// A cluster whose OSDs are all out (a fresh one, before any boots) maps every PG to
+/// nothing: empty replicated sets, erasure sets of holes.
+#[test]
+fn an_all_out_cluster_maps_to_nothing() {
+    let mut desc = uniform(50, 2);
+    for osd in &mut desc.osds {
+        osd.is_in = false;
+    }
+    desc.pools.push(replicated("r", 3, 1024));
+    desc.pools.push(erasure("e", 4, 2, 1024));
+    let map = build(&desc);
+    for pg in all_pgs(&map) {
+        let set = map.pg_placement(pg).unwrap();
+        assert_eq!(set.count(), 0, "{pg} -> {set}");
+        let erasure = map.pool(pg.pool).unwrap().is_erasure();
+        assert_eq!(set.len(), if erasure { 6 } else { 0 }, "{pg} -> {set}");
+    }
+    // Bringing one host in fills one position of every PG.
+    let changes = vec![MapChange::OsdIn { osd: OsdId(0) }, MapChange::OsdIn { osd: OsdId(1) }];
+    let one_host = map.apply(&Incremental::new(&map, changes)).unwrap();
+    for pg in all_pgs(&one_host) {
+        assert_eq!(one_host.pg_placement(pg).unwrap().count(), 1, "{pg}");
+    }
+}

@@ -340,6 +340,11 @@ impl Mapper<'_> {
         if let Some(leaves) = leaf_out.as_deref_mut() {
             leaves[outpos..endpos].fill(ITEM_UNDEF);
         }
+        if self.flat_view(bucket, target_type).is_none() {
+            // Nothing of that type under the bucket has an OSD that is in: retrying could
+            // only fail, so every position is a hole at once.
+            left = 0;
+        }
         let mut ftotal = 0;
         while left > 0 && ftotal < tries {
             for rep in outpos..endpos {
