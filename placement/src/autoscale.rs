@@ -103,20 +103,7 @@ mod tests {
             crate::describe::synthesize(&[("root".into(), 1), ("host".into(), 10)], 10, 1.0, None)
                 .unwrap();
         for (name, pg_num) in [("tiny", 64), ("quarter", 1024), ("huge", 65536)] {
-            let pool = crate::describe::PoolDesc {
-                name: name.into(),
-                kind: crate::RuleKind::Replicated,
-                id: None,
-                size: Some(3),
-                min_size: None,
-                k: None,
-                m: None,
-                profile: None,
-                rule: None,
-                pg_num: Some(pg_num),
-                target_size_ratio: None,
-            };
-            desc.pools.push(pool);
+            desc.pools.push(crate::describe::PoolDesc::replicated(name, 3).with_pg_num(pg_num));
         }
         let map = desc.build().unwrap();
         // 100 OSDs x 100 / size 3 = 3333 -> 4096 for a pool with all the data.

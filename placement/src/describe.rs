@@ -195,6 +195,39 @@ pub struct PoolDesc {
     pub target_size_ratio: Option<f64>,
 }
 
+impl PoolDesc {
+    /// A replicated pool of `size` copies with every other setting at its default.
+    pub fn replicated(name: &str, size: u8) -> PoolDesc {
+        PoolDesc { size: Some(size), ..PoolDesc::named(name, RuleKind::Replicated) }
+    }
+
+    /// An erasure-coded pool of `k` data and `m` coding shards, other settings default.
+    pub fn erasure(name: &str, k: u8, m: u8) -> PoolDesc {
+        PoolDesc { k: Some(k), m: Some(m), ..PoolDesc::named(name, RuleKind::Erasure) }
+    }
+
+    fn named(name: &str, kind: RuleKind) -> PoolDesc {
+        PoolDesc {
+            name: name.to_owned(),
+            kind,
+            id: None,
+            size: None,
+            min_size: None,
+            k: None,
+            m: None,
+            profile: None,
+            rule: None,
+            pg_num: None,
+            target_size_ratio: None,
+        }
+    }
+
+    /// The same pool with a fixed pg_num.
+    pub fn with_pg_num(self, pg_num: u32) -> PoolDesc {
+        PoolDesc { pg_num: Some(pg_num), ..self }
+    }
+}
+
 fn one() -> f64 {
     1.0
 }

@@ -730,19 +730,7 @@ mod tests {
     fn shrinking_a_pool_trims_its_acting_overrides() {
         let levels = [("root".to_owned(), 1), ("host".to_owned(), 4)];
         let mut desc = crate::describe::synthesize(&levels, 1, 1.0, None).unwrap();
-        desc.pools.push(crate::describe::PoolDesc {
-            name: "p".into(),
-            kind: crate::RuleKind::Replicated,
-            id: None,
-            size: Some(3),
-            min_size: None,
-            k: None,
-            m: None,
-            profile: None,
-            rule: None,
-            pg_num: Some(8),
-            target_size_ratio: None,
-        });
+        desc.pools.push(crate::describe::PoolDesc::replicated("p", 3).with_pg_num(8));
         let map = desc.build().unwrap();
         let pg = PgId { pool: PoolId(1), seed: 2 };
         let temp = vec![Some(OsdId(2)), Some(OsdId(0)), Some(OsdId(1))];

@@ -11,9 +11,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use placement::analysis::{self, PoolDiff, PoolReport};
 use placement::balance;
-use placement::describe::{Description, Format as DescFormat, synthesize};
+use placement::describe::{Description, Format as DescFormat, PoolDesc, synthesize};
 use placement::encoding::{self, MAP_BYTES_MAX};
-use placement::{Incremental, OsdMap, PoolId, RuleKind};
+use placement::{Incremental, OsdMap, PoolId};
 use serde::Serialize;
 
 use crate::Format;
@@ -368,36 +368,16 @@ fn synth(
     }
     let mut desc = synthesize(&levels, osds_per_leaf, weight, class)?;
     if let Some(name) = replicated_pool {
-        desc.pools.push(pool_desc(&name, RuleKind::Replicated, None));
+        desc.pools.push(PoolDesc::replicated(&name, 3));
     }
     if let Some(spec) = erasure_pool {
         let (name, km) = spec.split_once(':').context("--erasure-pool is NAME:K+M")?;
         let (k, m) = km.split_once('+').context("--erasure-pool is NAME:K+M")?;
         let k = k.parse().context("K is a number")?;
         let m = m.parse().context("M is a number")?;
-        desc.pools.push(pool_desc(name, RuleKind::Erasure, Some((k, m))));
+        desc.pools.push(PoolDesc::erasure(name, k, m));
     }
     // Fail here rather than when the output is built.
     desc.build().context("the synthesized description does not build")?;
     Ok(desc)
-}
-
-pub(crate) fn pool_desc(
-    name: &str,
-    kind: RuleKind,
-    k_m: Option<(u8, u8)>,
-) -> placement::describe::PoolDesc {
-    placement::describe::PoolDesc {
-        name: name.to_owned(),
-        kind,
-        id: None,
-        size: None,
-        min_size: None,
-        k: k_m.map(|(k, _)| k),
-        m: k_m.map(|(_, m)| m),
-        profile: None,
-        rule: None,
-        pg_num: None,
-        target_size_ratio: None,
-    }
 }

@@ -8,10 +8,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use placement::analysis::{self, Distribution, PoolDiff, PoolReport};
-use placement::describe::{Description, format_uuid, synthesize};
-use placement::{Incremental, ItemId, MapChange, OsdMap, PoolKind, RuleKind, encoding};
-
-use crate::map::pool_desc;
+use placement::describe::{Description, PoolDesc, format_uuid, synthesize};
+use placement::{Incremental, ItemId, MapChange, OsdMap, PoolKind, encoding};
 
 /// How many OSDs a diff names per direction.
 const DIFF_OSDS_SHOWN: usize = 8;
@@ -295,8 +293,8 @@ pub fn demo(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let levels = [("root".to_owned(), 1), ("rack".to_owned(), 3), ("host".to_owned(), 4)];
     let mut desc: Description = synthesize(&levels, 3, 1.0, Some("ssd"))?;
-    desc.pools.push(pool_desc("rbd", RuleKind::Replicated, None));
-    desc.pools.push(pool_desc("ec", RuleKind::Erasure, Some((4, 2))));
+    desc.pools.push(PoolDesc::replicated("rbd", 3));
+    desc.pools.push(PoolDesc::erasure("ec", 4, 2));
     let desc_path = dir.join("cluster.toml");
     fs::write(&desc_path, desc.to_toml())
         .with_context(|| format!("write {}", desc_path.display()))?;

@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use placement::describe::{Description, OsdDesc, RuleDesc};
+use placement::describe::{Description, OsdDesc, PoolDesc, RuleDesc};
 use placement::{OsdMap, PoolId, RuleId, RuleKind};
 
 const REPLICAS: usize = 3;
@@ -336,19 +336,8 @@ fn main() -> Result<()> {
 
     // A pool's full remap: every PG of a 1M-PG pool, as a daemon does on a new map.
     let mut desc = large.description();
-    desc.pools.push(placement::describe::PoolDesc {
-        name: "big".into(),
-        kind: RuleKind::Replicated,
-        id: Some(1),
-        size: Some(3),
-        min_size: None,
-        k: None,
-        m: None,
-        profile: None,
-        rule: Some("replicated_rule".into()),
-        pg_num: Some((1 << 20) / scale as u32),
-        target_size_ratio: None,
-    });
+    let pool = PoolDesc::replicated("big", 3).with_pg_num((1 << 20) / scale as u32);
+    desc.pools.push(PoolDesc { rule: Some("replicated_rule".into()), ..pool });
     let map = desc.build()?;
     let pool = map.pool(PoolId(1)).expect("pool").clone();
     let start = Instant::now();

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use placement::OsdMap;
 use placement::describe::{Description, OsdDesc, PoolDesc};
-use placement::{OsdMap, RuleKind};
 
 /// One host per entry, holding OSDs of the given weights, all under root "default".
 pub fn hosts(weights: &[Vec<f64>]) -> Description {
@@ -31,35 +31,11 @@ pub fn osd(id: u32, weight: f64, host: &str) -> OsdDesc {
 }
 
 pub fn replicated(name: &str, size: u8, pg_num: u32) -> PoolDesc {
-    PoolDesc {
-        name: name.to_owned(),
-        kind: RuleKind::Replicated,
-        id: None,
-        size: Some(size),
-        min_size: None,
-        k: None,
-        m: None,
-        profile: None,
-        rule: None,
-        pg_num: Some(pg_num),
-        target_size_ratio: None,
-    }
+    PoolDesc::replicated(name, size).with_pg_num(pg_num)
 }
 
 pub fn erasure(name: &str, k: u8, m: u8, pg_num: u32) -> PoolDesc {
-    PoolDesc {
-        name: name.to_owned(),
-        kind: RuleKind::Erasure,
-        id: None,
-        size: None,
-        min_size: None,
-        k: Some(k),
-        m: Some(m),
-        profile: None,
-        rule: None,
-        pg_num: Some(pg_num),
-        target_size_ratio: None,
-    }
+    PoolDesc::erasure(name, k, m).with_pg_num(pg_num)
 }
 
 pub fn build(desc: &Description) -> OsdMap {
