@@ -519,7 +519,7 @@ fn build_osd_states(desc: &Description) -> Result<BTreeMap<OsdId, OsdState>, Des
         let at = format!("osd.{} ([[osd]] #{})", osd.id, i + 1);
         let reweight =
             Reweight::from_f64(osd.reweight).map_err(|e| entry(&at, format!("reweight: {e}")))?;
-        osds.insert(OsdId(osd.id), OsdState { up: osd.up, is_in: osd.is_in, reweight });
+        osds.insert(OsdId(osd.id), OsdState { up: osd.up, is_in: osd.is_in, reweight, addr: None });
     }
     Ok(osds)
 }

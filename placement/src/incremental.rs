@@ -43,6 +43,11 @@ pub enum MapChange {
     OsdDown {
         osd: OsdId,
     },
+    /// An OSD booted: it is up, serving at `addr`.
+    OsdBoot {
+        osd: OsdId,
+        addr: String,
+    },
     OsdIn {
         osd: OsdId,
     },
@@ -199,6 +204,11 @@ fn apply_change(map: &mut MapContents, change: &MapChange) -> Result<(), MapErro
         MapChange::OsdRemove { osd } => remove_osd(map, *osd)?,
         MapChange::OsdUp { osd } => osd_state(map, *osd)?.up = true,
         MapChange::OsdDown { osd } => osd_state(map, *osd)?.up = false,
+        MapChange::OsdBoot { osd, addr } => {
+            let state = osd_state(map, *osd)?;
+            state.up = true;
+            state.addr = Some(addr.clone());
+        }
         MapChange::OsdIn { osd } => osd_state(map, *osd)?.is_in = true,
         MapChange::OsdOut { osd } => osd_state(map, *osd)?.is_in = false,
         MapChange::OsdReweight { osd, reweight } => {

@@ -104,12 +104,17 @@ pub struct OsdState {
     pub is_in: bool,
     /// Fraction of its CRUSH share the OSD keeps while in.
     pub reweight: Reweight,
+    /// Where the OSD serves (`ip:port`), from its last boot.
+    pub addr: Option<String>,
 }
+
+/// Upper bound on the text of an OSD address.
+pub const ADDR_BYTES_MAX: usize = 64;
 
 impl OsdState {
     /// A new OSD as `osd create` leaves it: down and out until it boots.
     pub fn new_down_out() -> OsdState {
-        OsdState { up: false, is_in: false, reweight: Reweight::ONE }
+        OsdState { up: false, is_in: false, reweight: Reweight::ONE, addr: None }
     }
 
     /// The reweight CRUSH sees: zero when out.
@@ -172,6 +177,14 @@ impl MapContents {
             }
             if !state.reweight.is_valid() {
                 return Err(MapError::invalid(osd.to_string(), "reweight is above 1.0"));
+            }
+            if let Some(addr) = &state.addr
+                && (addr.len() > ADDR_BYTES_MAX || addr.parse::<std::net::SocketAddr>().is_err())
+            {
+                return Err(MapError::invalid(
+                    osd.to_string(),
+                    format!("'{addr}' is not an ip:port"),
+                ));
             }
         }
         if let Some(osd) = self.crush.devices.keys().find(|o| !self.osds.contains_key(o)) {

@@ -1,9 +1,13 @@
-//! `cairn`: one command for the whole cluster. Today it holds the offline map tool
-//! (`cairn map`); the daemons and the administration commands join it as they come to exist.
+//! `cairn`: one command for the whole cluster: the daemons (`cairn mon run`), a local
+//! cluster (`cairn dev up`), administration (`cairn status`, `cairn osd ...`,
+//! `cairn pool ...`) and the offline map tool (`cairn map`).
 
+mod cluster;
+mod dev;
 mod map;
 mod map_render;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -11,14 +15,76 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Parser)]
 #[command(name = "cairn", version, about = "cairn: a storage cluster")]
 struct Cli {
+    #[command(flatten)]
+    connect: cluster::Connect,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// The cluster at a glance: health, monitors, OSDs, pools.
+    Status,
+    /// Health: the status word, or with `detail` every check and what it found.
+    Health {
+        #[arg(value_parser = ["detail"])]
+        detail: Option<String>,
+    },
+    /// Monitors: run one, list them, add or remove one.
+    #[command(subcommand)]
+    Mon(cluster::MonCommand),
+    /// OSDs: tree, dump, create, remove, in, out, reweight, flags, placement.
+    #[command(subcommand)]
+    Osd(cluster::OsdCommand),
+    /// The CRUSH hierarchy: buckets.
+    #[command(subcommand)]
+    Crush(cluster::CrushCommand),
+    /// Pools: create, delete, set, list.
+    #[command(subcommand)]
+    Pool(cluster::PoolCommand),
+    /// CRUSH rules: create, remove, list.
+    #[command(subcommand)]
+    Rule(cluster::RuleCommand),
+    /// Identities and their capabilities.
+    #[command(subcommand)]
+    Auth(cluster::AuthCommand),
+    /// Cluster settings.
+    #[command(subcommand)]
+    Config(cluster::ConfigCommand),
+    /// Make a new cluster's identities and monitor directories.
+    Bootstrap {
+        /// Where to write them.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Initial monitors as NAME=IP:PORT (repeat).
+        #[arg(long = "mon", required = true)]
+        mons: Vec<String>,
+    },
+    /// A local cluster on this machine, as separate processes on loopback.
+    #[command(subcommand)]
+    Dev(DevCommand),
     /// Build, inspect, test, compare and balance cluster maps offline.
     Map(map::MapArgs),
+}
+
+#[derive(Subcommand)]
+enum DevCommand {
+    /// Start it (bootstrapping it on first use) and wait until it is healthy.
+    Up {
+        #[arg(long, default_value = "cairn-data")]
+        dir: PathBuf,
+        /// Monitors to bootstrap with (first use only).
+        #[arg(long, default_value_t = 3)]
+        mons: usize,
+        /// Port of the first monitor; the others follow (first use only).
+        #[arg(long, default_value_t = 6789)]
+        base_port: u16,
+    },
+    /// Stop it, keeping its data.
+    Down {
+        #[arg(long, default_value = "cairn-data")]
+        dir: PathBuf,
+    },
 }
 
 /// How a command prints its result.
@@ -31,12 +97,46 @@ pub enum Format {
     Json,
 }
 
+fn init_logging(daemon: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if daemon { "info,openraft=warn" } else { "warn,openraft=error" };
+    let filter = EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let c = &cli.connect;
+    match cli.command {
+        Command::Status => cluster::status(c).await,
+        Command::Health { detail } => cluster::health(c, detail.is_some()).await,
+        Command::Mon(command) => cluster::mon(c, command).await,
+        Command::Osd(command) => cluster::osd(c, command).await,
+        Command::Crush(command) => cluster::crush(c, command).await,
+        Command::Pool(command) => cluster::pool(c, command).await,
+        Command::Rule(command) => cluster::rule(c, command).await,
+        Command::Auth(command) => cluster::auth(c, command).await,
+        Command::Config(command) => cluster::config(c, command).await,
+        Command::Bootstrap { dir, mons } => cluster::bootstrap(&dir, &mons),
+        Command::Dev(DevCommand::Up { dir, mons, base_port }) => {
+            dev::up(&dir, mons, base_port).await
+        }
+        Command::Dev(DevCommand::Down { dir }) => dev::down(&dir),
+        Command::Map(args) => map::run(args, c.format),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Map(args) => map::run(args),
+    init_logging(matches!(cli.command, Command::Mon(cluster::MonCommand::Run { .. })));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
     };
-    match result {
+    match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");

@@ -34,15 +34,9 @@ enum MapCommand {
         /// Where to write the map (default: the description's name with .map).
         #[arg(short, long)]
         output: Option<PathBuf>,
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
     },
     /// Show a map: the CRUSH tree with OSD states, rules, pools and flags.
-    Show {
-        map: PathBuf,
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
-    },
+    Show { map: PathBuf },
     /// Map every PG and report the spread over OSDs and any failure-domain violation
     /// (like `osdmaptool --test-map-pgs`); or, with --rule, test a rule over a range of
     /// inputs (like `crushtool --test`).
@@ -63,17 +57,10 @@ enum MapCommand {
         /// List every OSD's count.
         #[arg(long)]
         show_osds: bool,
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
     },
     /// Compare two maps: how many PGs and what fraction of the data would move, against
     /// the least any placement could move.
-    Diff {
-        old: PathBuf,
-        new: PathBuf,
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
-    },
+    Diff { old: PathBuf, new: PathBuf },
     /// Plan upmap exceptions that bring every OSD within a few PG copies of its
     /// weight-proportional share (Ceph's balancer in upmap mode), and write the balanced map.
     Balance {
@@ -90,8 +77,6 @@ enum MapCommand {
         /// Only these pools (by name); default all.
         #[arg(long)]
         pool: Vec<String>,
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
     },
     /// Print a description of a regular cluster, to edit or build.
     Synth {
@@ -113,9 +98,6 @@ enum MapCommand {
         /// Add an erasure-coded pool K+M with this name, as NAME:K+M (e.g. ec:4+2).
         #[arg(long)]
         erasure_pool: Option<String>,
-        /// TOML by default; json prints the same description as JSON.
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
     },
     /// Walk through placement on a demo cluster: build, test, lose a host, add one.
     Demo {
@@ -125,10 +107,10 @@ enum MapCommand {
     },
 }
 
-pub fn run(args: MapArgs) -> Result<()> {
+pub fn run(args: MapArgs, format: Format) -> Result<()> {
     match args.command {
-        MapCommand::Build { description, output, format } => build(&description, output, format),
-        MapCommand::Show { map, format } => {
+        MapCommand::Build { description, output } => build(&description, output, format),
+        MapCommand::Show { map } => {
             let map = load_map(&map)?;
             match format {
                 Format::Plain => print!("{}", map_render::show(&map)),
@@ -136,11 +118,11 @@ pub fn run(args: MapArgs) -> Result<()> {
             }
             Ok(())
         }
-        MapCommand::Test { map, pool, rule, num_rep, inputs, show_osds, format } => {
+        MapCommand::Test { map, pool, rule, num_rep, inputs, show_osds } => {
             let map = load_map(&map)?;
             test(&map, &pool, rule.as_deref(), num_rep, inputs, show_osds, format)
         }
-        MapCommand::Diff { old, new, format } => {
+        MapCommand::Diff { old, new } => {
             let (old, new) = (load_map(&old)?, load_map(&new)?);
             let diffs = analysis::diff(&old, &new);
             match format {
@@ -160,7 +142,6 @@ pub fn run(args: MapArgs) -> Result<()> {
             class,
             replicated_pool,
             erasure_pool,
-            format,
         } => {
             let desc = synth(
                 &layout,
@@ -176,7 +157,7 @@ pub fn run(args: MapArgs) -> Result<()> {
             }
             Ok(())
         }
-        MapCommand::Balance { map, output, max_deviation, max_moves, pool, format } => {
+        MapCommand::Balance { map, output, max_deviation, max_moves, pool } => {
             let map = load_map(&map)?;
             balance(&map, &output, max_deviation, max_moves, &pool, format)
         }

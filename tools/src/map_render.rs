@@ -14,6 +14,18 @@ use placement::{Incremental, ItemId, MapChange, OsdMap, PoolKind, encoding};
 /// How many OSDs a diff names per direction.
 const DIFF_OSDS_SHOWN: usize = 8;
 
+/// The CRUSH tree with OSD states, like `ceph osd tree`.
+pub fn tree(map: &OsdMap) -> String {
+    let mut out = format!(
+        "{:<12} {:<6} {:>10}  {:<32} {:<6} {:>8}\n",
+        "ID", "CLASS", "WEIGHT", "TYPE NAME", "STATUS", "REWEIGHT"
+    );
+    for root in map.crush().roots() {
+        tree_lines(map, root.into(), 0, &mut out);
+    }
+    out
+}
+
 pub fn show(map: &OsdMap) -> String {
     let c = map.contents();
     let mut out = String::new();
@@ -28,14 +40,8 @@ pub fn show(map: &OsdMap) -> String {
         c.osds.len(),
         if flags.is_empty() { "none".into() } else { flags.join(",") }
     );
-    let _ = writeln!(
-        out,
-        "\n{:<12} {:<6} {:>10}  {:<32} {:<6} {:>8}",
-        "ID", "CLASS", "WEIGHT", "TYPE NAME", "STATUS", "REWEIGHT"
-    );
-    for root in c.crush.roots() {
-        tree_lines(map, root.into(), 0, &mut out);
-    }
+    out.push('\n');
+    out.push_str(&tree(map));
     let unplaced: Vec<String> =
         c.osds.keys().filter(|o| !c.crush.devices.contains_key(o)).map(|o| o.to_string()).collect();
     if !unplaced.is_empty() {

@@ -1,0 +1,27 @@
+//! Keeping a map up to date from what the monitors send: a full map, incrementals, or both.
+
+use placement::OsdMap;
+use placement::encoding::{decode_incremental, decode_map};
+use proto::message::MapBundle;
+
+pub fn decode_bundle(bulk: &[u8]) -> Result<MapBundle, String> {
+    postcard::from_bytes(bulk).map_err(|e| format!("map bundle does not decode: {e}"))
+}
+
+/// The map after applying `bundle` to `current`. Incrementals older than the map are
+/// skipped; one that does not follow on is an error (the caller asks for a full map).
+pub fn apply_bundle(current: Option<OsdMap>, bundle: &MapBundle) -> Result<OsdMap, String> {
+    let mut map = match &bundle.full {
+        Some(bytes) => Some(decode_map(bytes).map_err(|e| e.to_string())?),
+        None => current,
+    };
+    for bytes in &bundle.incrementals {
+        let inc = decode_incremental(bytes).map_err(|e| e.to_string())?;
+        let base = map.as_ref().ok_or("incrementals without a map to apply them to")?;
+        if inc.base < base.epoch() {
+            continue;
+        }
+        map = Some(base.apply(&inc).map_err(|e| e.to_string())?);
+    }
+    map.ok_or_else(|| "the monitors sent no map".into())
+}

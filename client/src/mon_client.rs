@@ -1,0 +1,288 @@
+//! A session with the monitors: status, commands and maps, from any monitor that answers.
+//!
+//! Requests go to the monitor that answered last. Without one, the client hunts: it
+//! connects to every monitor at once and keeps the first to answer, so dead monitors cost
+//! nothing while one is up. A monitor that answers that it cannot serve right now (no
+//! leader during an election, no quorum) is skipped for the round; rounds repeat, with
+//! backoff, until the request's deadline. A change carries a request id, so a resend after
+//! a lost answer or a leader's death is applied at most once; the few changes without one
+//! (identities, monitor membership) are only sent again when they provably did not happen,
+//! and one whose commit timed out is reported as such, because it may still commit.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use placement::{Epoch, OsdMap};
+use proto::message::{MapBundle, StatusReport};
+use proto::transport::quic::{QuicEndpoint, Tuning};
+use proto::transport::{Connection, Endpoint};
+use proto::{
+    Command, CommandOutput, EntityName, ErrorCode, RemoteError, Request, Response, TransportError,
+    rpc,
+};
+use thiserror::Error;
+
+use crate::config::ClientConfig;
+use crate::maps;
+
+/// How long a request may take, retries included, unless set otherwise.
+pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(15);
+/// How long one connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Error)]
+pub enum ClientError {
+    #[error("no monitor reachable within {after_ms} ms; tried {tried}")]
+    NoMonitor { after_ms: u64, tried: String },
+    /// The cluster refused the request; sending it again will not help.
+    #[error("{0}")]
+    Refused(RemoteError),
+    /// The change was sent but its outcome is unknown.
+    #[error("{0}; it may still take effect, check before retrying")]
+    Unknown(String),
+    #[error("{0}")]
+    Setup(String),
+    #[error("unexpected answer '{got}' to {request}")]
+    Unexpected { request: &'static str, got: &'static str },
+    #[error("maps from the monitors: {0}")]
+    Maps(String),
+}
+
+impl ClientError {
+    /// The cluster's error code, when the cluster refused the request.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Refused(e) => Some(e.code),
+            _ => None,
+        }
+    }
+}
+
+struct Session {
+    /// The monitor to try first, and a connection to it.
+    current: usize,
+    conn: Option<Arc<dyn Connection>>,
+}
+
+pub struct MonClient {
+    config: ClientConfig,
+    endpoint: Arc<dyn Endpoint>,
+    session: Mutex<Session>,
+    pub timeout: Duration,
+}
+
+impl MonClient {
+    /// A client for `config`, on its own QUIC endpoint (call within a tokio runtime).
+    pub fn connect(config: ClientConfig) -> Result<MonClient, ClientError> {
+        let credentials = config.credentials().map_err(ClientError::Setup)?;
+        let any_v6 =
+            config.mons.iter().any(|m| m.addr.parse::<SocketAddr>().is_ok_and(|a| a.is_ipv6()));
+        let local: SocketAddr =
+            if any_v6 { "[::]:0".parse() } else { "0.0.0.0:0".parse() }.expect("literal address");
+        let endpoint = QuicEndpoint::bind(local, &credentials, &Tuning::default(), false)
+            .map_err(|e| ClientError::Setup(e.to_string()))?;
+        Ok(MonClient::with_endpoint(config, Arc::new(endpoint)))
+    }
+
+    pub fn with_endpoint(config: ClientConfig, endpoint: Arc<dyn Endpoint>) -> MonClient {
+        MonClient {
+            config,
+            endpoint,
+            session: Mutex::new(Session { current: 0, conn: None }),
+            timeout: REQUEST_TIMEOUT_DEFAULT,
+        }
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    pub fn endpoint(&self) -> &Arc<dyn Endpoint> {
+        &self.endpoint
+    }
+
+    /// The session's connection, if it is open and to a monitor not in `skip`.
+    fn current(&self, skip: &[bool]) -> Option<(usize, Arc<dyn Connection>)> {
+        let session = self.session.lock().expect("session lock");
+        let conn = session.conn.as_ref()?;
+        (!skip[session.current] && !conn.is_closed()).then(|| (session.current, conn.clone()))
+    }
+
+    /// Connects to every monitor not in `skip` at once and keeps the first that answers,
+    /// so a dead monitor costs nothing when another is up. Failures land in `errors`.
+    async fn hunt(
+        &self,
+        skip: &[bool],
+        left: Duration,
+        errors: &mut [String],
+    ) -> Option<(usize, Arc<dyn Connection>)> {
+        let mut attempts: FuturesUnordered<_> = (0..self.config.mons.len())
+            .filter(|&i| !skip[i])
+            .map(|index| {
+                let mon = &self.config.mons[index];
+                let addr: SocketAddr = mon.addr.parse().expect("validated config");
+                let entity = EntityName::mon(&mon.name).expect("validated config");
+                async move { (index, self.endpoint.connect(addr, &entity).await) }
+            })
+            .collect();
+        let wait = left.min(CONNECT_TIMEOUT);
+        let found = tokio::time::timeout(wait, async {
+            while let Some((index, result)) = attempts.next().await {
+                match result {
+                    Ok(conn) => return Some((index, conn)),
+                    Err(e) => errors[index] = e.to_string(),
+                }
+            }
+            None
+        })
+        .await;
+        let found = match found {
+            Ok(found) => found,
+            Err(_) => {
+                for (i, error) in errors.iter_mut().enumerate() {
+                    if !skip[i] && error.is_empty() {
+                        *error = format!("no answer within {} ms", wait.as_millis());
+                    }
+                }
+                None
+            }
+        }?;
+        let mut session = self.session.lock().expect("session lock");
+        session.current = found.0;
+        session.conn = Some(found.1.clone());
+        Some(found)
+    }
+
+    /// Sends `request` to the monitors until one answers or the deadline passes. With
+    /// `changes` (a resend might apply it twice), only retries when the request provably
+    /// did not take effect.
+    async fn call(
+        &self,
+        request: &Request,
+        changes: bool,
+    ) -> Result<(Response, Bytes), ClientError> {
+        let started = Instant::now();
+        let deadline = started + self.timeout;
+        let count = self.config.mons.len();
+        let mut backoff = BACKOFF_MIN;
+        let mut errors: Vec<String> = vec![String::new(); count];
+        loop {
+            // One round: every monitor at most once.
+            let mut tried = vec![false; count];
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                let found = match self.current(&tried) {
+                    Some(found) => Some(found),
+                    None => self.hunt(&tried, left, &mut errors).await,
+                };
+                let Some((index, conn)) = found else { break };
+                tried[index] = true;
+                let mon = &self.config.mons[index];
+                let left = deadline.saturating_duration_since(Instant::now());
+                match rpc::call(conn.as_ref(), request, &[], left).await {
+                    Ok(answer) => return Ok(answer),
+                    Err(TransportError::Remote { error, .. })
+                        if error.code.is_retryable() && error.code != ErrorCode::Timeout =>
+                    {
+                        errors[index] = format!("mon.{}: {error}", mon.name);
+                    }
+                    Err(TransportError::Remote { error, .. })
+                        if changes || !error.code.is_retryable() =>
+                    {
+                        return Err(match error.code {
+                            ErrorCode::Timeout => ClientError::Unknown(error.message),
+                            _ => ClientError::Refused(error),
+                        });
+                    }
+                    Err(e) if changes => {
+                        self.session.lock().expect("session lock").conn = None;
+                        return Err(ClientError::Unknown(format!("mon.{}: {e}", mon.name)));
+                    }
+                    Err(e) => {
+                        self.session.lock().expect("session lock").conn = None;
+                        errors[index] = e.to_string();
+                    }
+                }
+            }
+            if Instant::now() + backoff >= deadline {
+                let tried: Vec<String> = self
+                    .config
+                    .mons
+                    .iter()
+                    .zip(&errors)
+                    .map(|(m, e)| {
+                        format!(
+                            "mon.{} at {} ({})",
+                            m.name,
+                            m.addr,
+                            if e.is_empty() { "not tried" } else { e }
+                        )
+                    })
+                    .collect();
+                return Err(ClientError::NoMonitor {
+                    after_ms: started.elapsed().as_millis() as u64,
+                    tried: tried.join("; "),
+                });
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// Any read-only request, answered as the monitors answer it.
+    pub async fn request(&self, request: &Request) -> Result<(Response, Bytes), ClientError> {
+        self.call(request, false).await
+    }
+
+    pub async fn status(&self) -> Result<StatusReport, ClientError> {
+        match self.call(&Request::Status, false).await? {
+            (Response::Status(report), _) => Ok(*report),
+            (other, _) => Err(ClientError::Unexpected { request: "status", got: other.name() }),
+        }
+    }
+
+    /// Runs an administrative command; the result once it committed.
+    pub async fn command(&self, command: Command) -> Result<CommandOutput, ClientError> {
+        let resends_safely = command.resends_safely();
+        let request =
+            Request::Command { id: resends_safely.then(proto::message::new_request_id), command };
+        match self.call(&request, !resends_safely).await? {
+            (Response::Done(output), _) => Ok(output),
+            (other, _) => Err(ClientError::Unexpected { request: "command", got: other.name() }),
+        }
+    }
+
+    /// Sends a request whose answer is an acknowledgement (OSD messages).
+    pub async fn send(&self, request: Request) -> Result<(), ClientError> {
+        let name = request.name();
+        match self.call(&request, false).await? {
+            (Response::Ack, _) => Ok(()),
+            (other, _) => Err(ClientError::Unexpected { request: name, got: other.name() }),
+        }
+    }
+
+    /// The maps after `have`.
+    pub async fn get_maps(&self, have: Option<Epoch>) -> Result<(Epoch, MapBundle), ClientError> {
+        match self.call(&Request::GetMaps { have }, false).await? {
+            (Response::Maps { epoch }, bulk) => {
+                Ok((epoch, maps::decode_bundle(&bulk).map_err(ClientError::Maps)?))
+            }
+            (other, _) => Err(ClientError::Unexpected { request: "get maps", got: other.name() }),
+        }
+    }
+
+    /// The current map.
+    pub async fn map(&self) -> Result<OsdMap, ClientError> {
+        let (_, bundle) = self.get_maps(None).await?;
+        maps::apply_bundle(None, &bundle).map_err(ClientError::Maps)
+    }
+}

@@ -1,0 +1,288 @@
+//! Health checks, computed from what a monitor knows, as `ceph health detail` names them:
+//! MON_DOWN, OSD_DOWN, OSD_OUT, OSD_FLAPPING, CLOCK_SKEW, MAP_EPOCH_LAG, OSDMAP_FLAGS.
+//! A pure function of its inputs, so every check is unit-tested with exact expectations.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use placement::{Epoch, OsdId, OsdMap};
+use proto::EntityName;
+use proto::message::{HealthCheck, MonStatus, Severity};
+
+use crate::settings::Settings;
+
+/// What a daemon last told the monitors about its map.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DaemonEpoch {
+    pub epoch: Epoch,
+    /// Since when it has been behind by more than the allowed lag (`None`: not behind).
+    pub behind_since_ms: Option<i64>,
+}
+
+pub struct Inputs<'a> {
+    pub map: &'a OsdMap,
+    pub settings: &'a Settings,
+    pub monitors: &'a [MonStatus],
+    pub daemons: &'a BTreeMap<EntityName, DaemonEpoch>,
+    pub flapping: &'a BTreeSet<OsdId>,
+    pub now_ms: i64,
+}
+
+fn check(code: &str, severity: Severity, summary: String, detail: Vec<String>) -> HealthCheck {
+    HealthCheck { code: code.into(), severity, summary, detail }
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// The checks that fail, worst first; empty means HEALTH_OK.
+pub fn checks(inputs: &Inputs<'_>) -> Vec<HealthCheck> {
+    let mut out = Vec::new();
+    let down_mons: Vec<&MonStatus> = inputs.monitors.iter().filter(|m| !m.in_quorum).collect();
+    if down_mons.len() == inputs.monitors.len() {
+        // No leader known (or, before the first one, not even the members): nothing can
+        // change until an election succeeds.
+        let detail = down_mons
+            .iter()
+            .map(|m| format!("mon.{} at {} is not in quorum", m.name, m.addr))
+            .collect();
+        out.push(check(
+            "MON_DOWN",
+            Severity::Err,
+            "no quorum: the monitors are electing a leader, or a majority of them is down".into(),
+            detail,
+        ));
+    } else if !down_mons.is_empty() {
+        let detail = down_mons
+            .iter()
+            .map(|m| format!("mon.{} at {} is not in quorum", m.name, m.addr))
+            .collect();
+        let names: Vec<String> = down_mons.iter().map(|m| m.name.clone()).collect();
+        out.push(check(
+            "MON_DOWN",
+            Severity::Warn,
+            format!(
+                "{} down, quorum {}",
+                plural(names.len(), "monitor", "monitors"),
+                quorum(inputs.monitors)
+            ),
+            detail,
+        ));
+    }
+    let osds = &inputs.map.contents().osds;
+    let down: Vec<OsdId> = osds.iter().filter(|(_, s)| !s.up).map(|(o, _)| *o).collect();
+    if !down.is_empty() {
+        let detail = down.iter().map(|o| format!("{o} is down")).collect();
+        out.push(check(
+            "OSD_DOWN",
+            Severity::Warn,
+            format!("{} down", plural(down.len(), "osd", "osds")),
+            detail,
+        ));
+    }
+    // Out but placed in CRUSH: data that would live there lives elsewhere.
+    let crush = &inputs.map.contents().crush;
+    let out_osds: Vec<OsdId> = osds
+        .iter()
+        .filter(|(o, s)| !s.is_in && crush.devices.contains_key(o))
+        .map(|(o, _)| *o)
+        .collect();
+    if !out_osds.is_empty() {
+        let detail = out_osds.iter().map(|o| format!("{o} is out")).collect();
+        out.push(check(
+            "OSD_OUT",
+            Severity::Warn,
+            format!("{} out", plural(out_osds.len(), "osd", "osds")),
+            detail,
+        ));
+    }
+    if !inputs.flapping.is_empty() {
+        let detail = inputs
+            .flapping
+            .iter()
+            .map(|o| format!("{o} is flapping: its boots are held back"))
+            .collect();
+        let summary = format!("{} flapping", plural(inputs.flapping.len(), "osd", "osds"));
+        out.push(check("OSD_FLAPPING", Severity::Warn, summary, detail));
+    }
+    let limit = inputs.settings.clock_skew_warn_ms as i64;
+    let skewed: Vec<&MonStatus> = inputs
+        .monitors
+        .iter()
+        .filter(|m| m.clock_offset_ms.is_some_and(|o| o.abs() > limit))
+        .collect();
+    if !skewed.is_empty() {
+        let detail = skewed
+            .iter()
+            .map(|m| {
+                format!(
+                    "mon.{} clock is {} ms off (limit {limit} ms)",
+                    m.name,
+                    m.clock_offset_ms.unwrap_or(0)
+                )
+            })
+            .collect();
+        let summary =
+            format!("clock skew detected on {}", plural(skewed.len(), "monitor", "monitors"));
+        out.push(check("CLOCK_SKEW", Severity::Warn, summary, detail));
+    }
+    let grace = inputs.settings.map_epoch_lag_grace_s as i64 * 1000;
+    let lagging: Vec<(&EntityName, &DaemonEpoch)> = inputs
+        .daemons
+        .iter()
+        .filter(|(_, d)| d.behind_since_ms.is_some_and(|since| inputs.now_ms - since >= grace))
+        .collect();
+    if !lagging.is_empty() {
+        let current = inputs.map.epoch();
+        let detail = lagging
+            .iter()
+            .map(|(name, d)| format!("{name} has map epoch {} of {current}", d.epoch))
+            .collect();
+        let summary = format!(
+            "{} behind the current map epoch",
+            plural(lagging.len(), "daemon is", "daemons are")
+        );
+        out.push(check("MAP_EPOCH_LAG", Severity::Warn, summary, detail));
+    }
+    let flags: Vec<&str> = inputs.map.contents().flags.iter().map(|f| f.name()).collect();
+    if !flags.is_empty() {
+        out.push(check(
+            "OSDMAP_FLAGS",
+            Severity::Warn,
+            format!("{} flag(s) set", flags.join(",")),
+            vec![],
+        ));
+    }
+    out.sort_by_key(|c| std::cmp::Reverse(c.severity));
+    out
+}
+
+/// `a,b` of the monitors in quorum.
+pub fn quorum(monitors: &[MonStatus]) -> String {
+    let names: Vec<&str> =
+        monitors.iter().filter(|m| m.in_quorum).map(|m| m.name.as_str()).collect();
+    names.join(",")
+}
+
+/// The overall status of a list of checks.
+pub fn overall(checks: &[HealthCheck]) -> Severity {
+    checks.iter().map(|c| c.severity).max().unwrap_or(Severity::Ok)
+}
+
+/// Tracks how far behind each daemon is, from what they report.
+pub fn update_lag(
+    previous: Option<&DaemonEpoch>,
+    epoch: Epoch,
+    current: Epoch,
+    settings: &Settings,
+    now_ms: i64,
+) -> DaemonEpoch {
+    let behind = current.0.saturating_sub(epoch.0) > settings.map_epoch_lag_epochs;
+    let behind_since_ms =
+        if behind { previous.and_then(|p| p.behind_since_ms).or(Some(now_ms)) } else { None };
+    DaemonEpoch { epoch, behind_since_ms }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use placement::{Incremental, MapChange, MapContents, MapFlag};
+
+    fn mon(name: &str, in_quorum: bool, offset: Option<i64>) -> MonStatus {
+        MonStatus {
+            name: name.into(),
+            id: 1,
+            addr: "127.0.0.1:6789".into(),
+            in_quorum,
+            leader: false,
+            last_seen_ms: Some(0),
+            clock_offset_ms: offset,
+        }
+    }
+
+    fn map() -> OsdMap {
+        let base = OsdMap::new(MapContents::empty([0; 16])).unwrap();
+        base.apply(&Incremental::new(&base, vec![])).unwrap()
+    }
+
+    fn codes(checks: &[HealthCheck]) -> Vec<&str> {
+        checks.iter().map(|c| c.code.as_str()).collect()
+    }
+
+    #[test]
+    fn a_quiet_cluster_is_ok() {
+        let map = map();
+        let settings = Settings::default();
+        let mons = [mon("a", true, Some(0)), mon("b", true, Some(3)), mon("c", true, Some(-4))];
+        let inputs = Inputs {
+            map: &map,
+            settings: &settings,
+            monitors: &mons,
+            daemons: &BTreeMap::new(),
+            flapping: &BTreeSet::new(),
+            now_ms: 0,
+        };
+        let checks = checks(&inputs);
+        assert!(checks.is_empty(), "{checks:?}");
+        assert_eq!(overall(&checks), Severity::Ok);
+    }
+
+    #[test]
+    fn every_check_fires_on_its_condition() {
+        let base = map();
+        let mut changes = vec![];
+        for osd in (0..3).map(OsdId) {
+            changes.push(MapChange::OsdCreate { osd });
+        }
+        changes.push(MapChange::OsdBoot { osd: OsdId(0), addr: "127.0.0.1:1".into() });
+        changes.push(MapChange::OsdIn { osd: OsdId(0) });
+        changes.push(MapChange::SetFlag { flag: MapFlag::Noout });
+        let map = base.apply(&Incremental::new(&base, changes)).unwrap();
+        let settings = Settings { map_epoch_lag_grace_s: 10, ..Settings::default() };
+        let mons = [mon("a", true, Some(0)), mon("b", false, None), mon("c", true, Some(120))];
+        let mut daemons = BTreeMap::new();
+        daemons.insert(
+            "osd.0".parse().unwrap(),
+            DaemonEpoch { epoch: Epoch(1), behind_since_ms: Some(0) },
+        );
+        daemons.insert(
+            "client.x".parse().unwrap(),
+            DaemonEpoch { epoch: Epoch(1), behind_since_ms: Some(5_000) },
+        );
+        let flapping = BTreeSet::from([OsdId(2)]);
+        let inputs = Inputs {
+            map: &map,
+            settings: &settings,
+            monitors: &mons,
+            daemons: &daemons,
+            flapping: &flapping,
+            now_ms: 10_000,
+        };
+        let checks = checks(&inputs);
+        assert_eq!(
+            codes(&checks),
+            ["MON_DOWN", "OSD_DOWN", "OSD_FLAPPING", "CLOCK_SKEW", "MAP_EPOCH_LAG", "OSDMAP_FLAGS"]
+        );
+        assert_eq!(checks[0].summary, "1 monitor down, quorum a,c");
+        assert_eq!(checks[1].summary, "2 osds down");
+        assert_eq!(checks[3].detail, vec!["mon.c clock is 120 ms off (limit 50 ms)"]);
+        assert_eq!(
+            checks[4].detail,
+            vec!["osd.0 has map epoch 1 of 2"],
+            "client.x is not behind for long enough"
+        );
+        assert_eq!(overall(&checks), Severity::Warn);
+    }
+
+    #[test]
+    fn lag_is_timed_from_when_it_started() {
+        let s = Settings { map_epoch_lag_epochs: 5, ..Settings::default() };
+        let fresh = update_lag(None, Epoch(10), Epoch(12), &s, 100);
+        assert_eq!(fresh.behind_since_ms, None);
+        let behind = update_lag(Some(&fresh), Epoch(10), Epoch(20), &s, 200);
+        assert_eq!(behind.behind_since_ms, Some(200));
+        let still = update_lag(Some(&behind), Epoch(11), Epoch(20), &s, 300);
+        assert_eq!(still.behind_since_ms, Some(200));
+        assert_eq!(update_lag(Some(&still), Epoch(20), Epoch(20), &s, 400).behind_since_ms, None);
+    }
+}

@@ -1,0 +1,826 @@
+//! A monitor's answers to requests: status and maps from its own copy of the state, changes
+//! through Raft (forwarded to the leader when it is not the leader), OSD messages to the
+//! leader's failure detector, Raft's own RPCs to openraft.
+//!
+//! Who may ask what: any registered identity may read status and maps; changes need the
+//! capabilities `ClusterState::apply` checks; OSD messages only from that very `osd.N`;
+//! Raft and forwarding only from monitors. Connections from identities the registry does
+//! not know (or whose certificate was replaced) are refused outright.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, ServerState};
+use placement::{Epoch, OsdId};
+use proto::identity::ClusterCa;
+use proto::message::{MonStatus, OsdCounts, RaftRpc, RequestId, StatusReport};
+use proto::rpc::{self, Reply};
+use proto::transport::{BoxFuture, Connection, Endpoint, Peer};
+use proto::{
+    Access, Command, CommandOutput, EntityKind, EntityName, ErrorCode, RemoteError, Request,
+    Response,
+};
+use tokio::sync::mpsc;
+
+use crate::failure::FailureDetector;
+use crate::health::{self, DaemonEpoch};
+use crate::state::{Issued, LogEntry};
+use crate::store::{MonNode, NodeId, Raft, StateMachine, members};
+
+/// How long a forwarded request or a proposal may take.
+pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the leader waits for a majority to confirm its leadership before a change.
+const QUORUM_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// A leader that has not confirmed a majority for this long reports no quorum.
+const QUORUM_STALE_MS: i64 = 3000;
+/// How long connecting to another monitor may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a follower waits for the leader's status before answering with its own.
+const STATUS_FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
+/// Election timeouts a monitor that knows no leader waits for one before it answers a
+/// status request itself (two candidates can split the vote once or twice).
+const ELECTIONS_AWAITED: u32 = 3;
+/// Heartbeats a follower may miss before it stops forwarding to the leader.
+const LEADER_SILENT_HEARTBEATS: i64 = 4;
+/// Monitors whose liveness is tracked (bounds what unknown monitor identities can add).
+const MONITORS_TRACKED_MAX: usize = 64;
+/// Daemons whose map epochs are tracked for MAP_EPOCH_LAG.
+const DAEMONS_TRACKED_MAX: usize = 1 << 16;
+
+/// The wall clock, shifted by a test hook (`CAIRN_CLOCK_OFFSET_MS`) to exercise CLOCK_SKEW.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Clock {
+    pub offset_ms: i64,
+}
+
+impl Clock {
+    pub fn from_env() -> Clock {
+        let offset_ms =
+            std::env::var("CAIRN_CLOCK_OFFSET_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+        Clock { offset_ms }
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        since_epoch + self.offset_ms
+    }
+}
+
+/// What this monitor last heard from each of its peers.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PeerView {
+    pub last_seen_ms: Option<i64>,
+    pub clock_offset_ms: Option<i64>,
+}
+
+pub struct Monitor {
+    pub name: String,
+    pub entity: EntityName,
+    pub node_id: NodeId,
+    pub raft: Raft,
+    pub state: StateMachine,
+    pub endpoint: Arc<dyn Endpoint>,
+    /// The CA, to issue identities (`auth add`); every monitor bootstrap made has it.
+    pub ca: Option<ClusterCa>,
+    /// The genesis file this monitor started from, for monitors that join later.
+    pub genesis: Bytes,
+    pub clock: Clock,
+    pub failure: Mutex<FailureDetector>,
+    pub peers: Mutex<BTreeMap<String, PeerView>>,
+    pub daemons: Mutex<BTreeMap<EntityName, DaemonEpoch>>,
+    /// When a majority last confirmed this monitor's leadership.
+    quorum_confirmed_ms: Mutex<Option<i64>>,
+    /// Set, with the reason, once this monitor learns it was removed; the daemon stops.
+    pub removed: tokio::sync::watch::Sender<Option<String>>,
+    connections: Mutex<HashMap<String, Arc<dyn Connection>>>,
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> RemoteError {
+    RemoteError::new(code, message)
+}
+
+impl Monitor {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: String,
+        node_id: NodeId,
+        raft: Raft,
+        state: StateMachine,
+        endpoint: Arc<dyn Endpoint>,
+        ca: Option<ClusterCa>,
+        genesis: Bytes,
+        clock: Clock,
+    ) -> Result<Monitor, String> {
+        let entity = EntityName::mon(&name)?;
+        Ok(Monitor {
+            name,
+            entity,
+            node_id,
+            raft,
+            state,
+            endpoint,
+            ca,
+            genesis,
+            clock,
+            failure: Mutex::new(FailureDetector::new(clock.now_ms())),
+            peers: Mutex::new(BTreeMap::new()),
+            daemons: Mutex::new(BTreeMap::new()),
+            quorum_confirmed_ms: Mutex::new(None),
+            removed: tokio::sync::watch::Sender::new(None),
+            connections: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The voting monitors of the configuration in effect.
+    pub fn voters(&self) -> BTreeSet<NodeId> {
+        self.raft.metrics().borrow().membership_config.membership().voter_ids().collect()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    fn leader(&self) -> Option<(NodeId, MonNode)> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let id = metrics.current_leader?;
+        let node = metrics.membership_config.membership().get_node(&id)?.clone();
+        Some((id, node))
+    }
+
+    /// A connection to monitor `node`, reused while it lasts.
+    pub async fn connect(&self, node: &MonNode) -> Result<Arc<dyn Connection>, RemoteError> {
+        if let Some(conn) = self.connections.lock().expect("connections lock").get(&node.name)
+            && !conn.is_closed()
+        {
+            return Ok(conn.clone());
+        }
+        let unavailable = |reason: String| error(ErrorCode::Unavailable, reason);
+        let addr = node
+            .addr
+            .parse()
+            .map_err(|_| unavailable(format!("mon.{} has no valid address", node.name)))?;
+        let entity = EntityName::mon(&node.name).map_err(unavailable)?;
+        let conn = tokio::time::timeout(CONNECT_TIMEOUT, self.endpoint.connect(addr, &entity))
+            .await
+            .map_err(|_| unavailable(format!("mon.{} at {addr} did not answer", node.name)))?
+            .map_err(|e| unavailable(e.to_string()))?;
+        self.connections.lock().expect("connections lock").insert(node.name.clone(), conn.clone());
+        Ok(conn)
+    }
+
+    /// Records that monitor `name` was just heard from.
+    fn note_seen(&self, name: &str) {
+        let now = self.clock.now_ms();
+        let mut peers = self.peers.lock().expect("peers lock");
+        if let Some(view) = peers.get_mut(name) {
+            view.last_seen_ms = Some(now);
+        } else if peers.len() < MONITORS_TRACKED_MAX {
+            peers.insert(
+                name.to_owned(),
+                PeerView { last_seen_ms: Some(now), clock_offset_ms: None },
+            );
+        }
+    }
+
+    /// Whether the leader `name` has been silent for several heartbeats, which means it died
+    /// or was cut off and an election is about to follow.
+    fn leader_silent(&self, name: &str) -> bool {
+        let silent_ms = self.raft.config().heartbeat_interval as i64 * LEADER_SILENT_HEARTBEATS;
+        let last = self.peers.lock().expect("peers lock").get(name).and_then(|v| v.last_seen_ms);
+        last.is_none_or(|t| self.clock.now_ms() - t > silent_ms)
+    }
+
+    /// Sends `request` to the leader and relays its answer.
+    ///
+    /// A leader that has gone silent gets nothing: the caller hears at once, with a retryable
+    /// error, that an election is under way. If the leader goes silent while it has the
+    /// request, the answer is a `Timeout`, because the request may or may not have taken
+    /// effect.
+    async fn to_leader(
+        &self,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<(Response, Bytes), RemoteError> {
+        let (_, leader) = self.leader().ok_or_else(|| {
+            error(ErrorCode::Unavailable, "no leader: the monitors have no quorum")
+        })?;
+        let unreachable = |why: &str| {
+            error(
+                ErrorCode::Unavailable,
+                format!(
+                    "the leader mon.{} is unreachable ({why}): an election may be under way, or \
+                     there is no quorum",
+                    leader.name
+                ),
+            )
+        };
+        if self.leader_silent(&leader.name) {
+            return Err(unreachable("not heard from for several heartbeats"));
+        }
+        let conn = self.connect(&leader).await.map_err(|e| unreachable(&e.message))?;
+        let call = rpc::call(conn.as_ref(), &request, &[], timeout);
+        let went_silent = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(self.raft.config().heartbeat_interval))
+                    .await;
+                if self.leader_silent(&leader.name) {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            answer = call => answer.map_err(|e| match e {
+                proto::TransportError::Remote { error, .. } => error,
+                other => error(ErrorCode::Unavailable, format!("leader mon.{}: {other}", leader.name)),
+            }),
+            () = went_silent => Err(error(
+                ErrorCode::Timeout,
+                format!(
+                    "the leader mon.{} went silent while handling the request; it may or may \
+                     not have taken effect",
+                    leader.name
+                ),
+            )),
+        }
+    }
+
+    /// Confirms, by a round of heartbeats, that a majority still follows this leader.
+    /// Openraft keeps a leader that lost its majority in office; without this check it
+    /// would append changes that cannot commit now and might commit much later.
+    pub async fn confirm_quorum(&self) -> Result<(), RemoteError> {
+        let no_quorum = || {
+            error(
+                ErrorCode::Unavailable,
+                format!(
+                    "no quorum: mon.{} cannot reach a majority of the monitors; nothing was changed",
+                    self.name
+                ),
+            )
+        };
+        match tokio::time::timeout(QUORUM_CHECK_TIMEOUT, self.raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => {
+                *self.quorum_confirmed_ms.lock().expect("quorum lock") = Some(self.clock.now_ms());
+                Ok(())
+            }
+            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
+                _,
+            )))) => Err(error(ErrorCode::NotLeader, "leadership changed; retry")),
+            Ok(Err(_)) | Err(_) => Err(no_quorum()),
+        }
+    }
+
+    /// Whether there is a leader with a majority, as far as this monitor knows.
+    fn has_quorum(&self, metrics: &openraft::RaftMetrics<NodeId, MonNode>) -> bool {
+        match metrics.current_leader {
+            Some(leader) if leader == self.node_id => self
+                .quorum_confirmed_ms
+                .lock()
+                .expect("quorum lock")
+                .is_some_and(|at| self.clock.now_ms() - at <= QUORUM_STALE_MS),
+            Some(_) => true,
+            None => false,
+        }
+    }
+
+    /// Appends `entry` to the log and waits for its result (leader only).
+    async fn propose(&self, entry: LogEntry) -> Result<CommandOutput, RemoteError> {
+        self.confirm_quorum().await?;
+        let write = self.raft.client_write(entry);
+        match tokio::time::timeout(PROPOSE_TIMEOUT, write).await {
+            Err(_) => {
+                Err(error(ErrorCode::Timeout, "the change did not commit in time (no quorum?)"))
+            }
+            Ok(Ok(response)) => response.data,
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                Err(error(ErrorCode::NotLeader, "leadership changed; retry"))
+            }
+            Ok(Err(e)) => Err(error(ErrorCode::Unavailable, e.to_string())),
+        }
+    }
+
+    /// A command from `origin`, on the leader.
+    async fn execute(
+        &self,
+        origin: EntityName,
+        id: Option<RequestId>,
+        command: Command,
+    ) -> Result<(Response, Bytes), RemoteError> {
+        if !self.is_leader() {
+            return self.to_leader(Request::Forward { origin, id, command }, PROPOSE_TIMEOUT).await;
+        }
+        let at_ms = self.clock.now_ms();
+        let output = match command {
+            Command::MonAdd { name, addr, id } => self.mon_add(&origin, name, addr, id).await?,
+            Command::MonRemove { name } => self.mon_remove(&origin, &name).await?,
+            Command::AuthAdd { ref entity, .. } => {
+                let ca = self.ca.as_ref().ok_or_else(|| {
+                    error(
+                        ErrorCode::Unsupported,
+                        format!("mon.{} does not hold the cluster CA", self.name),
+                    )
+                })?;
+                let credentials =
+                    ca.issue(entity).map_err(|e| error(ErrorCode::Internal, e.to_string()))?;
+                let fingerprint = credentials
+                    .fingerprint()
+                    .map_err(|e| error(ErrorCode::Internal, e.to_string()))?;
+                let issued = Some(Issued { entity: entity.clone(), fingerprint });
+                self.propose(LogEntry::Command {
+                    origin,
+                    id: None,
+                    command: command.clone(),
+                    issued,
+                    at_ms,
+                })
+                .await?;
+                CommandOutput::Identity {
+                    entity: credentials.entity,
+                    ca_pem: credentials.ca_pem,
+                    cert_pem: credentials.cert_pem,
+                    key_pem: credentials.key_pem,
+                }
+            }
+            command => {
+                let id = id.filter(|_| command.resends_safely());
+                self.propose(LogEntry::Command { origin, id, command, issued: None, at_ms }).await?
+            }
+        };
+        Ok((Response::Done(output), Bytes::new()))
+    }
+
+    fn require_admin(&self, origin: &EntityName) -> Result<(), RemoteError> {
+        let allowed = origin.kind() == EntityKind::Mon
+            || self.state.read(|a| {
+                a.state.registry().get(origin).is_some_and(|i| i.caps.allows_mon(Access::All))
+            });
+        if allowed {
+            Ok(())
+        } else {
+            Err(error(ErrorCode::PermissionDenied, format!("{origin} lacks mon 'allow *'")))
+        }
+    }
+
+    /// Adds a monitor: as a learner first (it catches up), then as a voter.
+    async fn mon_add(
+        &self,
+        origin: &EntityName,
+        name: String,
+        addr: String,
+        id: NodeId,
+    ) -> Result<CommandOutput, RemoteError> {
+        let entity = EntityName::mon(&name).map_err(|e| error(ErrorCode::Invalid, e))?;
+        // A monitor may add itself (it joins when it starts); anyone else needs admin.
+        if origin != &entity {
+            self.require_admin(origin)?;
+        }
+        addr.parse::<std::net::SocketAddr>()
+            .map_err(|_| error(ErrorCode::Invalid, format!("'{addr}' is not an ip:port")))?;
+        if self.state.read(|a| a.state.registry().get(&entity).is_none()) {
+            return Err(error(
+                ErrorCode::NotFound,
+                format!("no identity {entity}: `cairn auth add {entity}` first"),
+            ));
+        }
+        let current = self.state.read(|a| members(&a.membership));
+        let voters = self.voters();
+        if let Some((existing, _)) = current.iter().find(|(_, n)| n.name == name) {
+            if voters.contains(existing) {
+                return Err(error(
+                    ErrorCode::AlreadyExists,
+                    format!("mon.{name} is already a monitor"),
+                ));
+            }
+        } else if current.contains_key(&id) {
+            return Err(error(ErrorCode::AlreadyExists, format!("node id {id} is taken")));
+        }
+        if id == 0 {
+            return Err(error(ErrorCode::Invalid, "node ids start at 1"));
+        }
+        self.confirm_quorum().await?;
+        let node = MonNode { name, addr };
+        let raft_error = |e: RaftError<NodeId, ClientWriteError<NodeId, MonNode>>| {
+            error(ErrorCode::Unavailable, e.to_string())
+        };
+        self.raft.add_learner(id, node, true).await.map_err(raft_error)?;
+        let mut voters = self.voters();
+        voters.insert(id);
+        self.raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(voters), false)
+            .await
+            .map_err(raft_error)?;
+        Ok(CommandOutput::Done)
+    }
+
+    async fn mon_remove(
+        &self,
+        origin: &EntityName,
+        name: &str,
+    ) -> Result<CommandOutput, RemoteError> {
+        self.require_admin(origin)?;
+        let current = self.state.read(|a| members(&a.membership));
+        let (&id, _) = current
+            .iter()
+            .find(|(_, n)| n.name == name)
+            .ok_or_else(|| error(ErrorCode::NotFound, format!("mon.{name} is not a monitor")))?;
+        if current.len() == 1 {
+            return Err(error(ErrorCode::Invalid, "the last monitor cannot be removed"));
+        }
+        let voters =
+            current.keys().copied().filter(|&v| v != id).collect::<std::collections::BTreeSet<_>>();
+        self.confirm_quorum().await?;
+        self.raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(voters), false)
+            .await
+            .map_err(|e| error(ErrorCode::Unavailable, e.to_string()))?;
+        Ok(CommandOutput::Done)
+    }
+
+    /// An OSD message (boot, beacon, failure report), on the leader.
+    async fn osd_message(
+        &self,
+        origin: EntityName,
+        request: Request,
+    ) -> Result<(Response, Bytes), RemoteError> {
+        let osd = origin
+            .osd_id()
+            .map(OsdId)
+            .ok_or_else(|| error(ErrorCode::PermissionDenied, format!("{origin} is not an OSD")))?;
+        if !self.is_leader() {
+            return self
+                .to_leader(
+                    Request::ForwardOsd { origin, request: Box::new(request) },
+                    PROPOSE_TIMEOUT,
+                )
+                .await;
+        }
+        let now = self.clock.now_ms();
+        let settings = self.state.read(|a| a.state.settings().clone());
+        let event = {
+            let mut failure = self.failure.lock().expect("failure lock");
+            match request {
+                Request::OsdBoot { osd: claimed, addr } => {
+                    if claimed != osd.0 {
+                        return Err(error(
+                            ErrorCode::PermissionDenied,
+                            format!("{origin} cannot boot osd.{claimed}"),
+                        ));
+                    }
+                    failure.boot(osd, addr, &settings, now)
+                }
+                Request::OsdBeacon { osd: claimed, epoch } => {
+                    if claimed != osd.0 {
+                        return Err(error(
+                            ErrorCode::PermissionDenied,
+                            format!("{origin} cannot beacon for osd.{claimed}"),
+                        ));
+                    }
+                    failure.beacon(osd, now);
+                    drop(failure);
+                    self.note_epoch(&origin, epoch);
+                    None
+                }
+                Request::OsdFailure { target, .. } => {
+                    failure.report(osd, OsdId(target), now);
+                    None
+                }
+                other => {
+                    return Err(error(
+                        ErrorCode::Unsupported,
+                        format!("{} is not an OSD message", other.name()),
+                    ));
+                }
+            }
+        };
+        if let Some(event) = event {
+            self.propose(LogEntry::Osd { origin: self.entity.clone(), event, at_ms: now }).await?;
+        }
+        Ok((Response::Ack, Bytes::new()))
+    }
+
+    /// Records the map epoch a daemon reported.
+    fn note_epoch(&self, who: &EntityName, epoch: Epoch) {
+        let current = self.state.read(|a| a.state.map().epoch());
+        let settings = self.state.read(|a| a.state.settings().clone());
+        let now = self.clock.now_ms();
+        let mut daemons = self.daemons.lock().expect("daemons lock");
+        if daemons.len() >= DAEMONS_TRACKED_MAX && !daemons.contains_key(who) {
+            return;
+        }
+        let updated = health::update_lag(daemons.get(who), epoch, current, &settings, now);
+        daemons.insert(who.clone(), updated);
+    }
+
+    /// Proposes what failure detection decided (leader only), called once a second.
+    pub async fn failure_tick(&self) {
+        let now = self.clock.now_ms();
+        let events = {
+            let (map, settings) =
+                self.state.read(|a| (a.state.map().clone(), a.state.settings().clone()));
+            self.failure.lock().expect("failure lock").tick(&map, &settings, now)
+        };
+        for event in events {
+            let entry =
+                LogEntry::Osd { origin: self.entity.clone(), event: event.clone(), at_ms: now };
+            match self.propose(entry).await {
+                Ok(_) => tracing::info!(?event, "osd state change committed"),
+                Err(e) => tracing::warn!(?event, error = %e, "osd state change not committed"),
+            }
+        }
+    }
+
+    /// Starts a fresh failure detector when this monitor becomes leader.
+    pub fn became_leader(&self) {
+        let now = self.clock.now_ms();
+        *self.failure.lock().expect("failure lock") = FailureDetector::new(now);
+        // Winning the election took a majority's votes.
+        *self.quorum_confirmed_ms.lock().expect("quorum lock") = Some(now);
+    }
+
+    /// Pings every other monitor at once, recording when each answered and its clock offset.
+    pub async fn ping_peers(&self) {
+        let nodes = self.state.read(|a| members(&a.membership));
+        let pings = nodes.values().filter(|n| n.name != self.name).map(|node| self.ping(node));
+        futures::future::join_all(pings).await;
+    }
+
+    async fn ping(&self, node: &MonNode) {
+        let sent = self.clock.now_ms();
+        let answer = match self.connect(node).await {
+            Ok(conn) => rpc::call(
+                conn.as_ref(),
+                &Request::Ping { sent_ms: sent },
+                &[],
+                Duration::from_secs(2),
+            )
+            .await
+            .ok(),
+            Err(_) => None,
+        };
+        let received = self.clock.now_ms();
+        let mut peers = self.peers.lock().expect("peers lock");
+        let view = peers.entry(node.name.clone()).or_default();
+        if let Some((Response::Pong { now_ms, removed_at, .. }, _)) = answer {
+            view.last_seen_ms = Some(received);
+            view.clock_offset_ms = Some(now_ms - (sent + received) / 2);
+            drop(peers);
+            if let Some(index) = removed_at {
+                self.check_removed(node, index);
+            }
+        } else {
+            self.connections.lock().expect("connections lock").remove(&node.name);
+        }
+    }
+
+    /// For a Ping from monitor `asker`: the index of this monitor's membership if it
+    /// follows a leader and `asker` is not in it.
+    fn removed_at(&self, asker: &EntityName) -> Option<u64> {
+        if asker.kind() != EntityKind::Mon {
+            return None;
+        }
+        let metrics = self.raft.metrics().borrow().clone();
+        if !self.has_quorum(&metrics) {
+            return None;
+        }
+        let membership = &metrics.membership_config;
+        let known = membership.membership().nodes().any(|(_, n)| n.name == asker.id());
+        (!known).then(|| membership.log_id().map_or(0, |l| l.index))
+    }
+
+    /// A peer in the quorum says this monitor is not a member as of log index `index`. If
+    /// that is newer than the membership this monitor knows (a lagging peer may not know
+    /// of this monitor yet), or this monitor's own membership agrees (a removed leader
+    /// saw its removal commit), it was removed: it stops, as `removed` tells the daemon.
+    fn check_removed(&self, peer: &MonNode, index: u64) {
+        let (known, included) = {
+            let metrics = self.raft.metrics().borrow().clone();
+            let membership = &metrics.membership_config;
+            let included = membership.membership().get_node(&self.node_id).is_some();
+            (membership.log_id().map_or(0, |l| l.index), included)
+        };
+        if index > known || !included {
+            let reason = format!(
+                "mon.{} was removed from the monitors (mon.{}'s monitor list as of log index \
+                 {index} does not include it)",
+                self.name, peer.name
+            );
+            self.removed.send_if_modified(|r| r.replace(reason).is_none());
+        }
+    }
+
+    pub fn status(&self) -> StatusReport {
+        let now = self.clock.now_ms();
+        let metrics = self.raft.metrics().borrow().clone();
+        let (map, settings, membership) = self
+            .state
+            .read(|a| (a.state.map().clone(), a.state.settings().clone(), members(&a.membership)));
+        let grace = settings.mon_down_grace_s as i64 * 1000;
+        let peers = self.peers.lock().expect("peers lock").clone();
+        let has_leader = self.has_quorum(&metrics);
+        let voters: std::collections::BTreeSet<NodeId> =
+            metrics.membership_config.membership().voter_ids().collect();
+        let monitors: Vec<MonStatus> = membership
+            .iter()
+            .filter(|(id, _)| voters.contains(id))
+            .map(|(id, node)| {
+                let me = node.name == self.name;
+                let view = peers.get(&node.name).copied().unwrap_or_default();
+                let alive = me || view.last_seen_ms.is_some_and(|t| now - t <= grace);
+                MonStatus {
+                    name: node.name.clone(),
+                    id: *id,
+                    addr: node.addr.clone(),
+                    in_quorum: has_leader && alive,
+                    leader: metrics.current_leader == Some(*id),
+                    last_seen_ms: if me {
+                        Some(0)
+                    } else {
+                        view.last_seen_ms.map(|t| (now - t).max(0) as u64)
+                    },
+                    clock_offset_ms: if me { Some(0) } else { view.clock_offset_ms },
+                }
+            })
+            .collect();
+        let daemons = self.daemons.lock().expect("daemons lock").clone();
+        let flapping = self.failure.lock().expect("failure lock").flapping();
+        let inputs = health::Inputs {
+            map: &map,
+            settings: &settings,
+            monitors: &monitors,
+            daemons: &daemons,
+            flapping: &flapping,
+            now_ms: now,
+        };
+        let checks = health::checks(&inputs);
+        let osds = &map.contents().osds;
+        StatusReport {
+            fsid: placement::describe::format_uuid(&map.contents().fsid),
+            health: health::overall(&checks),
+            checks,
+            answered_by: self.name.clone(),
+            leader: monitors.iter().find(|m| m.leader && m.in_quorum).map(|m| m.name.clone()),
+            term: metrics.current_term,
+            monitors,
+            epoch: map.epoch(),
+            osds: OsdCounts {
+                total: osds.len() as u32,
+                up: osds.values().filter(|s| s.up).count() as u32,
+                r#in: osds.values().filter(|s| s.is_in).count() as u32,
+            },
+            pools: map.contents().pools.len() as u32,
+            pgs: map.contents().pools.values().map(|p| u64::from(p.pg_num)).sum(),
+            flags: map.contents().flags.iter().map(|f| f.name().to_owned()).collect(),
+        }
+    }
+
+    fn maps(&self, have: Option<Epoch>) -> Result<(Response, Bytes), RemoteError> {
+        let (bundle, epoch) =
+            self.state.read(|a| a.state.maps_since(have).map(|b| (b, a.state.map().epoch())))?;
+        let bulk =
+            postcard::to_stdvec(&bundle).map_err(|e| error(ErrorCode::Internal, e.to_string()))?;
+        Ok((Response::Maps { epoch }, Bytes::from(bulk)))
+    }
+
+    /// Sends the maps since `have`, then each new epoch, until the subscriber leaves.
+    fn subscribe(self: Arc<Self>, have: Option<Epoch>) -> Reply {
+        let (tx, rx) = mpsc::channel(rpc::SUBSCRIPTION_QUEUE);
+        let mut epochs = self.state.epochs();
+        tokio::spawn(async move {
+            let mut sent = have;
+            loop {
+                let current = *epochs.borrow_and_update();
+                if sent != Some(current) {
+                    let update = match self.maps(sent) {
+                        Ok(update) => update,
+                        Err(e) => (Response::Error(e), Bytes::new()),
+                    };
+                    if tx.send(update).await.is_err() {
+                        return;
+                    }
+                    sent = Some(current);
+                }
+                tokio::select! {
+                    changed = epochs.changed() => if changed.is_err() { return },
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Reply::Stream(rx)
+    }
+
+    async fn raft_rpc(&self, kind: RaftRpc, bulk: Bytes) -> Result<(Response, Bytes), RemoteError> {
+        let malformed =
+            |e: postcard::Error| error(ErrorCode::Malformed, format!("raft {kind:?}: {e}"));
+        let encoded = match kind {
+            RaftRpc::AppendEntries => postcard::to_stdvec(
+                &self.raft.append_entries(postcard::from_bytes(&bulk).map_err(malformed)?).await,
+            ),
+            RaftRpc::Vote => postcard::to_stdvec(
+                &self.raft.vote(postcard::from_bytes(&bulk).map_err(malformed)?).await,
+            ),
+            RaftRpc::InstallSnapshot => postcard::to_stdvec(
+                &self.raft.install_snapshot(postcard::from_bytes(&bulk).map_err(malformed)?).await,
+            ),
+        };
+        let bulk = encoded.map_err(|e| error(ErrorCode::Internal, e.to_string()))?;
+        Ok((Response::Raft, Bytes::from(bulk)))
+    }
+
+    async fn dispatch(
+        self: Arc<Self>,
+        peer: Peer,
+        request: Request,
+        bulk: Bytes,
+    ) -> Result<Reply, RemoteError> {
+        let from_monitor = peer.entity.kind() == EntityKind::Mon;
+        let only_monitors =
+            || error(ErrorCode::PermissionDenied, format!("{} is not a monitor", peer.entity));
+        let reply = |(response, bulk)| Reply::One(response, bulk);
+        if from_monitor {
+            self.note_seen(peer.entity.id());
+        }
+        match request {
+            Request::Ping { sent_ms } => Ok(Reply::ok(Response::Pong {
+                sent_ms,
+                now_ms: self.clock.now_ms(),
+                from: self.entity.clone(),
+                removed_at: self.removed_at(&peer.entity),
+            })),
+            // The leader's view is the complete one (failure detection and daemons'
+            // beacons live there); a monitor answers for itself when there is none to ask.
+            // One that knows no leader yet (it just started, or lost an election) gives the
+            // election a moment, as Ceph's monitors serve clients only in a quorum.
+            Request::Status if !from_monitor && !self.is_leader() => {
+                let election = Duration::from_millis(self.raft.config().election_timeout_max);
+                let _ = self
+                    .raft
+                    .wait(Some(election * ELECTIONS_AWAITED))
+                    .metrics(|m| m.current_leader.is_some(), "a leader")
+                    .await;
+                match self.to_leader(Request::Status, STATUS_FORWARD_TIMEOUT).await {
+                    Ok(answer) => Ok(reply(answer)),
+                    Err(_) => Ok(Reply::ok(Response::Status(Box::new(self.status())))),
+                }
+            }
+            Request::Status => Ok(Reply::ok(Response::Status(Box::new(self.status())))),
+            Request::GetMaps { have } => {
+                if let Some(have) = have {
+                    self.note_epoch(&peer.entity, have);
+                }
+                self.maps(have).map(reply)
+            }
+            Request::Subscribe { have } => Ok(self.subscribe(have)),
+            Request::Command { id, command } => {
+                self.execute(peer.entity, id, command).await.map(reply)
+            }
+            request @ (Request::OsdBoot { .. }
+            | Request::OsdBeacon { .. }
+            | Request::OsdFailure { .. }) => {
+                self.osd_message(peer.entity, request).await.map(reply)
+            }
+            Request::Raft(kind) if from_monitor => self.raft_rpc(kind, bulk).await.map(reply),
+            Request::Forward { origin, id, command } if from_monitor => {
+                self.execute(origin, id, command).await.map(reply)
+            }
+            Request::ForwardOsd { origin, request } if from_monitor => {
+                self.osd_message(origin, *request).await.map(reply)
+            }
+            Request::GetGenesis => {
+                self.require_admin(&peer.entity)?;
+                let ca_key_pem = self.ca.as_ref().map(|ca| ca.key_pem().to_owned());
+                Ok(Reply::One(Response::Genesis { ca_key_pem }, self.genesis.clone()))
+            }
+            Request::Raft(_) | Request::Forward { .. } | Request::ForwardOsd { .. } => {
+                Err(only_monitors())
+            }
+        }
+    }
+}
+
+impl rpc::Service for Monitor {
+    fn admit(&self, peer: &Peer) -> Result<(), String> {
+        self.state.read(|a| a.state.admit(&peer.entity, peer.fingerprint.as_ref()))
+    }
+
+    fn handle(
+        self: Arc<Self>,
+        peer: Peer,
+        request: Request,
+        bulk: Bytes,
+    ) -> BoxFuture<'static, Reply> {
+        Box::pin(async move {
+            let name = request.name();
+            match self.dispatch(peer.clone(), request, bulk).await {
+                Ok(reply) => reply,
+                Err(e) => {
+                    tracing::debug!(peer = %peer.entity, request = name, error = %e, "request failed");
+                    Reply::from(e)
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,139 @@
+//! Cluster settings: the knobs of failure detection and health, kept in the replicated
+//! state so every monitor decides with the same values, and changed with
+//! `cairn config set KEY VALUE` through the Raft log.
+
+use serde::{Deserialize, Serialize};
+
+/// Every setting with its default and bounds. Times are in seconds unless the key says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// A down OSD is marked out after this long, unless `noout` is set (Ceph's
+    /// `mon_osd_down_out_interval`).
+    pub down_out_interval_s: u64,
+    /// An OSD that sends no beacon for this long is marked down.
+    pub osd_beacon_grace_s: u64,
+    /// Distinct peers that must report an OSD unreachable before it is marked down early.
+    pub min_down_reporters: u32,
+    /// An OSD marked down this many times within `osd_flap_window_s` is flapping: its next
+    /// boot waits `osd_flap_backoff_s`, doubled per further flap.
+    pub osd_flap_count: u32,
+    pub osd_flap_window_s: u64,
+    pub osd_flap_backoff_s: u64,
+    /// A monitor silent this long counts as down (MON_DOWN).
+    pub mon_down_grace_s: u64,
+    /// Clock offsets between monitors above this are CLOCK_SKEW.
+    pub clock_skew_warn_ms: u64,
+    /// A daemon this many epochs behind the current map for longer than
+    /// `map_epoch_lag_grace_s` is MAP_EPOCH_LAG.
+    pub map_epoch_lag_epochs: u64,
+    pub map_epoch_lag_grace_s: u64,
+    /// PG copies per OSD a pool created without pg_num is sized for.
+    pub target_pgs_per_osd: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            down_out_interval_s: 600,
+            osd_beacon_grace_s: 20,
+            min_down_reporters: 2,
+            osd_flap_count: 3,
+            osd_flap_window_s: 600,
+            osd_flap_backoff_s: 30,
+            mon_down_grace_s: 5,
+            clock_skew_warn_ms: 50,
+            map_epoch_lag_epochs: 10,
+            map_epoch_lag_grace_s: 30,
+            target_pgs_per_osd: placement::autoscale::TARGET_PGS_PER_OSD_DEFAULT,
+        }
+    }
+}
+
+/// `(key, lowest, highest)` of every setting.
+const KEYS: &[(&str, u64, u64)] = &[
+    ("mon.down_out_interval", 1, 365 * 24 * 3600),
+    ("mon.osd_beacon_grace", 1, 24 * 3600),
+    ("mon.min_down_reporters", 1, 1000),
+    ("mon.osd_flap_count", 1, 1000),
+    ("mon.osd_flap_window", 1, 24 * 3600),
+    ("mon.osd_flap_backoff", 1, 24 * 3600),
+    ("mon.mon_down_grace", 1, 3600),
+    ("mon.clock_skew_warn_ms", 1, 3_600_000),
+    ("mon.map_epoch_lag_epochs", 1, 1_000_000),
+    ("mon.map_epoch_lag_grace", 1, 24 * 3600),
+    ("mon.target_pgs_per_osd", 1, 10_000),
+];
+
+impl Settings {
+    /// Sets `key` to `value`, refusing unknown keys and values out of bounds.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        let &(_, low, high) = KEYS.iter().find(|(k, _, _)| *k == key).ok_or_else(|| {
+            let known: Vec<&str> = KEYS.iter().map(|(k, _, _)| *k).collect();
+            format!("unknown setting '{key}' (known: {})", known.join(", "))
+        })?;
+        let n: u64 = value.parse().map_err(|_| format!("'{value}' is not a whole number"))?;
+        if !(low..=high).contains(&n) {
+            return Err(format!("{key} = {n} is outside {low}..={high}"));
+        }
+        match key {
+            "mon.down_out_interval" => self.down_out_interval_s = n,
+            "mon.osd_beacon_grace" => self.osd_beacon_grace_s = n,
+            "mon.min_down_reporters" => self.min_down_reporters = n as u32,
+            "mon.osd_flap_count" => self.osd_flap_count = n as u32,
+            "mon.osd_flap_window" => self.osd_flap_window_s = n,
+            "mon.osd_flap_backoff" => self.osd_flap_backoff_s = n,
+            "mon.mon_down_grace" => self.mon_down_grace_s = n,
+            "mon.clock_skew_warn_ms" => self.clock_skew_warn_ms = n,
+            "mon.map_epoch_lag_epochs" => self.map_epoch_lag_epochs = n,
+            "mon.map_epoch_lag_grace" => self.map_epoch_lag_grace_s = n,
+            "mon.target_pgs_per_osd" => self.target_pgs_per_osd = n as u32,
+            _ => unreachable!("every key in KEYS is handled"),
+        }
+        Ok(())
+    }
+
+    /// Every setting as `(key, value)`, for `cairn config dump`.
+    pub fn entries(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("mon.down_out_interval", self.down_out_interval_s),
+            ("mon.osd_beacon_grace", self.osd_beacon_grace_s),
+            ("mon.min_down_reporters", u64::from(self.min_down_reporters)),
+            ("mon.osd_flap_count", u64::from(self.osd_flap_count)),
+            ("mon.osd_flap_window", self.osd_flap_window_s),
+            ("mon.osd_flap_backoff", self.osd_flap_backoff_s),
+            ("mon.mon_down_grace", self.mon_down_grace_s),
+            ("mon.clock_skew_warn_ms", self.clock_skew_warn_ms),
+            ("mon.map_epoch_lag_epochs", self.map_epoch_lag_epochs),
+            ("mon.map_epoch_lag_grace", self.map_epoch_lag_grace_s),
+            ("mon.target_pgs_per_osd", u64::from(self.target_pgs_per_osd)),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_sets_and_is_listed() {
+        let mut settings = Settings::default();
+        for (key, low, _) in KEYS {
+            settings.set(key, &low.to_string()).unwrap();
+        }
+        let listed: Vec<&str> = settings.entries().iter().map(|(k, _)| *k).collect();
+        let keys: Vec<&str> = KEYS.iter().map(|(k, _, _)| *k).collect();
+        assert_eq!(listed, keys);
+        assert!(settings.entries().iter().zip(KEYS).all(|((_, v), (_, low, _))| v == low));
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        let mut settings = Settings::default();
+        assert!(settings.set("mon.nope", "1").unwrap_err().contains("unknown setting"));
+        assert!(
+            settings.set("mon.down_out_interval", "soon").unwrap_err().contains("whole number")
+        );
+        assert!(settings.set("mon.down_out_interval", "0").unwrap_err().contains("outside"));
+        assert_eq!(settings, Settings::default());
+    }
+}

@@ -1,0 +1,371 @@
+//! The messages daemons and clients exchange.
+//!
+//! Every request is one frame on its own stream, answered by one frame (or, for a
+//! subscription, a frame per new map epoch). The enums only ever grow at the end: a peer
+//! that does not know a variant answers `Unsupported` instead of misreading it, and the
+//! protocol version is fixed per connection by ALPN (`cairn/1`). Bulk data (maps, the
+//! messages of Raft) travels in the frame's bulk payload.
+
+use std::collections::BTreeMap;
+
+use placement::{Epoch, MapFlag, RuleKind};
+use serde::{Deserialize, Serialize};
+
+use crate::entity::EntityName;
+use crate::error::RemoteError;
+
+/// The protocol version spoken on `cairn/1` connections.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// Liveness and clocks: answered with `Pong`.
+    Ping { sent_ms: i64 },
+    /// The cluster's state and health, as `ceph -s` shows it.
+    Status,
+    /// The maps since epoch `have`: incrementals when the monitor still has them all, else
+    /// the full map. Answered with `Maps` and a `MapBundle` in the bulk payload.
+    GetMaps { have: Option<Epoch> },
+    /// `GetMaps`, then one `Maps` frame per new epoch until the stream is closed.
+    Subscribe { have: Option<Epoch> },
+    /// An administrative change, committed through the monitors' Raft log. With an `id`
+    /// (see `RequestId`) a resent command is applied at most once.
+    Command { id: Option<RequestId>, command: Command },
+    /// An OSD starting: it is up, at `addr`.
+    OsdBoot { osd: u32, addr: String },
+    /// An OSD alive, with the map epoch it has.
+    OsdBeacon { osd: u32, epoch: Epoch },
+    /// An OSD reporting a peer it cannot reach.
+    OsdFailure { target: u32, failed_for_ms: u64 },
+    /// Monitor to monitor: a Raft RPC whose request is the bulk payload.
+    Raft(RaftRpc),
+    /// Monitor to monitor: a command a follower passes to the leader for `origin`.
+    Forward { origin: EntityName, id: Option<RequestId>, command: Command },
+    /// Monitor to monitor: an OSD message a follower passes to the leader.
+    ForwardOsd { origin: EntityName, request: Box<Request> },
+    /// What a new monitor starts from (admins only): answered with `Genesis`.
+    GetGenesis,
+}
+
+impl Request {
+    /// A short name for logs and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Ping { .. } => "ping",
+            Request::Status => "status",
+            Request::GetMaps { .. } => "get maps",
+            Request::Subscribe { .. } => "subscribe",
+            Request::Command { .. } => "command",
+            Request::OsdBoot { .. } => "osd boot",
+            Request::OsdBeacon { .. } => "osd beacon",
+            Request::OsdFailure { .. } => "osd failure report",
+            Request::Raft(_) => "raft",
+            Request::Forward { .. } => "forwarded command",
+            Request::ForwardOsd { .. } => "forwarded osd message",
+            Request::GetGenesis => "get genesis",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RaftRpc {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    Error(RemoteError),
+    Pong {
+        sent_ms: i64,
+        now_ms: i64,
+        from: EntityName,
+        /// To a monitor: set when the answering monitor follows a leader and its monitor
+        /// list (as of this log index) does not include the asker, i.e. it was removed.
+        removed_at: Option<u64>,
+    },
+    Status(Box<StatusReport>),
+    /// Maps up to `epoch`; the bulk payload is a `MapBundle`.
+    Maps {
+        epoch: Epoch,
+    },
+    Done(CommandOutput),
+    Ack,
+    /// A Raft reply, in the bulk payload.
+    Raft,
+    /// The genesis file, in the bulk payload, and the cluster CA's key so a new monitor can
+    /// issue identities too (only to admins).
+    Genesis {
+        ca_key_pem: Option<String>,
+    },
+}
+
+impl Response {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Response::Error(_) => "error",
+            Response::Pong { .. } => "pong",
+            Response::Status(_) => "status",
+            Response::Maps { .. } => "maps",
+            Response::Done(_) => "done",
+            Response::Ack => "ack",
+            Response::Raft => "raft",
+            Response::Genesis { .. } => "genesis",
+        }
+    }
+}
+
+/// Maps in a bulk payload: a full map and/or the incrementals after it, each in its own
+/// checksummed encoding (`placement::encoding`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapBundle {
+    pub full: Option<Vec<u8>>,
+    pub incrementals: Vec<Vec<u8>>,
+}
+
+/// Where a replicated or erasure-coded pool keeps its data.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PoolSpec {
+    Replicated { size: u8, min_size: Option<u8> },
+    Erasure { k: u8, m: u8, min_size: Option<u8> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PoolField {
+    Size(u8),
+    MinSize(u8),
+    PgNum(u32),
+    PgpNum(u32),
+    Rule(String),
+}
+
+/// Names one attempt at a command across its resends, so that the monitors apply it at
+/// most once and answer every resend with the first result (Raft's client sessions). A
+/// client draws it at random; the monitors key it by the sender's identity as well.
+pub type RequestId = u64;
+
+/// A fresh request id.
+pub fn new_request_id() -> RequestId {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 8];
+    // The system's random source does not fail on Linux; a zero id would still be unique
+    // enough among one identity's recent commands.
+    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+    u64::from_le_bytes(bytes)
+}
+
+/// Administrative changes. Names are resolved by the monitors when the change commits, so
+/// two commands that race are decided in log order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// A pool; `pg_num` defaults to what the autoscaler picks, `rule` to the default rule.
+    PoolCreate {
+        name: String,
+        spec: PoolSpec,
+        pg_num: Option<u32>,
+        rule: Option<String>,
+    },
+    PoolDelete {
+        name: String,
+    },
+    PoolSet {
+        name: String,
+        field: PoolField,
+    },
+    /// "copies on distinct `failure_domain`s under `root`, of `class`".
+    RuleCreate {
+        name: String,
+        kind: RuleKind,
+        root: String,
+        failure_domain: String,
+        class: Option<String>,
+    },
+    RuleRemove {
+        name: String,
+    },
+    CrushAddBucket {
+        name: String,
+        type_name: String,
+        parent: Option<String>,
+    },
+    CrushMove {
+        name: String,
+        parent: String,
+    },
+    CrushRemove {
+        name: String,
+    },
+    /// Places (or moves) an OSD, like `ceph osd crush set`: `location` maps bucket types to
+    /// names from the top, missing buckets are created.
+    CrushSetOsd {
+        osd: u32,
+        weight: f64,
+        location: BTreeMap<String, String>,
+        class: Option<String>,
+    },
+    /// A new OSD id (the lowest free one unless given); it is down and out until it boots.
+    OsdCreate {
+        id: Option<u32>,
+    },
+    OsdRemove {
+        osd: u32,
+    },
+    OsdIn {
+        osds: Vec<u32>,
+    },
+    OsdOut {
+        osds: Vec<u32>,
+    },
+    OsdDown {
+        osds: Vec<u32>,
+    },
+    OsdReweight {
+        osd: u32,
+        reweight: f64,
+    },
+    OsdSetClass {
+        osd: u32,
+        class: Option<String>,
+    },
+    SetFlag {
+        flag: MapFlag,
+    },
+    ClearFlag {
+        flag: MapFlag,
+    },
+    /// A cluster setting (`cairn config set mon.down_out_interval 600`).
+    ConfigSet {
+        key: String,
+        value: String,
+    },
+    /// A new identity with capabilities; answered with its key and certificate.
+    AuthAdd {
+        entity: EntityName,
+        mon_caps: String,
+        osd_caps: String,
+    },
+    /// Revokes an identity: its certificate is refused from then on.
+    AuthRemove {
+        entity: EntityName,
+    },
+    AuthList,
+    /// A monitor joins the quorum as Raft node `id` (its daemon must already run at `addr`;
+    /// a new monitor sends this itself when it starts).
+    MonAdd {
+        name: String,
+        addr: String,
+        id: u64,
+    },
+    MonRemove {
+        name: String,
+    },
+}
+
+impl Command {
+    /// Whether the command only reads (it still goes through the leader).
+    pub fn is_read_only(&self) -> bool {
+        matches!(self, Command::AuthList)
+    }
+
+    /// Whether a resend with the same `RequestId` is answered from the first attempt.
+    /// Identities are not (their key exists only in the first answer), nor are monitor
+    /// membership changes (Raft's own membership log decides them).
+    pub fn resends_safely(&self) -> bool {
+        !matches!(
+            self,
+            Command::AuthAdd { .. } | Command::MonAdd { .. } | Command::MonRemove { .. }
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum CommandOutput {
+    /// The change committed as this map epoch (or changed nothing in the map).
+    Epoch(Epoch),
+    OsdCreated {
+        osd: u32,
+        epoch: Epoch,
+    },
+    /// A new identity's certificate and key, shown once.
+    Identity {
+        entity: EntityName,
+        ca_pem: String,
+        cert_pem: String,
+        key_pem: String,
+    },
+    Identities(Vec<IdentityInfo>),
+    /// A change outside the map (config, auth, monitors).
+    Done,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityInfo {
+    pub entity: EntityName,
+    pub caps: crate::caps::Caps,
+    pub fingerprint: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Severity {
+    Ok,
+    Warn,
+    Err,
+}
+
+impl Severity {
+    pub fn health_name(self) -> &'static str {
+        match self {
+            Severity::Ok => "HEALTH_OK",
+            Severity::Warn => "HEALTH_WARN",
+            Severity::Err => "HEALTH_ERR",
+        }
+    }
+}
+
+/// One named health check (MON_DOWN, OSD_DOWN, CLOCK_SKEW, ...).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    pub code: String,
+    pub severity: Severity,
+    pub summary: String,
+    pub detail: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonStatus {
+    pub name: String,
+    /// Its Raft node id.
+    pub id: u64,
+    pub addr: String,
+    pub in_quorum: bool,
+    pub leader: bool,
+    /// Milliseconds since the answering monitor last heard from it.
+    pub last_seen_ms: Option<u64>,
+    /// Its clock minus the answering monitor's, in milliseconds.
+    pub clock_offset_ms: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OsdCounts {
+    pub total: u32,
+    pub up: u32,
+    pub r#in: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub fsid: String,
+    pub health: Severity,
+    pub checks: Vec<HealthCheck>,
+    /// The monitor that answered.
+    pub answered_by: String,
+    pub leader: Option<String>,
+    pub term: u64,
+    pub monitors: Vec<MonStatus>,
+    pub epoch: Epoch,
+    pub osds: OsdCounts,
+    pub pools: u32,
+    pub pgs: u64,
+    pub flags: Vec<String>,
+}

@@ -1,0 +1,65 @@
+//! The transport: authenticated connections carrying independent bidirectional streams.
+//!
+//! Daemons see it through two traits, `Endpoint` (connect and accept) and `Connection`
+//! (open and accept streams, know the verified peer). `quic` is the implementation used
+//! between processes: QUIC over UDP with mutual TLS 1.3. `memory` connects endpoints in one
+//! process for tests, with identities given rather than proven. Streams are plain
+//! `AsyncRead`/`AsyncWrite` halves; `crate::rpc` puts frames on them.
+
+pub mod memory;
+pub mod quic;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::entity::EntityName;
+use crate::error::TransportError;
+use crate::identity::Fingerprint;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// The writing half of a stream; shutting it down ends the stream for the reader.
+pub type SendHalf = Box<dyn AsyncWrite + Send + Unpin>;
+pub type RecvHalf = Box<dyn AsyncRead + Send + Unpin>;
+
+/// The other end of a connection, as its certificate proved it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub entity: EntityName,
+    /// The certificate's fingerprint (`None` on in-memory connections).
+    pub fingerprint: Option<Fingerprint>,
+    pub addr: SocketAddr,
+}
+
+pub trait Connection: Send + Sync + 'static {
+    fn peer(&self) -> &Peer;
+    /// Opens a new stream to the peer.
+    fn open(&self) -> BoxFuture<'_, Result<(SendHalf, RecvHalf), TransportError>>;
+    /// The next stream the peer opened; `None` once the connection is closed.
+    fn accept(&self) -> BoxFuture<'_, Option<(SendHalf, RecvHalf)>>;
+    /// Refuses the peer: closes the connection, and the peer's calls fail with
+    /// `TransportError::Refused` carrying `reason`.
+    fn close(&self, reason: &str);
+    /// Why the connection ended, once it has.
+    fn close_error(&self) -> Option<TransportError>;
+    fn is_closed(&self) -> bool {
+        self.close_error().is_some()
+    }
+}
+
+pub trait Endpoint: Send + Sync + 'static {
+    /// Connects to the entity `server` at `addr`; the peer must prove it is `server`.
+    fn connect(
+        &self,
+        addr: SocketAddr,
+        server: &EntityName,
+    ) -> BoxFuture<'_, Result<Arc<dyn Connection>, TransportError>>;
+    /// The next authenticated incoming connection; `None` once the endpoint is closed.
+    /// Failed handshakes are logged and skipped.
+    fn accept(&self) -> BoxFuture<'_, Option<Arc<dyn Connection>>>;
+    fn local_addr(&self) -> SocketAddr;
+    fn close(&self);
+}

@@ -1,0 +1,242 @@
+//! Real clusters for tests: monitors started as separate `cairn mon run` processes on
+//! loopback ports, driven through the `cairn` CLI, stopped or killed with signals.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_cairn");
+
+pub struct Mon {
+    pub name: String,
+    pub dir: PathBuf,
+    pub addr: String,
+    pub child: Option<Child>,
+    pub env: Vec<(String, String)>,
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub mons: Vec<Mon>,
+}
+
+/// A UDP port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Cluster {
+    /// Bootstraps a cluster of `n` monitors (not started).
+    pub fn bootstrap(n: usize) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let names = ["a", "b", "c", "d", "e"];
+        let mut args =
+            vec!["bootstrap".to_owned(), "--dir".to_owned(), dir.path().display().to_string()];
+        let mut mons = Vec::new();
+        for name in names.iter().take(n) {
+            let addr = format!("127.0.0.1:{}", free_port());
+            args.push("--mon".into());
+            args.push(format!("{name}={addr}"));
+            mons.push(Mon {
+                name: (*name).into(),
+                dir: dir.path().join(format!("mon.{name}")),
+                addr,
+                child: None,
+                env: vec![],
+            });
+        }
+        let out = Command::new(BIN).args(&args).output().unwrap();
+        assert!(out.status.success(), "bootstrap: {}", String::from_utf8_lossy(&out.stderr));
+        Cluster { dir, mons }
+    }
+
+    /// Bootstraps and starts `n` monitors, and waits for a healthy quorum.
+    pub fn start(n: usize) -> Cluster {
+        let mut cluster = Cluster::bootstrap(n);
+        for i in 0..n {
+            cluster.start_mon(i);
+        }
+        cluster.wait_status("a healthy quorum", Duration::from_secs(30), |s| {
+            s["health"] == "Ok"
+                && s["monitors"]
+                    .as_array()
+                    .is_some_and(|m| m.iter().all(|m| m["in_quorum"] == true))
+        });
+        cluster
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("client.toml")
+    }
+
+    pub fn index(&self, name: &str) -> usize {
+        self.mons.iter().position(|m| m.name == name).unwrap_or_else(|| panic!("no mon.{name}"))
+    }
+
+    pub fn start_mon(&mut self, i: usize) {
+        let mon = &mut self.mons[i];
+        assert!(mon.child.is_none(), "mon.{} already runs", mon.name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(mon.dir.join("mon.log"))
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(["mon", "run", "--data"])
+            .arg(&mon.dir)
+            .envs(mon.env.iter().cloned())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        mon.child = Some(child);
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill_mon(&mut self, i: usize) {
+        if let Some(mut child) = self.mons[i].child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM, waiting for the exit.
+    pub fn stop_mon(&mut self, i: usize) {
+        if let Some(mut child) = self.mons[i].child.take() {
+            // SAFETY: signalling our own child process.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().unwrap().is_none() {
+                assert!(
+                    Instant::now() < deadline,
+                    "mon.{} did not stop on SIGTERM",
+                    self.mons[i].name
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Waits for monitor `i` to exit on its own; its exit status.
+    pub fn wait_exit(&mut self, i: usize, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let mon = &mut self.mons[i];
+        let child = mon.child.as_mut().unwrap_or_else(|| panic!("mon.{} is not running", mon.name));
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                mon.child = None;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "mon.{} still runs after {timeout:?}", mon.name);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs `cairn --conf <cluster> ARGS`.
+    pub fn cairn(&self, args: &[&str]) -> Output {
+        Command::new(BIN).arg("--conf").arg(self.config()).args(args).output().unwrap()
+    }
+
+    /// Runs a command that must succeed; its standard output.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cairn(args);
+        assert!(
+            out.status.success(),
+            "cairn {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.logs()
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs a command that must fail; its error output.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.cairn(args);
+        assert!(
+            !out.status.success(),
+            "cairn {args:?} should fail but printed {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["--format", "json"]);
+        serde_json::from_str(&self.ok(&all)).unwrap()
+    }
+
+    /// The status, or `None` when no monitor answers right now.
+    pub fn status(&self) -> Option<Value> {
+        let out = self.cairn(&["status", "--format", "json", "--timeout", "3"]);
+        out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+    }
+
+    /// Waits until the status satisfies `check`; panics with the last status after `timeout`.
+    pub fn wait_status(
+        &self,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        loop {
+            if let Some(status) = self.status() {
+                if check(&status) {
+                    return status;
+                }
+                last = Some(status);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited {timeout:?} for {what}; last status: {}{}",
+                last.map_or("none".into(), |s| serde_json::to_string_pretty(&s).unwrap()),
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The tail of every monitor's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for mon in &self.mons {
+            let log = std::fs::read_to_string(mon.dir.join("mon.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            out.push_str(&format!("\n--- mon.{} log (last lines) ---\n", mon.name));
+            for line in tail.into_iter().rev() {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    pub fn leader(&self) -> String {
+        let status =
+            self.wait_status("a leader", Duration::from_secs(20), |s| s["leader"].is_string());
+        status["leader"].as_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.mons.len() {
+            self.kill_mon(i);
+        }
+    }
+}
+
+/// Milliseconds since `start`.
+pub fn ms(start: Instant) -> u128 {
+    start.elapsed().as_millis()
+}
+
+pub fn path_str(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
