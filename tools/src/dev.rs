@@ -230,9 +230,27 @@ pub async fn up(dir: &Path, monitors: usize, base_port: u16) -> Result<()> {
     }
     let abs = std::fs::canonicalize(&config_path).unwrap_or(config_path);
     println!("client configuration: {}", abs.display());
-    println!("try: cairn status    (from this directory, or with CAIRN_CONF={})", abs.display());
-    println!("stop with: cairn dev down    (data stays in {})", dir.display());
+    // The binary as this shell can name it: `cairn` on the PATH, else its path.
+    let exe = std::env::current_exe().ok();
+    let cwd = std::env::current_dir().ok();
+    let cairn = match (&exe, &cwd) {
+        (Some(exe), _) if which_cairn().as_deref() == Some(exe.as_path()) => "cairn".to_owned(),
+        (Some(exe), Some(cwd)) => exe.strip_prefix(cwd).unwrap_or(exe).display().to_string(),
+        _ => "cairn".to_owned(),
+    };
+    println!("try: {cairn} status    (from this directory, or with CAIRN_CONF={})", abs.display());
+    println!("stop with: {cairn} dev down    (data stays in {})", dir.display());
     Ok(())
+}
+
+/// The `cairn` the shell would run, if one is on the PATH.
+fn which_cairn() -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| Path::new(dir).join("cairn"))
+        .find(|p| p.is_file())
+        .and_then(|p| std::fs::canonicalize(p).ok())
 }
 
 /// `cairn dev down`: stops the monitors of `dir`, keeping their data.
