@@ -6,4 +6,4 @@ pub mod maps;
 pub mod mon_client;
 
 pub use config::ClientConfig;
-pub use mon_client::{ClientError, MonClient};
+pub use mon_client::{ClientError, MapWatch, MonClient};

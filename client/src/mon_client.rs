@@ -214,28 +214,67 @@ impl MonClient {
                 }
             }
             if Instant::now() + backoff >= deadline {
-                let tried: Vec<String> = self
-                    .config
-                    .mons
-                    .iter()
-                    .zip(&errors)
-                    .map(|(m, e)| {
-                        format!(
-                            "mon.{} at {} ({})",
-                            m.name,
-                            m.addr,
-                            if e.is_empty() { "not tried" } else { e }
-                        )
-                    })
-                    .collect();
-                return Err(ClientError::NoMonitor {
-                    after_ms: started.elapsed().as_millis() as u64,
-                    tried: tried.join("; "),
-                });
+                return Err(self.no_monitor(started, &errors));
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
+    }
+
+    /// The error for a deadline passed with no monitor answering, naming each one tried.
+    fn no_monitor(&self, started: Instant, errors: &[String]) -> ClientError {
+        let tried: Vec<String> = self
+            .config
+            .mons
+            .iter()
+            .zip(errors)
+            .map(|(m, e)| {
+                format!("mon.{} at {} ({})", m.name, m.addr, if e.is_empty() { "not tried" } else { e })
+            })
+            .collect();
+        ClientError::NoMonitor {
+            after_ms: started.elapsed().as_millis() as u64,
+            tried: tried.join("; "),
+        }
+    }
+
+    /// A connection to any monitor, hunting (with backoff) until the client's timeout.
+    async fn any_monitor(&self) -> Result<Arc<dyn Connection>, ClientError> {
+        let started = Instant::now();
+        let deadline = started + self.timeout;
+        let skip = vec![false; self.config.mons.len()];
+        let mut errors = vec![String::new(); self.config.mons.len()];
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            if let Some((_, conn)) = self.current(&skip) {
+                return Ok(conn);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(self.no_monitor(started, &errors));
+            }
+            if let Some((_, conn)) = self.hunt(&skip, left, &mut errors).await {
+                return Ok(conn);
+            }
+            tokio::time::sleep(backoff.min(left)).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// Forgets the session's connection, so the next request hunts again.
+    fn drop_connection(&self) {
+        self.session.lock().expect("session lock").conn = None;
+    }
+
+    /// The monitor the session talks to, if it has a connection.
+    pub fn current_monitor(&self) -> Option<String> {
+        let session = self.session.lock().expect("session lock");
+        session.conn.as_ref().map(|_| self.config.mons[session.current].name.clone())
+    }
+
+    /// A map kept current by a subscription, starting from `have` (or from nothing).
+    pub fn watch(&self, have: Option<OsdMap>) -> MapWatch<'_> {
+        MapWatch { client: self, map: have, stream: None }
     }
 
     /// Any read-only request, answered as the monitors answer it.
@@ -284,5 +323,70 @@ impl MonClient {
     pub async fn map(&self) -> Result<OsdMap, ClientError> {
         let (_, bundle) = self.get_maps(None).await?;
         maps::apply_bundle(None, &bundle).map_err(ClientError::Maps)
+    }
+}
+
+/// The cluster map, kept current by a subscription to the monitors: each new epoch arrives
+/// as the incrementals since the one held (or a full map when the monitors no longer have
+/// them). When its monitor goes away it subscribes again at another, from the epoch it has.
+pub struct MapWatch<'a> {
+    client: &'a MonClient,
+    map: Option<OsdMap>,
+    stream: Option<rpc::Subscription>,
+}
+
+impl MapWatch<'_> {
+    /// The map held now.
+    pub fn map(&self) -> Option<&OsdMap> {
+        self.map.as_ref()
+    }
+
+    /// Waits for a map newer than the one held (any map, if none is held) and returns it.
+    /// Fails only when no monitor can be reached within the client's timeout, or the
+    /// cluster refuses the subscription.
+    pub async fn next(&mut self) -> Result<&OsdMap, ClientError> {
+        let before = self.map.as_ref().map(|m| m.epoch());
+        loop {
+            let stream = match &mut self.stream {
+                Some(stream) => stream,
+                None => {
+                    let conn = self.client.any_monitor().await?;
+                    let have = self.map.as_ref().map(|m| m.epoch());
+                    match rpc::Subscription::open(conn.as_ref(), &Request::Subscribe { have }).await
+                    {
+                        Ok(stream) => self.stream.insert(stream),
+                        Err(_) => {
+                            self.client.drop_connection();
+                            continue;
+                        }
+                    }
+                }
+            };
+            match stream.next().await {
+                Ok(Some((Response::Maps { .. }, bulk))) => {
+                    let bundle = maps::decode_bundle(&bulk).map_err(ClientError::Maps)?;
+                    match maps::apply_bundle(self.map.take(), &bundle) {
+                        Ok(map) => self.map = Some(map),
+                        // A gap: start again from a full map.
+                        Err(_) => self.stream = None,
+                    }
+                    let now = self.map.as_ref().map(|m| m.epoch());
+                    if now.is_some() && now > before {
+                        return Ok(self.map.as_ref().expect("just checked"));
+                    }
+                }
+                Ok(Some((other, _))) => {
+                    return Err(ClientError::Unexpected { request: "subscribe", got: other.name() });
+                }
+                Err(TransportError::Remote { error, .. }) if !error.code.is_retryable() => {
+                    return Err(ClientError::Refused(error));
+                }
+                // The monitor ended the stream or went away: subscribe elsewhere.
+                Ok(None) | Err(_) => {
+                    self.stream = None;
+                    self.client.drop_connection();
+                }
+            }
+        }
     }
 }

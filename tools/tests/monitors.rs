@@ -406,3 +406,59 @@ fn dev_up_starts_a_healthy_cluster_and_keeps_its_data_across_down_and_up() {
     assert!(up(&["dev", "down"]).status.success());
     assert!(data.join("client.toml").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_get_incrementals_and_follow_the_maps_across_a_monitor_failure() {
+    let c = Arc::new(tokio::task::spawn_blocking(|| Cluster::start(3)).await.unwrap());
+    let config = client::ClientConfig::load(&c.config()).unwrap();
+    let client = client::MonClient::connect(config).unwrap();
+    let cli = |args: &'static [&'static str]| {
+        let c = c.clone();
+        tokio::task::spawn_blocking(move || c.ok(args))
+    };
+    let mut watch = client.watch(None);
+    let first = tokio::time::timeout(Duration::from_secs(20), watch.next())
+        .await
+        .expect("timed out after 20 s waiting for the first map")
+        .unwrap()
+        .clone();
+
+    // Three changes: a subscriber at the first epoch is sent exactly their incrementals.
+    cli(&["pool", "create", "one", "--pg-num", "8"]).await.unwrap();
+    cli(&["osd", "create"]).await.unwrap();
+    cli(&["osd", "set", "noout"]).await.unwrap();
+    let (epoch, bundle) = client.get_maps(Some(first.epoch())).await.unwrap();
+    assert!(bundle.full.is_none(), "a subscriber 3 epochs behind got a full map");
+    assert_eq!(bundle.incrementals.len(), 3);
+    let caught_up = client::maps::apply_bundle(Some(first.clone()), &bundle).unwrap();
+    let full = client.map().await.unwrap();
+    assert_eq!(caught_up.epoch(), epoch);
+    assert_eq!(caught_up.contents(), full.contents());
+
+    // The watch sees the new epochs (as one or several steps).
+    while watch.map().unwrap().epoch() < epoch {
+        tokio::time::timeout(Duration::from_secs(20), watch.next())
+            .await
+            .expect("timed out after 20 s waiting for the watch to reach the latest epoch")
+            .unwrap();
+    }
+    assert_eq!(watch.map().unwrap().contents(), full.contents());
+
+    // Kill the monitor the session uses: the watch subscribes elsewhere and misses nothing.
+    let serving = client.current_monitor().expect("the session has a monitor");
+    let pid = c.mons[c.index(&serving)].child.as_ref().unwrap().id();
+    // SAFETY: killing a monitor process this test started (the cluster is shared with the
+    // CLI tasks, so not through `kill_mon`, which needs it exclusively).
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    cli(&["pool", "create", "two", "--pg-num", "8"]).await.unwrap();
+    loop {
+        let map = tokio::time::timeout(Duration::from_secs(30), watch.next())
+            .await
+            .expect("timed out after 30 s waiting for a map from another monitor")
+            .unwrap();
+        if map.pool_by_name("two").is_some() {
+            break;
+        }
+    }
+    assert_ne!(client.current_monitor().as_deref(), Some(serving.as_str()));
+}
