@@ -229,7 +229,12 @@ impl MonClient {
             .iter()
             .zip(errors)
             .map(|(m, e)| {
-                format!("mon.{} at {} ({})", m.name, m.addr, if e.is_empty() { "not tried" } else { e })
+                format!(
+                    "mon.{} at {} ({})",
+                    m.name,
+                    m.addr,
+                    if e.is_empty() { "not tried" } else { e }
+                )
             })
             .collect();
         ClientError::NoMonitor {
@@ -376,7 +381,10 @@ impl MapWatch<'_> {
                     }
                 }
                 Ok(Some((other, _))) => {
-                    return Err(ClientError::Unexpected { request: "subscribe", got: other.name() });
+                    return Err(ClientError::Unexpected {
+                        request: "subscribe",
+                        got: other.name(),
+                    });
                 }
                 Err(TransportError::Remote { error, .. }) if !error.code.is_retryable() => {
                     return Err(ClientError::Refused(error));

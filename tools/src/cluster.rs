@@ -72,35 +72,21 @@ pub enum OsdCommand {
         id: Option<u32>,
     },
     /// Remove OSDs that are down.
-    Rm {
-        osd: u32,
-    },
-    In {
-        osds: Vec<u32>,
-    },
-    Out {
-        osds: Vec<u32>,
-    },
-    Down {
-        osds: Vec<u32>,
-    },
+    Rm { osd: u32 },
+    /// Mark OSDs in: they take data again.
+    In { osds: Vec<u32> },
+    /// Mark OSDs out: their data moves elsewhere.
+    Out { osds: Vec<u32> },
+    /// Mark OSDs down (a running OSD marks itself up again by booting).
+    Down { osds: Vec<u32> },
     /// Reweight an OSD (0.0 to 1.0): it keeps that share of what CRUSH gives it.
-    Reweight {
-        osd: u32,
-        reweight: f64,
-    },
+    Reweight { osd: u32, reweight: f64 },
     /// Set (or with no class, clear) an OSD's device class.
-    SetClass {
-        osd: u32,
-        class: Option<String>,
-    },
+    SetClass { osd: u32, class: Option<String> },
     /// Set a cluster flag (noout, noin, noup, nodown, pause, noscrub, nodeepscrub, ...).
-    Set {
-        flag: MapFlag,
-    },
-    Unset {
-        flag: MapFlag,
-    },
+    Set { flag: MapFlag },
+    /// Clear a cluster flag.
+    Unset { flag: MapFlag },
     /// Place an OSD in CRUSH: `cairn osd crush-set 3 1.0 root=default host=node1`.
     CrushSet {
         osd: u32,
@@ -161,11 +147,8 @@ pub enum PoolCommand {
         yes_i_really_mean_it: bool,
     },
     /// Change a pool: size, min_size, pg_num, pgp_num or rule.
-    Set {
-        name: String,
-        field: String,
-        value: String,
-    },
+    Set { name: String, field: String, value: String },
+    /// The pools with their size, rule and PG count.
     Ls,
 }
 
@@ -183,9 +166,9 @@ pub enum RuleCommand {
         #[arg(long)]
         class: Option<String>,
     },
-    Rm {
-        name: String,
-    },
+    /// Remove a rule no pool uses.
+    Rm { name: String },
+    /// The rules with their steps.
     Ls,
 }
 
@@ -203,9 +186,8 @@ pub enum AuthCommand {
         out: PathBuf,
     },
     /// Revoke an identity: its certificate is refused from now on.
-    Rm {
-        entity: EntityName,
-    },
+    Rm { entity: EntityName },
+    /// The identities with their capabilities and certificate fingerprints.
     Ls,
 }
 
