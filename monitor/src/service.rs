@@ -282,7 +282,12 @@ impl Monitor {
                 .lock()
                 .expect("quorum lock")
                 .is_some_and(|at| self.clock.now_ms() - at <= QUORUM_STALE_MS),
-            Some(_) => true,
+            // A follower believes in a leader it hears from.
+            Some(leader) => metrics
+                .membership_config
+                .membership()
+                .get_node(&leader)
+                .is_some_and(|node| !self.leader_silent(&node.name)),
             None => false,
         }
     }

@@ -405,6 +405,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             membership: meta.last_membership.clone(),
         };
         self.epochs.send_replace(epoch);
+        tracing::info!(
+            last_log_id = ?meta.last_log_id,
+            %epoch,
+            "installed a snapshot from the leader"
+        );
         Ok(())
     }
 

@@ -462,3 +462,59 @@ async fn subscribers_get_incrementals_and_follow_the_maps_across_a_monitor_failu
     }
     assert_ne!(client.current_monitor().as_deref(), Some(serving.as_str()));
 }
+
+#[test]
+fn a_monitor_that_missed_a_compacted_log_catches_up_from_a_snapshot() {
+    let mut c = Cluster::bootstrap(3);
+    // Snapshots every 8 entries, so the log mon.c misses is purged before it returns.
+    for mon in &c.mons {
+        let path = mon.dir.join("mon.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = text.replace("snapshot_every = 1000", "snapshot_every = 8");
+        assert!(text.contains("snapshot_every = 8"), "{text}");
+        std::fs::write(&path, text).unwrap();
+    }
+    for i in 0..3 {
+        c.start_mon(i);
+    }
+    c.wait_status("a healthy quorum", Duration::from_secs(30), |s| {
+        s["monitors"].as_array().is_some_and(|m| m.iter().all(|m| m["in_quorum"] == true))
+    });
+    c.kill_mon(2);
+    for i in 0..30 {
+        c.ok(&["pool", "create", &format!("p{i}"), "--pg-num", "8"]);
+    }
+    let expected = c.status().unwrap()["epoch"].clone();
+    c.start_mon(2);
+    let log = c.mons[2].dir.join("mon.log");
+    let started = Instant::now();
+    while !std::fs::read_to_string(&log).unwrap().contains("installed a snapshot") {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "mon.c installed no snapshot within 30 s{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Alone, mon.c answers from its own state: it has every pool.
+    c.kill_mon(0);
+    c.kill_mon(1);
+    let only_c = c.dir.path().join("only-c");
+    std::fs::create_dir_all(&only_c).unwrap();
+    let mut config = client::ClientConfig::load(&c.config()).unwrap();
+    config.mons.retain(|m| m.name == "c");
+    config.keyring = c.dir.path().display().to_string();
+    config.save(&only_c.join("client.toml")).unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("--conf")
+        .arg(only_c.join("client.toml"))
+        .args(["--format", "json", "status"])
+        .output()
+        .unwrap();
+    let status: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(status["answered_by"], "c");
+    assert_eq!(status["epoch"], expected, "{status}");
+    assert_eq!(status["pools"], 30);
+    assert_eq!(status["health"], "Err", "alone, mon.c has no quorum: {status}");
+}
