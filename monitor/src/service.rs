@@ -43,6 +43,8 @@ const STATUS_FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
 /// Election timeouts a monitor that knows no leader waits for one before it answers a
 /// status request itself (two candidates can split the vote once or twice).
 const ELECTIONS_AWAITED: u32 = 3;
+/// How long a ping may take, connecting included.
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// Heartbeats a follower may miss before it stops forwarding to the leader.
 const LEADER_SILENT_HEARTBEATS: i64 = 4;
 /// Monitors whose liveness is tracked (bounds what unknown monitor identities can add).
@@ -555,17 +557,12 @@ impl Monitor {
 
     async fn ping(&self, node: &MonNode) {
         let sent = self.clock.now_ms();
-        let answer = match self.connect(node).await {
-            Ok(conn) => rpc::call(
-                conn.as_ref(),
-                &Request::Ping { sent_ms: sent },
-                &[],
-                Duration::from_secs(2),
-            )
-            .await
-            .ok(),
-            Err(_) => None,
+        // Bounded as a whole, so a dead peer does not hold up the next round for the others.
+        let exchange = async {
+            let conn = self.connect(node).await.ok()?;
+            rpc::call(conn.as_ref(), &Request::Ping { sent_ms: sent }, &[], PING_TIMEOUT).await.ok()
         };
+        let answer = tokio::time::timeout(PING_TIMEOUT, exchange).await.ok().flatten();
         let received = self.clock.now_ms();
         let mut peers = self.peers.lock().expect("peers lock");
         let view = peers.entry(node.name.clone()).or_default();

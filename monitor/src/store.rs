@@ -65,6 +65,8 @@ const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_PURGED: &[u8] = b"last_purged";
 const KEY_SNAPSHOT: &[u8] = b"snapshot";
+/// Memtable size per column family.
+const MEMTABLE_BYTES: usize = 4 << 20;
 
 /// Opens (or creates) the monitor's RocksDB.
 pub fn open_db(path: &Path) -> Result<Arc<DB>, rocksdb::Error> {
@@ -74,7 +76,13 @@ pub fn open_db(path: &Path) -> Result<Arc<DB>, rocksdb::Error> {
     // The monitor's data is small; keep the background work small too.
     options.set_max_background_jobs(2);
     options.set_keep_log_file_num(4);
-    let cfs = [CF_LOG, CF_META].map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+    // Small memtables: the log is purged after every snapshot, and RocksDB's default (64 MiB
+    // per column family) would let a busy monitor's memory grow to that before a flush.
+    let cfs = [CF_LOG, CF_META].map(|name| {
+        let mut cf = Options::default();
+        cf.set_write_buffer_size(MEMTABLE_BYTES);
+        ColumnFamilyDescriptor::new(name, cf)
+    });
     Ok(Arc::new(DB::open_cf_descriptors(&options, path, cfs)?))
 }
 

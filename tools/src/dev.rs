@@ -139,7 +139,7 @@ fn running_pid(daemon_dir: &Path) -> Option<i32> {
 }
 
 /// Starts `cairn mon run` for a monitor directory, detached, logging to `mon.log`.
-fn spawn_monitor(mon_dir: &Path) -> Result<u32> {
+fn spawn_monitor(mon_dir: &Path) -> Result<std::process::Child> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().context("find the cairn binary")?;
     let log_path = mon_dir.join("mon.log");
@@ -157,7 +157,7 @@ fn spawn_monitor(mon_dir: &Path) -> Result<u32> {
         .process_group(0)
         .spawn()
         .with_context(|| format!("start the monitor in {}", mon_dir.display()))?;
-    Ok(child.id())
+    Ok(child)
 }
 
 /// `cairn dev up`: bootstraps `dir` on first use, starts its monitors, waits for health.
@@ -182,24 +182,54 @@ pub async fn up(dir: &Path, monitors: usize, base_port: u16) -> Result<()> {
         bootstrap(dir, &mons)?;
         println!("bootstrapped a new cluster in {}", dir.display());
     }
+    let mut started_now = Vec::new();
     for mon_dir in monitor_dirs(dir)? {
         let name = mon_dir.file_name().and_then(|n| n.to_str()).unwrap_or("mon").to_owned();
         let config = MonConfig::load(&mon_dir)?;
         match running_pid(&mon_dir) {
             Some(pid) => println!("{name} already running (pid {pid}) at {}", config.addr),
             None => {
-                let pid = spawn_monitor(&mon_dir)?;
+                let child = spawn_monitor(&mon_dir)?;
                 println!(
-                    "started {name} (pid {pid}) at {}, log {}",
+                    "started {name} (pid {}) at {}, log {}",
+                    child.id(),
                     config.addr,
                     mon_dir.join("mon.log").display()
                 );
+                started_now.push((mon_dir, child));
             }
+        }
+    }
+    // Each monitor writes its pid file once it listens: asking before that would only cost
+    // a retransmitted handshake. One that exits instead is reported with its log.
+    let deadline = Instant::now() + UP_TIMEOUT;
+    for (mon_dir, child) in &mut started_now {
+        while running_pid(mon_dir).is_none() {
+            let log = mon_dir.join("mon.log");
+            if let Some(status) = child.try_wait()? {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(5).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                bail!(
+                    "{} exited ({status}); {}:\n{}",
+                    mon_dir.display(),
+                    log.display(),
+                    tail.join("\n")
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not start within {} s; see {}",
+                    mon_dir.display(),
+                    UP_TIMEOUT.as_secs(),
+                    log.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
     let config = ClientConfig::load(&config_path)?;
     let client = client::MonClient::connect(config).context("connect to the monitors")?;
-    let deadline = Instant::now() + UP_TIMEOUT;
     loop {
         match client.status().await {
             Ok(status)

@@ -1,10 +1,11 @@
 //! QUIC between processes: quinn over UDP, mutual TLS 1.3 with the cluster's certificates.
 //!
-//! QUIC costs more CPU per byte than TCP (the probe measured ~3.7 vs ~0.4 CPU-s per GiB on
-//! loopback), so the defaults here are tuned for throughput on a LAN: large flow-control
+//! QUIC costs more CPU per byte than TCP (~3-4 vs ~0.3 CPU-s per GiB on loopback with
+//! 1,452-byte packets), so the defaults here are tuned for throughput on a LAN: packets up
+//! to 6,000 bytes where the path allows (halves the CPU per byte), large flow-control
 //! windows so one stream can fill a fast link, large socket buffers so bursts are not
 //! dropped, GSO/GRO (on by default in quinn-udp on Linux), connections reused for many
-//! streams. `bench/` measures the result against plain TCP.
+//! streams. `transport-bench` measures the result against plain TCP.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,6 +37,14 @@ pub struct Tuning {
     pub keep_alive: Duration,
     /// A connection silent this long is closed.
     pub idle_timeout: Duration,
+    /// The largest UDP payload this endpoint sends or accepts. Path MTU discovery starts at
+    /// 1200 bytes and probes up to this, so it only helps where the path allows it
+    /// (loopback, jumbo-frame LANs); a 1500-byte Ethernet stays at ~1450.
+    pub udp_payload_max_bytes: u16,
+    /// The round-trip time assumed before one is measured. It sets how soon a lost
+    /// handshake packet is sent again (about 3x this), e.g. the first one to a daemon that
+    /// was still starting; quinn's default of 333 ms suits the internet, not a LAN.
+    pub initial_rtt: Duration,
 }
 
 impl Default for Tuning {
@@ -47,9 +56,17 @@ impl Default for Tuning {
             streams_max: 1024,
             keep_alive: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(10),
+            udp_payload_max_bytes: UDP_PAYLOAD_MAX_DEFAULT,
+            initial_rtt: Duration::from_millis(30),
         }
     }
 }
+
+/// Bigger packets are the one setting that cuts QUIC's CPU per byte substantially (about
+/// half at 6,000 bytes on loopback, bench/RESULTS.md). The cap stays under 64 KiB / 10:
+/// with segmentation offload quinn sends 10 packets per `sendmsg`, and a batch over 64 KiB
+/// fails with EMSGSIZE, which quinn takes for loss and answers by dropping to 1,200 bytes.
+const UDP_PAYLOAD_MAX_DEFAULT: u16 = 6_000;
 
 impl Tuning {
     fn transport(&self) -> Result<Arc<TransportConfig>, TransportError> {
@@ -63,6 +80,10 @@ impl Tuning {
         let idle = IdleTimeout::try_from(self.idle_timeout)
             .map_err(|e| TransportError::Setup(format!("idle timeout: {e}")))?;
         t.max_idle_timeout(Some(idle));
+        let mut mtu = quinn::MtuDiscoveryConfig::default();
+        mtu.upper_bound(self.udp_payload_max_bytes);
+        t.mtu_discovery_config(Some(mtu));
+        t.initial_rtt(self.initial_rtt);
         Ok(Arc::new(t))
     }
 }
@@ -113,8 +134,12 @@ impl QuicEndpoint {
         };
         let socket = udp_socket(addr, tuning.socket_buffer_bytes)
             .map_err(|e| TransportError::Setup(format!("bind {addr}: {e}")))?;
+        let mut endpoint_config = quinn::EndpointConfig::default();
+        endpoint_config
+            .max_udp_payload_size(tuning.udp_payload_max_bytes.max(1_472))
+            .map_err(|e| TransportError::Setup(format!("UDP payload size: {e}")))?;
         let endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
+            endpoint_config,
             server,
             socket,
             Arc::new(quinn::TokioRuntime),
