@@ -138,13 +138,9 @@ impl QuicEndpoint {
         endpoint_config
             .max_udp_payload_size(tuning.udp_payload_max_bytes.max(1_472))
             .map_err(|e| TransportError::Setup(format!("UDP payload size: {e}")))?;
-        let endpoint = quinn::Endpoint::new(
-            endpoint_config,
-            server,
-            socket,
-            Arc::new(quinn::TokioRuntime),
-        )
-        .map_err(|e| TransportError::Setup(format!("bind {addr}: {e}")))?;
+        let endpoint =
+            quinn::Endpoint::new(endpoint_config, server, socket, Arc::new(quinn::TokioRuntime))
+                .map_err(|e| TransportError::Setup(format!("bind {addr}: {e}")))?;
         let accepted = if accept_connections {
             let runtime = tokio::runtime::Handle::try_current()
                 .map_err(|_| TransportError::Setup("a QUIC server needs a tokio runtime".into()))?;
