@@ -8,11 +8,18 @@ pub fn decode_bundle(bulk: &[u8]) -> Result<MapBundle, String> {
     postcard::from_bytes(bulk).map_err(|e| format!("map bundle does not decode: {e}"))
 }
 
-/// The map after applying `bundle` to `current`. Incrementals older than the map are
-/// skipped; one that does not follow on is an error (the caller asks for a full map).
+/// The map after applying `bundle` to `current`. A full map or incrementals older than
+/// the map held are skipped (a monitor that lags can send them); an incremental that does
+/// not follow on is an error (the caller asks for a full map).
 pub fn apply_bundle(current: Option<OsdMap>, bundle: &MapBundle) -> Result<OsdMap, String> {
     let mut map = match &bundle.full {
-        Some(bytes) => Some(decode_map(bytes).map_err(|e| e.to_string())?),
+        Some(bytes) => {
+            let full = decode_map(bytes).map_err(|e| e.to_string())?;
+            match current {
+                Some(current) if current.epoch() > full.epoch() => Some(current),
+                _ => Some(full),
+            }
+        }
         None => current,
     };
     for bytes in &bundle.incrementals {

@@ -351,6 +351,7 @@ impl MapWatch<'_> {
     /// cluster refuses the subscription.
     pub async fn next(&mut self) -> Result<&OsdMap, ClientError> {
         let before = self.map.as_ref().map(|m| m.epoch());
+        let mut backoff = BACKOFF_MIN;
         loop {
             let stream = match &mut self.stream {
                 Some(stream) => stream,
@@ -360,8 +361,8 @@ impl MapWatch<'_> {
                     match rpc::Subscription::open(conn.as_ref(), &Request::Subscribe { have }).await
                     {
                         Ok(stream) => self.stream.insert(stream),
-                        Err(_) => {
-                            self.client.drop_connection();
+                        Err(e) => {
+                            self.lost(Some(&e), &mut backoff).await?;
                             continue;
                         }
                     }
@@ -369,6 +370,7 @@ impl MapWatch<'_> {
             };
             match stream.next().await {
                 Ok(Some((Response::Maps { .. }, bulk))) => {
+                    backoff = BACKOFF_MIN;
                     let bundle = maps::decode_bundle(&bulk).map_err(ClientError::Maps)?;
                     match maps::apply_bundle(self.map.take(), &bundle) {
                         Ok(map) => self.map = Some(map),
@@ -386,15 +388,33 @@ impl MapWatch<'_> {
                         got: other.name(),
                     });
                 }
-                Err(TransportError::Remote { error, .. }) if !error.code.is_retryable() => {
-                    return Err(ClientError::Refused(error));
-                }
                 // The monitor ended the stream or went away: subscribe elsewhere.
-                Ok(None) | Err(_) => {
-                    self.stream = None;
-                    self.client.drop_connection();
-                }
+                Ok(None) => self.lost(None, &mut backoff).await?,
+                Err(e) => self.lost(Some(&e), &mut backoff).await?,
             }
         }
+    }
+
+    /// The subscription ended (with `error`, or cleanly): refusals are final, anything else
+    /// is retried elsewhere after a growing pause.
+    async fn lost(
+        &mut self,
+        error: Option<&TransportError>,
+        backoff: &mut Duration,
+    ) -> Result<(), ClientError> {
+        self.stream = None;
+        self.client.drop_connection();
+        match error {
+            Some(TransportError::Remote { error, .. }) if !error.code.is_retryable() => {
+                return Err(ClientError::Refused(error.clone()));
+            }
+            Some(refused @ TransportError::Refused { .. }) => {
+                return Err(ClientError::Setup(refused.to_string()));
+            }
+            _ => {}
+        }
+        tokio::time::sleep(*backoff).await;
+        *backoff = (*backoff * 2).min(BACKOFF_MAX);
+        Ok(())
     }
 }

@@ -241,7 +241,9 @@ pub async fn start_with(
     let raft = Raft::new(config.id, Arc::new(raft_config), network, log, state.clone())
         .await
         .context("start raft")?;
+    // Only initial monitors initialise; one that joins later learns the quorum from it.
     if let Some(rank) = genesis.members.keys().position(|id| *id == config.id)
+        && config.join.is_empty()
         && !raft.is_initialized().await.context("raft state")?
     {
         // Every initial monitor may initialise Raft with the same members (openraft allows
@@ -277,7 +279,7 @@ pub async fn start_with(
     tokio::spawn(rpc::serve(endpoint.clone(), monitor.clone(), Limits::default()));
     tokio::spawn(tick_loop(monitor.clone()));
     tokio::spawn(ping_loop(monitor.clone()));
-    if !genesis.members.contains_key(&config.id) && !config.join.is_empty() {
+    if !config.join.is_empty() {
         tokio::spawn(join(monitor.clone(), config.clone()));
     }
     tracing::info!(name = %config.name, id = config.id, addr = %config.addr, "monitor started");
@@ -304,8 +306,9 @@ async fn join(monitor: Arc<Monitor>, config: MonConfig) {
             match rpc::call(conn.as_ref(), &request, &[], crate::service::PROPOSE_TIMEOUT * 3).await
             {
                 Ok(_) => break,
+                // "mon.NAME is already a monitor": an earlier attempt went through.
                 Err(e) if e.remote_code() == Some(proto::ErrorCode::AlreadyExists) => break,
-                Err(e) => tracing::info!(peer = %peer, error = %e, "not joined yet"),
+                Err(e) => tracing::warn!(peer = %peer, error = %e, "not joined yet"),
             }
         }
         tokio::time::sleep(backoff).await;
@@ -371,16 +374,31 @@ pub async fn run(dir: &Path) -> Result<()> {
         .with_context(|| format!("write {}", pid_path.display()))?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut removed = running.monitor.removed.subscribe();
+    let mut metrics = running.raft.metrics();
+    let mut failure = None;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
         Ok(reason) = removed.wait_for(Option::is_some) => {
             tracing::warn!(reason = reason.as_deref().unwrap_or_default(), "stopping");
         }
+        // Raft stops for good on a storage error: a monitor that cannot take part any more
+        // must not go on answering pings as if it could.
+        state = metrics.wait_for(|m| m.running_state.is_err()) => {
+            let reason = match state {
+                Ok(m) => format!("{:?}", m.running_state),
+                Err(_) => "raft is gone".to_owned(),
+            };
+            tracing::error!(%reason, "raft stopped");
+            failure = Some(reason);
+        }
     }
     tracing::info!("stopping");
     let _ = running.raft.shutdown().await;
     running.endpoint.close();
     let _ = std::fs::remove_file(&pid_path);
-    Ok(())
+    match failure {
+        Some(reason) => bail!("raft stopped: {reason}"),
+        None => Ok(()),
+    }
 }

@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
-use placement::{OsdId, OsdMap};
+use placement::{MapFlag, OsdId, OsdMap};
 
 use crate::settings::Settings;
 use crate::state::OsdEvent;
@@ -35,8 +35,10 @@ pub struct FailureDetector {
     reports: HashMap<OsdId, BTreeMap<OsdId, i64>>,
     /// When this detector first saw each OSD down.
     down_since_ms: HashMap<OsdId, i64>,
-    /// When each OSD was marked down, most recent last.
+    /// When each OSD was seen to go from up to down in the map, most recent last.
     flaps: HashMap<OsdId, VecDeque<i64>>,
+    /// The OSDs that were up at the last tick.
+    up_last_tick: BTreeSet<OsdId>,
     /// Boots held back by flap damping: address and earliest time.
     damped: BTreeMap<OsdId, (String, i64)>,
     /// Events proposed and not yet seen in the map, with when.
@@ -103,10 +105,16 @@ impl FailureDetector {
     pub fn tick(&mut self, map: &OsdMap, settings: &Settings, now_ms: i64) -> Vec<OsdEvent> {
         let grace = settings.osd_beacon_grace_s as i64 * 1000;
         let out_after = settings.down_out_interval_s as i64 * 1000;
+        let flags = &map.contents().flags;
+        let (nodown, noout) = (flags.contains(&MapFlag::Nodown), flags.contains(&MapFlag::Noout));
+        let osds = &map.contents().osds;
+        // Reports about OSDs that do not exist are dropped; only up OSDs count as reporters.
+        self.reports.retain(|target, _| osds.contains_key(target));
         let mut down = Vec::new();
         let mut out = Vec::new();
-        for (&osd, state) in &map.contents().osds {
+        for (&osd, state) in osds {
             if state.up {
+                self.up_last_tick.insert(osd);
                 self.down_since_ms.remove(&osd);
                 self.proposed.remove(&(osd, 1));
                 let last = self
@@ -115,31 +123,40 @@ impl FailureDetector {
                     .copied()
                     .unwrap_or(self.started_ms)
                     .max(self.started_ms);
-                let reporters = self
-                    .reports
-                    .get(&osd)
-                    .map_or(0, |r| r.values().filter(|&&t| now_ms - t <= grace).count());
+                let reporters = self.reports.get(&osd).map_or(0, |r| {
+                    r.iter()
+                        .filter(|&(reporter, &t)| {
+                            now_ms - t <= grace && osds.get(reporter).is_some_and(|s| s.up)
+                        })
+                        .count()
+                });
                 let silent = now_ms - last > grace;
                 let reported = reporters >= settings.min_down_reporters as usize;
-                if (silent || reported) && self.due(osd, 0, now_ms) {
+                // Under `nodown` nothing is proposed: it would change nothing.
+                if (silent || reported) && !nodown && self.due(osd, 0, now_ms) {
                     down.push(osd);
                 }
             } else {
                 self.proposed.remove(&(osd, 0));
+                // A flap is a real transition in the map, not a proposal.
+                if self.up_last_tick.remove(&osd) {
+                    let flaps = self.flaps.entry(osd).or_default();
+                    flaps.push_back(now_ms);
+                    while flaps.len() > FLAPS_KEPT {
+                        flaps.pop_front();
+                    }
+                }
                 let since = *self.down_since_ms.entry(osd).or_insert(now_ms);
-                if state.is_in && now_ms - since >= out_after && self.due(osd, 1, now_ms) {
+                if state.is_in && !noout && now_ms - since >= out_after && self.due(osd, 1, now_ms)
+                {
                     out.push(osd);
                 }
             }
         }
-        for &osd in &down {
-            self.reports.remove(&osd);
-            let flaps = self.flaps.entry(osd).or_default();
-            flaps.push_back(now_ms);
-            while flaps.len() > FLAPS_KEPT {
-                flaps.pop_front();
-            }
+        for osd in &down {
+            self.reports.remove(osd);
         }
+        self.up_last_tick.retain(|osd| osds.contains_key(osd));
         let mut events = Vec::new();
         if !down.is_empty() {
             events.push(OsdEvent::MarkDown { osds: down });
@@ -263,7 +280,8 @@ mod tests {
             Some(OsdEvent::Boot { osd: OsdId(5), addr: addr() })
         );
         let up = map(6);
-        // Marked down twice (silent), it is flapping.
+        let down = with(&up, vec![MapChange::OsdDown { osd: OsdId(5) }]);
+        // Marked down twice (silent), it is flapping. Only going down in the map counts.
         let mut now = 0;
         for _ in 0..2 {
             now += 11_000;
@@ -271,11 +289,12 @@ mod tests {
                 fd.beacon(OsdId(osd), now);
             }
             assert_eq!(fd.tick(&up, &s, now), vec![OsdEvent::MarkDown { osds: vec![OsdId(5)] }]);
+            assert!(fd.flapping().is_empty(), "a proposal is not a flap");
+            assert!(fd.tick(&down, &s, now + 1_000).is_empty());
             now += 6_000;
             fd.boot(OsdId(5), addr(), &s, now);
         }
         assert_eq!(fd.flapping(), BTreeSet::from([OsdId(5)]));
-        let down = with(&up, vec![MapChange::OsdDown { osd: OsdId(5) }]);
         for osd in 0..5 {
             fd.beacon(OsdId(osd), now + 29_000);
         }
@@ -283,5 +302,38 @@ mod tests {
         let events = fd.tick(&down, &s, now + 30_000);
         assert_eq!(events, vec![OsdEvent::Boot { osd: OsdId(5), addr: addr() }]);
         assert!(fd.flapping().is_empty());
+    }
+
+    #[test]
+    fn nothing_is_proposed_that_flags_forbid_and_reporters_must_be_up() {
+        let s = settings();
+        let mut fd = FailureDetector::new(0);
+        let flagged = with(
+            &map(3),
+            vec![
+                MapChange::SetFlag { flag: MapFlag::Nodown },
+                MapChange::SetFlag { flag: MapFlag::Noout },
+            ],
+        );
+        // Silent for long: under nodown nothing is proposed, tick after tick.
+        for now in [11_000, 20_000, 30_000] {
+            assert!(fd.tick(&flagged, &s, now).is_empty());
+        }
+        // Down and in for longer than down_out_interval: under noout nothing either.
+        let down = with(&flagged, vec![MapChange::OsdDown { osd: OsdId(0) }]);
+        assert!(fd.tick(&down, &s, 100_000).is_empty());
+        assert!(fd.tick(&down, &s, 10_000_000).is_empty());
+        // Reports from a down OSD, or about an OSD that does not exist, count for nothing.
+        let mut fd = FailureDetector::new(0);
+        let one_down = with(&map(3), vec![MapChange::OsdDown { osd: OsdId(2) }]);
+        for osd in 0..3 {
+            fd.beacon(OsdId(osd), 1_000);
+        }
+        fd.report(OsdId(2), OsdId(1), 1_000);
+        fd.report(OsdId(0), OsdId(1), 1_000);
+        fd.report(OsdId(0), OsdId(9), 1_000);
+        let reporters_needed = Settings { min_down_reporters: 2, ..s };
+        assert!(fd.tick(&one_down, &reporters_needed, 2_000).is_empty());
+        assert!(!fd.reports.contains_key(&OsdId(9)));
     }
 }

@@ -16,7 +16,13 @@ pub struct DaemonEpoch {
     pub epoch: Epoch,
     /// Since when it has been behind by more than the allowed lag (`None`: not behind).
     pub behind_since_ms: Option<i64>,
+    /// When it last reported its epoch.
+    pub reported_ms: i64,
 }
+
+/// A daemon that has not reported its epoch for this long no longer counts for
+/// MAP_EPOCH_LAG: it stopped (OSD_DOWN says so for OSDs) or was a one-off client.
+pub const EPOCH_REPORT_STALE_MS: i64 = 60_000;
 
 pub struct Inputs<'a> {
     pub map: &'a OsdMap,
@@ -130,6 +136,7 @@ pub fn checks(inputs: &Inputs<'_>) -> Vec<HealthCheck> {
     let lagging: Vec<(&EntityName, &DaemonEpoch)> = inputs
         .daemons
         .iter()
+        .filter(|(_, d)| inputs.now_ms - d.reported_ms <= EPOCH_REPORT_STALE_MS)
         .filter(|(_, d)| d.behind_since_ms.is_some_and(|since| inputs.now_ms - since >= grace))
         .collect();
     if !lagging.is_empty() {
@@ -180,7 +187,7 @@ pub fn update_lag(
     let behind = current.0.saturating_sub(epoch.0) > settings.map_epoch_lag_epochs;
     let behind_since_ms =
         if behind { previous.and_then(|p| p.behind_since_ms).or(Some(now_ms)) } else { None };
-    DaemonEpoch { epoch, behind_since_ms }
+    DaemonEpoch { epoch, behind_since_ms, reported_ms: now_ms }
 }
 
 #[cfg(test)]
@@ -243,11 +250,16 @@ mod tests {
         let mut daemons = BTreeMap::new();
         daemons.insert(
             "osd.0".parse().unwrap(),
-            DaemonEpoch { epoch: Epoch(1), behind_since_ms: Some(0) },
+            DaemonEpoch { epoch: Epoch(1), behind_since_ms: Some(0), reported_ms: 9_000 },
         );
         daemons.insert(
             "client.x".parse().unwrap(),
-            DaemonEpoch { epoch: Epoch(1), behind_since_ms: Some(5_000) },
+            DaemonEpoch { epoch: Epoch(1), behind_since_ms: Some(5_000), reported_ms: 9_000 },
+        );
+        // Long silent: no longer counted.
+        daemons.insert(
+            "client.gone".parse().unwrap(),
+            DaemonEpoch { epoch: Epoch(1), behind_since_ms: Some(0), reported_ms: -60_000 },
         );
         let flapping = BTreeSet::from([OsdId(2)]);
         let inputs = Inputs {
@@ -269,7 +281,7 @@ mod tests {
         assert_eq!(
             checks[4].detail,
             vec!["osd.0 has map epoch 1 of 2"],
-            "client.x is not behind for long enough"
+            "client.x is not behind for long enough; client.gone stopped reporting"
         );
         assert_eq!(overall(&checks), Severity::Warn);
     }

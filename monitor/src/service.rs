@@ -16,7 +16,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 use placement::{Epoch, OsdId};
 use proto::identity::ClusterCa;
-use proto::message::{MonStatus, OsdCounts, RaftRpc, RequestId, StatusReport};
+use proto::message::{MonStatus, OsdCounts, OsdMessage, RaftRpc, RequestId, StatusReport};
 use proto::rpc::{self, Reply};
 use proto::transport::{BoxFuture, Connection, Endpoint, Peer};
 use proto::{
@@ -34,6 +34,12 @@ use crate::store::{MonNode, NodeId, Raft, StateMachine, members};
 pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the leader waits for a majority to confirm its leadership before a change.
 const QUORUM_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a new monitor may take to catch up as a learner before it is made a voter.
+const LEARNER_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a follower waits for the leader's answer to a forwarded change: longer than
+/// the leader may take itself, so a slow commit is not mistaken for a lost one.
+const FORWARD_TIMEOUT: Duration =
+    Duration::from_secs(PROPOSE_TIMEOUT.as_secs() + QUORUM_CHECK_TIMEOUT.as_secs() + 1);
 /// A leader that has not confirmed a majority for this long reports no quorum.
 const QUORUM_STALE_MS: i64 = 3000;
 /// How long connecting to another monitor may take.
@@ -238,7 +244,18 @@ impl Monitor {
         tokio::select! {
             answer = call => answer.map_err(|e| match e {
                 proto::TransportError::Remote { error, .. } => error,
-                other => error(ErrorCode::Unavailable, format!("leader mon.{}: {other}", leader.name)),
+                // Never sent: safe to try elsewhere.
+                e @ (proto::TransportError::Connect { .. } | proto::TransportError::Refused { .. }) => {
+                    unreachable(&e.to_string())
+                }
+                // Sent, perhaps received: the outcome is unknown.
+                other => error(
+                    ErrorCode::Timeout,
+                    format!(
+                        "leader mon.{}: {other}; the request may or may not have taken effect",
+                        leader.name
+                    ),
+                ),
             }),
             () = went_silent => Err(error(
                 ErrorCode::Timeout,
@@ -318,7 +335,7 @@ impl Monitor {
         command: Command,
     ) -> Result<(Response, Bytes), RemoteError> {
         if !self.is_leader() {
-            return self.to_leader(Request::Forward { origin, id, command }, PROPOSE_TIMEOUT).await;
+            return self.to_leader(Request::Forward { origin, id, command }, FORWARD_TIMEOUT).await;
         }
         let at_ms = self.clock.now_ms();
         let output = match command {
@@ -351,6 +368,13 @@ impl Monitor {
                     cert_pem: credentials.cert_pem,
                     key_pem: credentials.key_pem,
                 }
+            }
+            // A read, linearizable without a log entry: this leader still leads.
+            Command::AuthList => {
+                self.confirm_quorum().await?;
+                self.state.read(|a| {
+                    a.state.authorize(&origin, &Command::AuthList).map(|()| a.state.identities())
+                })?
             }
             command => {
                 let id = id.filter(|_| command.resends_safely());
@@ -403,21 +427,37 @@ impl Monitor {
                 ));
             }
         } else if current.contains_key(&id) {
-            return Err(error(ErrorCode::AlreadyExists, format!("node id {id} is taken")));
+            return Err(error(
+                ErrorCode::Invalid,
+                format!("node id {id} is taken by another monitor; prepare mon.{name} again"),
+            ));
         }
         if id == 0 {
             return Err(error(ErrorCode::Invalid, "node ids start at 1"));
         }
         self.confirm_quorum().await?;
-        let node = MonNode { name, addr };
+        let node = MonNode { name: name.clone(), addr };
         let raft_error = |e: RaftError<NodeId, ClientWriteError<NodeId, MonNode>>| {
             error(ErrorCode::Unavailable, e.to_string())
         };
-        self.raft.add_learner(id, node, true).await.map_err(raft_error)?;
-        let mut voters = self.voters();
-        voters.insert(id);
+        let addr = node.addr.clone();
+        match tokio::time::timeout(LEARNER_CATCH_UP_TIMEOUT, self.raft.add_learner(id, node, true))
+            .await
+        {
+            Ok(result) => result.map_err(raft_error)?,
+            Err(_) => {
+                return Err(error(
+                    ErrorCode::Timeout,
+                    format!(
+                        "mon.{name} did not catch up within {} s: is it running at {addr}?",
+                        LEARNER_CATCH_UP_TIMEOUT.as_secs()
+                    ),
+                ));
+            }
+        };
+        // Against the membership in effect when it applies, so concurrent joins compose.
         self.raft
-            .change_membership(ChangeMembers::ReplaceAllVoters(voters), false)
+            .change_membership(ChangeMembers::AddVoterIds([id].into()), false)
             .await
             .map_err(raft_error)?;
         Ok(CommandOutput::Done)
@@ -434,14 +474,20 @@ impl Monitor {
             .iter()
             .find(|(_, n)| n.name == name)
             .ok_or_else(|| error(ErrorCode::NotFound, format!("mon.{name} is not a monitor")))?;
-        if current.len() == 1 {
+        let voters = self.voters();
+        if voters.len() == 1 && voters.contains(&id) {
             return Err(error(ErrorCode::Invalid, "the last monitor cannot be removed"));
         }
-        let voters =
-            current.keys().copied().filter(|&v| v != id).collect::<std::collections::BTreeSet<_>>();
         self.confirm_quorum().await?;
+        // A voter leaves the voters (and, not retained, the members); a learner that never
+        // caught up is simply dropped.
+        let change = if self.voters().contains(&id) {
+            ChangeMembers::RemoveVoters([id].into())
+        } else {
+            ChangeMembers::RemoveNodes([id].into())
+        };
         self.raft
-            .change_membership(ChangeMembers::ReplaceAllVoters(voters), false)
+            .change_membership(change, false)
             .await
             .map_err(|e| error(ErrorCode::Unavailable, e.to_string()))?;
         Ok(CommandOutput::Done)
@@ -451,26 +497,21 @@ impl Monitor {
     async fn osd_message(
         &self,
         origin: EntityName,
-        request: Request,
+        message: OsdMessage,
     ) -> Result<(Response, Bytes), RemoteError> {
         let osd = origin
             .osd_id()
             .map(OsdId)
             .ok_or_else(|| error(ErrorCode::PermissionDenied, format!("{origin} is not an OSD")))?;
         if !self.is_leader() {
-            return self
-                .to_leader(
-                    Request::ForwardOsd { origin, request: Box::new(request) },
-                    PROPOSE_TIMEOUT,
-                )
-                .await;
+            return self.to_leader(Request::ForwardOsd { origin, message }, FORWARD_TIMEOUT).await;
         }
         let now = self.clock.now_ms();
         let settings = self.state.read(|a| a.state.settings().clone());
         let event = {
             let mut failure = self.failure.lock().expect("failure lock");
-            match request {
-                Request::OsdBoot { osd: claimed, addr } => {
+            match message {
+                OsdMessage::Boot { osd: claimed, addr } => {
                     if claimed != osd.0 {
                         return Err(error(
                             ErrorCode::PermissionDenied,
@@ -479,7 +520,7 @@ impl Monitor {
                     }
                     failure.boot(osd, addr, &settings, now)
                 }
-                Request::OsdBeacon { osd: claimed, epoch } => {
+                OsdMessage::Beacon { osd: claimed, epoch } => {
                     if claimed != osd.0 {
                         return Err(error(
                             ErrorCode::PermissionDenied,
@@ -491,15 +532,9 @@ impl Monitor {
                     self.note_epoch(&origin, epoch);
                     None
                 }
-                Request::OsdFailure { target, .. } => {
+                OsdMessage::Failure { target, .. } => {
                     failure.report(osd, OsdId(target), now);
                     None
-                }
-                other => {
-                    return Err(error(
-                        ErrorCode::Unsupported,
-                        format!("{} is not an OSD message", other.name()),
-                    ));
                 }
             }
         };
@@ -779,17 +814,28 @@ impl Monitor {
             Request::Command { id, command } => {
                 self.execute(peer.entity, id, command).await.map(reply)
             }
-            request @ (Request::OsdBoot { .. }
+            ref request @ (Request::OsdBoot { .. }
             | Request::OsdBeacon { .. }
             | Request::OsdFailure { .. }) => {
-                self.osd_message(peer.entity, request).await.map(reply)
+                let message = OsdMessage::from_request(request).expect("an OSD request");
+                self.osd_message(peer.entity, message).await.map(reply)
             }
             Request::Raft(kind) if from_monitor => self.raft_rpc(kind, bulk).await.map(reply),
+            // Forwarded once only: a monitor that is no longer the leader says so, and the
+            // client tries again, rather than monitors passing the request around.
+            Request::Forward { .. } if from_monitor && !self.is_leader() => Err(error(
+                ErrorCode::NotLeader,
+                format!("mon.{} no longer leads; retry", self.name),
+            )),
             Request::Forward { origin, id, command } if from_monitor => {
                 self.execute(origin, id, command).await.map(reply)
             }
-            Request::ForwardOsd { origin, request } if from_monitor => {
-                self.osd_message(origin, *request).await.map(reply)
+            Request::ForwardOsd { .. } if from_monitor && !self.is_leader() => Err(error(
+                ErrorCode::NotLeader,
+                format!("mon.{} no longer leads; retry", self.name),
+            )),
+            Request::ForwardOsd { origin, message } if from_monitor => {
+                self.osd_message(origin, message).await.map(reply)
             }
             Request::GetGenesis => {
                 self.require_admin(&peer.entity)?;

@@ -197,7 +197,8 @@ impl ClusterState {
         let internal =
             |e: placement::MapError| RemoteError::new(ErrorCode::Internal, e.to_string());
         match have {
-            Some(have) if have == current => return Ok(MapBundle::default()),
+            // A subscriber ahead of this monitor (which lags the leader) needs nothing yet.
+            Some(have) if have >= current => return Ok(MapBundle::default()),
             Some(have)
                 if have < current && self.history.front().is_some_and(|i| i.base <= have) =>
             {
@@ -255,7 +256,22 @@ impl ClusterState {
         }
     }
 
-    fn authorize(&self, origin: &EntityName, command: &Command) -> Result<(), RemoteError> {
+    /// The registry as `auth ls` shows it.
+    pub fn identities(&self) -> CommandOutput {
+        CommandOutput::Identities(
+            self.registry
+                .iter()
+                .map(|(entity, id)| IdentityInfo {
+                    entity: entity.clone(),
+                    caps: id.caps.clone(),
+                    fingerprint: id.fingerprint.to_string(),
+                })
+                .collect(),
+        )
+    }
+
+    /// Whether `origin` may run `command`.
+    pub fn authorize(&self, origin: &EntityName, command: &Command) -> Result<(), RemoteError> {
         if origin.kind() == EntityKind::Mon {
             return Ok(());
         }
@@ -317,16 +333,7 @@ impl ClusterState {
                 })?;
                 Ok(CommandOutput::Done)
             }
-            Command::AuthList => Ok(CommandOutput::Identities(
-                self.registry
-                    .iter()
-                    .map(|(entity, id)| IdentityInfo {
-                        entity: entity.clone(),
-                        caps: id.caps.clone(),
-                        fingerprint: id.fingerprint.to_string(),
-                    })
-                    .collect(),
-            )),
+            Command::AuthList => Ok(self.identities()),
             Command::MonAdd { .. } | Command::MonRemove { .. } => Err(RemoteError::new(
                 ErrorCode::Unsupported,
                 "monitor membership changes are made by the leader, not the log",

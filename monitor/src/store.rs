@@ -281,6 +281,8 @@ pub struct StateMachine {
     applied: Arc<RwLock<Applied>>,
     /// Every new map epoch, for subscriptions.
     epochs: watch::Sender<placement::Epoch>,
+    /// Serialises snapshot writes.
+    persisting: Arc<std::sync::Mutex<()>>,
 }
 
 impl StateMachine {
@@ -307,7 +309,12 @@ impl StateMachine {
             },
         };
         let (epochs, _) = watch::channel(applied.state.map().epoch());
-        Ok(StateMachine { db, applied: Arc::new(RwLock::new(applied)), epochs })
+        Ok(StateMachine {
+            db,
+            applied: Arc::new(RwLock::new(applied)),
+            epochs,
+            persisting: Arc::new(std::sync::Mutex::new(())),
+        })
     }
 
     /// Reads the applied state.
@@ -319,7 +326,16 @@ impl StateMachine {
         self.epochs.subscribe()
     }
 
+    /// Stores `snapshot` unless a newer one is stored: openraft builds snapshots on a task
+    /// of its own, so a build that read the state before an installed snapshot can finish
+    /// after it, and must not replace it (the log before the newer one is purged).
     fn persist_snapshot(&self, snapshot: &StoredSnapshot) -> Result<(), AnyError> {
+        let _one_at_a_time = self.persisting.lock().expect("snapshot lock");
+        if let Some(stored) = self.stored_snapshot()?
+            && stored.meta.last_log_id > snapshot.meta.last_log_id
+        {
+            return Ok(());
+        }
         let meta = self.db.cf_handle(CF_META).expect("the meta column family exists");
         self.db.put_cf_opt(meta, KEY_SNAPSHOT, encode(snapshot)?, &synced()).map_err(io)
     }

@@ -6,7 +6,7 @@
 //! are checked against their limits before a byte of the body is read, so a peer cannot
 //! make a reader allocate more than the limits allow.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
@@ -115,16 +115,38 @@ pub async fn read_body<R: AsyncRead + Unpin, T: DeserializeOwned>(
     reader: &mut R,
     prefix: Prefix,
 ) -> Result<(T, Bytes), FrameError> {
-    let mut header = vec![0u8; prefix.header_len];
-    reader.read_exact(&mut header).await.map_err(truncated("inside a message"))?;
-    let mut bulk = BytesMut::zeroed(prefix.bulk_len);
-    reader.read_exact(&mut bulk).await.map_err(truncated("inside a bulk payload"))?;
+    // Memory follows the bytes that actually arrive, not the lengths the prefix claims, so
+    // a peer that announces a large frame and sends nothing holds almost nothing.
+    let header = read_up_to(reader, prefix.header_len, "inside a message").await?;
+    let bulk = read_up_to(reader, prefix.bulk_len, "inside a bulk payload").await?;
     let (message, rest) = postcard::take_from_bytes::<T>(&header)
         .map_err(|e| FrameError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
         return Err(FrameError::Malformed(format!("{} bytes after the message", rest.len())));
     }
     Ok((message, bulk.freeze()))
+}
+
+/// Reads exactly `len` bytes, growing the buffer as they come.
+async fn read_up_to<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    len: usize,
+    place: &'static str,
+) -> Result<BytesMut, FrameError> {
+    const STEP: usize = 64 << 10;
+    let mut buffer = BytesMut::with_capacity(len.min(STEP));
+    while buffer.len() < len {
+        if buffer.capacity() == buffer.len() {
+            // Doubling, so a large payload is not copied more than a few times.
+            buffer.reserve((len - buffer.len()).min(buffer.len().max(STEP)));
+        }
+        let wanted = len - buffer.len();
+        let n = reader.read_buf(&mut (&mut buffer).limit(wanted)).await?;
+        if n == 0 {
+            return Err(FrameError::Truncated(place));
+        }
+    }
+    Ok(buffer)
 }
 
 /// Reads one whole frame; `None` at a clean end of stream.
@@ -140,16 +162,6 @@ pub async fn read<R: AsyncRead + Unpin, T: DeserializeOwned>(
 
 fn check(what: &'static str, len: usize, limit: usize) -> Result<(), FrameError> {
     if len > limit { Err(FrameError::TooLarge { what, len, limit }) } else { Ok(()) }
-}
-
-fn truncated(at: &'static str) -> impl Fn(std::io::Error) -> FrameError {
-    move |e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            FrameError::Truncated(at)
-        } else {
-            FrameError::Io(e)
-        }
-    }
 }
 
 #[cfg(test)]

@@ -41,10 +41,38 @@ pub enum Request {
     Raft(RaftRpc),
     /// Monitor to monitor: a command a follower passes to the leader for `origin`.
     Forward { origin: EntityName, id: Option<RequestId>, command: Command },
-    /// Monitor to monitor: an OSD message a follower passes to the leader.
-    ForwardOsd { origin: EntityName, request: Box<Request> },
+    /// Monitor to monitor: an OSD message a follower passes to the leader. (Not a boxed
+    /// `Request`: a type that contains itself lets one small frame nest deep enough to
+    /// overflow the decoder's stack.)
+    ForwardOsd { origin: EntityName, message: OsdMessage },
     /// What a new monitor starts from (admins only): answered with `Genesis`.
     GetGenesis,
+}
+
+/// What an OSD tells the monitors, as a follower passes it on to the leader.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum OsdMessage {
+    Boot { osd: u32, addr: String },
+    Beacon { osd: u32, epoch: Epoch },
+    Failure { target: u32, failed_for_ms: u64 },
+}
+
+impl OsdMessage {
+    /// The OSD message a request carries, if it is one.
+    pub fn from_request(request: &Request) -> Option<OsdMessage> {
+        match request {
+            Request::OsdBoot { osd, addr } => {
+                Some(OsdMessage::Boot { osd: *osd, addr: addr.clone() })
+            }
+            Request::OsdBeacon { osd, epoch } => {
+                Some(OsdMessage::Beacon { osd: *osd, epoch: *epoch })
+            }
+            Request::OsdFailure { target, failed_for_ms } => {
+                Some(OsdMessage::Failure { target: *target, failed_for_ms: *failed_for_ms })
+            }
+            _ => None,
+        }
+    }
 }
 
 impl Request {

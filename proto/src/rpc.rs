@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Semaphore, mpsc};
 
+use crate::entity::EntityKind;
 use crate::error::{ErrorCode, RemoteError, TransportError};
 use crate::frame::{self, FrameError, Limits};
 use crate::message::{Request, Response};
@@ -20,8 +21,11 @@ use crate::transport::{BoxFuture, Connection, Endpoint, Peer, RecvHalf, SendHalf
 
 /// How long a request waits for its answer unless told otherwise.
 pub const CALL_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
-/// Streams one server handles at once, over all connections.
+/// Streams one server handles at once, over all connections (monitors' and everyone
+/// else's each).
 pub const STREAMS_IN_FLIGHT_MAX: usize = 4096;
+/// How long a peer may take to send a whole request once it opened its stream.
+pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Updates a subscription may have queued before the server stops producing.
 pub const SUBSCRIPTION_QUEUE: usize = 64;
 
@@ -143,8 +147,12 @@ pub trait Service: Send + Sync + 'static {
 
 /// Accepts connections on `endpoint` and answers their requests with `service` until the
 /// endpoint closes.
+///
+/// Monitors' streams (Raft among them) draw on a budget of their own, so that no number of
+/// clients or subscriptions can starve the traffic that keeps the quorum alive.
 pub async fn serve(endpoint: Arc<dyn Endpoint>, service: Arc<dyn Service>, limits: Limits) {
-    let permits = Arc::new(Semaphore::new(STREAMS_IN_FLIGHT_MAX));
+    let for_monitors = Arc::new(Semaphore::new(STREAMS_IN_FLIGHT_MAX));
+    let for_others = Arc::new(Semaphore::new(STREAMS_IN_FLIGHT_MAX));
     while let Some(conn) = endpoint.accept().await {
         let peer = conn.peer().clone();
         if let Err(reason) = service.admit(&peer) {
@@ -152,6 +160,8 @@ pub async fn serve(endpoint: Arc<dyn Endpoint>, service: Arc<dyn Service>, limit
             conn.close(&reason);
             continue;
         }
+        let permits =
+            if peer.entity.kind() == EntityKind::Mon { &for_monitors } else { &for_others };
         tokio::spawn(serve_connection(conn, service.clone(), permits.clone(), limits));
     }
 }
@@ -164,6 +174,13 @@ async fn serve_connection(
 ) {
     let peer = conn.peer().clone();
     while let Some((send, recv)) = conn.accept().await {
+        // Admission holds for each request, not just the handshake: an identity revoked
+        // while connected is cut off at its next request.
+        if let Err(reason) = service.admit(&peer) {
+            tracing::warn!(peer = %peer.entity, addr = %peer.addr, %reason, "closed a connection");
+            conn.close(&reason);
+            return;
+        }
         let Ok(permit) = permits.clone().acquire_owned().await else { return };
         let (service, peer) = (service.clone(), peer.clone());
         tokio::spawn(async move {
@@ -180,10 +197,22 @@ async fn serve_stream(
     mut recv: RecvHalf,
     limits: Limits,
 ) {
-    let request = match frame::read::<_, Request>(&mut recv, limits).await {
-        Ok(Some(request)) => request,
-        Ok(None) => return,
-        Err(error) => {
+    let read =
+        tokio::time::timeout(REQUEST_READ_TIMEOUT, frame::read::<_, Request>(&mut recv, limits));
+    let request = match read.await {
+        Ok(Ok(Some(request))) => request,
+        Ok(Ok(None)) => return,
+        Err(_) => {
+            tracing::warn!(peer = %peer.entity, "request frame not complete in time");
+            let answer = Response::Error(RemoteError::new(
+                ErrorCode::Timeout,
+                format!("the request did not arrive within {} s", REQUEST_READ_TIMEOUT.as_secs()),
+            ));
+            let _ = frame::write(&mut send, &answer, &[]).await;
+            let _ = send.shutdown().await;
+            return;
+        }
+        Ok(Err(error)) => {
             let code = match error {
                 FrameError::TooLarge { .. } => ErrorCode::TooLarge,
                 FrameError::Version(_) => ErrorCode::Unsupported,
@@ -204,11 +233,20 @@ async fn serve_stream(
             }
         }
         Reply::Stream(mut updates) => {
-            while let Some((response, bulk)) = updates.recv().await {
-                if frame::write(&mut send, &response, &bulk).await.is_err() {
-                    break;
+            // The subscriber sends nothing more; its side ending (or failing) means it is
+            // gone, which is noticed at once rather than at the next update.
+            let mut probe = [0u8; 1];
+            loop {
+                tokio::select! {
+                    update = updates.recv() => {
+                        let Some((response, bulk)) = update else { break };
+                        if frame::write(&mut send, &response, &bulk).await.is_err() {
+                            break;
+                        }
+                        let _ = send.flush().await;
+                    }
+                    _ = recv.read(&mut probe) => break,
                 }
-                let _ = send.flush().await;
             }
         }
     }

@@ -341,15 +341,27 @@ async fn mon_add(connect: &Connect, name: &str, addr: &str, dir: &Path) -> Resul
     if dir.join(monitor::daemon::CONFIG_FILE).exists() {
         bail!("{} already holds a monitor", dir.display());
     }
+    // The directory must be writable before the identity is made: its key is shown once.
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let client = connect.client()?;
     let status = client.status().await?;
-    let id = status.monitors.iter().map(|m| m.id).max().unwrap_or(0) + 1;
     let join: Vec<String> =
         status.monitors.iter().map(|m| format!("{}@{}", m.name, m.addr)).collect();
     let (genesis, ca_key) = match client.request(&proto::Request::GetGenesis).await? {
         (proto::Response::Genesis { ca_key_pem }, bulk) => (bulk, ca_key_pem),
         (other, _) => bail!("unexpected answer '{}' to get genesis", other.name()),
     };
+    // A fresh node id: above every current monitor's and every initial one's (a removed
+    // initial monitor's id, reused, would make the newcomer initialise the old quorum).
+    let initial = monitor::daemon::GenesisFile::decode(&genesis)?;
+    let id = status
+        .monitors
+        .iter()
+        .map(|m| m.id)
+        .chain(initial.members.keys().copied())
+        .max()
+        .unwrap_or(0)
+        + 1;
     let identity = Command::AuthAdd {
         entity: entity.clone(),
         mon_caps: "allow *".into(),

@@ -132,10 +132,17 @@ fn monitor_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
 /// stale pid file may name a pid the system has since given to something else).
 fn running_pid(daemon_dir: &Path) -> Option<i32> {
     let pid: i32 = std::fs::read_to_string(daemon_dir.join(PID_FILE)).ok()?.trim().parse().ok()?;
+    use std::os::unix::ffi::OsStrExt;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-    let is_monitor = args.windows(2).any(|w| w[0] == b"mon" && w[1] == b"run");
-    is_monitor.then_some(pid)
+    if !args.windows(2).any(|w| w[0] == b"mon" && w[1] == b"run") {
+        return None;
+    }
+    // And the monitor of this very directory, not another cluster's.
+    let data = args.windows(2).find(|w| w[0] == b"--data").map(|w| w[1])?;
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
+    let theirs = std::fs::canonicalize(cwd.join(std::ffi::OsStr::from_bytes(data))).ok()?;
+    (theirs == std::fs::canonicalize(daemon_dir).ok()?).then_some(pid)
 }
 
 /// Starts `cairn mon run` for a monitor directory, detached, logging to `mon.log`.

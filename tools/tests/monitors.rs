@@ -427,7 +427,18 @@ async fn subscribers_get_incrementals_and_follow_the_maps_across_a_monitor_failu
     cli(&["pool", "create", "one", "--pg-num", "8"]).await.unwrap();
     cli(&["osd", "create"]).await.unwrap();
     cli(&["osd", "set", "noout"]).await.unwrap();
-    let (epoch, bundle) = client.get_maps(Some(first.epoch())).await.unwrap();
+    // The monitor answering may be a follower that has not applied the last commit yet.
+    let target = placement::Epoch(first.epoch().0 + 3);
+    let asked = Instant::now();
+    let (epoch, bundle) = loop {
+        let (epoch, bundle) = client.get_maps(Some(first.epoch())).await.unwrap();
+        if epoch >= target {
+            break (epoch, bundle);
+        }
+        assert!(asked.elapsed() < Duration::from_secs(10), "no monitor reached {target:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(epoch, target);
     assert!(bundle.full.is_none(), "a subscriber 3 epochs behind got a full map");
     assert_eq!(bundle.incrementals.len(), 3);
     let caught_up = client::maps::apply_bundle(Some(first.clone()), &bundle).unwrap();
@@ -517,4 +528,36 @@ fn a_monitor_that_missed_a_compacted_log_catches_up_from_a_snapshot() {
     assert_eq!(status["epoch"], expected, "{status}");
     assert_eq!(status["pools"], 30);
     assert_eq!(status["health"], "Err", "alone, mon.c has no quorum: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_identity_is_cut_off_on_the_connection_it_has_open() {
+    let c = Arc::new(tokio::task::spawn_blocking(|| Cluster::start(3)).await.unwrap());
+    let keyring = c.dir.path().join("temp");
+    let out = keyring.display().to_string();
+    let c2 = c.clone();
+    tokio::task::spawn_blocking(move || {
+        c2.ok(&["auth", "add", "client.temp", "--mon-caps", "allow r", "--out", &out])
+    })
+    .await
+    .unwrap();
+    let config = client::ClientConfig::load(&config_for(&c, "client.temp", &keyring)).unwrap();
+    let mut client = client::MonClient::connect(config).unwrap();
+    client.timeout = Duration::from_secs(3);
+    client.status().await.expect("client.temp may read the status");
+    let c2 = c.clone();
+    tokio::task::spawn_blocking(move || c2.ok(&["auth", "rm", "client.temp"])).await.unwrap();
+    // The same client, its connection still open: refused as soon as its monitor has
+    // applied the revocation.
+    let started = Instant::now();
+    let refusal = loop {
+        match client.status().await {
+            Ok(_) => {
+                assert!(started.elapsed() < Duration::from_secs(10), "still admitted after 10 s");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => break e.to_string(),
+        }
+    };
+    assert!(refusal.contains("unknown") || refusal.contains("revoked"), "{refusal}");
 }
