@@ -71,6 +71,16 @@ impl Clock {
         Clock { offset_ms }
     }
 
+    /// Milliseconds on a monotonic clock (since this process started). Intervals (graces,
+    /// silences, ages) are measured on it, so a step of the wall clock (NTP after a VM
+    /// resumes) cannot make every OSD look silent at once.
+    pub fn mono_ms(&self) -> i64 {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        START.get_or_init(std::time::Instant::now).elapsed().as_millis() as i64
+    }
+
+    /// The wall clock in milliseconds since the Unix epoch (shifted by the test hook):
+    /// for times that leave this process (log entries, clock comparisons).
     pub fn now_ms(&self) -> i64 {
         let since_epoch = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -82,6 +92,7 @@ impl Clock {
 /// What this monitor last heard from each of its peers.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PeerView {
+    /// When it was last heard from, on `Clock::mono_ms`.
     pub last_seen_ms: Option<i64>,
     pub clock_offset_ms: Option<i64>,
 }
@@ -135,7 +146,7 @@ impl Monitor {
             ca,
             genesis,
             clock,
-            failure: Mutex::new(FailureDetector::new(clock.now_ms())),
+            failure: Mutex::new(FailureDetector::new(clock.mono_ms())),
             peers: Mutex::new(BTreeMap::new()),
             daemons: Mutex::new(BTreeMap::new()),
             quorum_confirmed_ms: Mutex::new(None),
@@ -183,7 +194,7 @@ impl Monitor {
 
     /// Records that monitor `name` was just heard from.
     fn note_seen(&self, name: &str) {
-        let now = self.clock.now_ms();
+        let now = self.clock.mono_ms();
         let mut peers = self.peers.lock().expect("peers lock");
         if let Some(view) = peers.get_mut(name) {
             view.last_seen_ms = Some(now);
@@ -200,7 +211,7 @@ impl Monitor {
     fn leader_silent(&self, name: &str) -> bool {
         let silent_ms = self.raft.config().heartbeat_interval as i64 * LEADER_SILENT_HEARTBEATS;
         let last = self.peers.lock().expect("peers lock").get(name).and_then(|v| v.last_seen_ms);
-        last.is_none_or(|t| self.clock.now_ms() - t > silent_ms)
+        last.is_none_or(|t| self.clock.mono_ms() - t > silent_ms)
     }
 
     /// Sends `request` to the leader and relays its answer.
@@ -283,7 +294,7 @@ impl Monitor {
         };
         match tokio::time::timeout(QUORUM_CHECK_TIMEOUT, self.raft.ensure_linearizable()).await {
             Ok(Ok(_)) => {
-                *self.quorum_confirmed_ms.lock().expect("quorum lock") = Some(self.clock.now_ms());
+                *self.quorum_confirmed_ms.lock().expect("quorum lock") = Some(self.clock.mono_ms());
                 Ok(())
             }
             Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
@@ -300,7 +311,7 @@ impl Monitor {
                 .quorum_confirmed_ms
                 .lock()
                 .expect("quorum lock")
-                .is_some_and(|at| self.clock.now_ms() - at <= QUORUM_STALE_MS),
+                .is_some_and(|at| self.clock.mono_ms() - at <= QUORUM_STALE_MS),
             // A follower believes in a leader it hears from.
             Some(leader) => metrics
                 .membership_config
@@ -506,7 +517,7 @@ impl Monitor {
         if !self.is_leader() {
             return self.to_leader(Request::ForwardOsd { origin, message }, FORWARD_TIMEOUT).await;
         }
-        let now = self.clock.now_ms();
+        let now = self.clock.mono_ms();
         let settings = self.state.read(|a| a.state.settings().clone());
         let event = {
             let mut failure = self.failure.lock().expect("failure lock");
@@ -539,7 +550,8 @@ impl Monitor {
             }
         };
         if let Some(event) = event {
-            self.propose(LogEntry::Osd { origin: self.entity.clone(), event, at_ms: now }).await?;
+            let at_ms = self.clock.now_ms();
+            self.propose(LogEntry::Osd { origin: self.entity.clone(), event, at_ms }).await?;
         }
         Ok((Response::Ack, Bytes::new()))
     }
@@ -548,7 +560,7 @@ impl Monitor {
     fn note_epoch(&self, who: &EntityName, epoch: Epoch) {
         let current = self.state.read(|a| a.state.map().epoch());
         let settings = self.state.read(|a| a.state.settings().clone());
-        let now = self.clock.now_ms();
+        let now = self.clock.mono_ms();
         let mut daemons = self.daemons.lock().expect("daemons lock");
         if daemons.len() >= DAEMONS_TRACKED_MAX && !daemons.contains_key(who) {
             return;
@@ -559,15 +571,15 @@ impl Monitor {
 
     /// Proposes what failure detection decided (leader only), called once a second.
     pub async fn failure_tick(&self) {
-        let now = self.clock.now_ms();
+        let now = self.clock.mono_ms();
         let events = {
             let (map, settings) =
                 self.state.read(|a| (a.state.map().clone(), a.state.settings().clone()));
             self.failure.lock().expect("failure lock").tick(&map, &settings, now)
         };
         for event in events {
-            let entry =
-                LogEntry::Osd { origin: self.entity.clone(), event: event.clone(), at_ms: now };
+            let at_ms = self.clock.now_ms();
+            let entry = LogEntry::Osd { origin: self.entity.clone(), event: event.clone(), at_ms };
             match self.propose(entry).await {
                 Ok(_) => tracing::info!(?event, "osd state change committed"),
                 Err(e) => tracing::warn!(?event, error = %e, "osd state change not committed"),
@@ -577,7 +589,7 @@ impl Monitor {
 
     /// Starts a fresh failure detector when this monitor becomes leader.
     pub fn became_leader(&self) {
-        let now = self.clock.now_ms();
+        let now = self.clock.mono_ms();
         *self.failure.lock().expect("failure lock") = FailureDetector::new(now);
         // Winning the election took a majority's votes.
         *self.quorum_confirmed_ms.lock().expect("quorum lock") = Some(now);
@@ -599,10 +611,11 @@ impl Monitor {
         };
         let answer = tokio::time::timeout(PING_TIMEOUT, exchange).await.ok().flatten();
         let received = self.clock.now_ms();
+        let seen = self.clock.mono_ms();
         let mut peers = self.peers.lock().expect("peers lock");
         let view = peers.entry(node.name.clone()).or_default();
         if let Some((Response::Pong { now_ms, removed_at, .. }, _)) = answer {
-            view.last_seen_ms = Some(received);
+            view.last_seen_ms = Some(seen);
             view.clock_offset_ms = Some(now_ms - (sent + received) / 2);
             drop(peers);
             if let Some(index) = removed_at {
@@ -650,7 +663,8 @@ impl Monitor {
     }
 
     pub fn status(&self) -> StatusReport {
-        let now = self.clock.now_ms();
+        // Ages (last seen, lag) are intervals: monotonic.
+        let now = self.clock.mono_ms();
         let metrics = self.raft.metrics().borrow().clone();
         let (map, settings, membership) = self
             .state
