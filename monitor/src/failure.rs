@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
-use placement::{MapFlag, OsdId, OsdMap};
+use placement::{ItemId, MapFlag, OsdId, OsdMap};
 
 use crate::settings::Settings;
 use crate::state::OsdEvent;
@@ -110,6 +110,8 @@ impl FailureDetector {
         let osds = &map.contents().osds;
         // Reports about OSDs that do not exist are dropped; only up OSDs count as reporters.
         self.reports.retain(|target, _| osds.contains_key(target));
+        let parents =
+            if self.reports.is_empty() { HashMap::new() } else { map.contents().crush.parents() };
         let mut down = Vec::new();
         let mut out = Vec::new();
         for (&osd, state) in osds {
@@ -123,12 +125,19 @@ impl FailureDetector {
                     .copied()
                     .unwrap_or(self.started_ms)
                     .max(self.started_ms);
+                // Reporters count by where they are: several OSDs of one host cut off from
+                // the others count once (Ceph's reporter subtree, at the OSD's parent).
                 let reporters = self.reports.get(&osd).map_or(0, |r| {
                     r.iter()
                         .filter(|&(reporter, &t)| {
                             now_ms - t <= grace && osds.get(reporter).is_some_and(|s| s.up)
                         })
-                        .count()
+                        .map(|(reporter, _)| {
+                            let item = ItemId::from(*reporter);
+                            parents.get(&item).map_or(item, |&bucket| bucket.into())
+                        })
+                        .collect::<BTreeSet<ItemId>>()
+                        .len()
                 });
                 let silent = now_ms - last > grace;
                 let reported = reporters >= settings.min_down_reporters as usize;
@@ -188,7 +197,7 @@ impl FailureDetector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use placement::{Incremental, MapChange, MapContents};
+    use placement::{BucketId, Incremental, MapChange, MapContents, Weight};
 
     fn settings() -> Settings {
         Settings {
@@ -268,6 +277,47 @@ mod tests {
         );
         fd.report(OsdId(2), OsdId(0), 3_000);
         assert_eq!(fd.tick(&m, &s, 3_100), vec![OsdEvent::MarkDown { osds: vec![OsdId(0)] }]);
+    }
+
+    #[test]
+    fn reporters_on_one_host_count_once() {
+        let s = settings();
+        let base = map(4);
+        let h1 = BucketId(-10);
+        let h2 = BucketId(-11);
+        let bucket = |name: &str, id| MapChange::CrushAddBucket {
+            name: name.into(),
+            type_name: "host".into(),
+            id: Some(id),
+            parent: None,
+        };
+        let place = |osd, parent| MapChange::CrushSetDevice {
+            osd: OsdId(osd),
+            weight: Weight::ONE,
+            class: None,
+            parent,
+        };
+        // osd.0 alone on h1; osd.1, osd.2 and osd.3 on h2.
+        let m = with(
+            &base,
+            vec![
+                bucket("h1", h1),
+                bucket("h2", h2),
+                place(0, h1),
+                place(1, h2),
+                place(2, h2),
+                place(3, h2),
+            ],
+        );
+        let mut fd = FailureDetector::new(0);
+        for osd in 0..4 {
+            fd.beacon(OsdId(osd), 1_000);
+        }
+        // h2 is cut off from h1: its three OSDs report osd.0, as one host.
+        for reporter in 1..4 {
+            fd.report(OsdId(reporter), OsdId(0), 2_000);
+        }
+        assert!(fd.tick(&m, &s, 2_500).is_empty(), "two reporters from distinct hosts are needed");
     }
 
     #[test]
