@@ -56,8 +56,11 @@ impl EntityName {
                 kind.name()
             ));
         }
-        if kind == EntityKind::Osd && id.parse::<u32>().is_err() {
-            return Err(format!("'osd.{id}' is not an OSD name: OSD ids are numbers"));
+        // One spelling per OSD: `osd.07` would be a second identity for osd.7.
+        if kind == EntityKind::Osd && !id.parse::<u32>().is_ok_and(|n| n.to_string() == id) {
+            return Err(format!(
+                "'osd.{id}' is not an OSD name: OSD ids are numbers, without leading zeros"
+            ));
         }
         Ok(EntityName { kind, id: id.to_owned() })
     }
@@ -158,6 +161,8 @@ mod tests {
             ("admin", "not an entity name"),
             ("user.x", "not an entity kind"),
             ("osd.x", "OSD ids are numbers"),
+            ("osd.07", "without leading zeros"),
+            ("osd.-1", "OSD ids are numbers"),
             ("client.", "must be 1 to"),
             ("client.Admin", "a-z"),
             ("mon.a.b", "a-z"),
