@@ -15,6 +15,7 @@ use bytes::Bytes;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 use placement::{Epoch, OsdId};
+use proto::frame::Limits;
 use proto::identity::ClusterCa;
 use proto::message::{MonStatus, OsdCounts, OsdMessage, RaftRpc, RequestId, StatusReport};
 use proto::rpc::{self, Reply};
@@ -51,6 +52,8 @@ const STATUS_FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
 const ELECTIONS_AWAITED: u32 = 3;
 /// How long a ping may take, connecting included.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
+/// The largest bulk payload a monitor accepts from anyone but another monitor.
+const CLIENT_BULK_BYTES_MAX: usize = 64 << 10;
 /// Heartbeats a follower may miss before it stops forwarding to the leader.
 const LEADER_SILENT_HEARTBEATS: i64 = 4;
 /// Monitors whose liveness is tracked (bounds what unknown monitor identities can add).
@@ -866,6 +869,16 @@ impl Monitor {
 impl rpc::Service for Monitor {
     fn admit(&self, peer: &Peer) -> Result<(), String> {
         self.state.read(|a| a.state.admit(&peer.entity, peer.fingerprint.as_ref()))
+    }
+
+    /// Only monitors send bulk payloads (Raft's messages); anyone else's requests are
+    /// small, so a client cannot make a monitor buffer a map-sized payload.
+    fn limits(&self, peer: &Peer, default: Limits) -> Limits {
+        if peer.entity.kind() == EntityKind::Mon {
+            default
+        } else {
+            Limits { bulk_bytes_max: CLIENT_BULK_BYTES_MAX, ..default }
+        }
     }
 
     fn handle(

@@ -137,6 +137,11 @@ pub trait Service: Send + Sync + 'static {
     /// Whether `peer` may talk to this daemon at all; `Err` closes the connection with the
     /// reason (an unknown or revoked identity).
     fn admit(&self, peer: &Peer) -> Result<(), String>;
+    /// The frame limits for requests from `peer` (by default, what `serve` was given).
+    fn limits(&self, peer: &Peer, default: Limits) -> Limits {
+        let _ = peer;
+        default
+    }
     fn handle(
         self: Arc<Self>,
         peer: Peer,
@@ -162,6 +167,7 @@ pub async fn serve(endpoint: Arc<dyn Endpoint>, service: Arc<dyn Service>, limit
         }
         let permits =
             if peer.entity.kind() == EntityKind::Mon { &for_monitors } else { &for_others };
+        let limits = service.limits(&peer, limits);
         tokio::spawn(serve_connection(conn, service.clone(), permits.clone(), limits));
     }
 }

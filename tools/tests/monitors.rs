@@ -242,6 +242,11 @@ async fn malformed_and_oversized_frames_get_errors_and_the_monitor_keeps_serving
         matches!(&oversized, Response::Error(e) if e.code == ErrorCode::TooLarge),
         "{oversized:?}"
     );
+    // A client's bulk payload may not be map-sized (only monitors send those).
+    let mut bulky = frame::encode(&Request::Status, &[]).unwrap();
+    bulky[8..12].copy_from_slice(&(1u32 << 20).to_le_bytes());
+    let refused = answer(bulky, false).await;
+    assert!(matches!(&refused, Response::Error(e) if e.code == ErrorCode::TooLarge), "{refused:?}");
     let wrong_version = answer(vec![9; 12], true).await;
     assert!(
         matches!(&wrong_version, Response::Error(e) if e.code == ErrorCode::Unsupported),
