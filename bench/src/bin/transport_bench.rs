@@ -111,16 +111,10 @@ fn variant(name: &str) -> Result<(Tuning, Option<Extra>)> {
     Ok((tuning, extra))
 }
 
-/// What proto's `Tuning` sets (its `transport()` is private, so this repeats it), plus `extra`.
-fn raw_transport(tuning: &Tuning, extra: Extra) -> Arc<quinn::TransportConfig> {
+/// What proto's `Tuning` sets, plus `extra`.
+fn raw_transport(tuning: &Tuning, extra: Extra) -> Result<Arc<quinn::TransportConfig>> {
     use quinn::{AckFrequencyConfig, MtuDiscoveryConfig, VarInt};
-    let mut t = quinn::TransportConfig::default();
-    t.stream_receive_window(VarInt::from_u32(tuning.stream_window_bytes));
-    t.receive_window(VarInt::from_u32(tuning.connection_window_bytes));
-    t.send_window(u64::from(tuning.connection_window_bytes));
-    t.max_concurrent_bidi_streams(VarInt::from_u32(tuning.streams_max));
-    t.max_concurrent_uni_streams(VarInt::from_u32(0));
-    t.keep_alive_interval(Some(tuning.keep_alive));
+    let mut t = tuning.transport_config()?;
     let mut mtu = MtuDiscoveryConfig::default();
     mtu.upper_bound(extra.mtu_max_bytes);
     t.mtu_discovery_config(Some(mtu));
@@ -130,7 +124,7 @@ fn raw_transport(tuning: &Tuning, extra: Extra) -> Arc<quinn::TransportConfig> {
         t.ack_frequency_config(Some(ack));
     }
     t.enable_segmentation_offload(extra.gso);
-    Arc::new(t)
+    Ok(Arc::new(t))
 }
 
 /// A bench-local quinn endpoint for a variant with `extra` settings, a server as well if
@@ -143,7 +137,7 @@ fn raw_endpoint(
     server: bool,
 ) -> Result<(quinn::Endpoint, quinn::ClientConfig)> {
     use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-    let transport = raw_transport(tuning, extra);
+    let transport = raw_transport(tuning, extra)?;
     let mut client =
         quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(creds.client_tls()?)?));
     client.transport_config(transport.clone());

@@ -70,6 +70,12 @@ const UDP_PAYLOAD_MAX_DEFAULT: u16 = 6_000;
 
 impl Tuning {
     fn transport(&self) -> Result<Arc<TransportConfig>, TransportError> {
+        self.transport_config().map(Arc::new)
+    }
+
+    /// quinn's transport settings for this tuning (public so benchmarks can start from
+    /// exactly what the endpoints use and vary one setting).
+    pub fn transport_config(&self) -> Result<TransportConfig, TransportError> {
         let mut t = TransportConfig::default();
         t.stream_receive_window(VarInt::from_u32(self.stream_window_bytes));
         t.receive_window(VarInt::from_u32(self.connection_window_bytes));
@@ -84,7 +90,7 @@ impl Tuning {
         mtu.upper_bound(self.udp_payload_max_bytes);
         t.mtu_discovery_config(Some(mtu));
         t.initial_rtt(self.initial_rtt);
-        Ok(Arc::new(t))
+        Ok(t)
     }
 }
 
