@@ -45,13 +45,13 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 pub fn checks(inputs: &Inputs<'_>) -> Vec<HealthCheck> {
     let mut out = Vec::new();
     let down_mons: Vec<&MonStatus> = inputs.monitors.iter().filter(|m| !m.in_quorum).collect();
+    let detail: Vec<String> = down_mons
+        .iter()
+        .map(|m| format!("mon.{} at {} is not in quorum", m.name, m.addr))
+        .collect();
     if down_mons.len() == inputs.monitors.len() {
         // No leader known (or, before the first one, not even the members): nothing can
         // change until an election succeeds.
-        let detail = down_mons
-            .iter()
-            .map(|m| format!("mon.{} at {} is not in quorum", m.name, m.addr))
-            .collect();
         out.push(check(
             "MON_DOWN",
             Severity::Err,
@@ -59,10 +59,6 @@ pub fn checks(inputs: &Inputs<'_>) -> Vec<HealthCheck> {
             detail,
         ));
     } else if !down_mons.is_empty() {
-        let detail = down_mons
-            .iter()
-            .map(|m| format!("mon.{} at {} is not in quorum", m.name, m.addr))
-            .collect();
         let names: Vec<String> = down_mons.iter().map(|m| m.name.clone()).collect();
         out.push(check(
             "MON_DOWN",

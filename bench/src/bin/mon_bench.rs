@@ -211,10 +211,7 @@ impl Sample {
     fn row(&self) -> Value {
         let mut sorted = self.latencies.clone();
         sorted.sort();
-        let at = |p: f64| {
-            let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
-            sorted[rank - 1].as_secs_f64() * 1e3
-        };
+        let at = |p: f64| cairn_bench::percentile(&sorted, p).as_secs_f64() * 1e3;
         json!({
             "measurement": self.what,
             "count": sorted.len(),
@@ -357,7 +354,7 @@ fn options() -> Result<Options> {
 
 fn main() -> Result<()> {
     let options = options()?;
-    let load_before = load_average();
+    let load_before = cairn_bench::load_average();
     let cairn = cairn_binary()?;
     let base_port = free_ports(options.mons)?;
     let dir = tempfile::tempdir().context("make a temporary directory")?;
@@ -385,7 +382,7 @@ fn main() -> Result<()> {
     drop(cluster);
     let down_s = down_start.elapsed().as_secs_f64();
     let ceph = if options.ceph { ceph_reference(&options) } else { None };
-    let load = load_average();
+    let load = cairn_bench::load_average();
 
     if options.json {
         let doc = json!({
@@ -478,12 +475,6 @@ async fn measure(cluster: &DevCluster, options: &Options) -> Result<Value> {
         "samples": samples.iter().map(Sample::row).collect::<Vec<_>>(),
         "monitors": monitors,
     }))
-}
-
-/// The first three fields of /proc/loadavg.
-fn load_average() -> String {
-    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
 /// Ceph's figures from `scripts/ceph_mon_commits.py` (or `$CEPH_MON_SCRIPT`), run after

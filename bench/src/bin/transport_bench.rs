@@ -529,17 +529,6 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
-/// The first three fields of /proc/loadavg.
-fn load_average() -> String {
-    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-}
-
 fn read_sysctl(name: &str) -> String {
     let path = format!("/proc/sys/{}", name.replace('.', "/"));
     std::fs::read_to_string(path).map_or("?".into(), |s| s.trim().to_owned())
@@ -561,14 +550,14 @@ fn main() -> Result<()> {
     ensure!(bytes >= 4 * CHUNK_BYTES as u64, "--gib too small");
     let (runs, scale) = if quick { (1, 10) } else { (RUNS, 1) };
 
-    let load_before = load_average();
+    let load_before = cairn_bench::load_average();
     let runtime = runtime()?;
     let mut wires = start_wires(&runtime)?;
     let data = Arc::new((0..CHUNK_BYTES).map(|i| (i * 7 + 1) as u8).collect::<Vec<u8>>());
 
     let bulk_rows = bulk_table(&runtime, &mut wires, bytes, runs, &data)?;
     let request_rows = request_table(&runtime, &mut wires, scale, &data)?;
-    let load_after = load_average();
+    let load_after = cairn_bench::load_average();
 
     if json {
         let doc = json!({
@@ -704,8 +693,8 @@ fn request_table(
                 "transport": wire.transport,
                 "reuse": reuse.describe(),
                 "requests": count,
-                "p50_us": micros(percentile(&latencies, 0.50)),
-                "p99_us": micros(percentile(&latencies, 0.99)),
+                "p50_us": micros(cairn_bench::percentile(&latencies, 0.50)),
+                "p99_us": micros(cairn_bench::percentile(&latencies, 0.99)),
                 "requests_per_s": count as f64 / m.wall.as_secs_f64(),
                 "sender_cpu_us_per_request": micros(m.sender_cpu) / count as f64,
                 "receiver_cpu_us_per_request": micros(m.receiver_cpu) / count as f64,
