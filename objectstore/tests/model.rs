@@ -1,0 +1,262 @@
+//! The store against a naive model: random writes, truncates, zeroes and removes, each
+//! checked by reading back every object whole and in pieces.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use objectstore::{
+    CHUNK_BYTES, CollectionId, KvObjectStore, MemoryEngine, OBJECT_BYTES_MAX, ObjectId,
+    ObjectStore, StoreError, Transaction, TxOp,
+};
+use placement::{PgId, PoolId};
+use proptest::prelude::*;
+
+fn coll() -> CollectionId {
+    CollectionId::replicated(PgId { pool: PoolId(1), seed: 0 })
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Write { obj: u8, offset: u64, len: usize, fill: u8 },
+    WriteFull { obj: u8, len: usize, fill: u8 },
+    Truncate { obj: u8, size: u64 },
+    Zero { obj: u8, offset: u64, len: u64 },
+    Remove { obj: u8 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let span = 4 * CHUNK_BYTES;
+    prop_oneof![
+        (0..3u8, 0..span, 0..(2 * CHUNK_BYTES as usize), any::<u8>())
+            .prop_map(|(obj, offset, len, fill)| Op::Write { obj, offset, len, fill }),
+        (0..3u8, 0..(2 * CHUNK_BYTES as usize), any::<u8>())
+            .prop_map(|(obj, len, fill)| Op::WriteFull { obj, len, fill }),
+        (0..3u8, 0..span).prop_map(|(obj, size)| Op::Truncate { obj, size }),
+        (0..3u8, 0..span, 0..span).prop_map(|(obj, offset, len)| Op::Zero { obj, offset, len }),
+        (0..3u8).prop_map(|obj| Op::Remove { obj }),
+    ]
+}
+
+fn oid(obj: u8) -> ObjectId {
+    ObjectId::head(format!("obj{obj}"))
+}
+
+/// Applies an op to the model; `false` if the store must refuse it (missing object).
+fn model_apply(model: &mut BTreeMap<u8, Vec<u8>>, op: &Op) -> bool {
+    match *op {
+        Op::Write { obj, offset, len, fill } => {
+            let data = model.entry(obj).or_default();
+            let end = offset as usize + len;
+            if data.len() < end {
+                data.resize(end, 0);
+            }
+            data[offset as usize..end].fill(fill);
+        }
+        Op::WriteFull { obj, len, fill } => {
+            model.insert(obj, vec![fill; len]);
+        }
+        Op::Truncate { obj, size } => match model.get_mut(&obj) {
+            Some(data) => data.resize(size as usize, 0),
+            None => return false,
+        },
+        Op::Zero { obj, offset, len } => match model.get_mut(&obj) {
+            Some(data) => {
+                let end = ((offset + len) as usize).min(data.len());
+                if (offset as usize) < end {
+                    data[offset as usize..end].fill(0);
+                }
+            }
+            None => return false,
+        },
+        Op::Remove { obj } => {
+            model.remove(&obj);
+        }
+    }
+    true
+}
+
+fn tx_op(op: &Op) -> TxOp {
+    let c = coll();
+    match *op {
+        Op::Write { obj, offset, len, fill } => {
+            TxOp::Write { c, oid: oid(obj), offset, data: Bytes::from(vec![fill; len]) }
+        }
+        Op::WriteFull { obj, len, fill } => {
+            TxOp::WriteFull { c, oid: oid(obj), data: Bytes::from(vec![fill; len]) }
+        }
+        Op::Truncate { obj, size } => TxOp::Truncate { c, oid: oid(obj), size },
+        Op::Zero { obj, offset, len } => TxOp::Zero { c, oid: oid(obj), offset, len },
+        Op::Remove { obj } => TxOp::Remove { c, oid: oid(obj) },
+    }
+}
+
+fn check(store: &impl ObjectStore, model: &BTreeMap<u8, Vec<u8>>) {
+    for obj in 0..3u8 {
+        let meta = store.stat(coll(), &oid(obj)).unwrap();
+        match model.get(&obj) {
+            None => assert!(meta.is_none(), "obj{obj} should not exist"),
+            Some(data) => {
+                assert_eq!(meta.unwrap().size, data.len() as u64, "size of obj{obj}");
+                let whole = store.read(coll(), &oid(obj), 0, u64::MAX).unwrap();
+                assert!(whole == *data, "contents of obj{obj}");
+                let mid = data.len() as u64 / 3;
+                let part = store.read(coll(), &oid(obj), mid, CHUNK_BYTES + 7).unwrap();
+                let end = (mid as usize + CHUNK_BYTES as usize + 7).min(data.len());
+                assert!(part[..] == data[mid as usize..end], "a piece of obj{obj}");
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn store_matches_model(ops in proptest::collection::vec(op(), 1..24), per_txn in 1..4usize) {
+        let store = KvObjectStore::new(MemoryEngine::new());
+        let mut model = BTreeMap::new();
+        for group in ops.chunks(per_txn) {
+            let mut next = model.clone();
+            let valid = group.iter().all(|op| model_apply(&mut next, op));
+            let txn = Transaction { ops: group.iter().map(tx_op).collect() };
+            let result = store.apply(&txn);
+            if valid {
+                result.unwrap();
+                model = next;
+            } else {
+                prop_assert!(matches!(result, Err(StoreError::NotFound(_))));
+            }
+            check(&store, &model);
+        }
+    }
+}
+
+#[test]
+fn a_failed_transaction_changes_nothing() {
+    let store = KvObjectStore::new(MemoryEngine::new());
+    let c = coll();
+    let mut txn = Transaction::new();
+    txn.push(TxOp::Write { c, oid: oid(0), offset: 0, data: Bytes::from_static(b"first") });
+    store.apply(&txn).unwrap();
+    let mut txn = Transaction::new();
+    txn.push(TxOp::Write { c, oid: oid(0), offset: 0, data: Bytes::from_static(b"SECOND") })
+        .push(TxOp::SetXattr { c, oid: oid(0), name: "v".into(), value: b"1".to_vec() })
+        .push(TxOp::Create { c, oid: oid(0), exclusive: true });
+    assert!(matches!(store.apply(&txn), Err(StoreError::AlreadyExists(_))));
+    assert_eq!(store.read(c, &oid(0), 0, 100).unwrap(), b"first");
+    assert!(store.stat(c, &oid(0)).unwrap().unwrap().xattrs.is_empty());
+}
+
+#[test]
+fn limits_are_refused_with_clear_errors() {
+    let store = KvObjectStore::new(MemoryEngine::new());
+    let c = coll();
+    let long = ObjectId::head(vec![b'x'; 4096]);
+    let txn = Transaction { ops: vec![TxOp::Create { c, oid: long, exclusive: false }] };
+    let error = store.apply(&txn).unwrap_err().to_string();
+    assert!(error.contains("object name") && error.contains("limit"), "{error}");
+    let txn = Transaction {
+        ops: vec![TxOp::Write {
+            c,
+            oid: oid(1),
+            offset: OBJECT_BYTES_MAX,
+            data: Bytes::from_static(b"x"),
+        }],
+    };
+    let error = store.apply(&txn).unwrap_err().to_string();
+    assert!(error.contains("object size limit"), "{error}");
+    let txn = Transaction {
+        ops: vec![TxOp::Write { c, oid: oid(1), offset: u64::MAX, data: Bytes::from_static(b"x") }],
+    };
+    assert!(store.apply(&txn).is_err());
+    assert!(store.stat(c, &oid(1)).unwrap().is_none());
+}
+
+#[test]
+fn listing_resumes_after_the_last_id_while_objects_change() {
+    let store = KvObjectStore::new(MemoryEngine::new());
+    let c = coll();
+    let mut txn = Transaction::new();
+    for i in 0..10 {
+        txn.push(TxOp::Create { c, oid: oid(i), exclusive: true });
+    }
+    store.apply(&txn).unwrap();
+    let first = store.list(c, None, 4).unwrap();
+    assert_eq!(first.len(), 4);
+    // Remove one already listed and one not yet listed: the rest of the listing has each
+    // remaining object exactly once.
+    let mut txn = Transaction::new();
+    txn.push(TxOp::Remove { c, oid: first[0].0.clone() }).push(TxOp::Remove { c, oid: oid(9) });
+    store.apply(&txn).unwrap();
+    let mut seen: Vec<ObjectId> = first.iter().map(|(o, _)| o.clone()).collect();
+    let mut after = seen.last().cloned();
+    loop {
+        let page = store.list(c, after.as_ref(), 4).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|(o, _)| o.clone());
+        seen.extend(page.into_iter().map(|(o, _)| o));
+    }
+    let expected: Vec<ObjectId> = (0..9).map(oid).collect();
+    assert_eq!(seen.len(), 9);
+    for o in expected {
+        assert_eq!(seen.iter().filter(|s| **s == o).count(), 1, "{o}");
+    }
+}
+
+#[test]
+fn omap_set_list_remove_and_clear() {
+    let store = KvObjectStore::new(MemoryEngine::new());
+    let c = coll();
+    let o = oid(0);
+    let mut txn = Transaction::new();
+    txn.push(TxOp::Create { c, oid: o.clone(), exclusive: true }).push(TxOp::OmapSet {
+        c,
+        oid: o.clone(),
+        entries: (0..5u8).map(|i| (vec![b'k', i], vec![i])).collect(),
+    });
+    store.apply(&txn).unwrap();
+    let page = store.omap_list(c, &o, Some(&[b'k', 1]), 2).unwrap();
+    assert_eq!(page, vec![(vec![b'k', 2], vec![2]), (vec![b'k', 3], vec![3])]);
+    let txn = Transaction {
+        ops: vec![TxOp::OmapRemoveRange {
+            c,
+            oid: o.clone(),
+            start: vec![b'k', 1],
+            end: vec![b'k', 3],
+        }],
+    };
+    store.apply(&txn).unwrap();
+    let got = store.omap_get(c, &o, &[vec![b'k', 0], vec![b'k', 2], vec![b'k', 4]]).unwrap();
+    assert_eq!(got, vec![Some(vec![0]), None, Some(vec![4])]);
+    store.apply(&Transaction { ops: vec![TxOp::OmapClear { c, oid: o.clone() }] }).unwrap();
+    assert!(store.omap_list(c, &o, None, 100).unwrap().is_empty());
+    // Removing an object drops its omap: a new object of that name starts empty.
+    let mut txn = Transaction::new();
+    txn.push(TxOp::OmapSet { c, oid: o.clone(), entries: vec![(b"a".to_vec(), b"1".to_vec())] })
+        .push(TxOp::Remove { c, oid: o.clone() })
+        .push(TxOp::Create { c, oid: o.clone(), exclusive: true });
+    store.apply(&txn).unwrap();
+    assert!(store.omap_list(c, &o, None, 100).unwrap().is_empty());
+}
+
+#[test]
+fn collections_are_registered_and_removed_whole() {
+    let store = KvObjectStore::new(MemoryEngine::new());
+    let a = coll();
+    let b = CollectionId::replicated(PgId { pool: PoolId(1), seed: 1 });
+    let mut txn = Transaction::new();
+    txn.push(TxOp::CreateCollection(a))
+        .push(TxOp::CreateCollection(b))
+        .push(TxOp::Write { c: a, oid: oid(0), offset: 0, data: Bytes::from_static(b"a") })
+        .push(TxOp::Write { c: b, oid: oid(0), offset: 0, data: Bytes::from_static(b"b") })
+        .push(TxOp::CollectionPut { c: a, key: b"info".to_vec(), value: b"x".to_vec() });
+    store.apply(&txn).unwrap();
+    assert_eq!(store.collections().unwrap(), vec![a, b]);
+    store.apply(&Transaction { ops: vec![TxOp::RemoveCollection(a)] }).unwrap();
+    assert_eq!(store.collections().unwrap(), vec![b]);
+    assert!(store.stat(a, &oid(0)).unwrap().is_none());
+    assert!(store.collection_get(a, b"info").unwrap().is_none());
+    assert_eq!(store.read(b, &oid(0), 0, 10).unwrap(), b"b");
+}

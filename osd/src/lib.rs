@@ -1,0 +1,3 @@
+//! The OSD: a daemon that keeps objects in RocksDB and serves the PGs the map gives it.
+
+pub mod rocks;
