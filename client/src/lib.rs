@@ -4,6 +4,8 @@
 pub mod config;
 pub mod maps;
 pub mod mon_client;
+pub mod objects;
+pub mod osd_conn;
 
 pub use config::ClientConfig;
 pub use mon_client::{ClientError, MapWatch, MonClient};

@@ -862,6 +862,13 @@ impl Monitor {
             Request::Raft(_) | Request::Forward { .. } | Request::ForwardOsd { .. } => {
                 Err(only_monitors())
             }
+            Request::ObjectOps { .. } | Request::ListObjects { .. } | Request::Peer { .. } => {
+                Err(error(ErrorCode::Unsupported, "monitors do not serve objects; ask an OSD"))
+            }
+            // PG statistics are not kept by the monitors yet.
+            Request::PgStats { .. } | Request::GetPgStats => {
+                Err(error(ErrorCode::Unsupported, "PG statistics are not kept yet"))
+            }
         }
     }
 }

@@ -1,3 +1,5 @@
 //! The OSD: a daemon that keeps objects in RocksDB and serves the PGs the map gives it.
 
+pub mod daemon;
+pub mod pg;
 pub mod rocks;

@@ -129,6 +129,45 @@ impl fmt::Display for Epoch {
     }
 }
 
+/// A PG log position (Ceph's `eversion_t`): the map epoch the primary wrote it in, then a sequence number that
+/// only grows within the PG. Ordered by epoch first, as Ceph's `eversion_t`.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Version {
+    pub epoch: u64,
+    pub seq: u64,
+}
+
+impl Version {
+    pub const ZERO: Version = Version { epoch: 0, seq: 0 };
+
+    pub fn new(epoch: u64, seq: u64) -> Version {
+        Version { epoch, seq }
+    }
+
+    /// Big-endian, so that byte order is version order (log keys).
+    pub fn to_key(self) -> [u8; 16] {
+        let mut key = [0u8; 16];
+        key[..8].copy_from_slice(&self.epoch.to_be_bytes());
+        key[8..].copy_from_slice(&self.seq.to_be_bytes());
+        key
+    }
+
+    pub fn from_key(key: &[u8]) -> Option<Version> {
+        let key: &[u8; 16] = key.try_into().ok()?;
+        let epoch = u64::from_be_bytes(key[..8].try_into().ok()?);
+        let seq = u64::from_be_bytes(key[8..].try_into().ok()?);
+        Some(Version { epoch, seq })
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.epoch, self.seq)
+    }
+}
+
 /// A placement group: `pool.seed`, printed with the seed in hex as Ceph does (`2.1f`).
 /// Human-readable encodings (JSON, TOML) write it in that form, so it can key a map there;
 /// binary ones write the two numbers.

@@ -32,7 +32,7 @@ pub use crush::rule::{ChooseMode, Rule, RuleKind, SimpleRule, Step};
 pub use error::{DecodeError, MapError};
 pub use ids::{
     BUCKET_ID_MIN, BucketId, Epoch, ItemId, OSD_ID_LIMIT, OsdId, PgId, PoolId, Reweight, RuleId,
-    Weight,
+    Version, Weight,
 };
 pub use incremental::{Incremental, MapChange, PoolSetting};
 pub use osdmap::{MapContents, MapFlag, OsdMap, OsdSet, OsdState, PgMapping};

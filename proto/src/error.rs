@@ -38,6 +38,10 @@ pub enum ErrorCode {
     Internal,
     /// The request was made against an older map epoch than the server's.
     StaleEpoch,
+    /// A guard of a compound op failed; nothing was changed.
+    Canceled,
+    /// Stored data failed its checksum and no good copy could be read.
+    Corrupt,
 }
 
 impl ErrorCode {
@@ -64,6 +68,8 @@ impl ErrorCode {
             ErrorCode::Busy => "busy",
             ErrorCode::Internal => "internal error",
             ErrorCode::StaleEpoch => "stale epoch",
+            ErrorCode::Canceled => "canceled",
+            ErrorCode::Corrupt => "corrupt",
         }
     }
 }

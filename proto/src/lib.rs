@@ -12,6 +12,7 @@ pub mod error;
 pub mod frame;
 pub mod identity;
 pub mod message;
+pub mod osd;
 pub mod rpc;
 pub mod transport;
 

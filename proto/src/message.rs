@@ -8,11 +8,12 @@
 
 use std::collections::BTreeMap;
 
-use placement::{Epoch, MapFlag, RuleKind};
+use placement::{Epoch, MapFlag, PgId, RuleKind, Version};
 use serde::{Deserialize, Serialize};
 
 use crate::entity::EntityName;
 use crate::error::RemoteError;
+use crate::osd::{ObjectName, ObjectOp, OpResult, OsdStat, PeerRequest, PeerResponse, PgStat};
 
 /// The protocol version spoken on `cairn/1` connections.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -47,6 +48,18 @@ pub enum Request {
     ForwardOsd { origin: EntityName, message: OsdMessage },
     /// What a new monitor starts from (admins only): answered with `Genesis`.
     GetGenesis,
+    /// Client to a PG's primary: ops on one object, applied atomically. Write data is in
+    /// the bulk payload. Answered with `ObjectOps`.
+    ObjectOps { pg: PgId, epoch: Epoch, reqid: RequestId, object: ObjectName, ops: Vec<ObjectOp> },
+    /// Client to a PG's primary: a page of its objects after `after`. Answered with
+    /// `Objects`.
+    ListObjects { pg: PgId, epoch: Epoch, after: Option<ObjectName>, max: u32 },
+    /// OSD to OSD about a PG, from the sender's interval starting at `interval`.
+    Peer { pg: PgId, epoch: Epoch, interval: Epoch, request: PeerRequest },
+    /// OSD to monitors: its PGs' states (those it is primary of) and its usage.
+    PgStats { osd: u32, epoch: Epoch, pgs: Vec<PgStat>, usage: OsdStat },
+    /// The latest PG and OSD statistics the monitors have. Answered with `PgStats`.
+    GetPgStats,
 }
 
 /// What an OSD tells the monitors, as a follower passes it on to the leader.
@@ -91,6 +104,11 @@ impl Request {
             Request::Forward { .. } => "forwarded command",
             Request::ForwardOsd { .. } => "forwarded osd message",
             Request::GetGenesis => "get genesis",
+            Request::ObjectOps { .. } => "object ops",
+            Request::ListObjects { .. } => "list objects",
+            Request::Peer { .. } => "peer",
+            Request::PgStats { .. } => "pg stats",
+            Request::GetPgStats => "get pg stats",
         }
     }
 }
@@ -127,6 +145,18 @@ pub enum Response {
     Genesis {
         ca_key_pem: Option<String>,
     },
+    /// Results in op order; read data in the bulk payload. `version` is the object's
+    /// version after the request (the new one for a write).
+    ObjectOps {
+        version: Version,
+        results: Vec<OpResult>,
+    },
+    Objects {
+        objects: Vec<(ObjectName, u64)>,
+        more: bool,
+    },
+    Peer(PeerResponse),
+    PgStats(Box<ClusterPgStats>),
 }
 
 impl Response {
@@ -140,6 +170,10 @@ impl Response {
             Response::Ack => "ack",
             Response::Raft => "raft",
             Response::Genesis { .. } => "genesis",
+            Response::ObjectOps { .. } => "object ops",
+            Response::Objects { .. } => "objects",
+            Response::Peer(_) => "peer",
+            Response::PgStats(_) => "pg stats",
         }
     }
 }
@@ -396,4 +430,12 @@ pub struct StatusReport {
     pub pools: u32,
     pub pgs: u64,
     pub flags: Vec<String>,
+}
+
+/// What the monitors know of PGs and OSD usage: each PG as its primary last reported it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterPgStats {
+    pub epoch: Epoch,
+    pub pgs: Vec<PgStat>,
+    pub osds: Vec<OsdStat>,
 }

@@ -66,10 +66,27 @@ pub enum OsdCommand {
     Tree,
     /// OSD states and pools.
     Dump,
-    /// A new OSD id (lowest free unless given); it is down and out until it boots.
+    /// A new OSD id (lowest free unless given); it is down and out until it boots. With
+    /// `--data`, also prepares its directory (identity, config, empty store) and places it
+    /// in CRUSH under `--host`.
     Create {
         #[arg(long)]
         id: Option<u32>,
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Where it will serve (`ip:port`).
+        #[arg(long, default_value = "127.0.0.1:6800")]
+        addr: String,
+        /// The CRUSH host bucket it goes under (created if missing).
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long, default_value_t = 1.0)]
+        weight: f64,
+    },
+    /// Runs the OSD prepared in a directory.
+    Run {
+        #[arg(long)]
+        data: PathBuf,
     },
     /// Remove OSDs that are down.
     Rm { osd: u32 },
@@ -412,7 +429,11 @@ pub async fn osd(connect: &Connect, command: OsdCommand) -> Result<()> {
             }
             return Ok(());
         }
-        OsdCommand::Create { id } => Command::OsdCreate { id },
+        OsdCommand::Create { id, data: Some(dir), addr, host, weight } => {
+            return osd_prepare(connect, id, &dir, &addr, host, weight).await;
+        }
+        OsdCommand::Create { id, data: None, .. } => Command::OsdCreate { id },
+        OsdCommand::Run { data } => return osd::daemon::run(&data).await,
         OsdCommand::Rm { osd } => Command::OsdRemove { osd },
         OsdCommand::In { osds } => Command::OsdIn { osds },
         OsdCommand::Out { osds } => Command::OsdOut { osds },
@@ -642,5 +663,54 @@ pub fn bootstrap(dir: &Path, mons: &[String]) -> Result<()> {
         );
     }
     println!("  client configuration: {}/{}", dir.display(), crate::dev::CLIENT_CONFIG);
+    Ok(())
+}
+
+/// `osd create --data DIR`: an id, an identity, a config and a place in CRUSH.
+async fn osd_prepare(
+    connect: &Connect,
+    id: Option<u32>,
+    dir: &std::path::Path,
+    addr: &str,
+    host: Option<String>,
+    weight: f64,
+) -> Result<()> {
+    addr.parse::<std::net::SocketAddr>().with_context(|| format!("'{addr}' is not ip:port"))?;
+    if dir.join(osd::daemon::CONFIG_FILE).exists() {
+        bail!("{} already holds an OSD", dir.display());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let client = connect.client()?;
+    let CommandOutput::OsdCreated { osd, .. } = client.command(Command::OsdCreate { id }).await?
+    else {
+        bail!("the monitors did not return the new OSD's id");
+    };
+    let entity: EntityName = format!("osd.{osd}").parse().map_err(anyhow::Error::msg)?;
+    let identity = Command::AuthAdd {
+        entity: entity.clone(),
+        mon_caps: "allow r".into(),
+        osd_caps: "allow *".into(),
+    };
+    let CommandOutput::Identity { entity, ca_pem, cert_pem, key_pem } =
+        client.command(identity).await?
+    else {
+        bail!("the monitors did not return the new identity");
+    };
+    proto::identity::Credentials { entity: entity.clone(), ca_pem, cert_pem, key_pem }.save(dir)?;
+    let mut config = client.config().clone();
+    config.entity = entity.to_string();
+    config.keyring = ".".into();
+    config.path = None;
+    config.save(&dir.join(osd::daemon::CLIENT_FILE))?;
+    osd::daemon::OsdConfig { id: osd, addr: addr.to_owned() }.save(dir)?;
+    let host = host.unwrap_or_else(|| format!("host-{osd}"));
+    let location =
+        BTreeMap::from([("root".to_owned(), "default".to_owned()), ("host".to_owned(), host)]);
+    client.command(Command::CrushSetOsd { osd, weight, location, class: None }).await?;
+    println!(
+        "prepared osd.{osd} in {}; start it with: cairn osd run --data {}",
+        dir.display(),
+        dir.display()
+    );
     Ok(())
 }

@@ -6,6 +6,7 @@ mod cluster;
 mod dev;
 mod map;
 mod map_render;
+mod obj;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +37,9 @@ enum Command {
     /// OSDs: tree, dump, create, remove, in, out, reweight, flags, placement.
     #[command(subcommand)]
     Osd(cluster::OsdCommand),
+    /// Objects in pools (put, get, stat, ls, rm).
+    #[command(subcommand)]
+    Obj(obj::ObjCommand),
     /// The CRUSH hierarchy: buckets.
     #[command(subcommand)]
     Crush(cluster::CrushCommand),
@@ -112,6 +116,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Health { detail } => cluster::health(c, detail.is_some()).await,
         Command::Mon(command) => cluster::mon(c, command).await,
         Command::Osd(command) => cluster::osd(c, command).await,
+        Command::Obj(command) => obj::run(c, command).await,
         Command::Crush(command) => cluster::crush(c, command).await,
         Command::Pool(command) => cluster::pool(c, command).await,
         Command::Rule(command) => cluster::rule(c, command).await,

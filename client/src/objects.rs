@@ -1,0 +1,251 @@
+//! Object I/O straight to the OSDs: the client computes each object's PG and primary from
+//! its map and sends the ops there, retrying on a newer map when the PG moved, its primary
+//! changed or was unreachable, until the op's deadline. A write keeps its request id across
+//! retries, so the OSDs apply it once.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use placement::{OsdMap, PgId, PoolId, Version};
+use proto::error::{ErrorCode, RemoteError, TransportError};
+use proto::message::{Request, Response, new_request_id};
+use proto::osd::{LIST_PAGE_MAX, ObjectName, ObjectOp, OpResult};
+use tokio::sync::Semaphore;
+
+use crate::mon_client::{ClientError, MonClient};
+use crate::osd_conn::OsdConnections;
+
+/// How long one op may take, retries included, unless told otherwise.
+pub const OP_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+/// Ops in flight from one client at once; more wait for a slot.
+pub const IN_FLIGHT_MAX: usize = 256;
+/// How long one attempt waits for its OSD.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(35);
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// The answer to a compound op.
+#[derive(Debug, Clone)]
+pub struct OpAnswer {
+    pub version: Version,
+    pub results: Vec<OpResult>,
+    pub data: Bytes,
+}
+
+pub struct Objects {
+    mon: Arc<MonClient>,
+    conns: OsdConnections,
+    map: RwLock<Arc<OsdMap>>,
+    in_flight: Semaphore,
+    pub op_timeout: Duration,
+}
+
+impl Objects {
+    /// Object access through `mon`'s cluster, starting from its current map.
+    pub async fn new(mon: Arc<MonClient>) -> Result<Objects, ClientError> {
+        let map = Arc::new(mon.map().await?);
+        let conns = OsdConnections::new(mon.endpoint().clone());
+        Ok(Objects {
+            mon,
+            conns,
+            map: RwLock::new(map),
+            in_flight: Semaphore::new(IN_FLIGHT_MAX),
+            op_timeout: OP_TIMEOUT_DEFAULT,
+        })
+    }
+
+    pub fn map(&self) -> Arc<OsdMap> {
+        self.map.read().expect("map lock").clone()
+    }
+
+    async fn refresh_map(&self) {
+        if let Ok(map) = self.mon.map().await {
+            let mut held = self.map.write().expect("map lock");
+            if map.epoch() > held.epoch() {
+                *held = Arc::new(map);
+            }
+        }
+    }
+
+    pub fn pool_id(&self, pool: &str) -> Result<PoolId, ClientError> {
+        self.map().pool_by_name(pool).map(|p| p.id).ok_or_else(|| {
+            ClientError::Refused(RemoteError::new(
+                ErrorCode::NotFound,
+                format!("pool '{pool}' does not exist"),
+            ))
+        })
+    }
+
+    /// Sends `make(map, pg)` to the PG's primary until it answers or the deadline passes.
+    async fn send(
+        &self,
+        pool: PoolId,
+        pg_of: impl Fn(&OsdMap) -> Result<PgId, ClientError>,
+        make: impl Fn(&OsdMap, PgId) -> Request,
+        bulk: &Bytes,
+    ) -> Result<(Response, Bytes), ClientError> {
+        let _slot = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| ClientError::Setup("client closed".into()))?;
+        let deadline = Instant::now() + self.op_timeout;
+        let mut backoff = BACKOFF_MIN;
+        let mut last_error: String;
+        loop {
+            let map = self.map();
+            if map.pool(pool).is_none() {
+                self.refresh_map().await;
+                if self.map().pool(pool).is_none() {
+                    return Err(ClientError::Refused(RemoteError::new(
+                        ErrorCode::NotFound,
+                        format!("pool {pool} does not exist"),
+                    )));
+                }
+                continue;
+            }
+            let pg = pg_of(&map)?;
+            let primary = map.pg_mapping(pg).ok().and_then(|m| m.acting_primary);
+            let target =
+                primary.and_then(|p| map.osd(p).and_then(|s| s.addr.clone()).map(|a| (p.0, a)));
+            match target {
+                None => last_error = format!("pg {pg} has no primary up at epoch {}", map.epoch()),
+                Some((osd, addr)) => {
+                    let request = make(&map, pg);
+                    let left =
+                        deadline.saturating_duration_since(Instant::now()).min(ATTEMPT_TIMEOUT);
+                    match self
+                        .conns
+                        .call(osd, &addr, &request, bulk, left.max(Duration::from_millis(1)))
+                        .await
+                    {
+                        Ok(answer) => return Ok(answer),
+                        Err(TransportError::Remote { error, .. })
+                            if !error.code.is_retryable()
+                                && error.code != ErrorCode::StaleEpoch =>
+                        {
+                            return Err(ClientError::Refused(error));
+                        }
+                        Err(e) => last_error = format!("osd.{osd} (pg {pg}): {e}"),
+                    }
+                }
+            }
+            if Instant::now() + backoff >= deadline {
+                return Err(ClientError::Refused(RemoteError::new(
+                    ErrorCode::Timeout,
+                    format!(
+                        "no answer within {} ms; last: {last_error}",
+                        self.op_timeout.as_millis()
+                    ),
+                )));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            self.refresh_map().await;
+        }
+    }
+
+    /// Runs ops on one object atomically. Write data goes in `data`, in op order.
+    pub async fn op(
+        &self,
+        pool: &str,
+        object: &ObjectName,
+        ops: Vec<ObjectOp>,
+        data: Bytes,
+    ) -> Result<OpAnswer, ClientError> {
+        let pool = self.pool_id(pool)?;
+        let reqid = new_request_id();
+        let pg_of = |map: &OsdMap| {
+            map.object_pg(pool, &object.namespace, &object.name).map_err(|e| {
+                ClientError::Refused(RemoteError::new(ErrorCode::NotFound, e.to_string()))
+            })
+        };
+        let make = |map: &OsdMap, pg| Request::ObjectOps {
+            pg,
+            epoch: map.epoch(),
+            reqid,
+            object: object.clone(),
+            ops: ops.clone(),
+        };
+        match self.send(pool, pg_of, make, &data).await? {
+            (Response::ObjectOps { version, results }, data) => {
+                Ok(OpAnswer { version, results, data })
+            }
+            (other, _) => Err(ClientError::Unexpected { request: "object ops", got: other.name() }),
+        }
+    }
+
+    pub async fn write_full(
+        &self,
+        pool: &str,
+        object: &ObjectName,
+        data: Bytes,
+    ) -> Result<Version, ClientError> {
+        let ops = vec![ObjectOp::WriteFull { len: data.len() as u64 }];
+        Ok(self.op(pool, object, ops, data).await?.version)
+    }
+
+    pub async fn read(
+        &self,
+        pool: &str,
+        object: &ObjectName,
+        offset: u64,
+        len: u64,
+    ) -> Result<Bytes, ClientError> {
+        Ok(self.op(pool, object, vec![ObjectOp::Read { offset, len }], Bytes::new()).await?.data)
+    }
+
+    /// Size, version and modification time.
+    pub async fn stat(
+        &self,
+        pool: &str,
+        object: &ObjectName,
+    ) -> Result<(u64, Version, i64), ClientError> {
+        let answer = self.op(pool, object, vec![ObjectOp::Stat], Bytes::new()).await?;
+        match answer.results.first() {
+            Some(OpResult::Stat { size, version, mtime_ms }) => Ok((*size, *version, *mtime_ms)),
+            _ => Err(ClientError::Unexpected { request: "stat", got: "another result" }),
+        }
+    }
+
+    pub async fn remove(&self, pool: &str, object: &ObjectName) -> Result<(), ClientError> {
+        self.op(pool, object, vec![ObjectOp::Remove], Bytes::new()).await.map(|_| ())
+    }
+
+    /// Every object of a pool with its size, PG by PG (each PG's page resumes after the
+    /// last name seen, so the listing is stable while objects change).
+    pub async fn list(&self, pool: &str) -> Result<Vec<(ObjectName, u64)>, ClientError> {
+        let pool_id = self.pool_id(pool)?;
+        let pg_num = self.map().pool(pool_id).map(|p| p.pg_num).unwrap_or(0);
+        let mut out = Vec::new();
+        for seed in 0..pg_num {
+            let pg = PgId { pool: pool_id, seed };
+            let mut after: Option<ObjectName> = None;
+            loop {
+                let make = |map: &OsdMap, pg| Request::ListObjects {
+                    pg,
+                    epoch: map.epoch(),
+                    after: after.clone(),
+                    max: LIST_PAGE_MAX,
+                };
+                match self.send(pool_id, |_| Ok(pg), make, &Bytes::new()).await? {
+                    (Response::Objects { objects, more }, _) => {
+                        after = objects.last().map(|(o, _)| o.clone());
+                        out.extend(objects);
+                        if !more {
+                            break;
+                        }
+                    }
+                    (other, _) => {
+                        return Err(ClientError::Unexpected {
+                            request: "list objects",
+                            got: other.name(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,316 @@
+//! Client ops on one object: reads and guards evaluated against the object as it was
+//! before the request, writes turned into `RepOp`s (what every copy applies) and those
+//! into store transactions. The same `RepOp`s go to replicas, so every copy applies
+//! exactly the same change, decided once by the primary (appends already have offsets).
+
+use bytes::Bytes;
+use objectstore::{CollectionId, ObjectId, ObjectMeta, ObjectStore, StoreError, Transaction, TxOp};
+use placement::Version;
+use proto::error::{ErrorCode, RemoteError};
+use proto::osd::{CmpOp, LIST_PAGE_MAX, ObjectName, ObjectOp, OpResult, RepOp};
+
+/// Bytes one request may read at most (the answer must fit a frame).
+pub const READ_BYTES_MAX: u64 = 64 << 20;
+
+pub fn object_id(name: &ObjectName) -> ObjectId {
+    ObjectId {
+        namespace: name.namespace.clone(),
+        name: name.name.clone(),
+        snap: objectstore::SNAP_HEAD,
+    }
+}
+
+pub fn object_name(oid: &ObjectId) -> ObjectName {
+    ObjectName { namespace: oid.namespace.clone(), name: oid.name.clone() }
+}
+
+pub fn store_error(e: StoreError) -> RemoteError {
+    let code = match &e {
+        StoreError::Invalid { .. } => ErrorCode::Invalid,
+        StoreError::NotFound(_) => ErrorCode::NotFound,
+        StoreError::AlreadyExists(_) => ErrorCode::AlreadyExists,
+        StoreError::Corrupt { .. } => ErrorCode::Corrupt,
+        StoreError::Io(_) => ErrorCode::Internal,
+    };
+    RemoteError::new(code, e.to_string())
+}
+
+/// What a request did, before it is applied.
+#[derive(Debug, Default)]
+pub struct Executed {
+    pub results: Vec<OpResult>,
+    /// Read data, in op order.
+    pub read_data: Vec<u8>,
+    /// Changes (empty for a read-only request), and their data in order.
+    pub rep_ops: Vec<RepOp>,
+    pub rep_data: Vec<u8>,
+    /// Whether the object exists after the changes.
+    pub exists_after: bool,
+    /// The object's version before the request.
+    pub prior: Version,
+}
+
+fn invalid(detail: impl Into<String>) -> RemoteError {
+    RemoteError::new(ErrorCode::Invalid, detail)
+}
+
+fn canceled(index: usize, what: &str) -> RemoteError {
+    RemoteError::new(
+        ErrorCode::Canceled,
+        format!("op {index} ({what}) failed; nothing was changed"),
+    )
+}
+
+fn compare(op: CmpOp, have: &[u8], want: &[u8]) -> bool {
+    match op {
+        CmpOp::Eq => have == want,
+        CmpOp::Ne => have != want,
+        CmpOp::Gt => have > want,
+        CmpOp::Ge => have >= want,
+        CmpOp::Lt => have < want,
+        CmpOp::Le => have <= want,
+    }
+}
+
+/// Evaluates a request. `bulk` holds the write data in op order.
+pub fn execute(
+    store: &dyn ObjectStore,
+    c: CollectionId,
+    name: &ObjectName,
+    ops: &[ObjectOp],
+    bulk: &[u8],
+) -> Result<Executed, RemoteError> {
+    let oid = object_id(name);
+    oid.validate().map_err(store_error)?;
+    let want: u64 = ops
+        .iter()
+        .map(ObjectOp::data_len)
+        .try_fold(0u64, |a, b| a.checked_add(b))
+        .ok_or_else(|| invalid("write lengths overflow"))?;
+    if want != bulk.len() as u64 {
+        return Err(invalid(format!(
+            "ops take {want} bytes of data; the request carries {}",
+            bulk.len()
+        )));
+    }
+    let meta: Option<ObjectMeta> = store.stat(c, &oid).map_err(store_error)?;
+    let mut out = Executed {
+        prior: meta.as_ref().map(|m| m.version).unwrap_or_default(),
+        ..Executed::default()
+    };
+    let missing = || RemoteError::new(ErrorCode::NotFound, format!("object {name} does not exist"));
+    let mut size = meta.as_ref().map(|m| m.size);
+    let mut data_at = 0usize;
+    for (index, op) in ops.iter().enumerate() {
+        match op {
+            ObjectOp::Read { offset, len } => {
+                meta.as_ref().ok_or_else(missing)?;
+                let len = (*len).min(READ_BYTES_MAX.saturating_sub(out.read_data.len() as u64));
+                let bytes = store.read(c, &oid, *offset, len).map_err(store_error)?;
+                out.results.push(OpResult::Data { len: bytes.len() as u64 });
+                out.read_data.extend_from_slice(&bytes);
+            }
+            ObjectOp::Stat => {
+                let m = meta.as_ref().ok_or_else(missing)?;
+                out.results.push(OpResult::Stat {
+                    size: m.size,
+                    version: m.version,
+                    mtime_ms: m.mtime_ms,
+                });
+            }
+            ObjectOp::GetXattr { name: x } => {
+                let m = meta.as_ref().ok_or_else(missing)?;
+                out.results.push(OpResult::Xattr(m.xattrs.get(x).cloned()));
+            }
+            ObjectOp::GetXattrs => {
+                let m = meta.as_ref().ok_or_else(missing)?;
+                out.results.push(OpResult::Xattrs(m.xattrs.clone()));
+            }
+            ObjectOp::OmapGet { keys } => {
+                meta.as_ref().ok_or_else(missing)?;
+                out.results
+                    .push(OpResult::Omap(store.omap_get(c, &oid, keys).map_err(store_error)?));
+            }
+            ObjectOp::OmapList { after, max } => {
+                meta.as_ref().ok_or_else(missing)?;
+                let max = (*max).clamp(1, LIST_PAGE_MAX) as usize;
+                let mut entries =
+                    store.omap_list(c, &oid, after.as_deref(), max + 1).map_err(store_error)?;
+                let more = entries.len() > max;
+                entries.truncate(max);
+                out.results.push(OpResult::OmapList { entries, more });
+            }
+            ObjectOp::AssertExists => {
+                meta.as_ref().ok_or_else(missing)?;
+                out.results.push(OpResult::Done);
+            }
+            ObjectOp::CmpXattr { name: x, op: cmp, value } => {
+                let have =
+                    meta.as_ref().and_then(|m| m.xattrs.get(x)).map(Vec::as_slice).unwrap_or(&[]);
+                if !compare(*cmp, have, value) {
+                    return Err(canceled(index, &format!("xattr {x} comparison")));
+                }
+                out.results.push(OpResult::Done);
+            }
+            ObjectOp::AssertVersion { version } => {
+                let have = meta.as_ref().map(|m| m.version).unwrap_or_default();
+                if have != *version {
+                    return Err(canceled(index, &format!("version is {have}, not {version}")));
+                }
+                out.results.push(OpResult::Done);
+            }
+            write => {
+                let len = write.data_len() as usize;
+                let data = &bulk[data_at..data_at + len];
+                data_at += len;
+                let rep = match write {
+                    ObjectOp::Create { exclusive } => {
+                        if *exclusive && size.is_some() {
+                            return Err(RemoteError::new(
+                                ErrorCode::AlreadyExists,
+                                format!("object {name} already exists"),
+                            ));
+                        }
+                        size = Some(size.unwrap_or(0));
+                        RepOp::Create
+                    }
+                    ObjectOp::Write { offset, len } => {
+                        let end = offset
+                            .checked_add(*len)
+                            .ok_or_else(|| invalid("write past the end of the address space"))?;
+                        size = Some(size.unwrap_or(0).max(end));
+                        RepOp::Write { offset: *offset, len: *len }
+                    }
+                    ObjectOp::WriteFull { len } => {
+                        size = Some(*len);
+                        RepOp::WriteFull { len: *len }
+                    }
+                    ObjectOp::Append { len } => {
+                        let offset = size.unwrap_or(0);
+                        size = Some(
+                            offset.checked_add(*len).ok_or_else(|| invalid("append overflows"))?,
+                        );
+                        RepOp::Write { offset, len: *len }
+                    }
+                    ObjectOp::Truncate { size: s } => {
+                        size.ok_or_else(missing)?;
+                        size = Some(*s);
+                        RepOp::Truncate { size: *s }
+                    }
+                    ObjectOp::Zero { offset, len } => {
+                        size.ok_or_else(missing)?;
+                        RepOp::Zero { offset: *offset, len: *len }
+                    }
+                    ObjectOp::Remove => {
+                        size.ok_or_else(missing)?;
+                        size = None;
+                        RepOp::Remove
+                    }
+                    ObjectOp::SetXattr { name: x, value } => {
+                        size.ok_or_else(missing)?;
+                        RepOp::SetXattr { name: x.clone(), value: value.clone() }
+                    }
+                    ObjectOp::RemoveXattr { name: x } => {
+                        size.ok_or_else(missing)?;
+                        RepOp::RemoveXattr { name: x.clone() }
+                    }
+                    ObjectOp::OmapSet { entries } => {
+                        size = Some(size.unwrap_or(0));
+                        RepOp::OmapSet { entries: entries.clone() }
+                    }
+                    ObjectOp::OmapRemove { keys } => {
+                        size.ok_or_else(missing)?;
+                        RepOp::OmapRemove { keys: keys.clone() }
+                    }
+                    ObjectOp::OmapRemoveRange { start, end } => {
+                        size.ok_or_else(missing)?;
+                        RepOp::OmapRemoveRange { start: start.clone(), end: end.clone() }
+                    }
+                    ObjectOp::OmapClear => {
+                        size.ok_or_else(missing)?;
+                        RepOp::OmapClear
+                    }
+                    read => unreachable!("{read:?} is handled above"),
+                };
+                if size.is_some_and(|s| s > objectstore::OBJECT_BYTES_MAX) {
+                    return Err(RemoteError::new(
+                        ErrorCode::TooLarge,
+                        format!(
+                            "object {name} would be larger than {} bytes",
+                            objectstore::OBJECT_BYTES_MAX
+                        ),
+                    ));
+                }
+                out.rep_data.extend_from_slice(data);
+                out.rep_ops.push(rep);
+                out.results.push(OpResult::Done);
+            }
+        }
+    }
+    out.exists_after = size.is_some();
+    Ok(out)
+}
+
+/// The store transaction for `ops` on one object, stamped with `version` if the object
+/// exists afterwards. Used by the primary and by every replica.
+pub fn transaction(
+    c: CollectionId,
+    oid: &ObjectId,
+    ops: &[RepOp],
+    data: &Bytes,
+    version: Version,
+    txn: &mut Transaction,
+) -> Result<(), RemoteError> {
+    let mut at = 0usize;
+    let mut take = |len: u64| -> Result<Bytes, RemoteError> {
+        let end = at
+            .checked_add(len as usize)
+            .filter(|&e| e <= data.len())
+            .ok_or_else(|| invalid("ops take more data than was sent"))?;
+        let slice = data.slice(at..end);
+        at = end;
+        Ok(slice)
+    };
+    let mut exists = true;
+    let mut mtime_ms = 0;
+    for op in ops {
+        let oid = oid.clone();
+        let tx_op = match op {
+            RepOp::Create => TxOp::Create { c, oid, exclusive: false },
+            RepOp::Write { offset, len } => {
+                TxOp::Write { c, oid, offset: *offset, data: take(*len)? }
+            }
+            RepOp::WriteFull { len } => TxOp::WriteFull { c, oid, data: take(*len)? },
+            RepOp::Truncate { size } => TxOp::Truncate { c, oid, size: *size },
+            RepOp::Zero { offset, len } => TxOp::Zero { c, oid, offset: *offset, len: *len },
+            RepOp::Remove => {
+                exists = false;
+                txn.push(TxOp::Remove { c, oid });
+                continue;
+            }
+            RepOp::SetXattr { name, value } => {
+                TxOp::SetXattr { c, oid, name: name.clone(), value: value.clone() }
+            }
+            RepOp::RemoveXattr { name } => TxOp::RemoveXattr { c, oid, name: name.clone() },
+            RepOp::OmapSet { entries } => {
+                txn.push(TxOp::Create { c, oid: oid.clone(), exclusive: false });
+                TxOp::OmapSet { c, oid, entries: entries.clone() }
+            }
+            RepOp::OmapRemove { keys } => TxOp::OmapRemove { c, oid, keys: keys.clone() },
+            RepOp::OmapRemoveRange { start, end } => {
+                TxOp::OmapRemoveRange { c, oid, start: start.clone(), end: end.clone() }
+            }
+            RepOp::OmapClear => TxOp::OmapClear { c, oid },
+            RepOp::SetVersion { mtime_ms: m } => {
+                mtime_ms = *m;
+                continue;
+            }
+        };
+        txn.push(tx_op);
+        exists = true;
+    }
+    if exists {
+        txn.push(TxOp::SetVersion { c, oid: oid.clone(), version, mtime_ms });
+    }
+    Ok(())
+}

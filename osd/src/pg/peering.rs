@@ -1,0 +1,315 @@
+//! Peering decisions, pure: whom to ask, whether the PG may go active, whose history is
+//! authoritative, and which copies recover from the log and which by backfill.
+//!
+//! The shell gathers `PgInfo`s from the OSDs `probe_set` names (asking again as infos
+//! bring more past intervals), then calls `decide`. A PG never goes active on a stale or
+//! partial history: every past interval that may have accepted writes must be represented
+//! by an OSD that answered, and the authority is chosen among complete copies only.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use placement::Epoch;
+use proto::osd::{PastInterval, PgInfo};
+
+/// What a PG's primary knows when it decides.
+pub struct Peering<'a> {
+    pub me: u32,
+    pub acting: &'a [u32],
+    pub up: &'a [u32],
+    pub min_size: usize,
+    /// Answers so far: `None` for an OSD that has no copy of the PG.
+    pub infos: &'a BTreeMap<u32, Option<PgInfo>>,
+    /// The intervals since the PG last went active, from this OSD and its peers.
+    pub past_intervals: &'a [PastInterval],
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Ask these OSDs first.
+    Probe(BTreeSet<u32>),
+    /// An interval that may have accepted writes has no OSD up to tell what it wrote.
+    Down {
+        interval: PastInterval,
+    },
+    /// Copies exist, but none with a complete history answered.
+    Incomplete,
+    Plan(Plan),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// The OSD whose history wins.
+    pub auth: u32,
+    /// Acting OSDs (the primary too, if not the authority) that catch up from the log.
+    pub log_recovery: Vec<u32>,
+    /// Acting OSDs that need a full scan and copy.
+    pub backfill: Vec<u32>,
+    /// Acting OSDs that are or will be complete copies once log recovery is done.
+    pub complete: usize,
+    /// Whether enough complete copies exist to accept writes.
+    pub active: bool,
+}
+
+/// The newest `last_epoch_started` among the infos: intervals before it are history that
+/// has already been peered.
+pub fn last_epoch_started(infos: &BTreeMap<u32, Option<PgInfo>>) -> Epoch {
+    infos.values().flatten().map(|i| i.last_epoch_started).max().unwrap_or_default()
+}
+
+/// Past intervals from several copies, each once, oldest first.
+pub fn merge_intervals<'a>(
+    lists: impl IntoIterator<Item = &'a [PastInterval]>,
+) -> Vec<PastInterval> {
+    let mut merged: Vec<PastInterval> = Vec::new();
+    for list in lists {
+        for interval in list {
+            if !merged.contains(interval) {
+                merged.push(interval.clone());
+            }
+        }
+    }
+    merged.sort_by_key(|i| (i.first, i.last));
+    merged
+}
+
+/// The intervals that matter: may have accepted writes, and ended at or after `les`.
+fn relevant(past: &[PastInterval], les: Epoch) -> impl Iterator<Item = &PastInterval> {
+    past.iter().filter(move |i| i.maybe_went_rw && i.last >= les)
+}
+
+pub fn decide(p: &Peering<'_>, is_up: impl Fn(u32) -> bool) -> Decision {
+    let les = last_epoch_started(p.infos);
+    // Everyone who might know something and can answer.
+    let mut probe: BTreeSet<u32> = p.acting.iter().chain(p.up).copied().collect();
+    probe.insert(p.me);
+    for interval in relevant(p.past_intervals, les) {
+        probe.extend(interval.acting.iter().copied().filter(|&o| is_up(o)));
+    }
+    let unasked: BTreeSet<u32> =
+        probe.iter().copied().filter(|o| !p.infos.contains_key(o)).collect();
+    if !unasked.is_empty() {
+        return Decision::Probe(unasked);
+    }
+    for interval in relevant(p.past_intervals, les) {
+        if !interval.acting.iter().any(|o| p.infos.contains_key(o)) {
+            return Decision::Down { interval: interval.clone() };
+        }
+    }
+    let candidates: Vec<(u32, &PgInfo)> = p
+        .infos
+        .iter()
+        .filter_map(|(&osd, info)| info.as_ref().map(|i| (osd, i)))
+        .filter(|(_, i)| i.backfill_incomplete.is_none())
+        .collect();
+    let auth = if candidates.is_empty() {
+        if p.infos.values().any(Option::is_some) {
+            return Decision::Incomplete;
+        }
+        // No copy anywhere: a new PG, and this primary starts its history.
+        p.me
+    } else {
+        let best_les = candidates.iter().map(|(_, i)| i.last_epoch_started).max().expect("some");
+        candidates
+            .iter()
+            .filter(|(_, i)| i.last_epoch_started == best_les)
+            .max_by_key(|(osd, i)| {
+                (
+                    i.last_update,
+                    std::cmp::Reverse(i.log_tail),
+                    *osd == p.me,
+                    std::cmp::Reverse(*osd),
+                )
+            })
+            .map(|(osd, _)| *osd)
+            .expect("some")
+    };
+    let auth_info = p.infos.get(&auth).cloned().flatten().unwrap_or_default();
+    let mut plan =
+        Plan { auth, log_recovery: Vec::new(), backfill: Vec::new(), complete: 0, active: false };
+    for &osd in p.acting {
+        if osd == auth {
+            plan.complete += 1;
+            continue;
+        }
+        match p.infos.get(&osd).cloned().flatten() {
+            Some(info)
+                if info.backfill_incomplete.is_none() && info.last_update >= auth_info.log_tail =>
+            {
+                plan.log_recovery.push(osd);
+                plan.complete += 1;
+            }
+            // Nothing was ever written: every copy, even none, is complete.
+            _ if auth_info.last_update == placement::Version::ZERO => {
+                plan.log_recovery.push(osd);
+                plan.complete += 1;
+            }
+            // A copy the authority's log does not reach, or none at all.
+            _ => plan.backfill.push(osd),
+        }
+    }
+    plan.active = plan.complete >= p.min_size && !plan.backfill.contains(&p.me);
+    Decision::Plan(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use placement::Version;
+
+    fn info(les: u64, last_update: (u64, u64), tail: (u64, u64)) -> Option<PgInfo> {
+        Some(PgInfo {
+            last_update: Version::new(last_update.0, last_update.1),
+            last_complete: Version::new(last_update.0, last_update.1),
+            log_tail: Version::new(tail.0, tail.1),
+            last_epoch_started: Epoch(les),
+            ..PgInfo::default()
+        })
+    }
+
+    fn interval(first: u64, last: u64, acting: &[u32], rw: bool) -> PastInterval {
+        PastInterval {
+            first: Epoch(first),
+            last: Epoch(last),
+            acting: acting.to_vec(),
+            primary: acting.first().copied(),
+            maybe_went_rw: rw,
+        }
+    }
+
+    fn decide_all_up(p: &Peering<'_>) -> Decision {
+        decide(p, |_| true)
+    }
+
+    #[test]
+    fn asks_acting_up_and_past_acting_first() {
+        let infos = BTreeMap::from([(0, info(5, (5, 10), (1, 1)))]);
+        let past = [interval(6, 8, &[0, 3], true), interval(4, 5, &[7], true)];
+        let p = Peering {
+            me: 0,
+            acting: &[0, 1],
+            up: &[0, 2],
+            min_size: 2,
+            infos: &infos,
+            past_intervals: &past,
+        };
+        // Interval 4-5 ended before last_epoch_started 5? No: it ends at 5 >= 5, so osd.7
+        // is asked too; osd.3 only if up.
+        assert_eq!(decide(&p, |o| o != 3), Decision::Probe(BTreeSet::from([1, 2, 7])));
+        assert_eq!(decide_all_up(&p), Decision::Probe(BTreeSet::from([1, 2, 3, 7])));
+    }
+
+    #[test]
+    fn an_unrepresented_write_interval_makes_the_pg_down() {
+        let infos = BTreeMap::from([(0, info(5, (5, 10), (1, 1))), (1, info(5, (5, 10), (1, 1)))]);
+        let past = [interval(6, 8, &[3], true)];
+        let p = Peering {
+            me: 0,
+            acting: &[0, 1],
+            up: &[0, 1],
+            min_size: 2,
+            infos: &infos,
+            past_intervals: &past,
+        };
+        assert_eq!(decide(&p, |o| o != 3), Decision::Down { interval: past[0].clone() });
+        // An interval that could not have taken writes does not block.
+        let past = [interval(6, 8, &[3], false)];
+        let p = Peering { past_intervals: &past, ..p };
+        assert!(matches!(decide(&p, |o| o != 3), Decision::Plan(_)));
+    }
+
+    #[test]
+    fn the_newest_history_wins_and_short_logs_backfill() {
+        let infos = BTreeMap::from([
+            (0, info(5, (5, 10), (3, 1))),
+            (1, info(6, (6, 20), (4, 2))),
+            (2, info(2, (2, 3), (1, 1))),
+            (4, None),
+        ]);
+        let p = Peering {
+            me: 0,
+            acting: &[0, 2, 4],
+            up: &[0, 2, 4],
+            min_size: 2,
+            infos: &infos,
+            past_intervals: &[],
+        };
+        let Decision::Plan(plan) = decide_all_up(&p) else { panic!("no plan") };
+        assert_eq!(plan.auth, 1);
+        // osd.0 at 5.10 is within osd.1's log (tail 4.2); osd.2 at 2.3 is not; osd.4 has
+        // nothing.
+        assert_eq!(plan.log_recovery, vec![0]);
+        assert_eq!(plan.backfill, vec![2, 4]);
+        assert_eq!(plan.complete, 1);
+        assert!(!plan.active);
+    }
+
+    #[test]
+    fn ties_prefer_the_primary_then_the_longer_log() {
+        let infos = BTreeMap::from([
+            (0, info(5, (5, 10), (3, 1))),
+            (1, info(5, (5, 10), (2, 1))),
+            (2, info(5, (5, 10), (3, 1))),
+        ]);
+        let p = Peering {
+            me: 2,
+            acting: &[2, 0, 1],
+            up: &[2, 0, 1],
+            min_size: 2,
+            infos: &infos,
+            past_intervals: &[],
+        };
+        let Decision::Plan(plan) = decide_all_up(&p) else { panic!("no plan") };
+        assert_eq!(plan.auth, 1);
+        assert_eq!(plan.log_recovery, vec![2, 0]);
+        assert!(plan.active);
+    }
+
+    #[test]
+    fn backfilling_copies_never_become_the_authority() {
+        let mut partial = info(9, (9, 50), (9, 1));
+        partial.as_mut().unwrap().backfill_incomplete =
+            Some(proto::osd::BackfillMark { last: None });
+        let infos = BTreeMap::from([(0, partial.clone()), (1, partial)]);
+        let p = Peering {
+            me: 0,
+            acting: &[0, 1],
+            up: &[0, 1],
+            min_size: 1,
+            infos: &infos,
+            past_intervals: &[],
+        };
+        assert_eq!(decide_all_up(&p), Decision::Incomplete);
+    }
+
+    #[test]
+    fn a_new_pg_starts_everywhere_empty_and_active() {
+        let infos = BTreeMap::from([(0, None), (1, None), (2, None)]);
+        let p = Peering {
+            me: 0,
+            acting: &[0, 1, 2],
+            up: &[0, 1, 2],
+            min_size: 2,
+            infos: &infos,
+            past_intervals: &[],
+        };
+        let Decision::Plan(plan) = decide_all_up(&p) else { panic!("no plan") };
+        assert_eq!((plan.auth, plan.log_recovery, plan.backfill), (0, vec![1, 2], vec![]));
+        assert!(plan.active);
+    }
+
+    #[test]
+    fn too_few_complete_copies_stay_inactive() {
+        let infos = BTreeMap::from([(0, info(5, (5, 10), (3, 1))), (1, None)]);
+        let p = Peering {
+            me: 0,
+            acting: &[0, 1],
+            up: &[0, 1],
+            min_size: 2,
+            infos: &infos,
+            past_intervals: &[],
+        };
+        let Decision::Plan(plan) = decide_all_up(&p) else { panic!("no plan") };
+        assert_eq!(plan.backfill, vec![1]);
+        assert!(!plan.active);
+    }
+}

@@ -1,0 +1,347 @@
+//! What clients say to OSDs, and OSDs to each other, about objects and PGs.
+//!
+//! A client sends `ObjectOps` to the PG's primary: ops on one object, executed atomically,
+//! with write data concatenated in the frame's bulk payload in op order and read data
+//! coming back the same way. Between OSDs, `Peer` carries replication (`RepOp`), peering
+//! (`Query`, `GetLog`, `Activate`) and recovery (`Push`, `Pull`, `Scan`).
+
+use std::collections::BTreeMap;
+
+use placement::{Epoch, PgId, Version};
+use serde::{Deserialize, Serialize};
+
+use crate::message::RequestId;
+
+/// Ops in one compound request at most.
+pub const OPS_PER_REQUEST_MAX: usize = 64;
+/// Bulk bytes (write data, read data, a pushed object) in one OSD frame at most.
+pub const OSD_BULK_BYTES_MAX: usize = 132 << 20;
+/// Objects one listing page returns at most.
+pub const LIST_PAGE_MAX: u32 = 1024;
+/// Log entries one `GetLog` answer carries at most.
+pub const LOG_PAGE_MAX: usize = 4096;
+
+/// An object as clients name it within a pool.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ObjectName {
+    pub namespace: String,
+    pub name: Vec<u8>,
+}
+
+impl ObjectName {
+    pub fn new(name: impl Into<Vec<u8>>) -> ObjectName {
+        ObjectName { namespace: String::new(), name: name.into() }
+    }
+}
+
+impl std::fmt::Display for ObjectName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.namespace.is_empty() {
+            write!(f, "{}/", self.namespace)?;
+        }
+        write!(f, "{}", String::from_utf8_lossy(&self.name))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+}
+
+/// One op of a compound request. Guards that fail cancel the whole request (nothing is
+/// changed, the answer is `Canceled` naming the op).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ObjectOp {
+    // Reads.
+    Read {
+        offset: u64,
+        len: u64,
+    },
+    Stat,
+    GetXattr {
+        name: String,
+    },
+    GetXattrs,
+    OmapGet {
+        keys: Vec<Vec<u8>>,
+    },
+    OmapList {
+        after: Option<Vec<u8>>,
+        max: u32,
+    },
+    // Guards.
+    AssertExists,
+    /// Compares the xattr's bytes (a missing xattr compares as empty).
+    CmpXattr {
+        name: String,
+        op: CmpOp,
+        value: Vec<u8>,
+    },
+    /// The object's version must be exactly this (optimistic concurrency).
+    AssertVersion {
+        version: Version,
+    },
+    // Writes: data comes from the bulk payload, `len` bytes each, in op order.
+    Create {
+        exclusive: bool,
+    },
+    Write {
+        offset: u64,
+        len: u64,
+    },
+    WriteFull {
+        len: u64,
+    },
+    Append {
+        len: u64,
+    },
+    Truncate {
+        size: u64,
+    },
+    Zero {
+        offset: u64,
+        len: u64,
+    },
+    Remove,
+    SetXattr {
+        name: String,
+        value: Vec<u8>,
+    },
+    RemoveXattr {
+        name: String,
+    },
+    OmapSet {
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+    OmapRemove {
+        keys: Vec<Vec<u8>>,
+    },
+    OmapRemoveRange {
+        start: Vec<u8>,
+        end: Vec<u8>,
+    },
+    OmapClear,
+}
+
+impl ObjectOp {
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self,
+            ObjectOp::Create { .. }
+                | ObjectOp::Write { .. }
+                | ObjectOp::WriteFull { .. }
+                | ObjectOp::Append { .. }
+                | ObjectOp::Truncate { .. }
+                | ObjectOp::Zero { .. }
+                | ObjectOp::Remove
+                | ObjectOp::SetXattr { .. }
+                | ObjectOp::RemoveXattr { .. }
+                | ObjectOp::OmapSet { .. }
+                | ObjectOp::OmapRemove { .. }
+                | ObjectOp::OmapRemoveRange { .. }
+                | ObjectOp::OmapClear
+        )
+    }
+
+    /// Bytes of write data the op takes from the bulk payload.
+    pub fn data_len(&self) -> u64 {
+        match self {
+            ObjectOp::Write { len, .. }
+            | ObjectOp::WriteFull { len }
+            | ObjectOp::Append { len } => *len,
+            _ => 0,
+        }
+    }
+}
+
+/// The result of one op, in op order. Read data is in the answer's bulk payload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpResult {
+    Done,
+    /// `len` bytes of the bulk payload.
+    Data {
+        len: u64,
+    },
+    Stat {
+        size: u64,
+        version: Version,
+        mtime_ms: i64,
+    },
+    Xattr(Option<Vec<u8>>),
+    Xattrs(BTreeMap<String, Vec<u8>>),
+    Omap(Vec<Option<Vec<u8>>>),
+    OmapList {
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+        more: bool,
+    },
+}
+
+/// Who made a change, so a resend is recognised: the client's identity and request id.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ReqId {
+    pub client: String,
+    pub id: RequestId,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogOp {
+    Modify,
+    Delete,
+}
+
+/// One entry of a PG log: which object changed to which version, and by whose request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub version: Version,
+    /// The object's version before (ZERO if it did not exist).
+    pub prior_version: Version,
+    pub object: ObjectName,
+    pub op: LogOp,
+    pub reqid: Option<ReqId>,
+}
+
+/// A PG's history on one OSD, as exchanged in peering.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PgInfo {
+    /// The newest log entry applied.
+    pub last_update: Version,
+    /// Every object is current up to this version (nothing older is missing).
+    pub last_complete: Version,
+    /// The log holds entries after this version.
+    pub log_tail: Version,
+    /// The last epoch an acting set of this PG went active (that this OSD knows of).
+    pub last_epoch_started: Epoch,
+    /// The last epoch the PG was clean (all copies complete).
+    pub last_epoch_clean: Epoch,
+    /// Backfill: objects up to this one are complete here; `None` when all are.
+    pub backfill_incomplete: Option<BackfillMark>,
+    /// Intervals since `last_epoch_started`, as this OSD saw them.
+    pub past_intervals: Vec<PastInterval>,
+}
+
+/// How far backfill got on an OSD: objects at or before `last` (in store order) are
+/// complete. `None` inside means none is yet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackfillMark {
+    pub last: Option<ObjectName>,
+}
+
+/// A span of map epochs during which a PG's acting set and primary did not change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PastInterval {
+    pub first: Epoch,
+    pub last: Epoch,
+    pub acting: Vec<u32>,
+    pub primary: Option<u32>,
+    /// Whether the PG could have accepted writes then (enough OSDs for min_size).
+    pub maybe_went_rw: bool,
+}
+
+/// A change a replica applies, as the primary computed it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RepOp {
+    Create,
+    Write { offset: u64, len: u64 },
+    WriteFull { len: u64 },
+    Truncate { size: u64 },
+    Zero { offset: u64, len: u64 },
+    Remove,
+    SetXattr { name: String, value: Vec<u8> },
+    RemoveXattr { name: String },
+    OmapSet { entries: Vec<(Vec<u8>, Vec<u8>)> },
+    OmapRemove { keys: Vec<Vec<u8>> },
+    OmapRemoveRange { start: Vec<u8>, end: Vec<u8> },
+    OmapClear,
+    SetVersion { mtime_ms: i64 },
+}
+
+/// One object's whole state, pushed by recovery or backfill (data in the bulk payload).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectState {
+    pub object: ObjectName,
+    pub version: Version,
+    /// `None`: the object does not exist at this version (remove it).
+    pub body: Option<ObjectBody>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectBody {
+    pub size: u64,
+    pub mtime_ms: i64,
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+    pub omap: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// OSD to OSD, about one PG. `interval` is the first epoch of the sender's current
+/// interval for the PG: a receiver in another interval answers `StaleEpoch`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// "What do you have of this PG?" Answered with `Info`.
+    Query,
+    /// The log entries after `after`. Answered with `Log`.
+    GetLog { after: Version },
+    /// The primary's authoritative history: entries the replica lacks (after its
+    /// `last_update`), and the info it must adopt. Answered with `Activated` and the
+    /// objects the replica is missing.
+    Activate { info: PgInfo, entries: Vec<LogEntry>, backfill: bool },
+    /// A client write, replicated. Applied after the entry before it (`entry.prior` on
+    /// the PG log, i.e. `after`).
+    Replicate { after: Version, entry: LogEntry, ops: Vec<RepOp>, backfill_only: bool },
+    /// Recovery/backfill: take this object's state.
+    Push { state: ObjectState },
+    /// Recovery: send me this object's state.
+    Pull { object: ObjectName },
+    /// Backfill: your objects after `after`, with their versions.
+    Scan { after: Option<ObjectName>, max: u32 },
+    /// Recovery and backfill are done: adopt `info` (clean).
+    Complete { info: PgInfo },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerResponse {
+    Info(Option<PgInfo>),
+    Log { entries: Vec<LogEntry>, tail: Version, more: bool },
+    Activated { missing: Vec<(ObjectName, Version)> },
+    Done,
+    Object(ObjectState),
+    Scanned { objects: Vec<(ObjectName, Version)>, more: bool },
+}
+
+/// A PG's state as its primary reports it to the monitors.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PgStat {
+    pub pg: PgId,
+    /// Ceph's state words: active, clean, peering, degraded, undersized, recovering,
+    /// backfilling, inactive, incomplete, down.
+    pub state: Vec<String>,
+    pub up: Vec<u32>,
+    pub acting: Vec<u32>,
+    pub epoch: Epoch,
+    pub last_update: Version,
+    pub objects: u64,
+    pub bytes: u64,
+    /// Object copies that should exist and do not (missing on an acting OSD).
+    pub degraded: u64,
+    /// Object copies waiting to move to a backfill target.
+    pub misplaced: u64,
+    /// Objects no OSD that was asked has.
+    pub unfound: u64,
+    /// Bytes recovered or backfilled since the PG last went active.
+    pub recovered_bytes: u64,
+    pub recovered_objects: u64,
+}
+
+/// An OSD's usage as it reports it to the monitors.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OsdStat {
+    pub osd: u32,
+    pub used_bytes: u64,
+    pub total_bytes: u64,
+    pub pgs: u32,
+    pub objects: u64,
+}
