@@ -22,6 +22,10 @@ pub const OP_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 pub const IN_FLIGHT_MAX: usize = 256;
 /// How long one attempt waits for its OSD.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(35);
+/// Bytes one request of `read_full` asks for (OSDs answer at most 64 MiB per request).
+const READ_PIECE_BYTES: u64 = 16 << 20;
+/// Times `read_full` starts over when the object changes under it.
+const READ_FULL_ATTEMPTS: usize = 8;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
@@ -194,6 +198,36 @@ impl Objects {
         len: u64,
     ) -> Result<Bytes, ClientError> {
         Ok(self.op(pool, object, vec![ObjectOp::Read { offset, len }], Bytes::new()).await?.data)
+    }
+
+    /// A whole object, however large: read in pieces that each assert the version the
+    /// first saw, so a change between pieces restarts the read instead of tearing it.
+    pub async fn read_full(&self, pool: &str, object: &ObjectName) -> Result<Bytes, ClientError> {
+        'whole: for _ in 0..READ_FULL_ATTEMPTS {
+            let first = vec![ObjectOp::Stat, ObjectOp::Read { offset: 0, len: READ_PIECE_BYTES }];
+            let answer = self.op(pool, object, first, Bytes::new()).await?;
+            let Some(OpResult::Stat { size, version, .. }) = answer.results.first().cloned() else {
+                return Err(ClientError::Unexpected { request: "read", got: "another result" });
+            };
+            let mut data = answer.data.to_vec();
+            while (data.len() as u64) < size {
+                let ops = vec![
+                    ObjectOp::AssertVersion { version },
+                    ObjectOp::Read { offset: data.len() as u64, len: READ_PIECE_BYTES },
+                ];
+                match self.op(pool, object, ops, Bytes::new()).await {
+                    Ok(piece) if !piece.data.is_empty() => data.extend_from_slice(&piece.data),
+                    Ok(_) => continue 'whole,
+                    Err(e) if e.code() == Some(ErrorCode::Canceled) => continue 'whole,
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(Bytes::from(data));
+        }
+        Err(ClientError::Refused(RemoteError::new(
+            ErrorCode::Busy,
+            format!("{object} changed during {READ_FULL_ATTEMPTS} attempts to read it whole"),
+        )))
     }
 
     /// Size, version and modification time.

@@ -19,7 +19,7 @@ use placement::{Epoch, OsdId, OsdMap, PgId};
 use proto::error::{ErrorCode, RemoteError};
 use proto::frame::Limits;
 use proto::message::{Request, Response};
-use proto::osd::{OSD_BULK_BYTES_MAX, OsdStat};
+use proto::osd::OSD_BULK_BYTES_MAX;
 use proto::rpc::{self, Reply};
 use proto::transport::quic::{QuicEndpoint, Tuning};
 use proto::transport::{BoxFuture, Endpoint, Peer};
@@ -31,7 +31,7 @@ use crate::rocks::RocksEngine;
 
 pub const CONFIG_FILE: &str = "osd.toml";
 pub const CLIENT_FILE: &str = "client.toml";
-/// How often the OSD tells the monitors it is alive, and reports its PGs.
+/// How often the OSD tells the monitors it is alive.
 pub const BEACON_INTERVAL: Duration = Duration::from_secs(2);
 /// How long a request waits for this OSD's map to reach the epoch it names.
 pub const MAP_WAIT: Duration = Duration::from_secs(5);
@@ -98,8 +98,10 @@ impl Osd {
         pgs.entry(pg).or_insert_with(|| Pg::spawn(pg, self.shared.clone(), map.clone())).clone()
     }
 
-    /// Hands a new map to every PG this OSD serves or holds.
-    fn apply_map(&self, map: &Arc<OsdMap>) {
+    /// Hands a new map to every PG this OSD serves or holds. Every PG must see every map
+    /// (a missed one could leave it in an ended interval), so this waits for room in a
+    /// busy PG's inbox rather than dropping the map.
+    async fn apply_map(&self, map: &Arc<OsdMap>) {
         let me = OsdId(self.shared.me);
         for pool in map.contents().pools.values() {
             for pg in map.pgs(pool) {
@@ -112,7 +114,7 @@ impl Osd {
         let senders: Vec<mpsc::Sender<Event>> =
             self.pgs.lock().expect("pgs lock").values().cloned().collect();
         for sender in senders {
-            let _ = sender.try_send(Event::Map(map.clone()));
+            let _ = sender.send(Event::Map(map.clone())).await;
         }
     }
 
@@ -158,7 +160,7 @@ impl Osd {
             Request::Ping { sent_ms } => Ok((
                 Response::Pong {
                     sent_ms,
-                    now_ms: 0,
+                    now_ms: actor::now_ms(),
                     from: format!("osd.{}", self.shared.me).parse().expect("osd name"),
                     removed_at: None,
                 },
@@ -194,28 +196,6 @@ impl Osd {
                 format!("an OSD does not serve {}", other.name()),
             )),
         }
-    }
-
-    async fn stats(&self) -> (Vec<proto::osd::PgStat>, OsdStat) {
-        let senders: Vec<mpsc::Sender<Event>> =
-            self.pgs.lock().expect("pgs lock").values().cloned().collect();
-        let mut pgs = Vec::new();
-        for sender in senders {
-            let (tx, rx) = oneshot::channel();
-            if sender.send(Event::Stat(tx)).await.is_ok()
-                && let Ok(Some(stat)) = rx.await
-            {
-                pgs.push(stat);
-            }
-        }
-        let usage = OsdStat {
-            osd: self.shared.me,
-            used_bytes: self.shared.store.used_bytes(),
-            total_bytes: 0,
-            pgs: pgs.len() as u32,
-            objects: pgs.iter().map(|p| p.objects).sum(),
-        };
-        (pgs, usage)
     }
 }
 
@@ -288,7 +268,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
             osd.pg(c.pg, &first);
         }
     }
-    osd.apply_map(&first);
+    osd.apply_map(&first).await;
     mon.send(Request::OsdBoot { osd: config.id, addr: config.addr.clone() })
         .await
         .context("boot")?;
@@ -302,12 +282,6 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
                 let epoch = osd.current_map().map(|m| m.epoch()).unwrap_or_default();
                 if let Err(e) = mon.send(Request::OsdBeacon { osd: osd.shared.me, epoch }).await {
                     tracing::warn!(error = %e, "beacon failed");
-                }
-                let (pgs, usage) = osd.stats().await;
-                if let Err(e) =
-                    mon.send(Request::PgStats { osd: osd.shared.me, epoch, pgs, usage }).await
-                {
-                    tracing::debug!(error = %e, "pg stats not delivered");
                 }
             }
         })
@@ -323,7 +297,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
                     let _ = mon.send(Request::OsdBoot { osd: config.id, addr: config.addr.clone() }).await;
                 }
                 map_tx.send_replace(Some(map.clone()));
-                osd.apply_map(&map);
+                osd.apply_map(&map).await;
             }
             _ = tokio::signal::ctrl_c() => break,
         }

@@ -64,7 +64,7 @@ pub async fn run(connect: &Connect, command: ObjCommand) -> Result<()> {
             }
         }
         ObjCommand::Get { pool, name, file } => {
-            let data = objects.read(&pool, &ObjectName::new(name), 0, u64::MAX).await?;
+            let data = objects.read_full(&pool, &ObjectName::new(name)).await?;
             if file.as_os_str() == "-" {
                 std::io::stdout().write_all(&data)?;
             } else {

@@ -95,6 +95,10 @@ fn objects_survive_a_killed_osd_and_a_returning_one_catches_up() {
     let big = pattern(1, 3_000_000);
     put(&c, &work, "big", &big);
     assert!(get(&c, &work, "big") == big);
+    // Larger than one read request may return (64 MiB): the CLI reads it in pieces.
+    let huge = pattern(3, 70 << 20);
+    put(&c, &work, "huge", &huge);
+    assert!(get(&c, &work, "huge") == huge);
     put(&c, &work, "empty", b"");
     assert_eq!(get(&c, &work, "empty"), b"");
     let stat = c.json(&["obj", "stat", "rbd", "big"]);
@@ -132,7 +136,7 @@ fn objects_survive_a_killed_osd_and_a_returning_one_catches_up() {
     assert!(get(&c, &work, "big") == pattern(2, 200_000));
     let mut names: Vec<String> = c.ok(&["obj", "ls", "rbd"]).lines().map(String::from).collect();
     names.sort();
-    assert_eq!(names, ["big", "empty", "w0", "w1", "w2", "w3", "w4"]);
+    assert_eq!(names, ["big", "empty", "huge", "w0", "w1", "w2", "w3", "w4"]);
 
     // Bad input: clear errors, and the OSD keeps serving.
     let missing = c.fails(&["obj", "get", "rbd", "nope", path_str(&work.join("x"))]);

@@ -19,7 +19,7 @@ use proto::error::{ErrorCode, RemoteError};
 use proto::message::{Request, Response};
 use proto::osd::{
     LogEntry, LogOp, ObjectBody, ObjectName, ObjectOp, ObjectState, PastInterval, PeerRequest,
-    PeerResponse, PgInfo, PgStat, ReqId,
+    PeerResponse, PgInfo, ReqId,
 };
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -72,7 +72,6 @@ pub enum Event {
         bulk: Bytes,
         reply: Reply,
     },
-    Stat(oneshot::Sender<Option<PgStat>>),
     Peered {
         interval: Epoch,
         result: Result<Peered, String>,
@@ -100,11 +99,7 @@ pub enum Event {
 
 pub enum Peered {
     Blocked(&'static str, String),
-    Plan {
-        plan: Plan,
-        infos: BTreeMap<u32, Option<PgInfo>>,
-        auth_log: Option<(Version, Vec<LogEntry>)>,
-    },
+    Plan { plan: Plan, auth_log: Option<(Version, Vec<LogEntry>)> },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,6 +130,12 @@ pub struct Pg {
     log: PgLog,
     state: State,
     blocked: (&'static str, String),
+    /// The acting OSDs that hold complete copies (after log recovery) and take writes;
+    /// the others wait for backfill and get no writes, which would land on objects they
+    /// do not have.
+    writers: Vec<u32>,
+    /// The OSD whose history won the last peering (a recovery source of last resort).
+    auth: Option<u32>,
     /// Objects each OSD of the acting set (this one too) must recover, with the version.
     missing: BTreeMap<u32, BTreeMap<ObjectName, Version>>,
     /// Objects being recovered now.
@@ -146,14 +147,13 @@ pub struct Pg {
     in_flight: HashMap<ObjectName, u32>,
     /// Replica: replicated writes waiting for their predecessor, by predecessor version.
     pending: BTreeMap<Version, (Epoch, PeerRequest, Bytes, Reply)>,
-    recovered_objects: u64,
 }
 
 fn err(code: ErrorCode, message: impl Into<String>) -> RemoteError {
     RemoteError::new(code, message)
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -190,13 +190,14 @@ impl Pg {
             log,
             state: State::Replica,
             blocked: ("", String::new()),
+            writers: Vec::new(),
+            auth: None,
             missing: BTreeMap::new(),
             recovering: HashSet::new(),
             waiting: VecDeque::new(),
             held: HashMap::new(),
             in_flight: HashMap::new(),
             pending: BTreeMap::new(),
-            recovered_objects: 0,
         };
         tokio::spawn(pg.run(rx, map));
         tx
@@ -224,9 +225,6 @@ impl Pg {
             Event::List { after, max, reply } => self.list(after, max, reply),
             Event::Peer { interval, request, bulk, reply } => {
                 self.peer_request(interval, request, bulk, reply)
-            }
-            Event::Stat(reply) => {
-                let _ = reply.send(self.stat());
             }
             Event::Peered { interval, result } if interval == self.interval => self.peered(result),
             Event::Activated { interval, result } if interval == self.interval => {
@@ -291,6 +289,8 @@ impl Pg {
         self.interval = self.map.epoch();
         (self.up, self.acting, self.primary) = (up, acting, primary);
         self.missing.clear();
+        self.writers.clear();
+        self.auth = None;
         self.recovering.clear();
         self.pending.clear();
         // Ops of the old interval: their clients resend to the new primary.
@@ -374,7 +374,7 @@ impl Pg {
     }
 
     fn peered(&mut self, result: Result<Peered, String>) {
-        let (plan, infos, auth_log) = match result {
+        let (plan, auth_log) = match result {
             Err(e) => {
                 tracing::info!(pg = %self.id, error = %e, "peering round failed; retrying");
                 return self.retry_later();
@@ -384,7 +384,7 @@ impl Pg {
                 self.blocked = (state, why);
                 return;
             }
-            Ok(Peered::Plan { plan, infos, auth_log }) => (plan, infos, auth_log),
+            Ok(Peered::Plan { plan, auth_log }) => (plan, auth_log),
         };
         if !plan.active {
             self.state = State::Blocked;
@@ -408,6 +408,8 @@ impl Pg {
             }
         }
         self.missing.insert(self.me(), my_missing);
+        self.auth = Some(plan.auth);
+        self.writers = self.acting.iter().copied().filter(|o| !plan.backfill.contains(o)).collect();
         let mut info = self.my_info().unwrap_or_default();
         info.last_epoch_started = self.interval;
         info.past_intervals.clear();
@@ -417,7 +419,6 @@ impl Pg {
         let entries: Vec<LogEntry> = self.log.entries().cloned().collect();
         let peers: Vec<u32> =
             plan.log_recovery.iter().copied().filter(|&o| o != self.me()).collect();
-        let _ = infos;
         let (interval, inbox, conns, map, pg) = (
             self.interval,
             self.inbox.clone(),
@@ -526,7 +527,7 @@ impl Pg {
         }
         if self.state == State::Active
             && self.degraded_objects() == 0
-            && self.acting.len() >= self.size
+            && self.writers.len() >= self.size
         {
             self.clean();
         }
@@ -542,12 +543,13 @@ impl Pg {
             .filter(|(osd, m)| **osd != me && m.contains_key(&object))
             .map(|(osd, _)| *osd)
             .collect();
-        // A source that has it: any acting OSD not missing it.
+        // A source that has it: a complete acting copy not missing it, else the authority.
         let source = self
-            .acting
+            .writers
             .iter()
             .copied()
-            .find(|o| !self.missing.get(o).is_some_and(|m| m.contains_key(&object)));
+            .find(|o| !self.missing.get(o).is_some_and(|m| m.contains_key(&object)))
+            .or(self.auth);
         let (interval, inbox, shared, map, pg, c) = (
             self.interval,
             self.inbox.clone(),
@@ -605,6 +607,9 @@ impl Pg {
                 Ok(())
             }
             .await;
+            if result.is_err() {
+                tokio::time::sleep(PEERING_RETRY).await;
+            }
             let _ = inbox.send(Event::Recovered { interval, object, result }).await;
         });
     }
@@ -616,7 +621,6 @@ impl Pg {
                 for missing in self.missing.values_mut() {
                     missing.remove(&object);
                 }
-                self.recovered_objects += 1;
                 self.release(&object);
             }
             Err(e) => {
@@ -704,6 +708,13 @@ impl Pg {
     }
 
     fn release(&mut self, object: &ObjectName) {
+        if self.state != State::Active {
+            // Peering again: held ops wait with the rest and are replayed on activation.
+            if let Some(queue) = self.held.remove(object) {
+                self.waiting.extend(queue);
+            }
+            return;
+        }
         while !self.in_flight.contains_key(object) && !self.is_missing_anywhere(object) {
             let Some(queue) = self.held.get_mut(object) else { return };
             let Some(op) = queue.pop_front() else {
@@ -757,7 +768,7 @@ impl Pg {
             return;
         }
         *self.in_flight.entry(op.object.clone()).or_default() += 1;
-        let peers: Vec<u32> = self.acting.iter().copied().filter(|&o| o != self.me()).collect();
+        let peers: Vec<u32> = self.writers.iter().copied().filter(|&o| o != self.me()).collect();
         let (interval, inbox, shared, map, pg) =
             (self.interval, self.inbox.clone(), self.shared.clone(), self.map.clone(), self.id);
         let results = executed.results;
@@ -874,7 +885,15 @@ impl Pg {
                 }
             }
             Err(e) => {
-                tracing::info!(pg = %self.id, %object, error = %e, "a write did not commit everywhere")
+                // The entry is in our log but maybe not in a replica's. Peering again makes
+                // every reachable copy adopt it (or waits for the map to drop the copy), so
+                // the client's resend, answered from the log, is true everywhere.
+                tracing::info!(pg = %self.id, %object, error = %e, "a write did not commit everywhere; peering again");
+                if self.state == State::Active {
+                    self.state = State::Peering;
+                    self.missing.clear();
+                    self.start_peering();
+                }
             }
         }
         self.release(&object);
@@ -1038,76 +1057,6 @@ impl Pg {
             };
             let _ = reply.send(result);
         });
-    }
-
-    // ---- Reporting ----
-
-    fn stat(&self) -> Option<PgStat> {
-        if !self.is_primary() {
-            return None;
-        }
-        let mut state: Vec<String> = match self.state {
-            State::Active => vec!["active".into()],
-            State::Peering => vec!["peering".into()],
-            State::Blocked => self
-                .blocked
-                .0
-                .split('+')
-                .map(String::from)
-                .chain(["inactive".to_string()])
-                .collect(),
-            State::Replica => vec![],
-        };
-        let degraded = self.degraded_objects();
-        if self.state == State::Active {
-            if self.acting.len() < self.size {
-                state.push("undersized".into());
-            }
-            if degraded > 0 || self.acting.len() < self.size {
-                state.push("degraded".into());
-            }
-            if degraded > 0 {
-                state.push("recovering".into());
-            }
-            if degraded == 0 && self.acting.len() >= self.size {
-                state.push("clean".into());
-            }
-        }
-        let (objects, bytes) = count_objects(self.shared.store.as_ref(), self.c);
-        Some(PgStat {
-            pg: self.id,
-            state,
-            up: self.up.clone(),
-            acting: self.acting.clone(),
-            epoch: self.map.epoch(),
-            last_update: self.log.head(),
-            objects,
-            bytes,
-            degraded: degraded + objects * (self.size.saturating_sub(self.acting.len()) as u64),
-            misplaced: 0,
-            unfound: 0,
-            recovered_bytes: 0,
-            recovered_objects: self.recovered_objects,
-        })
-    }
-}
-
-fn count_objects(store: &dyn ObjectStore, c: CollectionId) -> (u64, u64) {
-    let (mut objects, mut bytes) = (0u64, 0u64);
-    let mut after = None;
-    loop {
-        let Ok(page) = store.list(c, after.as_ref(), objectstore::store::SCAN_ENTRIES_MAX) else {
-            return (objects, bytes);
-        };
-        let done = page.len() < objectstore::store::SCAN_ENTRIES_MAX;
-        for (_, meta) in &page {
-            objects += 1;
-            bytes += meta.size;
-        }
-        after = page.last().map(|(o, _)| o.clone());
-        if done {
-            return (objects, bytes);
-        }
     }
 }
 
@@ -1298,6 +1247,6 @@ impl PeeringTask {
         } else {
             None
         };
-        Ok(Peered::Plan { plan, infos, auth_log })
+        Ok(Peered::Plan { plan, auth_log })
     }
 }
