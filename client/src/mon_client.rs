@@ -17,7 +17,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use placement::{Epoch, OsdMap};
-use proto::message::{MapBundle, StatusReport};
+use proto::message::{ClusterPgStats, MapBundle, StatusReport};
 use proto::transport::quic::{QuicEndpoint, Tuning};
 use proto::transport::{Connection, Endpoint};
 use proto::{
@@ -291,6 +291,14 @@ impl MonClient {
         match self.call(&Request::Status, false).await? {
             (Response::Status(report), _) => Ok(*report),
             (other, _) => Err(ClientError::Unexpected { request: "status", got: other.name() }),
+        }
+    }
+
+    /// PG states, object counts and OSD usage, as the leader has them.
+    pub async fn pg_stats(&self) -> Result<ClusterPgStats, ClientError> {
+        match self.call(&Request::GetPgStats, false).await? {
+            (Response::PgStats(stats), _) => Ok(*stats),
+            (other, _) => Err(ClientError::Unexpected { request: "pg stats", got: other.name() }),
         }
     }
 

@@ -1,12 +1,14 @@
 //! Health checks, computed from what a monitor knows, as `ceph health detail` names them:
-//! MON_DOWN, OSD_DOWN, OSD_OUT, OSD_FLAPPING, CLOCK_SKEW, MAP_EPOCH_LAG, OSDMAP_FLAGS.
+//! MON_DOWN, OSD_DOWN, OSD_OUT, OSD_FLAPPING, CLOCK_SKEW, MAP_EPOCH_LAG, OSDMAP_FLAGS,
+//! PG_INACTIVE, PG_DEGRADED, PG_UNDERSIZED, OBJECT_UNFOUND.
 //! A pure function of its inputs, so every check is unit-tested with exact expectations.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use placement::{Epoch, OsdId, OsdMap};
 use proto::EntityName;
-use proto::message::{HealthCheck, MonStatus, Severity};
+use proto::message::{ClusterPgStats, HealthCheck, MonStatus, Severity};
+use proto::osd::PgStat;
 
 use crate::settings::Settings;
 
@@ -30,8 +32,12 @@ pub struct Inputs<'a> {
     pub monitors: &'a [MonStatus],
     pub daemons: &'a BTreeMap<EntityName, DaemonEpoch>,
     pub flapping: &'a BTreeSet<OsdId>,
+    pub pgs: &'a ClusterPgStats,
     pub now_ms: i64,
 }
+
+/// PGs listed in a check's detail at most; the summary counts them all.
+pub const PG_DETAIL_MAX: usize = 20;
 
 fn check(code: &str, severity: Severity, summary: String, detail: Vec<String>) -> HealthCheck {
     HealthCheck { code: code.into(), severity, summary, detail }
@@ -156,8 +162,92 @@ pub fn checks(inputs: &Inputs<'_>) -> Vec<HealthCheck> {
             vec![],
         ));
     }
+    pg_checks(inputs.pgs, &mut out);
     out.sort_by_key(|c| std::cmp::Reverse(c.severity));
     out
+}
+
+fn has(stat: &PgStat, word: &str) -> bool {
+    stat.state.iter().any(|w| w == word)
+}
+
+fn pg_detail<'a>(pgs: impl Iterator<Item = &'a PgStat>) -> Vec<String> {
+    pgs.take(PG_DETAIL_MAX)
+        .map(|p| format!("pg {} is {}, acting {:?}", p.pg, p.state.join("+"), p.acting))
+        .collect()
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 { 0.0 } else { part as f64 * 100.0 / whole as f64 }
+}
+
+/// What the PGs' reports say: anything not serving, short of copies, or lost shows here,
+/// so health never reads OK while a PG is degraded or stuck.
+fn pg_checks(stats: &ClusterPgStats, out: &mut Vec<HealthCheck>) {
+    let summary = &stats.summary;
+    let inactive: Vec<&PgStat> =
+        stats.pgs.iter().filter(|p| !crate::pgstats::is_active(&p.state)).collect();
+    if !inactive.is_empty() {
+        // Down and incomplete PGs wait for an OSD or an operator; the rest are on their way.
+        let stuck = inactive.iter().any(|p| has(p, "down") || has(p, "incomplete"));
+        let mut words: BTreeMap<&str, usize> = BTreeMap::new();
+        for p in &inactive {
+            *words.entry(p.state.first().map(String::as_str).unwrap_or("unknown")).or_default() +=
+                1;
+        }
+        let words: Vec<String> = words.iter().map(|(w, n)| format!("{n} {w}")).collect();
+        out.push(check(
+            "PG_INACTIVE",
+            if stuck { Severity::Err } else { Severity::Warn },
+            format!(
+                "Reduced data availability: {} inactive ({})",
+                plural(inactive.len(), "pg", "pgs"),
+                words.join(", ")
+            ),
+            pg_detail(inactive.into_iter()),
+        ));
+    }
+    let degraded: Vec<&PgStat> = stats.pgs.iter().filter(|p| has(p, "degraded")).collect();
+    if summary.degraded > 0 || !degraded.is_empty() {
+        out.push(check(
+            "PG_DEGRADED",
+            Severity::Warn,
+            format!(
+                "Degraded data redundancy: {}/{} object copies degraded ({:.3}%), {} degraded",
+                summary.degraded,
+                summary.copies,
+                percent(summary.degraded, summary.copies),
+                plural(degraded.len(), "pg", "pgs")
+            ),
+            pg_detail(degraded.into_iter()),
+        ));
+    }
+    let undersized: Vec<&PgStat> = stats.pgs.iter().filter(|p| has(p, "undersized")).collect();
+    if !undersized.is_empty() {
+        out.push(check(
+            "PG_UNDERSIZED",
+            Severity::Warn,
+            format!(
+                "{} with fewer OSDs than the pool's size",
+                plural(undersized.len(), "pg", "pgs")
+            ),
+            pg_detail(undersized.into_iter()),
+        ));
+    }
+    if summary.unfound > 0 {
+        let pgs = stats.pgs.iter().filter(|p| p.unfound > 0);
+        out.push(check(
+            "OBJECT_UNFOUND",
+            Severity::Warn,
+            format!(
+                "{}/{} objects unfound ({:.3}%)",
+                summary.unfound,
+                summary.objects,
+                percent(summary.unfound, summary.objects)
+            ),
+            pg_detail(pgs),
+        ));
+    }
 }
 
 /// `a,b` of the monitors in quorum.
@@ -223,6 +313,7 @@ mod tests {
             monitors: &mons,
             daemons: &BTreeMap::new(),
             flapping: &BTreeSet::new(),
+            pgs: &ClusterPgStats::default(),
             now_ms: 0,
         };
         let checks = checks(&inputs);
@@ -264,6 +355,7 @@ mod tests {
             monitors: &mons,
             daemons: &daemons,
             flapping: &flapping,
+            pgs: &ClusterPgStats::default(),
             now_ms: 10_000,
         };
         let checks = checks(&inputs);
@@ -280,6 +372,75 @@ mod tests {
             "client.x is not behind for long enough; client.gone stopped reporting"
         );
         assert_eq!(overall(&checks), Severity::Warn);
+    }
+
+    fn pg(seed: u32, words: &[&str], degraded: u64, unfound: u64) -> PgStat {
+        PgStat {
+            pg: placement::PgId { pool: placement::PoolId(1), seed },
+            state: words.iter().map(|w| w.to_string()).collect(),
+            up: vec![0, 1],
+            acting: vec![0, 1],
+            epoch: Epoch(5),
+            last_update: Default::default(),
+            objects: 10,
+            bytes: 100,
+            degraded,
+            misplaced: 0,
+            unfound,
+            recovered_bytes: 0,
+            recovered_objects: 0,
+        }
+    }
+
+    fn pg_codes(pgs: Vec<PgStat>) -> Vec<HealthCheck> {
+        let map = map();
+        let settings = Settings::default();
+        let mut stats = ClusterPgStats { pgs, ..ClusterPgStats::default() };
+        for p in &stats.pgs {
+            stats.summary.degraded += p.degraded;
+            stats.summary.unfound += p.unfound;
+            stats.summary.objects += p.objects;
+            stats.summary.copies += p.objects * 3;
+        }
+        checks(&Inputs {
+            map: &map,
+            settings: &settings,
+            monitors: &[mon("a", true, Some(0))],
+            daemons: &BTreeMap::new(),
+            flapping: &BTreeSet::new(),
+            pgs: &stats,
+            now_ms: 0,
+        })
+    }
+
+    #[test]
+    fn pg_checks_fire_on_reported_states() {
+        assert!(pg_codes(vec![pg(0, &["active", "clean"], 0, 0)]).is_empty());
+        let checks = pg_codes(vec![
+            pg(0, &["active", "clean"], 0, 0),
+            pg(1, &["active", "degraded", "undersized"], 10, 0),
+            pg(2, &["peering"], 0, 0),
+            pg(3, &["unknown"], 0, 0),
+            pg(4, &["active", "degraded", "recovering"], 2, 1),
+        ]);
+        assert_eq!(
+            codes(&checks),
+            ["PG_INACTIVE", "PG_DEGRADED", "PG_UNDERSIZED", "OBJECT_UNFOUND"]
+        );
+        assert_eq!(
+            checks[0].summary,
+            "Reduced data availability: 2 pgs inactive (1 peering, 1 unknown)"
+        );
+        assert_eq!(checks[0].severity, Severity::Warn);
+        assert_eq!(
+            checks[1].summary,
+            "Degraded data redundancy: 12/150 object copies degraded (8.000%), 2 pgs degraded"
+        );
+        assert_eq!(checks[1].detail[0], "pg 1.1 is active+degraded+undersized, acting [0, 1]");
+        assert_eq!(checks[3].summary, "1/50 objects unfound (2.000%)");
+        // A PG no OSD can serve without help is an error, not a warning.
+        let down = pg_codes(vec![pg(0, &["down"], 0, 0)]);
+        assert_eq!((down[0].code.as_str(), down[0].severity), ("PG_INACTIVE", Severity::Err));
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod failure;
 pub mod health;
 pub mod network;
+pub mod pgstats;
 pub mod service;
 pub mod settings;
 pub mod state;

@@ -17,7 +17,9 @@ use openraft::{ChangeMembers, ServerState};
 use placement::{Epoch, OsdId};
 use proto::frame::Limits;
 use proto::identity::ClusterCa;
-use proto::message::{MonStatus, OsdCounts, OsdMessage, RaftRpc, RequestId, StatusReport};
+use proto::message::{
+    ClusterPgStats, MonStatus, OsdCounts, OsdMessage, RaftRpc, RequestId, StatusReport,
+};
 use proto::rpc::{self, Reply};
 use proto::transport::{BoxFuture, Connection, Endpoint, Peer};
 use proto::{
@@ -28,6 +30,7 @@ use tokio::sync::mpsc;
 
 use crate::failure::FailureDetector;
 use crate::health::{self, DaemonEpoch};
+use crate::pgstats::PgStatsTable;
 use crate::state::{Issued, LogEntry};
 use crate::store::{MonNode, NodeId, Raft, StateMachine, members};
 
@@ -115,6 +118,8 @@ pub struct Monitor {
     pub failure: Mutex<FailureDetector>,
     pub peers: Mutex<BTreeMap<String, PeerView>>,
     pub daemons: Mutex<BTreeMap<EntityName, DaemonEpoch>>,
+    /// PG and OSD statistics as the OSDs report them (kept by the leader).
+    pub pg_stats: Mutex<PgStatsTable>,
     /// When a majority last confirmed this monitor's leadership.
     quorum_confirmed_ms: Mutex<Option<i64>>,
     /// Set, with the reason, once this monitor learns it was removed; the daemon stops.
@@ -152,6 +157,7 @@ impl Monitor {
             failure: Mutex::new(FailureDetector::new(clock.mono_ms())),
             peers: Mutex::new(BTreeMap::new()),
             daemons: Mutex::new(BTreeMap::new()),
+            pg_stats: Mutex::new(PgStatsTable::default()),
             quorum_confirmed_ms: Mutex::new(None),
             removed: tokio::sync::watch::Sender::new(None),
             connections: Mutex::new(HashMap::new()),
@@ -550,6 +556,22 @@ impl Monitor {
                     failure.report(osd, OsdId(target), now);
                     None
                 }
+                OsdMessage::PgStats { osd: claimed, epoch, pgs, usage } => {
+                    if claimed != osd.0 {
+                        return Err(error(
+                            ErrorCode::PermissionDenied,
+                            format!("{origin} cannot report for osd.{claimed}"),
+                        ));
+                    }
+                    drop(failure);
+                    let map = self.state.read(|a| a.state.map().clone());
+                    let mut table = self.pg_stats.lock().expect("pg stats lock");
+                    table.retain(&map);
+                    table.report(osd.0, pgs, usage, now);
+                    drop(table);
+                    self.note_epoch(&origin, epoch);
+                    None
+                }
             }
         };
         if let Some(event) = event {
@@ -594,6 +616,8 @@ impl Monitor {
     pub fn became_leader(&self) {
         let now = self.clock.mono_ms();
         *self.failure.lock().expect("failure lock") = FailureDetector::new(now);
+        // What a former term's reports said is no longer news; the OSDs report anew.
+        *self.pg_stats.lock().expect("pg stats lock") = PgStatsTable::default();
         // Winning the election took a majority's votes.
         *self.quorum_confirmed_ms.lock().expect("quorum lock") = Some(now);
     }
@@ -701,12 +725,14 @@ impl Monitor {
             .collect();
         let daemons = self.daemons.lock().expect("daemons lock").clone();
         let flapping = self.failure.lock().expect("failure lock").flapping();
+        let pgs = self.pg_stats_view();
         let inputs = health::Inputs {
             map: &map,
             settings: &settings,
             monitors: &monitors,
             daemons: &daemons,
             flapping: &flapping,
+            pgs: &pgs,
             now_ms: now,
         };
         let checks = health::checks(&inputs);
@@ -728,7 +754,14 @@ impl Monitor {
             pools: map.contents().pools.len() as u32,
             pgs: map.contents().pools.values().map(|p| u64::from(p.pg_num)).sum(),
             flags: map.contents().flags.iter().map(|f| f.name().to_owned()).collect(),
+            pg_summary: pgs.summary,
         }
+    }
+
+    /// PG and OSD statistics as this monitor has them (complete on the leader).
+    pub fn pg_stats_view(&self) -> ClusterPgStats {
+        let map = self.state.read(|a| a.state.map().clone());
+        self.pg_stats.lock().expect("pg stats lock").view(&map, self.clock.mono_ms())
     }
 
     fn maps(&self, have: Option<Epoch>) -> Result<(Response, Bytes), RemoteError> {
@@ -833,7 +866,8 @@ impl Monitor {
             }
             ref request @ (Request::OsdBoot { .. }
             | Request::OsdBeacon { .. }
-            | Request::OsdFailure { .. }) => {
+            | Request::OsdFailure { .. }
+            | Request::PgStats { .. }) => {
                 let message = OsdMessage::from_request(request).expect("an OSD request");
                 self.osd_message(peer.entity, message).await.map(reply)
             }
@@ -865,10 +899,13 @@ impl Monitor {
             Request::ObjectOps { .. } | Request::ListObjects { .. } | Request::Peer { .. } => {
                 Err(error(ErrorCode::Unsupported, "monitors do not serve objects; ask an OSD"))
             }
-            // PG statistics are not kept by the monitors yet.
-            Request::PgStats { .. } | Request::GetPgStats => {
-                Err(error(ErrorCode::Unsupported, "PG statistics are not kept yet"))
+            Request::GetPgStats if !from_monitor && !self.is_leader() => {
+                match self.to_leader(Request::GetPgStats, STATUS_FORWARD_TIMEOUT).await {
+                    Ok(answer) => Ok(reply(answer)),
+                    Err(_) => Ok(Reply::ok(Response::PgStats(Box::new(self.pg_stats_view())))),
+                }
             }
+            Request::GetPgStats => Ok(Reply::ok(Response::PgStats(Box::new(self.pg_stats_view())))),
         }
     }
 }

@@ -68,6 +68,7 @@ pub enum OsdMessage {
     Boot { osd: u32, addr: String },
     Beacon { osd: u32, epoch: Epoch },
     Failure { target: u32, failed_for_ms: u64 },
+    PgStats { osd: u32, epoch: Epoch, pgs: Vec<PgStat>, usage: OsdStat },
 }
 
 impl OsdMessage {
@@ -83,6 +84,12 @@ impl OsdMessage {
             Request::OsdFailure { target, failed_for_ms } => {
                 Some(OsdMessage::Failure { target: *target, failed_for_ms: *failed_for_ms })
             }
+            Request::PgStats { osd, epoch, pgs, usage } => Some(OsdMessage::PgStats {
+                osd: *osd,
+                epoch: *epoch,
+                pgs: pgs.clone(),
+                usage: usage.clone(),
+            }),
             _ => None,
         }
     }
@@ -430,12 +437,37 @@ pub struct StatusReport {
     pub pools: u32,
     pub pgs: u64,
     pub flags: Vec<String>,
+    /// What the PGs' primaries last reported, summed.
+    pub pg_summary: PgSummary,
+}
+
+/// PG states and object counts over the whole cluster, with recovery progress.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PgSummary {
+    pub pgs: u64,
+    /// How many PGs are in each state, by its words joined with `+` ("active+clean").
+    pub states: BTreeMap<String, u64>,
+    /// Logical objects and bytes (one copy of each).
+    pub objects: u64,
+    pub bytes: u64,
+    /// Object copies the pools' sizes call for, and of those the ones that are missing
+    /// (degraded), in the wrong place (misplaced), or nowhere to be found (unfound).
+    pub copies: u64,
+    pub degraded: u64,
+    pub misplaced: u64,
+    pub unfound: u64,
+    /// Recovery and backfill over the last few reports, cluster-wide.
+    pub recovery_objects_per_s: u64,
+    pub recovery_bytes_per_s: u64,
 }
 
 /// What the monitors know of PGs and OSD usage: each PG as its primary last reported it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterPgStats {
     pub epoch: Epoch,
+    /// Every PG of the map: as last reported, or `unknown` (never reported), or `stale`
+    /// (its reporter went down or silent) followed by the last words reported.
     pub pgs: Vec<PgStat>,
     pub osds: Vec<OsdStat>,
+    pub summary: PgSummary,
 }

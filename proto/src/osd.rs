@@ -203,6 +203,40 @@ pub struct LogEntry {
     pub object: ObjectName,
     pub op: LogOp,
     pub reqid: Option<ReqId>,
+    /// How the change moved the PG's object and byte counts.
+    pub delta: CountsDelta,
+}
+
+/// A PG's logical contents (as its authoritative history says, not as one copy holds
+/// them): kept by every copy, moved by each log entry's delta.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectCounts {
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountsDelta {
+    pub objects: i64,
+    pub bytes: i64,
+}
+
+impl ObjectCounts {
+    pub fn apply(&mut self, delta: CountsDelta) {
+        self.objects = self.objects.saturating_add_signed(delta.objects);
+        self.bytes = self.bytes.saturating_add_signed(delta.bytes);
+    }
+}
+
+impl CountsDelta {
+    /// The delta of a change from an object of `before` bytes to one of `after` (`None`:
+    /// the object does not exist).
+    pub fn of(before: Option<u64>, after: Option<u64>) -> CountsDelta {
+        CountsDelta {
+            objects: i64::from(after.is_some()) - i64::from(before.is_some()),
+            bytes: after.unwrap_or(0) as i64 - before.unwrap_or(0) as i64,
+        }
+    }
 }
 
 /// A PG's history on one OSD, as exchanged in peering.
@@ -222,6 +256,8 @@ pub struct PgInfo {
     pub backfill_incomplete: Option<BackfillMark>,
     /// Intervals since `last_epoch_started`, as this OSD saw them.
     pub past_intervals: Vec<PastInterval>,
+    /// The PG's contents as of `last_update`.
+    pub stats: ObjectCounts,
 }
 
 /// How far backfill got on an OSD: objects at or before `last` (in store order) are
@@ -340,8 +376,17 @@ pub struct PgStat {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OsdStat {
     pub osd: u32,
+    /// What the store takes on disk.
     pub used_bytes: u64,
+    /// The size of the filesystem the store is on, and what is free on it.
     pub total_bytes: u64,
+    pub avail_bytes: u64,
+    /// PGs this OSD holds a copy of.
     pub pgs: u32,
-    pub objects: u64,
+    /// Primary PGs, and how many of them are active.
+    pub primary_pgs: u32,
+    /// Objects and bytes recovered or backfilled by this OSD since it started (counters:
+    /// the monitors turn them into rates).
+    pub recovered_objects: u64,
+    pub recovered_bytes: u64,
 }

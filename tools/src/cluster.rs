@@ -66,6 +66,8 @@ pub enum OsdCommand {
     Tree,
     /// OSD states and pools.
     Dump,
+    /// Per OSD: space used and free, PGs held.
+    Df,
     /// A new OSD id (lowest free unless given); it is down and out until it boots. With
     /// `--data`, also prepares its directory (identity, config, empty store) and places it
     /// in CRUSH under `--host`.
@@ -167,6 +169,8 @@ pub enum PoolCommand {
     Set { name: String, field: String, value: String },
     /// The pools with their size, rule and PG count.
     Ls,
+    /// Per pool: data stored, objects, raw space used, space left.
+    Df,
 }
 
 #[derive(Subcommand)]
@@ -272,9 +276,22 @@ pub fn render_status(s: &StatusReport) -> String {
         if s.flags.is_empty() { String::new() } else { format!("; flags {}", s.flags.join(",")) };
     let _ = writeln!(
         out,
-        "\n  data:\n    pools: {} pools, {} pgs\n    map:   epoch {}{flags}",
+        "\n  data:\n    pools:   {} pools, {} pgs\n    map:     epoch {}{flags}",
         s.pools, s.pgs, s.epoch
     );
+    let pgs = &s.pg_summary;
+    if pgs.pgs > 0 {
+        let _ = writeln!(
+            out,
+            "    objects: {} objects, {}\n    pgs:     {}",
+            pgs.objects,
+            crate::pg::bytes(pgs.bytes),
+            crate::pg::states(pgs)
+        );
+        for line in crate::pg::progress(pgs) {
+            let _ = writeln!(out, "             {line}");
+        }
+    }
     out
 }
 
@@ -429,6 +446,7 @@ pub async fn osd(connect: &Connect, command: OsdCommand) -> Result<()> {
             }
             return Ok(());
         }
+        OsdCommand::Df => return crate::pg::osd_df(connect).await,
         OsdCommand::Create { id, data: Some(dir), addr, host, weight } => {
             return osd_prepare(connect, id, &dir, &addr, host, weight).await;
         }
@@ -523,6 +541,7 @@ pub async fn pool(connect: &Connect, command: PoolCommand) -> Result<()> {
             }
             return Ok(());
         }
+        PoolCommand::Df => return crate::pg::pool_df_command(connect).await,
         PoolCommand::Create { name, kind, size, min_size, k, m, pg_num, rule } => {
             let spec = match (kind, size, k, m) {
                 (PoolType::Replicated, size, None, None) => {
@@ -675,12 +694,32 @@ async fn osd_prepare(
     host: Option<String>,
     weight: f64,
 ) -> Result<()> {
+    let client = connect.client()?;
+    let osd = prepare_osd(&client, id, dir, addr, host, weight).await?;
+    println!(
+        "prepared osd.{osd} in {}; start it with: cairn osd run --data {}",
+        dir.display(),
+        dir.display()
+    );
+    Ok(())
+}
+
+/// Registers a new OSD with the monitors and prepares its directory: id, identity,
+/// configuration, and a place in CRUSH (under `host`, default `host-N`). Its store is
+/// made when it first runs. Returns its id.
+pub async fn prepare_osd(
+    client: &MonClient,
+    id: Option<u32>,
+    dir: &std::path::Path,
+    addr: &str,
+    host: Option<String>,
+    weight: f64,
+) -> Result<u32> {
     addr.parse::<std::net::SocketAddr>().with_context(|| format!("'{addr}' is not ip:port"))?;
     if dir.join(osd::daemon::CONFIG_FILE).exists() {
         bail!("{} already holds an OSD", dir.display());
     }
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    let client = connect.client()?;
     let CommandOutput::OsdCreated { osd, .. } = client.command(Command::OsdCreate { id }).await?
     else {
         bail!("the monitors did not return the new OSD's id");
@@ -707,10 +746,5 @@ async fn osd_prepare(
     let location =
         BTreeMap::from([("root".to_owned(), "default".to_owned()), ("host".to_owned(), host)]);
     client.command(Command::CrushSetOsd { osd, weight, location, class: None }).await?;
-    println!(
-        "prepared osd.{osd} in {}; start it with: cairn osd run --data {}",
-        dir.display(),
-        dir.display()
-    );
-    Ok(())
+    Ok(osd)
 }

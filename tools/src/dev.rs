@@ -8,6 +8,8 @@
 //! ca.crt client.admin.{crt,key}
 //! mon.a/  mon.toml genesis.bin ca.crt ca.key mon.a.{crt,key} store/ mon.log mon.pid
 //! mon.b/  ...
+//! osd.0/  osd.toml client.toml ca.crt osd.0.{crt,key} store/ osd.log osd.pid
+//! osd.1/  ...
 //! ```
 
 use std::collections::BTreeMap;
@@ -113,65 +115,177 @@ pub fn bootstrap(dir: &Path, mons: &[(String, SocketAddr)]) -> Result<ClientConf
     Ok(config)
 }
 
-/// The monitor directories of a cluster directory, by name.
-fn monitor_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
+/// The two kinds of daemon `dev up` runs: their directory prefix, the file that marks a
+/// prepared directory, the pid file, and the `cairn` subcommand that runs one.
+#[derive(Clone, Copy, Debug)]
+struct Kind {
+    prefix: &'static str,
+    config: &'static str,
+    pid_file: &'static str,
+    log: &'static str,
+}
+
+const MON: Kind = Kind { prefix: "mon", config: "mon.toml", pid_file: PID_FILE, log: "mon.log" };
+const OSD: Kind = Kind {
+    prefix: "osd",
+    config: osd::daemon::CONFIG_FILE,
+    pid_file: osd::daemon::PID_FILE,
+    log: "osd.log",
+};
+
+/// The daemon directories of a cluster directory (`mon.a`, `osd.0`, ...), sorted by name
+/// (OSDs by number).
+fn daemon_dirs(dir: &Path, kind: Kind) -> Result<Vec<PathBuf>> {
     let mut dirs = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
         let path = entry?.path();
-        let is_mon =
-            path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("mon."));
-        if is_mon && path.join("mon.toml").exists() {
+        let is_kind = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.strip_prefix(kind.prefix).is_some_and(|r| r.starts_with('.')));
+        if is_kind && path.join(kind.config).exists() {
             dirs.push(path);
         }
     }
-    dirs.sort();
+    let number = |p: &PathBuf| {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        (name.rsplit('.').next().and_then(|n| n.parse::<u64>().ok()), name.to_owned())
+    };
+    dirs.sort_by_key(number);
     Ok(dirs)
 }
 
-/// The pid in a daemon's pid file, if that process still runs and is a cairn monitor (a
-/// stale pid file may name a pid the system has since given to something else).
-fn running_pid(daemon_dir: &Path) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(daemon_dir.join(PID_FILE)).ok()?.trim().parse().ok()?;
+/// The pid in a daemon's pid file, if that process still runs and is that cairn daemon
+/// (a stale pid file may name a pid the system has since given to something else).
+fn running_pid(daemon_dir: &Path, kind: Kind) -> Option<i32> {
+    let pid: i32 =
+        std::fs::read_to_string(daemon_dir.join(kind.pid_file)).ok()?.trim().parse().ok()?;
     use std::os::unix::ffi::OsStrExt;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-    if !args.windows(2).any(|w| w[0] == b"mon" && w[1] == b"run") {
+    if !args.windows(2).any(|w| w[0] == kind.prefix.as_bytes() && w[1] == b"run") {
         return None;
     }
-    // And the monitor of this very directory, not another cluster's.
+    // And the daemon of this very directory, not another cluster's.
     let data = args.windows(2).find(|w| w[0] == b"--data").map(|w| w[1])?;
     let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
     let theirs = std::fs::canonicalize(cwd.join(std::ffi::OsStr::from_bytes(data))).ok()?;
     (theirs == std::fs::canonicalize(daemon_dir).ok()?).then_some(pid)
 }
 
-/// Starts `cairn mon run` for a monitor directory, detached, logging to `mon.log`.
-fn spawn_monitor(mon_dir: &Path) -> Result<std::process::Child> {
+/// Starts `cairn mon|osd run` for a daemon directory, detached, logging to its log file.
+fn spawn_daemon(daemon_dir: &Path, kind: Kind) -> Result<std::process::Child> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().context("find the cairn binary")?;
-    let log_path = mon_dir.join("mon.log");
+    let log_path = daemon_dir.join(kind.log);
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&log_path)
         .with_context(|| format!("open {}", log_path.display()))?;
     let child = std::process::Command::new(exe)
-        .args(["mon", "run", "--data"])
-        .arg(mon_dir)
+        .args([kind.prefix, "run", "--data"])
+        .arg(daemon_dir)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
         .process_group(0)
         .spawn()
-        .with_context(|| format!("start the monitor in {}", mon_dir.display()))?;
+        .with_context(|| format!("start the daemon in {}", daemon_dir.display()))?;
     Ok(child)
 }
 
-/// `cairn dev up`: bootstraps `dir` on first use, starts its monitors, waits for health.
-pub async fn up(dir: &Path, monitors: usize, base_port: u16) -> Result<()> {
+/// Starts every daemon of `kind` in `dir` that is not running, then waits until each has
+/// written its pid file (it listens, or for an OSD, has booted). One that exits instead
+/// is reported with the end of its log.
+async fn start_all(dir: &Path, kind: Kind, deadline: Instant) -> Result<()> {
+    let mut started_now = Vec::new();
+    for daemon_dir in daemon_dirs(dir, kind)? {
+        let name = daemon_dir.file_name().and_then(|n| n.to_str()).unwrap_or("?").to_owned();
+        match running_pid(&daemon_dir, kind) {
+            Some(pid) => println!("{name} already running (pid {pid})"),
+            None => {
+                let child = spawn_daemon(&daemon_dir, kind)?;
+                println!(
+                    "started {name} (pid {}), log {}",
+                    child.id(),
+                    daemon_dir.join(kind.log).display()
+                );
+                started_now.push((daemon_dir, child));
+            }
+        }
+    }
+    for (daemon_dir, child) in &mut started_now {
+        while running_pid(daemon_dir, kind).is_none() {
+            let log = daemon_dir.join(kind.log);
+            if let Some(status) = child.try_wait()? {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(5).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                bail!(
+                    "{} exited ({status}); {}:\n{}",
+                    daemon_dir.display(),
+                    log.display(),
+                    tail.join("\n")
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not start within {} s; see {}",
+                    daemon_dir.display(),
+                    UP_TIMEOUT.as_secs(),
+                    log.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    Ok(())
+}
+
+/// A UDP port on loopback from `first` up that nothing holds.
+fn free_port_from(first: u16) -> Result<u16> {
+    (first..first.saturating_add(200))
+        .find(|&port| std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok())
+        .with_context(|| format!("no free UDP port on 127.0.0.1 from {first}"))
+}
+
+/// Prepares OSDs until `dir` has `want`, each in `osd.N/` with its own CRUSH host (so a
+/// size-3 pool places its copies on three of them), at ports from 11 above the first
+/// monitor's.
+async fn add_osds(dir: &Path, client: &client::MonClient, want: usize) -> Result<()> {
+    let have = daemon_dirs(dir, OSD)?.len();
+    if have >= want {
+        return Ok(());
+    }
+    let first_mon = client.config().mons.first().map(|m| m.addr.clone()).unwrap_or_default();
+    let mon_port =
+        first_mon.parse::<SocketAddr>().map(|a| a.port()).unwrap_or(6789).saturating_add(11);
+    let mut port = mon_port;
+    for _ in have..want {
+        port = free_port_from(port)?;
+        let addr = format!("127.0.0.1:{port}");
+        let staging = dir.join(format!("osd.new-{port}"));
+        let _ = std::fs::remove_dir_all(&staging);
+        let osd = crate::cluster::prepare_osd(client, None, &staging, &addr, None, 1.0).await?;
+        let final_dir = dir.join(format!("osd.{osd}"));
+        std::fs::rename(&staging, &final_dir)
+            .with_context(|| format!("rename {} to {}", staging.display(), final_dir.display()))?;
+        println!("prepared osd.{osd} in {} at {addr}", final_dir.display());
+        port += 1;
+    }
+    Ok(())
+}
+
+/// `cairn dev up`: bootstraps `dir` on first use, starts its monitors, prepares OSDs up to
+/// `osds`, starts them, and waits for health.
+pub async fn up(dir: &Path, monitors: usize, base_port: u16, osds: usize) -> Result<()> {
     let started = Instant::now();
     let config_path = dir.join(CLIENT_CONFIG);
     let fresh = !config_path.exists();
+    if osds > 64 {
+        bail!("--osds must be at most 64 on one machine");
+    }
     if fresh {
         if monitors == 0 || monitors > 7 {
             bail!("--mons must be 1 to 7");
@@ -189,54 +303,26 @@ pub async fn up(dir: &Path, monitors: usize, base_port: u16) -> Result<()> {
         bootstrap(dir, &mons)?;
         println!("bootstrapped a new cluster in {}", dir.display());
     }
-    let mut started_now = Vec::new();
-    for mon_dir in monitor_dirs(dir)? {
-        let name = mon_dir.file_name().and_then(|n| n.to_str()).unwrap_or("mon").to_owned();
-        let config = MonConfig::load(&mon_dir)?;
-        match running_pid(&mon_dir) {
-            Some(pid) => println!("{name} already running (pid {pid}) at {}", config.addr),
-            None => {
-                let child = spawn_monitor(&mon_dir)?;
-                println!(
-                    "started {name} (pid {}) at {}, log {}",
-                    child.id(),
-                    config.addr,
-                    mon_dir.join("mon.log").display()
-                );
-                started_now.push((mon_dir, child));
-            }
-        }
-    }
-    // Each monitor writes its pid file once it listens: asking before that would only cost
-    // a retransmitted handshake. One that exits instead is reported with its log.
     let deadline = Instant::now() + UP_TIMEOUT;
-    for (mon_dir, child) in &mut started_now {
-        while running_pid(mon_dir).is_none() {
-            let log = mon_dir.join("mon.log");
-            if let Some(status) = child.try_wait()? {
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(5).collect();
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
-                bail!(
-                    "{} exited ({status}); {}:\n{}",
-                    mon_dir.display(),
-                    log.display(),
-                    tail.join("\n")
-                );
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{} did not start within {} s; see {}",
-                    mon_dir.display(),
-                    UP_TIMEOUT.as_secs(),
-                    log.display()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
+    start_all(dir, MON, deadline).await?;
     let config = ClientConfig::load(&config_path)?;
     let client = client::MonClient::connect(config).context("connect to the monitors")?;
+    // A quorum first: OSDs are registered through it.
+    loop {
+        match client.status().await {
+            Ok(status)
+                if status.leader.is_some() && status.monitors.iter().all(|m| m.in_quorum) =>
+            {
+                break;
+            }
+            Ok(_) | Err(_) if Instant::now() > deadline => {
+                bail!("the monitors did not form a quorum within {} s", UP_TIMEOUT.as_secs())
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    add_osds(dir, &client, osds).await?;
+    start_all(dir, OSD, deadline).await?;
     loop {
         match client.status().await {
             Ok(status)
@@ -245,11 +331,13 @@ pub async fn up(dir: &Path, monitors: usize, base_port: u16) -> Result<()> {
                     && status.monitors.iter().all(|m| m.in_quorum) =>
             {
                 println!(
-                    "cluster {} is HEALTH_OK after {:.1} s: {} monitors in quorum, leader mon.{}",
+                    "cluster {} is HEALTH_OK after {:.1} s: {} monitors in quorum, leader mon.{}, \
+                     {} osds up",
                     status.fsid,
                     started.elapsed().as_secs_f64(),
                     status.monitors.len(),
-                    status.leader.as_deref().unwrap_or("?")
+                    status.leader.as_deref().unwrap_or("?"),
+                    status.osds.up
                 );
                 break;
             }
@@ -276,6 +364,7 @@ pub async fn up(dir: &Path, monitors: usize, base_port: u16) -> Result<()> {
         _ => "cairn".to_owned(),
     };
     println!("try: {cairn} status    (from this directory, or with CAIRN_CONF={})", abs.display());
+    println!("     {cairn} pool create data && {cairn} obj put data NAME FILE");
     println!("stop with: {cairn} dev down    (data stays in {})", dir.display());
     Ok(())
 }
@@ -290,30 +379,32 @@ fn which_cairn() -> Option<PathBuf> {
         .and_then(|p| std::fs::canonicalize(p).ok())
 }
 
-/// `cairn dev down`: stops the monitors of `dir`, keeping their data.
+/// `cairn dev down`: stops the OSDs, then the monitors, of `dir`, keeping their data.
 pub fn down(dir: &Path) -> Result<()> {
     let mut stopped = 0;
-    for mon_dir in monitor_dirs(dir)? {
-        let name = mon_dir.file_name().and_then(|n| n.to_str()).unwrap_or("mon").to_owned();
-        let Some(pid) = running_pid(&mon_dir) else { continue };
-        // SAFETY: sending a signal to a process id read from our own pid file.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while running_pid(&mon_dir).is_some() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
+    for kind in [OSD, MON] {
+        for daemon_dir in daemon_dirs(dir, kind)? {
+            let name = daemon_dir.file_name().and_then(|n| n.to_str()).unwrap_or("?").to_owned();
+            let Some(pid) = running_pid(&daemon_dir, kind) else { continue };
+            // SAFETY: sending a signal to a process id read from our own pid file.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            while running_pid(&daemon_dir, kind).is_some() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if running_pid(&daemon_dir, kind).is_some() {
+                // SAFETY: as above; the daemon did not stop in time.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                let _ = std::fs::remove_file(daemon_dir.join(kind.pid_file));
+                println!(
+                    "killed {name} (pid {pid}): it did not stop within {} s",
+                    STOP_TIMEOUT.as_secs()
+                );
+            } else {
+                println!("stopped {name} (pid {pid})");
+            }
+            stopped += 1;
         }
-        if running_pid(&mon_dir).is_some() {
-            // SAFETY: as above; the daemon did not stop in time.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            let _ = std::fs::remove_file(mon_dir.join(PID_FILE));
-            println!(
-                "killed {name} (pid {pid}): it did not stop within {} s",
-                STOP_TIMEOUT.as_secs()
-            );
-        } else {
-            println!("stopped {name} (pid {pid})");
-        }
-        stopped += 1;
     }
     if stopped == 0 {
         println!("nothing was running in {}", dir.display());

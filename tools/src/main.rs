@@ -7,6 +7,7 @@ mod dev;
 mod map;
 mod map_render;
 mod obj;
+mod pg;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +38,9 @@ enum Command {
     /// OSDs: tree, dump, create, remove, in, out, reweight, flags, placement.
     #[command(subcommand)]
     Osd(cluster::OsdCommand),
+    /// Placement groups: states and counts (stat, dump).
+    #[command(subcommand)]
+    Pg(pg::PgCommand),
     /// Objects in pools (put, get, stat, ls, rm).
     #[command(subcommand)]
     Obj(obj::ObjCommand),
@@ -80,9 +84,13 @@ enum DevCommand {
         /// Monitors to bootstrap with (first use only).
         #[arg(long, default_value_t = 3)]
         mons: usize,
-        /// Port of the first monitor; the others follow (first use only).
+        /// Port of the first monitor; the others follow, and the OSDs' from 11 above
+        /// it (6800, as Ceph's) (first use only).
         #[arg(long, default_value_t = 6789)]
         base_port: u16,
+        /// OSDs to run; more are created when the cluster has fewer (never removed).
+        #[arg(long, default_value_t = 3)]
+        osds: usize,
     },
     /// Stop it, keeping its data.
     Down {
@@ -117,14 +125,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Mon(command) => cluster::mon(c, command).await,
         Command::Osd(command) => cluster::osd(c, command).await,
         Command::Obj(command) => obj::run(c, command).await,
+        Command::Pg(command) => pg::run(c, command).await,
         Command::Crush(command) => cluster::crush(c, command).await,
         Command::Pool(command) => cluster::pool(c, command).await,
         Command::Rule(command) => cluster::rule(c, command).await,
         Command::Auth(command) => cluster::auth(c, command).await,
         Command::Config(command) => cluster::config(c, command).await,
         Command::Bootstrap { dir, mons } => cluster::bootstrap(&dir, &mons),
-        Command::Dev(DevCommand::Up { dir, mons, base_port }) => {
-            dev::up(&dir, mons, base_port).await
+        Command::Dev(DevCommand::Up { dir, mons, base_port, osds }) => {
+            dev::up(&dir, mons, base_port, osds).await
         }
         Command::Dev(DevCommand::Down { dir }) => dev::down(&dir),
         Command::Map(args) => map::run(args, c.format),
@@ -133,7 +142,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(matches!(cli.command, Command::Mon(cluster::MonCommand::Run { .. })));
+    init_logging(matches!(
+        cli.command,
+        Command::Mon(cluster::MonCommand::Run { .. })
+            | Command::Osd(cluster::OsdCommand::Run { .. })
+    ));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -66,6 +66,17 @@ fn wait_up(c: &Cluster, n: u64) {
     c.wait_status(&format!("{n} OSDs up"), Duration::from_secs(30), |s| s["osds"]["up"] == n);
 }
 
+/// Waits until every PG is active+clean, and returns the status.
+fn wait_clean(c: &Cluster, pgs: u64) -> serde_json::Value {
+    c.wait_status(&format!("{pgs} pgs active+clean"), Duration::from_secs(60), |s| {
+        s["pg_summary"]["states"]["active+clean"] == pgs && s["pg_summary"]["pgs"] == pgs
+    })
+}
+
+fn check_codes(s: &serde_json::Value) -> Vec<String> {
+    s["checks"].as_array().unwrap().iter().map(|c| c["code"].as_str().unwrap().to_owned()).collect()
+}
+
 fn put(c: &Cluster, dir: &std::path::Path, name: &str, bytes: &[u8]) {
     let file = dir.join(format!("{name}.in"));
     std::fs::write(&file, bytes).unwrap();
@@ -103,10 +114,25 @@ fn objects_survive_a_killed_osd_and_a_returning_one_catches_up() {
     assert_eq!(get(&c, &work, "empty"), b"");
     let stat = c.json(&["obj", "stat", "rbd", "big"]);
     assert_eq!(stat["size"], 3_000_000);
+    // The primaries report what their PGs hold.
+    let status = c.wait_status("3 objects counted", Duration::from_secs(30), |s| {
+        s["pg_summary"]["objects"] == 3 && s["pg_summary"]["states"]["active+clean"] == 8
+    });
+    assert_eq!(status["pg_summary"]["bytes"], 3_000_000 + (70 << 20), "{status}");
+    assert_eq!(status["health"], "Ok", "{status}");
+    let pool_df = c.json(&["pool", "df"]);
+    assert_eq!(pool_df[0]["objects"], 3, "{pool_df}");
+    assert_eq!(pool_df[0]["used_bytes"], 3 * (3_000_000 + (70u64 << 20)), "{pool_df}");
+    let osd_df = c.json(&["osd", "df"]);
+    assert!(osd_df.as_array().unwrap().iter().all(|o| o["pgs"] == 8), "{osd_df}");
 
-    // Kill osd.1; mark it down (as its peers' reports would) and keep writing.
+    // Kill osd.1: its peers notice and report it, and the monitors mark it down, without
+    // waiting for its beacons to go missing. Writes go on, degraded.
     osds.kill(1);
-    c.ok(&["osd", "down", "1"]);
+    let status = c.wait_status("osd.1 reported down", Duration::from_secs(15), |s| {
+        s["osds"]["up"] == 2 && check_codes(s).contains(&"PG_UNDERSIZED".to_owned())
+    });
+    assert!(check_codes(&status).contains(&"OSD_DOWN".to_owned()), "{status}");
     for i in 0..5 {
         put(&c, &work, &format!("w{i}"), &pattern(10 + i, 100_000));
     }
@@ -114,8 +140,19 @@ fn objects_survive_a_killed_osd_and_a_returning_one_catches_up() {
 
     // It returns, peers, and catches up from the log. Then the two others die: with
     // min_size 1, osd.1 alone must serve everything written while it was dead.
+    let status = c.wait_status("writes counted as degraded", Duration::from_secs(30), |s| {
+        s["pg_summary"]["objects"] == 8 && s["pg_summary"]["degraded"] == 8
+    });
+    assert!(check_codes(&status).contains(&"PG_DEGRADED".to_owned()), "{status}");
     osds.start(1);
     wait_up(&c, 3);
+    // Log recovery brings every copy back: clean and healthy, nothing degraded.
+    let status = wait_clean(&c, 8);
+    assert_eq!(status["pg_summary"]["degraded"], 0, "{status}");
+    assert_eq!(
+        c.wait_status("HEALTH_OK", Duration::from_secs(30), |s| s["health"] == "Ok")["health"],
+        "Ok"
+    );
     c.ok(&["pool", "set", "rbd", "min_size", "1"]);
     // Reading every object through the PG primaries lets recovery finish first: a read
     // of an object missing somewhere waits for it.

@@ -7,8 +7,9 @@
 //! write, a recovery push) carries the interval's first epoch, and its result is dropped
 //! if the PG has since moved on. Peers refuse requests from another interval.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,8 +19,8 @@ use placement::{Epoch, OsdMap, PgId, Version};
 use proto::error::{ErrorCode, RemoteError};
 use proto::message::{Request, Response};
 use proto::osd::{
-    LogEntry, LogOp, ObjectBody, ObjectName, ObjectOp, ObjectState, PastInterval, PeerRequest,
-    PeerResponse, PgInfo, ReqId,
+    CountsDelta, LogEntry, LogOp, ObjectBody, ObjectCounts, ObjectName, ObjectOp, ObjectState,
+    PastInterval, PeerRequest, PeerResponse, PgInfo, PgStat, ReqId,
 };
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -46,6 +47,9 @@ pub struct Shared {
     pub conns: Arc<OsdConnections>,
     /// Recovery pushes and pulls in flight on this OSD (`osd.recovery_max_active`).
     pub recovery: Arc<Semaphore>,
+    /// Objects and bytes this OSD recovered (pulled or pushed) since it started.
+    pub recovered_objects: AtomicU64,
+    pub recovered_bytes: AtomicU64,
 }
 
 pub struct ClientOp {
@@ -90,16 +94,26 @@ pub enum Event {
     Recovered {
         interval: Epoch,
         object: ObjectName,
-        result: Result<(), String>,
+        result: Result<u64, RecoveryError>,
     },
     Retry {
         interval: Epoch,
     },
+    /// The PG's state for the monitors; `None` unless this OSD is its primary.
+    Stat(oneshot::Sender<Option<PgStat>>),
 }
 
 pub enum Peered {
     Blocked(&'static str, String),
-    Plan { plan: Plan, auth_log: Option<(Version, Vec<LogEntry>)> },
+    Plan { plan: Plan, auth_log: Option<(Version, Vec<LogEntry>)>, auth_stats: ObjectCounts },
+}
+
+/// Why an object was not recovered.
+#[derive(Debug)]
+pub enum RecoveryError {
+    /// No OSD asked has the version the log calls for.
+    Unfound(String),
+    Failed(String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,6 +154,12 @@ pub struct Pg {
     missing: BTreeMap<u32, BTreeMap<ObjectName, Version>>,
     /// Objects being recovered now.
     recovering: HashSet<ObjectName>,
+    /// Objects whose logged version no reachable copy has.
+    unfound: BTreeSet<ObjectName>,
+    /// Acting OSDs waiting for backfill (no writes reach them).
+    backfill: Vec<u32>,
+    /// Objects and bytes recovered since the PG last went active.
+    recovered: ObjectCounts,
     waiting: VecDeque<ClientOp>,
     /// Ops held per object until its in-flight write commits or it is recovered.
     held: HashMap<ObjectName, VecDeque<ClientOp>>,
@@ -194,6 +214,9 @@ impl Pg {
             auth: None,
             missing: BTreeMap::new(),
             recovering: HashSet::new(),
+            unfound: BTreeSet::new(),
+            backfill: Vec::new(),
+            recovered: ObjectCounts::default(),
             waiting: VecDeque::new(),
             held: HashMap::new(),
             in_flight: HashMap::new(),
@@ -240,6 +263,9 @@ impl Pg {
                 if interval == self.interval && self.state == State::Peering =>
             {
                 self.start_peering()
+            }
+            Event::Stat(reply) => {
+                let _ = reply.send(self.is_primary().then(|| self.stat()));
             }
             // Results of an interval that has ended.
             Event::Peered { .. }
@@ -292,6 +318,9 @@ impl Pg {
         self.writers.clear();
         self.auth = None;
         self.recovering.clear();
+        self.unfound.clear();
+        self.backfill.clear();
+        self.recovered = ObjectCounts::default();
         self.pending.clear();
         // Ops of the old interval: their clients resend to the new primary.
         let stale = err(
@@ -374,7 +403,7 @@ impl Pg {
     }
 
     fn peered(&mut self, result: Result<Peered, String>) {
-        let (plan, auth_log) = match result {
+        let (plan, auth_log, auth_stats) = match result {
             Err(e) => {
                 tracing::info!(pg = %self.id, error = %e, "peering round failed; retrying");
                 return self.retry_later();
@@ -384,7 +413,7 @@ impl Pg {
                 self.blocked = (state, why);
                 return;
             }
-            Ok(Peered::Plan { plan, auth_log }) => (plan, auth_log),
+            Ok(Peered::Plan { plan, auth_log, auth_stats }) => (plan, auth_log, auth_stats),
         };
         if !plan.active {
             self.state = State::Blocked;
@@ -400,7 +429,10 @@ impl Pg {
         let mut my_missing = BTreeMap::new();
         if let Some((tail, entries)) = auth_log {
             match self.merge_log(tail, &entries) {
-                Ok(missing) => my_missing = missing,
+                Ok(missing) => {
+                    my_missing = missing;
+                    self.info.stats = auth_stats;
+                }
                 Err(e) => {
                     tracing::error!(pg = %self.id, error = %e, "cannot merge the authoritative log");
                     return self.retry_later();
@@ -410,6 +442,7 @@ impl Pg {
         self.missing.insert(self.me(), my_missing);
         self.auth = Some(plan.auth);
         self.writers = self.acting.iter().copied().filter(|o| !plan.backfill.contains(o)).collect();
+        self.backfill = plan.backfill.clone();
         let mut info = self.my_info().unwrap_or_default();
         info.last_epoch_started = self.interval;
         info.past_intervals.clear();
@@ -558,14 +591,17 @@ impl Pg {
             self.id,
             self.c,
         );
+        let want = self.missing.get(&me).and_then(|m| m.get(&object)).copied().unwrap_or_default();
         tokio::spawn(async move {
+            use RecoveryError::Failed;
             let _permit = shared.recovery.acquire().await;
             let result = async {
                 let epoch = map.epoch();
+                let mut moved = 0u64;
                 if i_lack {
-                    let source = source
-                        .filter(|&s| s != me)
-                        .ok_or_else(|| format!("no copy of {object} is reachable"))?;
+                    let source = source.filter(|&s| s != me).ok_or_else(|| {
+                        RecoveryError::Unfound(format!("no other copy of {object} is reachable"))
+                    })?;
                     let request = PeerRequest::Pull { object: object.clone() };
                     let (response, bulk) = call_peer(
                         &shared.conns,
@@ -578,16 +614,26 @@ impl Pg {
                         Bytes::new(),
                     )
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(Failed)?;
                     let PeerResponse::Object(state) = response else {
-                        return Err(format!("osd.{source} answered a pull with {response:?}"));
+                        return Err(Failed(format!(
+                            "osd.{source} answered a pull with {response:?}"
+                        )));
                     };
-                    apply_state(shared.store.as_ref(), c, &state, &bulk).map_err(|e| e.message)?;
-                    shared.store.sync().map_err(|e| e.to_string())?;
+                    if state.version < want {
+                        return Err(RecoveryError::Unfound(format!(
+                            "osd.{source} has version {} of {object}, not {want}",
+                            state.version
+                        )));
+                    }
+                    apply_state(shared.store.as_ref(), c, &state, &bulk)
+                        .map_err(|e| Failed(e.message))?;
+                    shared.store.sync().map_err(|e| Failed(e.to_string()))?;
+                    moved += bulk.len() as u64;
                 }
                 if !targets.is_empty() {
-                    let (state, bulk) =
-                        read_state(shared.store.as_ref(), c, &object).map_err(|e| e.message)?;
+                    let (state, bulk) = read_state(shared.store.as_ref(), c, &object)
+                        .map_err(|e| Failed(e.message))?;
                     for osd in targets {
                         let request = PeerRequest::Push { state: state.clone() };
                         call_peer(
@@ -601,12 +647,17 @@ impl Pg {
                             bulk.clone(),
                         )
                         .await
-                        .map_err(|e| e.to_string())?;
+                        .map_err(Failed)?;
+                        moved += bulk.len() as u64;
                     }
                 }
-                Ok(())
+                Ok(moved)
             }
             .await;
+            if let Ok(bytes) = result {
+                shared.recovered_objects.fetch_add(1, Ordering::Relaxed);
+                shared.recovered_bytes.fetch_add(bytes, Ordering::Relaxed);
+            }
             if result.is_err() {
                 tokio::time::sleep(PEERING_RETRY).await;
             }
@@ -614,20 +665,74 @@ impl Pg {
         });
     }
 
-    fn recovered(&mut self, object: ObjectName, result: Result<(), String>) {
+    fn recovered(&mut self, object: ObjectName, result: Result<u64, RecoveryError>) {
         self.recovering.remove(&object);
         match result {
-            Ok(()) => {
+            Ok(bytes) => {
+                self.unfound.remove(&object);
+                self.recovered.apply(CountsDelta { objects: 1, bytes: bytes as i64 });
                 for missing in self.missing.values_mut() {
                     missing.remove(&object);
                 }
                 self.release(&object);
             }
-            Err(e) => {
+            Err(RecoveryError::Unfound(e)) => {
+                if self.unfound.insert(object.clone()) {
+                    tracing::warn!(pg = %self.id, %object, error = %e, "object unfound; will retry");
+                }
+            }
+            Err(RecoveryError::Failed(e)) => {
                 tracing::warn!(pg = %self.id, %object, error = %e, "recovery failed; will retry");
             }
         }
         self.kick_recovery();
+    }
+
+    /// The PG as the monitors see it (primary only).
+    fn stat(&self) -> PgStat {
+        let words: Vec<&str> = match self.state {
+            State::Replica => vec!["stray"],
+            State::Peering => vec!["peering"],
+            State::Blocked => self.blocked.0.split('+').collect(),
+            State::Active => {
+                let mut words = vec!["active"];
+                let short = self.acting.len() < self.size;
+                let missing = self.degraded_objects() > 0;
+                if missing || short {
+                    words.push("degraded");
+                }
+                if short {
+                    words.push("undersized");
+                }
+                if missing {
+                    words.push("recovering");
+                }
+                if !self.backfill.is_empty() {
+                    words.push("backfill_wait");
+                }
+                if !missing && !short && self.backfill.is_empty() {
+                    words.push("clean");
+                }
+                words
+            }
+        };
+        let objects = self.info.stats.objects;
+        let absent = self.size.saturating_sub(self.acting.len()) as u64;
+        PgStat {
+            pg: self.id,
+            state: words.into_iter().map(String::from).collect(),
+            up: self.up.clone(),
+            acting: self.acting.clone(),
+            epoch: self.map.epoch(),
+            last_update: self.log.head(),
+            objects,
+            bytes: self.info.stats.bytes,
+            degraded: self.degraded_objects() + absent * objects,
+            misplaced: self.backfill.len() as u64 * objects,
+            unfound: self.unfound.len() as u64,
+            recovered_bytes: self.recovered.bytes,
+            recovered_objects: self.recovered.objects,
+        }
     }
 
     fn clean(&mut self) {
@@ -759,6 +864,7 @@ impl Pg {
             object: op.object.clone(),
             op: if executed.exists_after { LogOp::Modify } else { LogOp::Delete },
             reqid: Some(reqid),
+            delta: CountsDelta::of(executed.size_before, executed.size_after),
         };
         let mut rep_ops = executed.rep_ops;
         rep_ops.push(proto::osd::RepOp::SetVersion { mtime_ms: now_ms() });
@@ -852,6 +958,7 @@ impl Pg {
         txn.push(persist::put_entry(self.c, entry));
         let mut info = self.info.clone();
         info.last_update = entry.version;
+        info.stats.apply(entry.delta);
         txn.push(persist::put_info(self.c, &info));
         self.shared.store.apply(&txn).map_err(store_error)?;
         self.exists = true;
@@ -969,6 +1076,7 @@ impl Pg {
                         .map_err(|e| err(ErrorCode::Internal, e))
                         .map(|missing| {
                             self.info.last_epoch_started = info.last_epoch_started;
+                            self.info.stats = info.stats;
                             self.info.past_intervals.clear();
                             self.save_info();
                             PeerResponse::Activated { missing: missing.into_iter().collect() }
@@ -1247,6 +1355,7 @@ impl PeeringTask {
         } else {
             None
         };
-        Ok(Peered::Plan { plan, auth_log })
+        let auth_stats = infos.get(&plan.auth).cloned().flatten().unwrap_or_default().stats;
+        Ok(Peered::Plan { plan, auth_log, auth_stats })
     }
 }

@@ -184,6 +184,7 @@ mod tests {
             object: ObjectName::new(object),
             op,
             reqid: Some(ReqId { client: "client.t".into(), id: epoch * 1000 + seq }),
+            delta: Default::default(),
         }
     }
 

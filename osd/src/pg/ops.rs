@@ -48,6 +48,9 @@ pub struct Executed {
     pub exists_after: bool,
     /// The object's version before the request.
     pub prior: Version,
+    /// Its size before and after (`None`: it does not exist).
+    pub size_before: Option<u64>,
+    pub size_after: Option<u64>,
 }
 
 fn invalid(detail: impl Into<String>) -> RemoteError {
@@ -248,6 +251,8 @@ pub fn execute(
         }
     }
     out.exists_after = size.is_some();
+    out.size_before = meta.as_ref().map(|m| m.size);
+    out.size_after = size;
     Ok(out)
 }
 
