@@ -279,7 +279,20 @@ impl MonClient {
 
     /// A map kept current by a subscription, starting from `have` (or from nothing).
     pub fn watch(&self, have: Option<OsdMap>) -> MapWatch<'_> {
-        MapWatch { client: self, map: have, stream: None }
+        MapWatch {
+            client: self,
+            map: have,
+            stream: None,
+            queue: Default::default(),
+            every_epoch: false,
+        }
+    }
+
+    /// Like `watch`, but `next` returns every epoch in turn, not just the newest (when the
+    /// monitors still have the incrementals): for daemons whose state follows each change
+    /// of the map, as an OSD's PG intervals do.
+    pub fn watch_every_epoch(&self, have: Option<OsdMap>) -> MapWatch<'_> {
+        MapWatch { every_epoch: true, ..self.watch(have) }
     }
 
     /// Any read-only request, answered as the monitors answer it.
@@ -346,6 +359,9 @@ pub struct MapWatch<'a> {
     client: &'a MonClient,
     map: Option<OsdMap>,
     stream: Option<rpc::Subscription>,
+    /// With `every_epoch`: maps received but not yet returned, oldest first.
+    queue: std::collections::VecDeque<OsdMap>,
+    every_epoch: bool,
 }
 
 impl MapWatch<'_> {
@@ -361,6 +377,9 @@ impl MapWatch<'_> {
         let before = self.map.as_ref().map(|m| m.epoch());
         let mut backoff = BACKOFF_MIN;
         loop {
+            if let Some(map) = self.queue.pop_front() {
+                return Ok(self.map.insert(map));
+            }
             let stream = match &mut self.stream {
                 Some(stream) => stream,
                 None => {
@@ -380,6 +399,16 @@ impl MapWatch<'_> {
                 Ok(Some((Response::Maps { .. }, bulk))) => {
                     backoff = BACKOFF_MIN;
                     let bundle = maps::decode_bundle(&bulk).map_err(ClientError::Maps)?;
+                    if self.every_epoch {
+                        match maps::apply_bundle_each(self.map.as_ref(), &bundle) {
+                            Ok(maps) => {
+                                self.queue.extend(maps);
+                                continue;
+                            }
+                            Err(_) => self.stream = None,
+                        }
+                        continue;
+                    }
                     match maps::apply_bundle(self.map.take(), &bundle) {
                         Ok(map) => self.map = Some(map),
                         // A gap: start again from a full map.

@@ -380,8 +380,16 @@ impl ClusterState {
                 addr.parse::<std::net::SocketAddr>().map_err(|_| {
                     RemoteError::new(ErrorCode::Invalid, format!("'{addr}' is not an ip:port"))
                 })?;
+                let noin = flags.contains(&MapFlag::Noin);
+                if state(osd).is_some_and(|s| s.up) {
+                    // A new instance of an OSD the map still has up (it restarted before
+                    // anyone noticed): down first, in an epoch of its own, as Ceph does, so
+                    // every PG it serves starts a new interval; the PG state it held in
+                    // memory is gone.
+                    self.commit(vec![MapChange::OsdDown { osd: *osd }])?;
+                }
                 changes.push(MapChange::OsdBoot { osd: *osd, addr: addr.clone() });
-                if self.auto_in.contains(osd) && !flags.contains(&MapFlag::Noin) {
+                if self.auto_in.contains(osd) && !noin {
                     changes.push(MapChange::OsdIn { osd: *osd });
                 }
             }
@@ -574,6 +582,30 @@ mod tests {
         assert_eq!(state.apply(&bad).unwrap_err().code, ErrorCode::Invalid);
         expected.last_at_ms = 2_000;
         assert_eq!(state.snapshot(), expected);
+    }
+
+    #[test]
+    fn a_restarted_osd_that_is_still_up_goes_down_for_an_epoch_first() {
+        let mut state = genesis();
+        let create = LogEntry::Command {
+            origin: admin(),
+            id: None,
+            command: Command::OsdCreate { id: Some(0) },
+            issued: None,
+            at_ms: 1_000,
+        };
+        state.apply(&create).unwrap();
+        let osd = |event| LogEntry::Osd { origin: EntityName::mon("a").unwrap(), event, at_ms: 2 };
+        let boot = || OsdEvent::Boot { osd: OsdId(0), addr: "127.0.0.1:6800".into() };
+        state.apply(&osd(boot())).unwrap();
+        let up_at = state.map().epoch();
+        assert!(state.map().is_up(OsdId(0)));
+        // The same OSD boots again while the map has it up: one epoch down, then up.
+        state.apply(&osd(boot())).unwrap();
+        assert_eq!(state.map().epoch(), Epoch(up_at.0 + 2));
+        assert!(state.map().is_up(OsdId(0)));
+        let down_epoch = &state.history[state.history.len() - 2];
+        assert_eq!(down_epoch.changes, vec![MapChange::OsdDown { osd: OsdId(0) }]);
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// QUIC ping on loopback or a LAN answers in well under a millisecond, so 6 s is still
 /// hundreds of missed answers.
 pub const HEARTBEAT_GRACE: Duration = Duration::from_secs(6);
+/// How long the map must show this OSD down, while it runs, before it boots again.
+pub const REBOOT_AFTER: Duration = Duration::from_secs(5);
 /// How often the OSD reports its PGs' states and its usage to the monitors.
 pub const STATS_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -415,13 +417,27 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     std::fs::write(&pid_path, std::process::id().to_string())
         .with_context(|| format!("write {}", pid_path.display()))?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let me = OsdId(config.id);
     let beacon = {
-        let (mon, osd) = (mon.clone(), osd.clone());
+        let (mon, osd, addr) = (mon.clone(), osd.clone(), config.addr.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(BEACON_INTERVAL);
+            let mut booted = Instant::now();
             loop {
                 tick.tick().await;
-                let epoch = osd.current_map().map(|m| m.epoch()).unwrap_or_default();
+                let map = osd.current_map();
+                let epoch = map.as_ref().map(|m| m.epoch()).unwrap_or_default();
+                // Marked down while alive (a false failure report): boot again, once the
+                // map has said so for a while. Not on every map that shows it down: the
+                // monitors mark a restarted OSD down and then up in the next epoch.
+                let down = map.is_some_and(|m| m.osd(me).is_some_and(|s| !s.up));
+                if down && booted.elapsed() >= REBOOT_AFTER {
+                    booted = Instant::now();
+                    let boot = Request::OsdBoot { osd: osd.shared.me, addr: addr.clone() };
+                    if let Err(e) = mon.send(boot).await {
+                        tracing::warn!(error = %e, "boot again failed");
+                    }
+                }
                 if let Err(e) = mon.send(Request::OsdBeacon { osd: osd.shared.me, epoch }).await {
                     tracing::warn!(error = %e, "beacon failed");
                 }
@@ -430,16 +446,13 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     };
     let heartbeats = tokio::spawn(osd.clone().heartbeats(mon.clone()));
     let stats = tokio::spawn(osd.clone().report_stats(mon.clone()));
-    let mut watch = mon.watch(Some((*first).clone()));
-    let me = OsdId(config.id);
+    // Every epoch in turn: a PG's interval starts at the epoch its mapping changed, and
+    // peers agree on it only if each of them saw that epoch.
+    let mut watch = mon.watch_every_epoch(Some((*first).clone()));
     loop {
         tokio::select! {
             next = watch.next() => {
                 let map = Arc::new(next.context("follow the map")?.clone());
-                // Marked down while alive (a false failure report): boot again.
-                if map.osd(me).is_some_and(|s| !s.up) && map.epoch() > first.epoch() {
-                    let _ = mon.send(Request::OsdBoot { osd: config.id, addr: config.addr.clone() }).await;
-                }
                 map_tx.send_replace(Some(map.clone()));
                 osd.apply_map(&map).await;
             }

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use objectstore::engine::{BatchOp, Entries};
 use objectstore::{Batch, Cf, Engine, StoreError};
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options,
-    ReadOptions, WriteBatch, WriteOptions,
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, DBCompressionType, Direction,
+    IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions,
 };
 
 /// Memtable bytes for object data; other column families get less.
@@ -23,6 +23,9 @@ const DATA_MEMTABLE_BYTES: usize = 64 << 20;
 const META_MEMTABLE_BYTES: usize = 16 << 20;
 /// All memtables together: RocksDB flushes the largest when they pass this.
 const MEMTABLES_TOTAL_BYTES: usize = 160 << 20;
+/// Values this large or larger live in blob files (whole data chunks; a small object's
+/// only chunk stays in the LSM tree with its neighbours).
+const BLOB_MIN_BYTES: u64 = 16 << 10;
 /// The block cache for reads, shared by every column family.
 const BLOCK_CACHE_BYTES: usize = 64 << 20;
 
@@ -54,9 +57,19 @@ impl RocksEngine {
             let mut cf_options = Options::default();
             cf_options.set_block_based_table_factory(&table);
             match cf {
+                // Data chunks (64 KiB each) go to blob files when their memtable is
+                // flushed, so compaction moves keys, not the bytes: without this every
+                // byte was rewritten at each level. Not compressed: object data is often
+                // compressed already, and LZ4 cost a tenth of the OSD's CPU under writes.
                 Cf::Data => {
                     cf_options.set_write_buffer_size(DATA_MEMTABLE_BYTES);
                     cf_options.set_target_file_size_base(64 << 20);
+                    cf_options.set_compression_type(DBCompressionType::None);
+                    cf_options.set_enable_blob_files(true);
+                    cf_options.set_min_blob_size(BLOB_MIN_BYTES);
+                    cf_options.set_blob_file_size(256 << 20);
+                    cf_options.set_blob_compression_type(DBCompressionType::None);
+                    cf_options.set_enable_blob_gc(true);
                 }
                 _ => cf_options.set_write_buffer_size(META_MEMTABLE_BYTES),
             }

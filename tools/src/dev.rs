@@ -388,11 +388,14 @@ pub fn down(dir: &Path) -> Result<()> {
             let Some(pid) = running_pid(&daemon_dir, kind) else { continue };
             // SAFETY: sending a signal to a process id read from our own pid file.
             unsafe { libc::kill(pid, libc::SIGTERM) };
+            // Until the process is gone, not just its pid file: a daemon removes that as
+            // it begins to stop, and its store stays locked until it exits.
+            let alive = || Path::new(&format!("/proc/{pid}")).exists();
             let deadline = Instant::now() + STOP_TIMEOUT;
-            while running_pid(&daemon_dir, kind).is_some() && Instant::now() < deadline {
+            while alive() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(50));
             }
-            if running_pid(&daemon_dir, kind).is_some() {
+            if alive() {
                 // SAFETY: as above; the daemon did not stop in time.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
                 let _ = std::fs::remove_file(daemon_dir.join(kind.pid_file));

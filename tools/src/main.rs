@@ -2,6 +2,7 @@
 //! cluster (`cairn dev up`), administration (`cairn status`, `cairn osd ...`,
 //! `cairn pool ...`) and the offline map tool (`cairn map`).
 
+mod bench;
 mod cluster;
 mod dev;
 mod map;
@@ -38,6 +39,8 @@ enum Command {
     /// OSDs: tree, dump, create, remove, in, out, reweight, flags, placement.
     #[command(subcommand)]
     Osd(cluster::OsdCommand),
+    /// Load an object pool as `rados bench` does: write, seq, rand (or cleanup).
+    Bench(bench::BenchArgs),
     /// Placement groups: states and counts (stat, dump).
     #[command(subcommand)]
     Pg(pg::PgCommand),
@@ -126,6 +129,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Osd(command) => cluster::osd(c, command).await,
         Command::Obj(command) => obj::run(c, command).await,
         Command::Pg(command) => pg::run(c, command).await,
+        Command::Bench(args) => bench::run(c, args).await,
         Command::Crush(command) => cluster::crush(c, command).await,
         Command::Pool(command) => cluster::pool(c, command).await,
         Command::Rule(command) => cluster::rule(c, command).await,
