@@ -14,8 +14,8 @@ BIN="$(realpath "${CAIRN_BIN:-target/release/cairn}")"
 WORK="$(mktemp -d /tmp/cairn-osd-bench.XXXXXX)"
 cd "$WORK"
 cleanup() {
-  "$BIN" dev down > /dev/null 2>&1 || true
   [ -n "${SAMPLER:-}" ] && kill "$SAMPLER" 2> /dev/null || true
+  "$BIN" dev down > /dev/null 2>&1 || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -23,10 +23,10 @@ load1() { cut -d' ' -f1 /proc/loadavg; }
 
 "$BIN" dev up --base-port 16789 > dev-up.log
 "$BIN" pool create bench --size 3 --pg-num 64 > /dev/null
-pids=$(cat cairn-data/osd.*/osd.pid)
-rss_now() { for p in $pids; do awk '/VmRSS/{print $2}' "/proc/$p/status"; done | sort -n | tail -1; }
+pids=$(for f in cairn-data/osd.*/osd.pid; do cat "$f"; echo; done)
+rss_now() { for p in $pids; do awk '/VmRSS/{print $2}' "/proc/$p/status" 2> /dev/null; done | sort -n | tail -1; }
 echo -e "osd_rss_idle\t$(( $(rss_now) / 1024 ))\tMiB\t$(load1)"
-( peak=0; while true; do r=$(rss_now); [ "$r" -gt "$peak" ] && peak=$r && echo "$peak" > rss.peak; sleep 0.5; done ) &
+( peak=0; while true; do r=$(rss_now); [ "${r:-0}" -gt "$peak" ] && peak=$r && echo "$peak" > rss.peak; sleep 0.5; done ) &
 SAMPLER=$!
 
 for bs in 4M 4K; do
