@@ -283,10 +283,15 @@ impl Osd {
         let senders: Vec<mpsc::Sender<Event>> =
             self.pgs.lock().expect("pgs lock").values().cloned().collect();
         let held = senders.len() as u32;
+        // A PG whose inbox stays full for a whole interval is left out of this report
+        // (the monitors keep its last one) rather than holding up the others.
         let asks = senders.into_iter().map(|sender| async move {
-            let (tx, rx) = oneshot::channel();
-            sender.send(Event::Stat(tx)).await.ok()?;
-            tokio::time::timeout(STATS_INTERVAL, rx).await.ok()?.ok()?
+            let ask = async {
+                let (tx, rx) = oneshot::channel();
+                sender.send(Event::Stat(tx)).await.ok()?;
+                rx.await.ok()?
+            };
+            tokio::time::timeout(STATS_INTERVAL, ask).await.ok()?
         });
         let pgs: Vec<PgStat> =
             futures::future::join_all(asks).await.into_iter().flatten().collect();
