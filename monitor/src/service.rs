@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 use crate::failure::FailureDetector;
 use crate::health::{self, DaemonEpoch};
 use crate::pgstats::PgStatsTable;
-use crate::state::{Issued, LogEntry};
+use crate::state::{Issued, LogEntry, OsdEvent};
 use crate::store::{MonNode, NodeId, Raft, StateMachine, members};
 
 /// How long a forwarded request or a proposal may take.
@@ -59,6 +59,8 @@ const PING_TIMEOUT: Duration = Duration::from_secs(1);
 const CLIENT_BULK_BYTES_MAX: usize = 64 << 10;
 /// Heartbeats a follower may miss before it stops forwarding to the leader.
 const LEADER_SILENT_HEARTBEATS: i64 = 4;
+/// PG overrides one pg_temp request may carry.
+const PG_TEMP_REQUEST_MAX: usize = 4096;
 /// Monitors whose liveness is tracked (bounds what unknown monitor identities can add).
 const MONITORS_TRACKED_MAX: usize = 64;
 /// Daemons whose map epochs are tracked for MAP_EPOCH_LAG.
@@ -572,6 +574,25 @@ impl Monitor {
                     self.note_epoch(&origin, epoch);
                     None
                 }
+                OsdMessage::PgTemp { osd: claimed, pgs } => {
+                    if claimed != osd.0 {
+                        return Err(error(
+                            ErrorCode::PermissionDenied,
+                            format!("{origin} cannot ask pg_temp for osd.{claimed}"),
+                        ));
+                    }
+                    if pgs.len() > PG_TEMP_REQUEST_MAX {
+                        return Err(error(
+                            ErrorCode::Invalid,
+                            format!("at most {PG_TEMP_REQUEST_MAX} pg_temp entries per request"),
+                        ));
+                    }
+                    let pgs = pgs
+                        .into_iter()
+                        .map(|(pg, osds)| (pg, osds.into_iter().map(OsdId).collect()))
+                        .collect();
+                    Some(OsdEvent::PgTemp { from: osd, pgs })
+                }
             }
         };
         if let Some(event) = event {
@@ -867,7 +888,8 @@ impl Monitor {
             ref request @ (Request::OsdBoot { .. }
             | Request::OsdBeacon { .. }
             | Request::OsdFailure { .. }
-            | Request::PgStats { .. }) => {
+            | Request::PgStats { .. }
+            | Request::PgTemp { .. }) => {
                 let message = OsdMessage::from_request(request).expect("an OSD request");
                 self.osd_message(peer.entity, message).await.map(reply)
             }

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use placement::encoding;
-use placement::{Epoch, Incremental, MapChange, MapContents, MapFlag, OsdId, OsdMap};
+use placement::{Epoch, Incremental, MapChange, MapContents, MapFlag, OsdId, OsdMap, PgId};
 use proto::identity::Fingerprint;
 use proto::message::{CommandOutput, IdentityInfo, MapBundle, RequestId};
 use proto::{Access, Caps, Command, EntityKind, EntityName, ErrorCode, RemoteError};
@@ -41,6 +41,8 @@ pub enum OsdEvent {
     MarkDown { osds: Vec<OsdId> },
     /// Down for longer than `down_out_interval`.
     MarkOut { osds: Vec<OsdId> },
+    /// A PG primary asked for acting-set overrides (an empty list ends one).
+    PgTemp { from: OsdId, pgs: Vec<(PgId, Vec<OsdId>)> },
 }
 
 /// One entry of the monitors' Raft log.
@@ -411,6 +413,11 @@ impl ClusterState {
                     marked_out.push(*osd);
                 }
             }
+            OsdEvent::PgTemp { from, pgs } => {
+                changes.extend(
+                    pgs.iter().filter_map(|(pg, osds)| pg_temp(&self.map, *from, *pg, osds)),
+                );
+            }
         }
         if changes.is_empty() {
             return Ok(CommandOutput::Epoch(self.map.epoch()));
@@ -433,6 +440,29 @@ impl ClusterState {
         }
         Ok(self.map.epoch())
     }
+}
+
+/// The change a primary's pg_temp request makes, if it still makes sense on this map: the
+/// PG exists, the asker is its up or acting primary (a request from an older map is
+/// dropped), and the OSDs named are up, distinct, and no more than the pool's size.
+/// Asking for the up set ends the override.
+fn pg_temp(map: &OsdMap, from: OsdId, pg: PgId, osds: &[OsdId]) -> Option<MapChange> {
+    let pool = map.pool(pg.pool)?;
+    let mapping = map.pg_mapping(pg).ok()?;
+    if mapping.up_primary != Some(from) && mapping.acting_primary != Some(from) {
+        return None;
+    }
+    let current = map.contents().pg_temp.get(&pg);
+    let up: Vec<OsdId> = mapping.up.osds().collect();
+    if osds.is_empty() || osds == up.as_slice() {
+        return current.is_some().then(|| MapChange::PgTemp { pg, osds: Vec::new() });
+    }
+    let distinct = osds.iter().collect::<BTreeSet<_>>().len() == osds.len();
+    if !distinct || osds.len() > pool.size() || !osds.iter().all(|&o| map.is_up(o)) {
+        return None;
+    }
+    let wanted: Vec<Option<OsdId>> = osds.iter().copied().map(Some).collect();
+    (current != Some(&wanted)).then_some(MapChange::PgTemp { pg, osds: wanted })
 }
 
 /// What bootstrap decides: the first state every initial monitor starts from.
@@ -606,6 +636,67 @@ mod tests {
         assert!(state.map().is_up(OsdId(0)));
         let down_epoch = &state.history[state.history.len() - 2];
         assert_eq!(down_epoch.changes, vec![MapChange::OsdDown { osd: OsdId(0) }]);
+    }
+
+    #[test]
+    fn pg_temp_requests_apply_only_from_the_primary_and_with_up_osds() {
+        let mut state = genesis();
+        let command = |command| LogEntry::Command {
+            origin: admin(),
+            id: None,
+            command,
+            issued: None,
+            at_ms: 1_000,
+        };
+        let osd = |event| LogEntry::Osd { origin: EntityName::mon("a").unwrap(), event, at_ms: 2 };
+        for id in 0..5 {
+            state.apply(&command(Command::OsdCreate { id: Some(id) })).unwrap();
+            let location = BTreeMap::from([
+                ("root".to_string(), "default".to_string()),
+                ("host".to_string(), format!("h{id}")),
+            ]);
+            let place = Command::CrushSetOsd { osd: id, weight: 1.0, location, class: None };
+            state.apply(&command(place)).unwrap();
+            let addr = format!("127.0.0.1:{}", 6800 + id);
+            state.apply(&osd(OsdEvent::Boot { osd: OsdId(id), addr })).unwrap();
+            state.apply(&command(Command::OsdIn { osds: vec![id] })).unwrap();
+        }
+        state.apply(&create("rbd", None, admin())).unwrap();
+        let pool = state.map().pool_by_name("rbd").unwrap().id;
+        let pg = PgId { pool, seed: 0 };
+        let up: Vec<OsdId> = state.map().pg_mapping(pg).unwrap().up.osds().collect();
+        let primary = up[0];
+        let other: OsdId = (0..5).map(OsdId).find(|o| !up.contains(o)).unwrap();
+        let temp = vec![up[1], up[2], other];
+        let ask =
+            |from: OsdId, osds: Vec<OsdId>| osd(OsdEvent::PgTemp { from, pgs: vec![(pg, osds)] });
+
+        // Not the primary: nothing changes.
+        let epoch = state.map().epoch();
+        state.apply(&ask(up[1], temp.clone())).unwrap();
+        assert_eq!(state.map().epoch(), epoch);
+        // An OSD named twice, or one that is down: nothing changes either.
+        state.apply(&ask(primary, vec![up[1], up[1]])).unwrap();
+        assert_eq!(state.map().epoch(), epoch);
+        // The primary's request sets the acting set, and the asker is no longer primary
+        // but may still end it (as the up primary).
+        state.apply(&ask(primary, temp.clone())).unwrap();
+        let mapping = state.map().pg_mapping(pg).unwrap();
+        assert_eq!(mapping.acting.osds().collect::<Vec<_>>(), temp);
+        assert_eq!(mapping.up.osds().collect::<Vec<_>>(), up);
+        // The same request again is not a new epoch.
+        let epoch = state.map().epoch();
+        state.apply(&ask(temp[0], temp.clone())).unwrap();
+        assert_eq!(state.map().epoch(), epoch);
+        // Asking for the up set ends the override.
+        state.apply(&ask(temp[0], up.clone())).unwrap();
+        assert!(state.map().contents().pg_temp.is_empty());
+        assert_eq!(state.map().epoch(), Epoch(epoch.0 + 1));
+        // A down OSD cannot be asked for.
+        state.apply(&osd(OsdEvent::MarkDown { osds: vec![other] })).unwrap();
+        let epoch = state.map().epoch();
+        state.apply(&ask(primary, temp)).unwrap();
+        assert_eq!(state.map().epoch(), epoch);
     }
 
     #[test]

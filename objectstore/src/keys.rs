@@ -37,13 +37,24 @@ pub fn object(c: CollectionId, oid: &ObjectId) -> Vec<u8> {
     let mut key =
         Vec::with_capacity(COLLECTION_KEY_BYTES + 11 + oid.namespace.len() + oid.name.len());
     key.extend_from_slice(&collection(c));
+    push_object(&mut key, oid);
+    key
+}
+
+/// Where an object sorts among its collection's objects: `list` returns them in this order.
+pub fn object_order(oid: &ObjectId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(11 + oid.namespace.len() + oid.name.len());
+    push_object(&mut key, oid);
+    key
+}
+
+fn push_object(key: &mut Vec<u8>, oid: &ObjectId) {
     // Lengths were validated (namespace <= 255, name <= 2048).
     key.push(oid.namespace.len() as u8);
     key.extend_from_slice(oid.namespace.as_bytes());
     key.extend_from_slice(&(oid.name.len() as u16).to_be_bytes());
     key.extend_from_slice(&oid.name);
     key.extend_from_slice(&oid.snap.to_be_bytes());
-    key
 }
 
 /// The object a metadata key names (the inverse of `object`).

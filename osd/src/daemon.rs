@@ -5,7 +5,7 @@
 //! identity), its credentials, and `store/` (RocksDB). Its pid goes to `osd.pid` once it
 //! has booted, until it stops.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -40,8 +40,12 @@ pub const BEACON_INTERVAL: Duration = Duration::from_secs(2);
 pub const MAP_WAIT: Duration = Duration::from_secs(5);
 /// How long a client op may wait inside the OSD (peering, recovery, replication).
 pub const OP_TIMEOUT: Duration = Duration::from_secs(30);
+/// A request that takes this long is logged (Ceph's "slow request").
+pub const SLOW_OP: Duration = Duration::from_secs(5);
 /// Recovery pushes and pulls at once on one OSD.
 pub const RECOVERY_ACTIVE_MAX: usize = 4;
+/// Backfill pushes in flight on one OSD.
+pub const BACKFILL_ACTIVE_MAX: usize = 4;
 /// How often the OSD pings the OSDs it shares PGs with.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// A peer that has not answered a ping for this long is reported to the monitors (who
@@ -53,6 +57,11 @@ pub const HEARTBEAT_GRACE: Duration = Duration::from_secs(6);
 pub const REBOOT_AFTER: Duration = Duration::from_secs(5);
 /// How often the OSD reports its PGs' states and its usage to the monitors.
 pub const STATS_INTERVAL: Duration = Duration::from_secs(2);
+/// How long the OSD gathers its PGs' pg_temp requests into one (one map epoch for all the
+/// PGs a map change sent to backfill).
+pub const PG_TEMP_GATHER: Duration = Duration::from_millis(100);
+/// pg_temp entries per request to the monitors.
+pub const PG_TEMP_REQUEST_MAX: usize = 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -158,7 +167,12 @@ impl Osd {
             .send(make(tx))
             .await
             .map_err(|_| RemoteError::new(ErrorCode::Unavailable, "the PG stopped"))?;
-        match tokio::time::timeout(OP_TIMEOUT, rx).await {
+        let started = Instant::now();
+        let answer = tokio::time::timeout(OP_TIMEOUT, rx).await;
+        if started.elapsed() >= SLOW_OP {
+            tracing::warn!(%pg, waited_ms = started.elapsed().as_millis() as u64, "slow request");
+        }
+        match answer {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) => Err(RemoteError::new(
                 ErrorCode::Unavailable,
@@ -282,19 +296,19 @@ impl Osd {
     async fn stats(&self) -> (Vec<PgStat>, OsdStat) {
         let senders: Vec<mpsc::Sender<Event>> =
             self.pgs.lock().expect("pgs lock").values().cloned().collect();
-        let held = senders.len() as u32;
         // A PG whose inbox stays full for a whole interval is left out of this report
         // (the monitors keep its last one) rather than holding up the others.
         let asks = senders.into_iter().map(|sender| async move {
             let ask = async {
                 let (tx, rx) = oneshot::channel();
                 sender.send(Event::Stat(tx)).await.ok()?;
-                rx.await.ok()?
+                rx.await.ok()
             };
             tokio::time::timeout(STATS_INTERVAL, ask).await.ok()?
         });
-        let pgs: Vec<PgStat> =
-            futures::future::join_all(asks).await.into_iter().flatten().collect();
+        let answers = futures::future::join_all(asks).await;
+        let held = answers.iter().flatten().filter(|(exists, _)| *exists).count() as u32;
+        let pgs: Vec<PgStat> = answers.into_iter().flatten().filter_map(|(_, s)| s).collect();
         let (total_bytes, avail_bytes) = filesystem_space(&self.store_dir).unwrap_or((0, 0));
         let usage = OsdStat {
             osd: self.shared.me,
@@ -318,6 +332,29 @@ impl Osd {
             let request = Request::PgStats { osd: self.shared.me, epoch, pgs, usage };
             if let Err(e) = mon.send(request).await {
                 tracing::debug!(error = %e, "PG stats not delivered");
+            }
+        }
+    }
+}
+
+/// Passes the PGs' pg_temp requests to the monitors, those made together in one request.
+/// A request that is lost is not retried here: each PG asks again until its map changes.
+async fn send_pg_temp(
+    mon: Arc<MonClient>,
+    me: u32,
+    mut requests: mpsc::UnboundedReceiver<(PgId, Vec<u32>)>,
+) {
+    while let Some((pg, osds)) = requests.recv().await {
+        let mut wanted = BTreeMap::from([(pg, osds)]);
+        tokio::time::sleep(PG_TEMP_GATHER).await;
+        while let Ok((pg, osds)) = requests.try_recv() {
+            wanted.insert(pg, osds);
+        }
+        let wanted: Vec<(PgId, Vec<u32>)> = wanted.into_iter().collect();
+        for chunk in wanted.chunks(PG_TEMP_REQUEST_MAX) {
+            let request = Request::PgTemp { osd: me, pgs: chunk.to_vec() };
+            if let Err(e) = mon.send(request).await {
+                tracing::warn!(error = %e, "pg_temp request not delivered");
             }
         }
     }
@@ -386,11 +423,14 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         QuicEndpoint::bind(addr, &credentials, &Tuning::default(), true)
             .with_context(|| format!("listen on {addr}"))?,
     );
+    let (pg_temp_tx, pg_temp_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         me: config.id,
+        pg_temp: pg_temp_tx,
         store,
         conns: Arc::new(OsdConnections::new(endpoint.clone())),
         recovery: Arc::new(Semaphore::new(RECOVERY_ACTIVE_MAX)),
+        backfill: Arc::new(Semaphore::new(BACKFILL_ACTIVE_MAX)),
         recovered_objects: Default::default(),
         recovered_bytes: Default::default(),
     });
@@ -451,6 +491,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     };
     let heartbeats = tokio::spawn(osd.clone().heartbeats(mon.clone()));
     let stats = tokio::spawn(osd.clone().report_stats(mon.clone()));
+    let pg_temp = tokio::spawn(send_pg_temp(mon.clone(), config.id, pg_temp_rx));
     // Every epoch in turn: a PG's interval starts at the epoch its mapping changed, and
     // peers agree on it only if each of them saw that epoch.
     let mut watch = mon.watch_every_epoch(Some((*first).clone()));
@@ -470,6 +511,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     beacon.abort();
     heartbeats.abort();
     stats.abort();
+    pg_temp.abort();
     osd.shared.store.sync()?;
     Ok(())
 }

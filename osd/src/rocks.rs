@@ -145,22 +145,18 @@ impl Engine for RocksEngine {
     }
 
     fn used_bytes(&self) -> u64 {
+        // SST and blob files (chunks of data live in blob files), and what is still in
+        // memory on its way there.
+        const SIZES: [&str; 3] = [
+            "rocksdb.live-sst-files-size",
+            "rocksdb.total-blob-file-size",
+            "rocksdb.cur-size-all-mem-tables",
+        ];
         Cf::ALL
             .iter()
-            .map(|&cf| {
-                let live = self
-                    .db
-                    .property_int_value_cf(self.cf(cf), "rocksdb.live-sst-files-size")
-                    .ok()
-                    .flatten()
-                    .unwrap_or(0);
-                let memtables = self
-                    .db
-                    .property_int_value_cf(self.cf(cf), "rocksdb.cur-size-all-mem-tables")
-                    .ok()
-                    .flatten()
-                    .unwrap_or(0);
-                live + memtables
+            .flat_map(|&cf| SIZES.iter().map(move |p| (cf, *p)))
+            .map(|(cf, property)| {
+                self.db.property_int_value_cf(self.cf(cf), property).ok().flatten().unwrap_or(0)
             })
             .sum()
     }

@@ -60,6 +60,9 @@ pub enum Request {
     PgStats { osd: u32, epoch: Epoch, pgs: Vec<PgStat>, usage: OsdStat },
     /// The latest PG and OSD statistics the monitors have. Answered with `PgStats`.
     GetPgStats,
+    /// A PG primary asking for acting sets other than CRUSH's (`pg_temp`), so complete
+    /// copies serve while the up set backfills; an empty list asks to end the override.
+    PgTemp { osd: u32, pgs: Vec<(PgId, Vec<u32>)> },
 }
 
 /// What an OSD tells the monitors, as a follower passes it on to the leader.
@@ -69,6 +72,7 @@ pub enum OsdMessage {
     Beacon { osd: u32, epoch: Epoch },
     Failure { target: u32, failed_for_ms: u64 },
     PgStats { osd: u32, epoch: Epoch, pgs: Vec<PgStat>, usage: OsdStat },
+    PgTemp { osd: u32, pgs: Vec<(PgId, Vec<u32>)> },
 }
 
 impl OsdMessage {
@@ -90,6 +94,9 @@ impl OsdMessage {
                 pgs: pgs.clone(),
                 usage: usage.clone(),
             }),
+            Request::PgTemp { osd, pgs } => {
+                Some(OsdMessage::PgTemp { osd: *osd, pgs: pgs.clone() })
+            }
             _ => None,
         }
     }
@@ -116,6 +123,7 @@ impl Request {
             Request::Peer { .. } => "peer",
             Request::PgStats { .. } => "pg stats",
             Request::GetPgStats => "get pg stats",
+            Request::PgTemp { .. } => "pg temp",
         }
     }
 }

@@ -332,10 +332,16 @@ pub enum PeerRequest {
     Push { state: ObjectState },
     /// Recovery: send me this object's state.
     Pull { object: ObjectName },
-    /// Backfill: your objects after `after`, with their versions.
-    Scan { after: Option<ObjectName>, max: u32 },
+    /// Backfill: your objects after `after` and up to `until` (to the end if `None`), in
+    /// store order, with their versions; at most `max`. Answered with `Scanned`.
+    Scan { after: Option<ObjectName>, until: Option<ObjectName>, max: u32 },
+    /// Backfill of this copy is done: every object is current.
+    BackfillDone,
     /// Recovery and backfill are done: adopt `info` (clean).
     Complete { info: PgInfo },
+    /// The PG is clean without this OSD, which holds a copy outside its up and acting
+    /// sets: delete it.
+    RemoveStray,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

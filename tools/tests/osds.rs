@@ -55,6 +55,15 @@ impl Drop for Osds {
         for i in 0..self.children.len() {
             self.kill(i);
         }
+        if std::thread::panicking() {
+            // What the OSDs said last, for the failure report.
+            for dir in &self.dirs {
+                let log = std::fs::read_to_string(dir.join("osd.log")).unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+                eprintln!("--- {} (last lines) ---\n{tail}", dir.display());
+            }
+        }
     }
 }
 
@@ -185,4 +194,112 @@ fn objects_survive_a_killed_osd_and_a_returning_one_catches_up() {
     assert!(too_long.contains("object name"), "{too_long}");
     c.ok(&["obj", "rm", "rbd", "w0"]);
     assert!(c.fails(&["obj", "stat", "rbd", "w0"]).contains("does not exist"));
+}
+
+fn osd_df(c: &Cluster) -> Vec<serde_json::Value> {
+    c.json(&["osd", "df"]).as_array().unwrap().clone()
+}
+
+fn recovered_objects(c: &Cluster) -> u64 {
+    osd_df(c).iter().map(|o| o["recovered_objects"].as_u64().unwrap()).sum()
+}
+
+/// Waits until `osd df` satisfies `check`.
+fn wait_df(c: &Cluster, what: &str, check: impl Fn(&[serde_json::Value]) -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let df = osd_df(c);
+        if check(&df) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "waited 30s for {what}; osd df: {df:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn marking_an_osd_out_and_in_moves_data_by_backfill_while_writes_go_on() {
+    let c = Cluster::start(3);
+    let _osds = Osds::create(&c, 4);
+    wait_up(&c, 4);
+    c.ok(&["pool", "create", "rbd", "replicated", "--size", "3", "--pg-num", "16"]);
+    let work = c.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let mut expected: Vec<(String, Vec<u8>)> = Vec::new();
+    for i in 0..24u32 {
+        let (name, data) = (format!("o{i}"), pattern(i, 100_000 + i as usize * 1000));
+        put(&c, &work, &name, &data);
+        expected.push((name, data));
+    }
+    c.wait_status("24 objects, 16 pgs active+clean", Duration::from_secs(60), |s| {
+        s["pg_summary"]["objects"] == 24 && s["pg_summary"]["states"]["active+clean"] == 16
+    });
+    // What must move: the copies on osd.3.
+    let dump = c.json(&["pg", "dump"]);
+    let on_osd3: u64 = dump["pgs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["acting"].as_array().unwrap().contains(&serde_json::json!(3)))
+        .map(|p| p["objects"].as_u64().unwrap())
+        .sum();
+    assert!(on_osd3 > 0, "{dump}");
+    let recovered_before = recovered_objects(&c);
+
+    c.ok(&["osd", "out", "3"]);
+    // Writes go on while the data moves: new objects and overwrites.
+    for i in 0..6u32 {
+        let (name, data) = (format!("n{i}"), pattern(100 + i, 50_000));
+        put(&c, &work, &name, &data);
+        expected.push((name, data));
+        let (name, data) = (format!("o{i}"), pattern(200 + i, 70_000));
+        put(&c, &work, &name, &data);
+        expected.retain(|(n, _)| *n != name);
+        expected.push((name, data));
+    }
+    // The complete copies serve until backfill is done: no object has fewer copies than
+    // it had. (A write racing the map change may miss a replica or two until log recovery
+    // brings it: one write is in flight at a time here.)
+    let status = c.wait_status("backfill off osd.3 done", Duration::from_secs(90), |s| {
+        assert!(s["pg_summary"]["degraded"].as_u64().unwrap() <= 2, "{s}");
+        s["pg_summary"]["states"]["active+clean"] == 16
+            && s["pg_summary"]["misplaced"] == 0
+            && s["pg_summary"]["objects"] == 30
+    });
+    assert_eq!(check_codes(&status), ["OSD_OUT"], "{status}");
+    // osd.3's copies are deleted once their PGs are clean elsewhere, and every PG has its
+    // three copies on the other OSDs.
+    wait_df(&c, "osd.3 to hold no PG and the others 48 copies", |df| {
+        let pgs =
+            |osd: u64| df.iter().find(|o| o["osd"] == osd).map(|o| o["pgs"].as_u64().unwrap());
+        pgs(3) == Some(0) && (0..3).map(|o| pgs(o).unwrap_or(0)).sum::<u64>() == 48
+    });
+    // Backfill copied what was on osd.3, plus at most the objects written meanwhile.
+    let moved = recovered_objects(&c) - recovered_before;
+    assert!((on_osd3..=on_osd3 + 12).contains(&moved), "moved {moved}, osd.3 held {on_osd3}");
+    for (name, data) in &expected {
+        assert!(get(&c, &work, name) == *data, "{name} after backfill");
+    }
+
+    // Back in: CRUSH puts PGs on osd.3 again, some with osd.3 as their primary, and it
+    // has nothing: a complete copy leads while osd.3 backfills.
+    c.ok(&["osd", "in", "3"]);
+    for i in 0..4u32 {
+        let (name, data) = (format!("m{i}"), pattern(300 + i, 30_000));
+        put(&c, &work, &name, &data);
+        expected.push((name, data));
+    }
+    c.wait_status("backfill onto osd.3 done", Duration::from_secs(90), |s| {
+        assert!(s["pg_summary"]["degraded"].as_u64().unwrap() <= 2, "{s}");
+        s["pg_summary"]["states"]["active+clean"] == 16
+            && s["pg_summary"]["misplaced"] == 0
+            && s["pg_summary"]["objects"] == 34
+    });
+    wait_df(&c, "osd.3 to hold PGs again", |df| {
+        df.iter().find(|o| o["osd"] == 3).is_some_and(|o| o["pgs"].as_u64().unwrap() > 0)
+            && df.iter().map(|o| o["pgs"].as_u64().unwrap()).sum::<u64>() == 48
+    });
+    for (name, data) in &expected {
+        assert!(get(&c, &work, name) == *data, "{name} after osd.3 returned");
+    }
 }

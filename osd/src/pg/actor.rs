@@ -6,6 +6,15 @@
 //! Interval discipline: anything started in one interval (a peering round, a replicated
 //! write, a recovery push) carries the interval's first epoch, and its result is dropped
 //! if the PG has since moved on. Peers refuse requests from another interval.
+//!
+//! Backfill (a copy the log cannot bring up to date: new, or too far behind) walks the
+//! primary's objects in store order: scan the targets' copies of a batch, then go through
+//! it an object at a time, pushing the primary's copy where a target's version differs
+//! (or removing the target's copy where the primary has none). `Backfill::last` divides
+//! the key space: writes to objects up to it replicate to the targets in full, writes
+//! beyond it only append to their logs (the walk will copy the object), and an object
+//! being pushed takes no writes until it is there. The primary's version is read when
+//! the walk reaches the object, so a write between the scan and the walk is not missed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -25,7 +34,7 @@ use proto::osd::{
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::log::{LOG_ENTRIES_KEPT, PgLog};
-use super::ops::{self, object_id, store_error};
+use super::ops::{self, object_id, object_name, store_error};
 use super::peering::{self, Decision, Plan};
 use super::persist;
 
@@ -37,6 +46,14 @@ pub const WAITING_OPS_MAX: usize = 1024;
 pub const PENDING_REPLICATIONS_MAX: usize = 1024;
 /// How long after a failed peering round the PG tries again.
 pub const PEERING_RETRY: Duration = Duration::from_millis(500);
+/// How long a PG waits for the acting set it asked the monitors for before asking again.
+pub const PG_TEMP_RETRY: Duration = Duration::from_secs(5);
+/// Objects of the primary one backfill scan compares with the targets.
+pub const BACKFILL_BATCH: usize = 256;
+/// Backfill pushes one PG has in flight: client writes to those objects wait for them.
+pub const BACKFILL_PUSHES_PER_PG: usize = 2;
+/// Objects one scan answer carries.
+pub const SCAN_MAX: u32 = 1024;
 
 pub type Reply = oneshot::Sender<Result<(Response, Bytes), RemoteError>>;
 
@@ -45,11 +62,17 @@ pub struct Shared {
     pub me: u32,
     pub store: Arc<dyn ObjectStore>,
     pub conns: Arc<OsdConnections>,
-    /// Recovery pushes and pulls in flight on this OSD (`osd.recovery_max_active`).
+    /// Log-recovery pushes and pulls in flight on this OSD (`osd.recovery_max_active`);
+    /// recovery a client op waits on does not wait for these.
     pub recovery: Arc<Semaphore>,
+    /// Backfill pushes in flight on this OSD, apart from recovery so that a long
+    /// backfill does not starve it.
+    pub backfill: Arc<Semaphore>,
     /// Objects and bytes this OSD recovered (pulled or pushed) since it started.
     pub recovered_objects: AtomicU64,
     pub recovered_bytes: AtomicU64,
+    /// Acting sets for the monitors' `pg_temp` (the daemon batches them).
+    pub pg_temp: mpsc::UnboundedSender<(PgId, Vec<u32>)>,
 }
 
 pub struct ClientOp {
@@ -99,8 +122,30 @@ pub enum Event {
     Retry {
         interval: Epoch,
     },
-    /// The PG's state for the monitors; `None` unless this OSD is its primary.
-    Stat(oneshot::Sender<Option<PgStat>>),
+    /// The targets' objects in the backfill batch that ends at `until` (`None`: the end).
+    Scanned {
+        interval: Epoch,
+        until: Option<ObjectName>,
+        result: Result<BTreeMap<u32, Vec<(ObjectName, Version)>>, String>,
+    },
+    /// One object backfilled (pushed to, or removed from, its targets).
+    Backfilled {
+        interval: Epoch,
+        object: ObjectName,
+        result: Result<u64, String>,
+    },
+    /// The targets have been told their backfill is done.
+    BackfillFinished {
+        interval: Epoch,
+        result: Result<(), String>,
+    },
+    /// Try backfill (or ending the acting-set override) again after a failure.
+    BackfillRetry {
+        interval: Epoch,
+    },
+    /// Whether this OSD holds a copy, and the PG's state for the monitors (`None` unless
+    /// this OSD is its primary).
+    Stat(oneshot::Sender<(bool, Option<PgStat>)>),
 }
 
 pub enum Peered {
@@ -156,8 +201,12 @@ pub struct Pg {
     recovering: HashSet<ObjectName>,
     /// Objects whose logged version no reachable copy has.
     unfound: BTreeSet<ObjectName>,
-    /// Acting OSDs waiting for backfill (no writes reach them).
+    /// OSDs of the up or acting set being backfilled.
     backfill: Vec<u32>,
+    /// Backfill progress (primary).
+    bf: Backfill,
+    /// OSDs outside the up and acting sets holding a copy, deleted once the PG is clean.
+    strays: Vec<u32>,
     /// Objects and bytes recovered since the PG last went active.
     recovered: ObjectCounts,
     waiting: VecDeque<ClientOp>,
@@ -167,6 +216,38 @@ pub struct Pg {
     in_flight: HashMap<ObjectName, u32>,
     /// Replica: replicated writes waiting for their predecessor, by predecessor version.
     pending: BTreeMap<Version, (Epoch, PeerRequest, Bytes, Reply)>,
+}
+
+/// How far the primary's backfill of `Pg::backfill` got.
+#[derive(Default)]
+struct Backfill {
+    /// Objects up to this one (store order) are on every target, or being pushed there.
+    last: Option<(Vec<u8>, ObjectName)>,
+    /// Every object is covered.
+    end: bool,
+    /// A scan of the targets is in flight.
+    scanning: bool,
+    /// The scanned batch, where the walk has not reached yet: each object (by store
+    /// order) with its version on the targets that have it.
+    queue: BTreeMap<Vec<u8>, (ObjectName, BTreeMap<u32, Version>)>,
+    /// Where the batch being walked ends (`None`: at the PG's end); `None` outside one.
+    batch: Option<Option<(Vec<u8>, ObjectName)>>,
+    /// Objects being pushed now, to these targets (writes to them wait).
+    pushing: HashMap<ObjectName, Vec<u32>>,
+    /// The targets are being told they are done.
+    finishing: bool,
+    /// Objects of the primary covered so far.
+    covered: u64,
+}
+
+impl Backfill {
+    /// Whether writes to `object` replicate to the targets in full.
+    fn covers(&self, object: &ObjectName) -> bool {
+        self.end
+            || self.last.as_ref().is_some_and(|(last, _)| {
+                objectstore::keys::object_order(&object_id(object)) <= *last
+            })
+    }
 }
 
 fn err(code: ErrorCode, message: impl Into<String>) -> RemoteError {
@@ -216,6 +297,8 @@ impl Pg {
             recovering: HashSet::new(),
             unfound: BTreeSet::new(),
             backfill: Vec::new(),
+            bf: Backfill::default(),
+            strays: Vec::new(),
             recovered: ObjectCounts::default(),
             waiting: VecDeque::new(),
             held: HashMap::new(),
@@ -264,14 +347,34 @@ impl Pg {
             {
                 self.start_peering()
             }
+            Event::Scanned { interval, until, result } if interval == self.interval => {
+                self.scanned(until, result)
+            }
+            Event::Backfilled { interval, object, result } if interval == self.interval => {
+                self.backfilled(object, result)
+            }
+            Event::BackfillFinished { interval, result } if interval == self.interval => {
+                self.backfill_finished(result)
+            }
+            Event::BackfillRetry { interval } if interval == self.interval => {
+                if !self.backfill.is_empty() {
+                    self.kick_backfill();
+                } else if self.bf.end && self.acting != self.up && self.state == State::Active {
+                    self.end_override();
+                }
+            }
             Event::Stat(reply) => {
-                let _ = reply.send(self.is_primary().then(|| self.stat()));
+                let _ = reply.send((self.exists, self.is_primary().then(|| self.stat())));
             }
             // Results of an interval that has ended.
             Event::Peered { .. }
             | Event::Activated { .. }
             | Event::Recovered { .. }
-            | Event::Retry { .. } => {}
+            | Event::Retry { .. }
+            | Event::Scanned { .. }
+            | Event::Backfilled { .. }
+            | Event::BackfillFinished { .. }
+            | Event::BackfillRetry { .. } => {}
         }
     }
 
@@ -320,8 +423,13 @@ impl Pg {
         self.recovering.clear();
         self.unfound.clear();
         self.backfill.clear();
+        self.bf = Backfill::default();
+        self.strays.clear();
         self.recovered = ObjectCounts::default();
         self.pending.clear();
+        // Writes of the old interval: their results are dropped (`committed`), so they
+        // must not keep their objects busy in this one.
+        self.in_flight.clear();
         // Ops of the old interval: their clients resend to the new primary.
         let stale = err(
             ErrorCode::StaleEpoch,
@@ -385,6 +493,7 @@ impl Pg {
             up: self.up.clone(),
             acting: self.acting.clone(),
             min_size: self.min_size,
+            size: self.size,
             mine: self.my_info(),
             conns: self.shared.conns.clone(),
         };
@@ -395,9 +504,13 @@ impl Pg {
     }
 
     fn retry_later(&self) {
+        self.peer_again_after(PEERING_RETRY);
+    }
+
+    fn peer_again_after(&self, delay: Duration) {
         let (inbox, interval) = (self.inbox.clone(), self.interval);
         tokio::spawn(async move {
-            tokio::time::sleep(PEERING_RETRY).await;
+            tokio::time::sleep(delay).await;
             let _ = inbox.send(Event::Retry { interval }).await;
         });
     }
@@ -415,6 +528,13 @@ impl Pg {
             }
             Ok(Peered::Plan { plan, auth_log, auth_stats }) => (plan, auth_log, auth_stats),
         };
+        if let Some(want) = plan.want_acting {
+            // Complete copies should serve (or the override should end): ask, and peer
+            // again when the map changes, or after a while if it does not.
+            tracing::info!(pg = %self.id, ?want, acting = ?self.acting, up = ?self.up, "asking for an acting set");
+            let _ = self.shared.pg_temp.send((self.id, want));
+            return self.peer_again_after(PG_TEMP_RETRY);
+        }
         if !plan.active {
             self.state = State::Blocked;
             let why = format!(
@@ -443,6 +563,7 @@ impl Pg {
         self.auth = Some(plan.auth);
         self.writers = self.acting.iter().copied().filter(|o| !plan.backfill.contains(o)).collect();
         self.backfill = plan.backfill.clone();
+        self.strays = plan.strays.clone();
         let mut info = self.my_info().unwrap_or_default();
         info.last_epoch_started = self.interval;
         info.past_intervals.clear();
@@ -450,8 +571,13 @@ impl Pg {
         self.info = info.clone();
         self.save_info();
         let entries: Vec<LogEntry> = self.log.entries().cloned().collect();
-        let peers: Vec<u32> =
-            plan.log_recovery.iter().copied().filter(|&o| o != self.me()).collect();
+        let peers: Vec<(u32, bool)> = plan
+            .log_recovery
+            .iter()
+            .filter(|&&o| o != self.me())
+            .map(|&o| (o, false))
+            .chain(plan.backfill.iter().map(|&o| (o, true)))
+            .collect();
         let (interval, inbox, conns, map, pg) = (
             self.interval,
             self.inbox.clone(),
@@ -463,16 +589,18 @@ impl Pg {
         tokio::spawn(async move {
             let mut missing = BTreeMap::new();
             let mut failure = None;
-            for osd in peers {
+            for (osd, backfill) in peers {
                 let request = PeerRequest::Activate {
                     info: info.clone(),
                     entries: entries.clone(),
-                    backfill: false,
+                    backfill,
                 };
                 match call_peer(&conns, &map, osd, pg, epoch, interval, request, Bytes::new()).await
                 {
                     Ok((PeerResponse::Activated { missing: m }, _)) => {
-                        missing.insert(osd, m.into_iter().collect());
+                        if !backfill {
+                            missing.insert(osd, m.into_iter().collect());
+                        }
                     }
                     Ok((other, _)) => {
                         failure = Some(format!("osd.{osd} answered activate with {other:?}"))
@@ -556,17 +684,22 @@ impl Pg {
             all.into_iter().filter(|o| !self.recovering.contains(*o)).take(8).cloned().collect()
         };
         for object in objects {
-            self.recover(object);
+            self.recover(object, false);
         }
+        self.kick_backfill();
         if self.state == State::Active
             && self.degraded_objects() == 0
             && self.writers.len() >= self.size
+            && self.backfill.is_empty()
+            && self.acting == self.up
         {
             self.clean();
         }
     }
 
-    fn recover(&mut self, object: ObjectName) {
+    /// Recovers `object` where it is missing. `urgent`: a client op waits for it, so it
+    /// does not queue behind the background recovery.
+    fn recover(&mut self, object: ObjectName, urgent: bool) {
         self.recovering.insert(object.clone());
         let me = self.me();
         let i_lack = self.missing.get(&me).is_some_and(|m| m.contains_key(&object));
@@ -594,7 +727,7 @@ impl Pg {
         let want = self.missing.get(&me).and_then(|m| m.get(&object)).copied().unwrap_or_default();
         tokio::spawn(async move {
             use RecoveryError::Failed;
-            let _permit = shared.recovery.acquire().await;
+            let _permit = if urgent { None } else { shared.recovery.acquire().await.ok() };
             let result = async {
                 let epoch = map.epoch();
                 let mut moved = 0u64;
@@ -688,6 +821,295 @@ impl Pg {
         self.kick_recovery();
     }
 
+    // ---- Backfill (primary) ----
+
+    /// Whether backfill waits for the primary's own recovery: it copies the primary's
+    /// objects, which must be current first.
+    fn backfill_waits(&self) -> bool {
+        self.missing.get(&self.me()).is_some_and(|m| !m.is_empty())
+    }
+
+    /// Starts the next step of backfill, if one is due: more of the batch, a scan of the
+    /// next one, or telling the targets they are done.
+    fn kick_backfill(&mut self) {
+        let bf = &self.bf;
+        if self.state != State::Active
+            || self.backfill.is_empty()
+            || bf.scanning
+            || bf.finishing
+            || self.backfill_waits()
+        {
+            return;
+        }
+        if bf.batch.is_some() {
+            return self.walk();
+        }
+        if !bf.pushing.is_empty() {
+            return;
+        }
+        if bf.end {
+            return self.finish_backfill();
+        }
+        let after = bf.last.as_ref().map(|(_, name)| object_id(name));
+        let page = match self.shared.store.list(self.c, after.as_ref(), BACKFILL_BATCH) {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::error!(pg = %self.id, error = %e, "cannot list objects to backfill");
+                return self.backfill_again_later();
+            }
+        };
+        let until = (page.len() >= BACKFILL_BATCH)
+            .then(|| page.last().map(|(oid, _)| object_name(oid)))
+            .flatten();
+        self.bf.scanning = true;
+        let after = self.bf.last.as_ref().map(|(_, name)| name.clone());
+        let targets = self.backfill.clone();
+        let peers = self.peers();
+        tokio::spawn(async move {
+            let scan = async {
+                let mut theirs = BTreeMap::new();
+                for osd in targets {
+                    let mut objects: Vec<(ObjectName, Version)> = Vec::new();
+                    let mut cursor = after.clone();
+                    loop {
+                        let request = PeerRequest::Scan {
+                            after: cursor.clone(),
+                            until: until.clone(),
+                            max: SCAN_MAX,
+                        };
+                        match peers.call(osd, request, Bytes::new()).await? {
+                            (PeerResponse::Scanned { objects: page, more }, _) => {
+                                cursor = page.last().map(|(name, _)| name.clone()).or(cursor);
+                                objects.extend(page);
+                                if !more {
+                                    break;
+                                }
+                            }
+                            (other, _) => {
+                                return Err(format!("osd.{osd} answered a scan with {other:?}"));
+                            }
+                        }
+                    }
+                    theirs.insert(osd, objects);
+                }
+                Ok(theirs)
+            };
+            let result = scan.await;
+            peers.report(Event::Scanned { interval: peers.interval, until, result }).await;
+        });
+    }
+
+    fn backfill_again_later(&self) {
+        let (inbox, interval) = (self.inbox.clone(), self.interval);
+        tokio::spawn(async move {
+            tokio::time::sleep(PEERING_RETRY).await;
+            let _ = inbox.send(Event::BackfillRetry { interval }).await;
+        });
+    }
+
+    /// Starts walking the batch up to `until`, with what the targets have of it.
+    fn scanned(
+        &mut self,
+        until: Option<ObjectName>,
+        result: Result<BTreeMap<u32, Vec<(ObjectName, Version)>>, String>,
+    ) {
+        self.bf.scanning = false;
+        let theirs = match result {
+            Ok(theirs) => theirs,
+            Err(e) => {
+                tracing::info!(pg = %self.id, error = %e, "backfill scan failed; retrying");
+                return self.backfill_again_later();
+            }
+        };
+        let order = |name: &ObjectName| objectstore::keys::object_order(&object_id(name));
+        for (osd, objects) in theirs {
+            for (name, version) in objects {
+                let entry =
+                    self.bf.queue.entry(order(&name)).or_insert_with(|| (name, BTreeMap::new()));
+                entry.1.insert(osd, version);
+            }
+        }
+        self.bf.batch = Some(until.map(|name| (order(&name), name)));
+        if let Err(e) = self.created_in_batch() {
+            tracing::error!(pg = %self.id, error = %e, "cannot list objects to backfill");
+            self.bf.queue.clear();
+            self.bf.batch = None;
+            return self.backfill_again_later();
+        }
+        self.walk();
+    }
+
+    /// Walks the batch an object at a time, a few pushes at once: compares the primary's
+    /// version now with each target's, moves the mark past the object, and pushes where
+    /// they differ. At the batch's end, objects created in it since the scan (they are
+    /// on no target: their writes only reached the logs) are walked too, then the mark
+    /// moves to the batch's end.
+    fn walk(&mut self) {
+        while self.bf.pushing.len() < BACKFILL_PUSHES_PER_PG {
+            let next = match self.bf.queue.pop_first() {
+                Some(next) => next,
+                None => match self.created_in_batch() {
+                    Ok(true) => continue,
+                    Ok(false) => {
+                        let until = self.bf.batch.take().flatten();
+                        self.bf.end = until.is_none();
+                        self.bf.last = until;
+                        if self.bf.pushing.is_empty() {
+                            self.kick_backfill();
+                        }
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::error!(pg = %self.id, error = %e, "cannot list objects to backfill");
+                        return self.backfill_again_later();
+                    }
+                },
+            };
+            let (key, (object, theirs)) = next;
+            let ours = match self.shared.store.stat(self.c, &object_id(&object)) {
+                Ok(meta) => meta.map(|m| m.version),
+                Err(e) => {
+                    tracing::error!(pg = %self.id, %object, error = %e, "cannot read an object to backfill");
+                    self.bf.queue.insert(key, (object, theirs));
+                    return self.backfill_again_later();
+                }
+            };
+            let targets: Vec<u32> =
+                self.backfill.iter().copied().filter(|t| theirs.get(t) != ours.as_ref()).collect();
+            self.bf.covered += u64::from(ours.is_some());
+            self.bf.last = Some((key, object.clone()));
+            if !targets.is_empty() {
+                self.backfill_push(object, targets);
+            }
+        }
+    }
+
+    /// Queues the primary's objects past the mark and within the batch: at the scan, and
+    /// again when the queue is empty (those are objects created since). Returns whether
+    /// the queue has any.
+    fn created_in_batch(&mut self) -> Result<bool, objectstore::StoreError> {
+        let Some(until) = &self.bf.batch else { return Ok(false) };
+        let until = until.as_ref().map(|(key, _)| key.clone());
+        let mut after = self.bf.last.as_ref().map(|(_, name)| object_id(name));
+        loop {
+            let page = self.shared.store.list(self.c, after.as_ref(), BACKFILL_BATCH)?;
+            let full = page.len() >= BACKFILL_BATCH;
+            for (oid, _) in page {
+                let key = objectstore::keys::object_order(&oid);
+                if until.as_ref().is_some_and(|u| key > *u) {
+                    return Ok(!self.bf.queue.is_empty());
+                }
+                let name = object_name(&oid);
+                self.bf.queue.entry(key).or_insert_with(|| (name, BTreeMap::new()));
+                after = Some(oid);
+            }
+            if !full {
+                return Ok(!self.bf.queue.is_empty());
+            }
+        }
+    }
+
+    /// Pushes the primary's copy of `object` (or its absence) to `targets`.
+    fn backfill_push(&mut self, object: ObjectName, targets: Vec<u32>) {
+        self.bf.pushing.insert(object.clone(), targets.clone());
+        let (peers, shared, c) = (self.peers(), self.shared.clone(), self.c);
+        tokio::spawn(async move {
+            let _permit = shared.backfill.acquire().await;
+            let result = async {
+                let (state, bulk) =
+                    read_state(shared.store.as_ref(), c, &object).map_err(|e| e.message)?;
+                for osd in targets {
+                    let request = PeerRequest::Push { state: state.clone() };
+                    peers.call(osd, request, bulk.clone()).await?;
+                }
+                Ok(bulk.len() as u64)
+            }
+            .await;
+            match &result {
+                Ok(bytes) => {
+                    shared.recovered_objects.fetch_add(1, Ordering::Relaxed);
+                    shared.recovered_bytes.fetch_add(*bytes, Ordering::Relaxed);
+                }
+                Err(_) => tokio::time::sleep(PEERING_RETRY).await,
+            }
+            peers.report(Event::Backfilled { interval: peers.interval, object, result }).await;
+        });
+    }
+
+    fn backfilled(&mut self, object: ObjectName, result: Result<u64, String>) {
+        match result {
+            Ok(bytes) => {
+                self.bf.pushing.remove(&object);
+                self.recovered.apply(CountsDelta { objects: 1, bytes: bytes as i64 });
+                self.release(&object);
+                self.kick_backfill();
+            }
+            Err(e) => {
+                tracing::info!(pg = %self.id, %object, error = %e, "backfill push failed; retrying");
+                if let Some(targets) = self.bf.pushing.get(&object).cloned() {
+                    self.backfill_push(object, targets);
+                }
+            }
+        }
+    }
+
+    fn finish_backfill(&mut self) {
+        self.bf.finishing = true;
+        let targets = self.backfill.clone();
+        let peers = self.peers();
+        tokio::spawn(async move {
+            let mut result = Ok(());
+            for osd in targets {
+                if let Err(e) = peers.call(osd, PeerRequest::BackfillDone, Bytes::new()).await {
+                    result = Err(e);
+                    break;
+                }
+            }
+            peers.report(Event::BackfillFinished { interval: peers.interval, result }).await;
+        });
+    }
+
+    fn peers(&self) -> Peers {
+        Peers {
+            pg: self.id,
+            interval: self.interval,
+            inbox: self.inbox.clone(),
+            conns: self.shared.conns.clone(),
+            map: self.map.clone(),
+        }
+    }
+
+    /// The targets hold complete copies: acting ones take writes as any other, and an
+    /// acting-set override ends (the up set peers anew, now complete).
+    fn backfill_finished(&mut self, result: Result<(), String>) {
+        self.bf.finishing = false;
+        if let Err(e) = result {
+            tracing::info!(pg = %self.id, error = %e, "could not finish backfill; retrying");
+            return self.backfill_again_later();
+        }
+        tracing::info!(pg = %self.id, targets = ?self.backfill, "backfill done");
+        for osd in std::mem::take(&mut self.backfill) {
+            if self.acting.contains(&osd) && !self.writers.contains(&osd) {
+                self.writers.push(osd);
+            }
+        }
+        if self.acting != self.up {
+            self.end_override();
+        }
+        self.kick_recovery();
+    }
+
+    /// Asks the monitors to end the acting-set override, again after a while until the
+    /// map changes (the interval ends).
+    fn end_override(&self) {
+        let _ = self.shared.pg_temp.send((self.id, self.up.clone()));
+        let (inbox, interval) = (self.inbox.clone(), self.interval);
+        tokio::spawn(async move {
+            tokio::time::sleep(PG_TEMP_RETRY).await;
+            let _ = inbox.send(Event::BackfillRetry { interval }).await;
+        });
+    }
+
     /// The PG as the monitors see it (primary only).
     fn stat(&self) -> PgStat {
         let words: Vec<&str> = match self.state {
@@ -696,9 +1118,14 @@ impl Pg {
             State::Blocked => self.blocked.0.split('+').collect(),
             State::Active => {
                 let mut words = vec!["active"];
+                let remapped = self.acting != self.up;
                 let short = self.acting.len() < self.size;
                 let missing = self.degraded_objects() > 0;
-                if missing || short {
+                let filling = self.backfill.iter().any(|o| self.acting.contains(o));
+                if remapped {
+                    words.push("remapped");
+                }
+                if missing || short || filling {
                     words.push("degraded");
                 }
                 if short {
@@ -708,9 +1135,9 @@ impl Pg {
                     words.push("recovering");
                 }
                 if !self.backfill.is_empty() {
-                    words.push("backfill_wait");
+                    words.push(if self.backfill_waits() { "backfill_wait" } else { "backfilling" });
                 }
-                if !missing && !short && self.backfill.is_empty() {
+                if !missing && !short && !remapped && self.backfill.is_empty() {
                     words.push("clean");
                 }
                 words
@@ -718,6 +1145,11 @@ impl Pg {
         };
         let objects = self.info.stats.objects;
         let absent = self.size.saturating_sub(self.acting.len()) as u64;
+        // Copies backfill has yet to make: degraded on an acting OSD, misplaced elsewhere.
+        let unfilled = objects.saturating_sub(self.bf.covered);
+        let (filling, moving) = self.backfill.iter().fold((0u64, 0u64), |(f, m), o| {
+            if self.acting.contains(o) { (f + unfilled, m) } else { (f, m + unfilled) }
+        });
         PgStat {
             pg: self.id,
             state: words.into_iter().map(String::from).collect(),
@@ -727,8 +1159,8 @@ impl Pg {
             last_update: self.log.head(),
             objects,
             bytes: self.info.stats.bytes,
-            degraded: self.degraded_objects() + absent * objects,
-            misplaced: self.backfill.len() as u64 * objects,
+            degraded: self.degraded_objects() + absent * objects + filling,
+            misplaced: moving,
             unfound: self.unfound.len() as u64,
             recovered_bytes: self.recovered.bytes,
             recovered_objects: self.recovered.objects,
@@ -749,6 +1181,7 @@ impl Pg {
         self.ensure_collection_and(ops);
         let info = self.info.clone();
         let peers: Vec<u32> = self.acting.iter().copied().filter(|&o| o != self.me()).collect();
+        let strays = std::mem::take(&mut self.strays);
         let (interval, conns, map, pg) =
             (self.interval, self.shared.conns.clone(), self.map.clone(), self.id);
         tokio::spawn(async move {
@@ -759,6 +1192,16 @@ impl Pg {
                         .await
                 {
                     tracing::debug!(%pg, osd, error = %e, "could not tell a replica the PG is clean");
+                }
+            }
+            // Every copy the PG needs is complete: the old ones elsewhere can go.
+            for osd in strays {
+                let request = PeerRequest::RemoveStray;
+                if let Err(e) =
+                    call_peer(&conns, &map, osd, pg, map.epoch(), interval, request, Bytes::new())
+                        .await
+                {
+                    tracing::info!(%pg, osd, error = %e, "could not remove a stray copy");
                 }
             }
         });
@@ -795,16 +1238,26 @@ impl Pg {
                 )));
                 return;
             }
+            tracing::debug!(pg = %self.id, object = %op.object, state = ?self.state, "op waits for the PG");
             self.waiting.push_back(op);
             return;
         }
         // One change per object at a time, and nothing on an object being recovered.
         let busy = self.in_flight.contains_key(&op.object)
             || self.is_missing_anywhere(&op.object)
+            || self.bf.pushing.contains_key(&op.object)
             || self.held.contains_key(&op.object);
         if busy {
+            tracing::debug!(
+                pg = %self.id,
+                object = %op.object,
+                in_flight = self.in_flight.contains_key(&op.object),
+                missing = self.is_missing_anywhere(&op.object),
+                pushing = self.bf.pushing.contains_key(&op.object),
+                "op held"
+            );
             if self.is_missing_anywhere(&op.object) && !self.recovering.contains(&op.object) {
-                self.recover(op.object.clone());
+                self.recover(op.object.clone(), true);
             }
             self.held.entry(op.object.clone()).or_default().push_back(op);
             return;
@@ -820,7 +1273,10 @@ impl Pg {
             }
             return;
         }
-        while !self.in_flight.contains_key(object) && !self.is_missing_anywhere(object) {
+        while !self.in_flight.contains_key(object)
+            && !self.is_missing_anywhere(object)
+            && !self.bf.pushing.contains_key(object)
+        {
             let Some(queue) = self.held.get_mut(object) else { return };
             let Some(op) = queue.pop_front() else {
                 self.held.remove(object);
@@ -869,12 +1325,21 @@ impl Pg {
         let mut rep_ops = executed.rep_ops;
         rep_ops.push(proto::osd::RepOp::SetVersion { mtime_ms: now_ms() });
         let data = Bytes::from(executed.rep_data);
-        if let Err(e) = self.apply_entry(&entry, &rep_ops, &data) {
+        if let Err(e) = self.apply_entry(&entry, Some((&rep_ops, &data))) {
             let _ = op.reply.send(Err(e));
             return;
         }
         *self.in_flight.entry(op.object.clone()).or_default() += 1;
-        let peers: Vec<u32> = self.writers.iter().copied().filter(|&o| o != self.me()).collect();
+        // Backfill targets get the write in full once backfill has passed the object,
+        // else only its log entry.
+        let log_only = !self.bf.covers(&op.object);
+        let peers: Vec<(u32, bool)> = self
+            .writers
+            .iter()
+            .filter(|&&o| o != self.me())
+            .map(|&o| (o, false))
+            .chain(self.backfill.iter().map(|&o| (o, log_only)))
+            .collect();
         let (interval, inbox, shared, map, pg) =
             (self.interval, self.inbox.clone(), self.shared.clone(), self.map.clone(), self.id);
         let results = executed.results;
@@ -890,14 +1355,15 @@ impl Pg {
                         .map_err(store_error)
                 }
             };
-            let remote = peers.iter().map(|&osd| {
+            let remote = peers.iter().map(|&(osd, backfill_only)| {
                 let request = PeerRequest::Replicate {
                     after: head,
                     entry: entry.clone(),
-                    ops: rep_ops.clone(),
-                    backfill_only: false,
+                    ops: if backfill_only { Vec::new() } else { rep_ops.clone() },
+                    backfill_only,
                 };
-                let (shared, map, data) = (shared.clone(), map.clone(), data.clone());
+                let data = if backfill_only { Bytes::new() } else { data.clone() };
+                let (shared, map) = (shared.clone(), map.clone());
                 async move {
                     call_peer(&shared.conns, &map, osd, pg, epoch, interval, request, data)
                         .await
@@ -936,25 +1402,21 @@ impl Pg {
         });
     }
 
-    /// Applies a log entry and its changes to the local store (not yet durable).
+    /// Applies a log entry and its changes (none on a backfill target that does not have
+    /// the object yet) to the local store, not yet durably.
     fn apply_entry(
         &mut self,
         entry: &LogEntry,
-        rep_ops: &[proto::osd::RepOp],
-        data: &Bytes,
+        change: Option<(&[proto::osd::RepOp], &Bytes)>,
     ) -> Result<(), RemoteError> {
         let mut txn = Transaction::new();
         if !self.exists {
             txn.push(TxOp::CreateCollection(self.c));
         }
-        ops::transaction(
-            self.c,
-            &object_id(&entry.object),
-            rep_ops,
-            data,
-            entry.version,
-            &mut txn,
-        )?;
+        if let Some((rep_ops, data)) = change {
+            let oid = object_id(&entry.object);
+            ops::transaction(self.c, &oid, rep_ops, data, entry.version, &mut txn)?;
+        }
         txn.push(persist::put_entry(self.c, entry));
         let mut info = self.info.clone();
         info.last_update = entry.version;
@@ -1065,7 +1527,13 @@ impl Pg {
                     ),
                 )));
             }
-            PeerRequest::Activate { info, entries, .. } => {
+            PeerRequest::Activate { info, entries, backfill: true } => {
+                let result = self.start_backfill_here(info, entries).map_err(store_error);
+                let _ = reply.send(result.map(|()| {
+                    (Response::Peer(PeerResponse::Activated { missing: vec![] }), Bytes::new())
+                }));
+            }
+            PeerRequest::Activate { info, entries, backfill: false } => {
                 let result = if self.log.head() < info.log_tail {
                     Err(err(
                         ErrorCode::Invalid,
@@ -1104,15 +1572,15 @@ impl Pg {
                     );
                     return;
                 }
-                self.replicate(entry, ops, bulk, reply);
+                self.replicate(entry, ops, bulk, backfill_only, reply);
                 // Writes that were waiting for this one.
                 while let Some(next) = self.pending.first_key_value().map(|(v, _)| *v) {
                     if next > self.log.head() {
                         break;
                     }
                     let (_, request, bulk, reply) = self.pending.remove(&next).expect("present");
-                    if let PeerRequest::Replicate { entry, ops, .. } = request {
-                        self.replicate(entry, ops, bulk, reply);
+                    if let PeerRequest::Replicate { entry, ops, backfill_only, .. } = request {
+                        self.replicate(entry, ops, bulk, backfill_only, reply);
                     }
                 }
             }
@@ -1133,10 +1601,87 @@ impl Pg {
                 ]);
                 let _ = reply.send(answer(PeerResponse::Done));
             }
-            PeerRequest::Scan { .. } => {
-                let _ = reply.send(Err(err(ErrorCode::Unsupported, "scan is not served yet")));
+            PeerRequest::Scan { after, until, max } => {
+                let _ = reply.send(self.scan(after, until, max).map(|(objects, more)| {
+                    (Response::Peer(PeerResponse::Scanned { objects, more }), Bytes::new())
+                }));
+            }
+            PeerRequest::BackfillDone => {
+                self.info.backfill_incomplete = None;
+                self.info.last_complete = self.log.head();
+                self.save_info();
+                tracing::info!(pg = %self.id, "backfill of this copy done");
+                let _ = reply.send(answer(PeerResponse::Done));
+            }
+            PeerRequest::RemoveStray => {
+                let me = self.me();
+                if self.acting.contains(&me) || self.up.contains(&me) {
+                    let _ = reply.send(Err(err(
+                        ErrorCode::Invalid,
+                        format!("osd.{me} serves pg {}: its copy is not a stray", self.id),
+                    )));
+                    return;
+                }
+                tracing::info!(pg = %self.id, "removing a stray copy");
+                self.remove_collection();
+                self.info = PgInfo::default();
+                self.log = PgLog::default();
+                let _ = reply.send(answer(PeerResponse::Done));
             }
         }
+    }
+
+    /// A backfill target starts over: the primary's log and info, marked incomplete, and
+    /// its objects as they are (the primary's scans compare and replace them).
+    fn start_backfill_here(
+        &mut self,
+        info: PgInfo,
+        entries: Vec<LogEntry>,
+    ) -> Result<(), objectstore::StoreError> {
+        let log = PgLog::new(info.log_tail, entries);
+        let mut info = PgInfo {
+            last_update: log.head(),
+            last_complete: Version::ZERO,
+            backfill_incomplete: Some(proto::osd::BackfillMark { last: None }),
+            past_intervals: Vec::new(),
+            ..info
+        };
+        info.log_tail = log.tail();
+        let mut ops = vec![persist::clear_log(self.c)];
+        ops.extend(log.entries().map(|e| persist::put_entry(self.c, e)));
+        ops.push(persist::put_info(self.c, &info));
+        if !self.exists {
+            ops.insert(0, TxOp::CreateCollection(self.c));
+        }
+        self.shared.store.apply(&Transaction { ops })?;
+        self.exists = true;
+        self.info = info;
+        self.log = log;
+        tracing::info!(pg = %self.id, "backfill of this copy starts");
+        Ok(())
+    }
+
+    /// This copy's objects after `after` and up to `until`, with their versions.
+    fn scan(
+        &self,
+        after: Option<ObjectName>,
+        until: Option<ObjectName>,
+        max: u32,
+    ) -> Result<(Vec<(ObjectName, Version)>, bool), RemoteError> {
+        let max = max.clamp(1, SCAN_MAX) as usize;
+        let until = until.map(|u| objectstore::keys::object_order(&object_id(&u)));
+        let after = after.as_ref().map(object_id);
+        let page = self.shared.store.list(self.c, after.as_ref(), max + 1).map_err(store_error)?;
+        let mut objects: Vec<(ObjectName, Version)> = page
+            .into_iter()
+            .take_while(|(oid, _)| {
+                until.as_ref().is_none_or(|u| objectstore::keys::object_order(oid) <= *u)
+            })
+            .map(|(oid, meta)| (object_name(&oid), meta.version))
+            .collect();
+        let more = objects.len() > max;
+        objects.truncate(max);
+        Ok((objects, more))
     }
 
     fn replicate(
@@ -1144,6 +1689,7 @@ impl Pg {
         entry: LogEntry,
         rep_ops: Vec<proto::osd::RepOp>,
         bulk: Bytes,
+        log_only: bool,
         reply: Reply,
     ) {
         if entry.version <= self.log.head() {
@@ -1151,7 +1697,8 @@ impl Pg {
             let _ = reply.send(Ok((Response::Peer(PeerResponse::Done), Bytes::new())));
             return;
         }
-        if let Err(e) = self.apply_entry(&entry, &rep_ops, &bulk) {
+        let change = (!log_only).then_some((rep_ops.as_slice(), &bulk));
+        if let Err(e) = self.apply_entry(&entry, change) {
             let _ = reply.send(Err(e));
             return;
         }
@@ -1236,6 +1783,32 @@ pub fn apply_state(
     store.apply(&txn).map_err(store_error)
 }
 
+/// What a task the PG starts needs to talk to its peers in the PG's current interval and
+/// report back.
+struct Peers {
+    pg: PgId,
+    interval: Epoch,
+    inbox: mpsc::Sender<Event>,
+    conns: Arc<OsdConnections>,
+    map: Arc<OsdMap>,
+}
+
+impl Peers {
+    async fn call(
+        &self,
+        osd: u32,
+        request: PeerRequest,
+        bulk: Bytes,
+    ) -> Result<(PeerResponse, Bytes), String> {
+        let (map, epoch) = (&self.map, self.map.epoch());
+        call_peer(&self.conns, map, osd, self.pg, epoch, self.interval, request, bulk).await
+    }
+
+    async fn report(&self, event: Event) {
+        let _ = self.inbox.send(event).await;
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn call_peer(
     conns: &OsdConnections,
@@ -1270,6 +1843,7 @@ struct PeeringTask {
     up: Vec<u32>,
     acting: Vec<u32>,
     min_size: usize,
+    size: usize,
     mine: Option<PgInfo>,
     conns: Arc<OsdConnections>,
 }
@@ -1286,6 +1860,7 @@ impl PeeringTask {
                 acting: &self.acting,
                 up: &self.up,
                 min_size: self.min_size,
+                size: self.size,
                 infos: &infos,
                 past_intervals: &past,
             };

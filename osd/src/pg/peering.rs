@@ -1,5 +1,11 @@
 //! Peering decisions, pure: whom to ask, whether the PG may go active, whose history is
-//! authoritative, and which copies recover from the log and which by backfill.
+//! authoritative, which copies recover from the log and which by backfill, and which
+//! acting set to ask the monitors for while the up set backfills.
+//!
+//! The acting set (Ceph's `pg_temp`): when some of the up set must backfill and complete
+//! copies exist outside it (on OSDs just marked out, or that CRUSH moved the PG away
+//! from), those copies keep serving until backfill is done, so the PG never has fewer
+//! copies than exist. When the up primary itself must backfill, a complete copy leads.
 //!
 //! The shell gathers `PgInfo`s from the OSDs `probe_set` names (asking again as infos
 //! bring more past intervals), then calls `decide`. A PG never goes active on a stale or
@@ -17,6 +23,7 @@ pub struct Peering<'a> {
     pub acting: &'a [u32],
     pub up: &'a [u32],
     pub min_size: usize,
+    pub size: usize,
     /// Answers so far: `None` for an OSD that has no copy of the PG.
     pub infos: &'a BTreeMap<u32, Option<PgInfo>>,
     /// The intervals since the PG last went active, from this OSD and its peers.
@@ -42,12 +49,17 @@ pub struct Plan {
     pub auth: u32,
     /// Acting OSDs (the primary too, if not the authority) that catch up from the log.
     pub log_recovery: Vec<u32>,
-    /// Acting OSDs that need a full scan and copy.
+    /// OSDs of the acting and up sets that need a full scan and copy.
     pub backfill: Vec<u32>,
     /// Acting OSDs that are or will be complete copies once log recovery is done.
     pub complete: usize,
-    /// Whether enough complete copies exist to accept writes.
+    /// Whether enough complete copies exist to accept writes (with the acting set wanted).
     pub active: bool,
+    /// The acting set to ask the monitors for (the up set ends an override); the PG
+    /// waits for it rather than going active.
+    pub want_acting: Option<Vec<u32>>,
+    /// OSDs outside the up and acting sets that hold a copy: deleted once the PG is clean.
+    pub strays: Vec<u32>,
 }
 
 /// The newest `last_epoch_started` among the infos: intervals before it are history that
@@ -124,30 +136,70 @@ pub fn decide(p: &Peering<'_>, is_up: impl Fn(u32) -> bool) -> Decision {
             .expect("some")
     };
     let auth_info = p.infos.get(&auth).cloned().flatten().unwrap_or_default();
-    let mut plan =
-        Plan { auth, log_recovery: Vec::new(), backfill: Vec::new(), complete: 0, active: false };
+    let complete =
+        |osd: u32| -> bool {
+            if osd == auth || auth_info.last_update == placement::Version::ZERO {
+                // Nothing was ever written: every copy, even none, is complete.
+                return true;
+            }
+            // Within the authority's log (divergent entries are rewound by log recovery).
+            p.infos.get(&osd).cloned().flatten().is_some_and(|i| {
+                i.backfill_incomplete.is_none() && i.last_update >= auth_info.log_tail
+            })
+        };
+    let has_copy = |osd: &u32| p.infos.get(osd).is_some_and(Option::is_some);
+    let want_acting = {
+        let mut want: Vec<u32> = p.up.iter().copied().filter(|&o| complete(o)).collect();
+        // Complete copies outside the up set, those acting now first so an override in
+        // place stays as it is.
+        let outside = p
+            .acting
+            .iter()
+            .chain(p.infos.keys())
+            .copied()
+            .filter(|o| !p.up.contains(o) && has_copy(o) && complete(*o) && is_up(*o));
+        for osd in outside {
+            if want.len() >= p.size {
+                break;
+            }
+            if !want.contains(&osd) {
+                want.push(osd);
+            }
+        }
+        let up_primary_backfills = p.up.first().is_some_and(|&o| !complete(o));
+        let override_needed =
+            want.iter().any(|o| !p.up.contains(o)) || (up_primary_backfills && !want.is_empty());
+        let desired = if override_needed { want } else { p.up.to_vec() };
+        (desired != p.acting).then_some(desired)
+    };
+    let mut plan = Plan {
+        auth,
+        log_recovery: Vec::new(),
+        backfill: Vec::new(),
+        complete: 0,
+        active: false,
+        want_acting,
+        strays: p
+            .infos
+            .keys()
+            .copied()
+            .filter(|o| has_copy(o) && !p.acting.contains(o) && !p.up.contains(o))
+            .collect(),
+    };
     for &osd in p.acting {
         if osd == auth {
             plan.complete += 1;
-            continue;
-        }
-        match p.infos.get(&osd).cloned().flatten() {
-            Some(info)
-                if info.backfill_incomplete.is_none() && info.last_update >= auth_info.log_tail =>
-            {
-                plan.log_recovery.push(osd);
-                plan.complete += 1;
-            }
-            // Nothing was ever written: every copy, even none, is complete.
-            _ if auth_info.last_update == placement::Version::ZERO => {
-                plan.log_recovery.push(osd);
-                plan.complete += 1;
-            }
+        } else if complete(osd) {
+            plan.log_recovery.push(osd);
+            plan.complete += 1;
+        } else {
             // A copy the authority's log does not reach, or none at all.
-            _ => plan.backfill.push(osd),
+            plan.backfill.push(osd);
         }
     }
-    plan.active = plan.complete >= p.min_size && !plan.backfill.contains(&p.me);
+    // Up OSDs the acting set stands in for fill up in the background.
+    plan.backfill.extend(p.up.iter().copied().filter(|o| !p.acting.contains(o) && !complete(*o)));
+    plan.active = plan.complete >= p.min_size && complete(p.me) && plan.want_acting.is_none();
     Decision::Plan(plan)
 }
 
@@ -189,6 +241,7 @@ mod tests {
             acting: &[0, 1],
             up: &[0, 2],
             min_size: 2,
+            size: 3,
             infos: &infos,
             past_intervals: &past,
         };
@@ -207,6 +260,7 @@ mod tests {
             acting: &[0, 1],
             up: &[0, 1],
             min_size: 2,
+            size: 3,
             infos: &infos,
             past_intervals: &past,
         };
@@ -230,6 +284,7 @@ mod tests {
             acting: &[0, 2, 4],
             up: &[0, 2, 4],
             min_size: 2,
+            size: 3,
             infos: &infos,
             past_intervals: &[],
         };
@@ -240,6 +295,10 @@ mod tests {
         assert_eq!(plan.log_recovery, vec![0]);
         assert_eq!(plan.backfill, vec![2, 4]);
         assert_eq!(plan.complete, 1);
+        // osd.1 is complete but outside the acting set: it is asked for, and until then
+        // the PG waits.
+        assert_eq!(plan.want_acting, Some(vec![0, 1]));
+        assert_eq!(plan.strays, vec![1]);
         assert!(!plan.active);
     }
 
@@ -255,6 +314,7 @@ mod tests {
             acting: &[2, 0, 1],
             up: &[2, 0, 1],
             min_size: 2,
+            size: 3,
             infos: &infos,
             past_intervals: &[],
         };
@@ -275,6 +335,7 @@ mod tests {
             acting: &[0, 1],
             up: &[0, 1],
             min_size: 1,
+            size: 3,
             infos: &infos,
             past_intervals: &[],
         };
@@ -289,6 +350,7 @@ mod tests {
             acting: &[0, 1, 2],
             up: &[0, 1, 2],
             min_size: 2,
+            size: 3,
             infos: &infos,
             past_intervals: &[],
         };
@@ -305,11 +367,103 @@ mod tests {
             acting: &[0, 1],
             up: &[0, 1],
             min_size: 2,
+            size: 3,
             infos: &infos,
             past_intervals: &[],
         };
         let Decision::Plan(plan) = decide_all_up(&p) else { panic!("no plan") };
         assert_eq!(plan.backfill, vec![1]);
         assert!(!plan.active);
+    }
+
+    /// osd.3 was marked out: CRUSH now maps the PG to [1, 2, 5], and osd.5 has nothing.
+    fn marked_out() -> BTreeMap<u32, Option<PgInfo>> {
+        BTreeMap::from([
+            (1, info(5, (5, 10), (3, 1))),
+            (2, info(5, (5, 10), (3, 1))),
+            (3, info(5, (5, 10), (3, 1))),
+            (5, None),
+        ])
+    }
+
+    #[test]
+    fn a_marked_out_copy_keeps_serving_while_its_replacement_backfills() {
+        let infos = marked_out();
+        let past = [interval(2, 7, &[3, 1, 2], true)];
+        let p = Peering {
+            me: 1,
+            acting: &[1, 2, 5],
+            up: &[1, 2, 5],
+            min_size: 2,
+            size: 3,
+            infos: &infos,
+            past_intervals: &past,
+        };
+        let Decision::Plan(plan) = decide_all_up(&p) else { panic!("no plan") };
+        assert_eq!(plan.want_acting, Some(vec![1, 2, 3]));
+        assert!(!plan.active);
+        assert_eq!(plan.strays, vec![3]);
+
+        // With the override in place: active on the three complete copies, osd.5 fills.
+        let p = Peering { acting: &[1, 2, 3], ..p };
+        let Decision::Plan(plan) = decide_all_up(&p) else { panic!("no plan") };
+        assert_eq!(plan.want_acting, None);
+        assert!(plan.active);
+        assert_eq!((plan.log_recovery, plan.backfill), (vec![2, 3], vec![5]));
+        assert_eq!(plan.strays, Vec::<u32>::new());
+
+        // Backfill done: the override ends.
+        let mut infos = marked_out();
+        infos.insert(5, info(5, (5, 10), (3, 1)));
+        let p = Peering { infos: &infos, ..p };
+        let Decision::Plan(plan) = decide_all_up(&p) else { panic!("no plan") };
+        assert_eq!(plan.want_acting, Some(vec![1, 2, 5]));
+        assert!(!plan.active);
+    }
+
+    #[test]
+    fn a_primary_that_must_backfill_hands_the_lead_to_a_complete_copy() {
+        // osd.3 returns after its log fell behind osd.1's tail; CRUSH makes it primary.
+        let infos = BTreeMap::from([
+            (1, info(8, (8, 40), (6, 1))),
+            (2, info(8, (8, 40), (6, 1))),
+            (3, info(5, (5, 10), (3, 1))),
+        ]);
+        let p = Peering {
+            me: 3,
+            acting: &[3, 1, 2],
+            up: &[3, 1, 2],
+            min_size: 2,
+            size: 3,
+            infos: &infos,
+            past_intervals: &[],
+        };
+        let Decision::Plan(plan) = decide_all_up(&p) else { panic!("no plan") };
+        assert_eq!(plan.want_acting, Some(vec![1, 2]));
+        assert!(!plan.active);
+        // osd.1 leads the override and backfills osd.3.
+        let p = Peering { me: 1, acting: &[1, 2], ..p };
+        let Decision::Plan(plan) = decide_all_up(&p) else { panic!("no plan") };
+        assert_eq!(plan.want_acting, None);
+        assert!(plan.active);
+        assert_eq!(plan.backfill, vec![3]);
+    }
+
+    #[test]
+    fn a_down_osd_alone_asks_for_no_override() {
+        let infos = BTreeMap::from([(1, info(5, (5, 10), (3, 1))), (2, info(5, (5, 10), (3, 1)))]);
+        let p = Peering {
+            me: 1,
+            acting: &[1, 2],
+            up: &[1, 2],
+            min_size: 2,
+            size: 3,
+            infos: &infos,
+            past_intervals: &[],
+        };
+        let Decision::Plan(plan) = decide_all_up(&p) else { panic!("no plan") };
+        assert_eq!(plan.want_acting, None);
+        assert!(plan.active);
+        assert!(plan.backfill.is_empty() && plan.strays.is_empty());
     }
 }

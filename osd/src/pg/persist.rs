@@ -34,6 +34,12 @@ pub fn trim_to(c: CollectionId, version: Version) -> TxOp {
     TxOp::CollectionDeleteRange { c, start: LOG_PREFIX.to_vec(), end }
 }
 
+/// Deletes every log entry.
+pub fn clear_log(c: CollectionId) -> TxOp {
+    let end = keys::prefix_end(LOG_PREFIX).expect("prefix has an end");
+    TxOp::CollectionDeleteRange { c, start: LOG_PREFIX.to_vec(), end }
+}
+
 /// The info and log of a collection, if it has an info.
 pub fn load(
     store: &dyn ObjectStore,
