@@ -303,3 +303,45 @@ fn marking_an_osd_out_and_in_moves_data_by_backfill_while_writes_go_on() {
         assert!(get(&c, &work, name) == *data, "{name} after osd.3 returned");
     }
 }
+
+#[test]
+fn writes_stop_below_min_size_with_a_clear_error_and_resume_when_a_copy_returns() {
+    let c = Cluster::start(3);
+    let mut osds = Osds::create(&c, 3);
+    wait_up(&c, 3);
+    c.ok(&["pool", "create", "rbd", "replicated", "--size", "3", "--pg-num", "4"]);
+    let work = c.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    put(&c, &work, "before", &pattern(1, 10_000));
+    wait_clean(&c, 4);
+
+    // Two of three copies gone: min_size is 2, so no PG may take writes.
+    osds.kill(1);
+    osds.kill(2);
+    c.ok(&["osd", "down", "1", "2"]);
+    let status = c.wait_status("PGs inactive", Duration::from_secs(30), |s| {
+        check_codes(s).contains(&"PG_INACTIVE".to_owned())
+    });
+    assert_eq!(status["osds"]["up"], 1, "{status}");
+    let file = work.join("during.in");
+    std::fs::write(&file, pattern(2, 10_000)).unwrap();
+    let refused = c.fails(&["obj", "put", "rbd", "during", path_str(&file), "--timeout", "3"]);
+    assert!(refused.contains("min_size 2"), "{refused}");
+    // The OSD keeps answering: the refusal is an answer, not a hang.
+    assert!(refused.contains("osd.0"), "{refused}");
+
+    // One copy back: writes resume, and nothing written before is lost.
+    osds.start(1);
+    wait_up(&c, 2);
+    c.wait_status("PGs active again", Duration::from_secs(60), |s| {
+        !check_codes(s).contains(&"PG_INACTIVE".to_owned())
+            && s["pg_summary"]["states"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .all(|k| k.starts_with("active"))
+    });
+    put(&c, &work, "during", &pattern(2, 10_000));
+    assert!(get(&c, &work, "during") == pattern(2, 10_000));
+    assert!(get(&c, &work, "before") == pattern(1, 10_000));
+}

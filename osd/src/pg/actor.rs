@@ -50,6 +50,8 @@ pub const PEERING_RETRY: Duration = Duration::from_millis(500);
 pub const PG_TEMP_RETRY: Duration = Duration::from_secs(5);
 /// Objects of the primary one backfill scan compares with the targets.
 pub const BACKFILL_BATCH: usize = 256;
+/// Times a clean PG asks a stray to delete its copy.
+pub const STRAY_REMOVAL_ATTEMPTS: u32 = 10;
 /// Backfill pushes one PG has in flight: client writes to those objects wait for them.
 pub const BACKFILL_PUSHES_PER_PG: usize = 2;
 /// Objects one scan answer carries.
@@ -1194,14 +1196,22 @@ impl Pg {
                     tracing::debug!(%pg, osd, error = %e, "could not tell a replica the PG is clean");
                 }
             }
-            // Every copy the PG needs is complete: the old ones elsewhere can go.
+            // Every copy the PG needs is complete: the old ones elsewhere can go. A stray
+            // that has the map but has not yet handed it to the PG answers `StaleEpoch`
+            // for a moment: ask again a few times.
             for osd in strays {
-                let request = PeerRequest::RemoveStray;
-                if let Err(e) =
-                    call_peer(&conns, &map, osd, pg, map.epoch(), interval, request, Bytes::new())
+                for attempt in 1..=STRAY_REMOVAL_ATTEMPTS {
+                    let request = PeerRequest::RemoveStray;
+                    let epoch = map.epoch();
+                    match call_peer(&conns, &map, osd, pg, epoch, interval, request, Bytes::new())
                         .await
-                {
-                    tracing::info!(%pg, osd, error = %e, "could not remove a stray copy");
+                    {
+                        Ok(_) => break,
+                        Err(e) if attempt == STRAY_REMOVAL_ATTEMPTS => {
+                            tracing::info!(%pg, osd, error = %e, "could not remove a stray copy")
+                        }
+                        Err(_) => tokio::time::sleep(PEERING_RETRY).await,
+                    }
                 }
             }
         });
