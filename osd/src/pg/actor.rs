@@ -932,81 +932,59 @@ impl Pg {
             }
         }
         self.bf.batch = Some(until.map(|name| (order(&name), name)));
-        if let Err(e) = self.created_in_batch() {
-            tracing::error!(pg = %self.id, error = %e, "cannot list objects to backfill");
-            self.bf.queue.clear();
-            self.bf.batch = None;
-            return self.backfill_again_later();
-        }
         self.walk();
     }
 
-    /// Walks the batch an object at a time, a few pushes at once: compares the primary's
-    /// version now with each target's, moves the mark past the object, and pushes where
-    /// they differ. At the batch's end, objects created in it since the scan (they are
-    /// on no target: their writes only reached the logs) are walked too, then the mark
-    /// moves to the batch's end.
+    /// Walks the batch an object at a time, a few pushes at once. The next object is the
+    /// first past the mark that the primary has now (read at each step, so one created
+    /// during the walk is not passed over: its writes only reached the targets' logs) or
+    /// that a target had at the scan. Compares the primary's version with each target's,
+    /// moves the mark past the object, and pushes where they differ. At the batch's end
+    /// the mark moves to the batch's end.
     fn walk(&mut self) {
         while self.bf.pushing.len() < BACKFILL_PUSHES_PER_PG {
-            let next = match self.bf.queue.pop_first() {
-                Some(next) => next,
-                None => match self.created_in_batch() {
-                    Ok(true) => continue,
-                    Ok(false) => {
-                        let until = self.bf.batch.take().flatten();
-                        self.bf.end = until.is_none();
-                        self.bf.last = until;
-                        if self.bf.pushing.is_empty() {
-                            self.kick_backfill();
-                        }
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::error!(pg = %self.id, error = %e, "cannot list objects to backfill");
-                        return self.backfill_again_later();
-                    }
-                },
-            };
-            let (key, (object, theirs)) = next;
-            let ours = match self.shared.store.stat(self.c, &object_id(&object)) {
-                Ok(meta) => meta.map(|m| m.version),
+            let Some(until) = self.bf.batch.clone() else { return };
+            let after = self.bf.last.as_ref().map(|(_, name)| object_id(name));
+            let ours = match self.shared.store.list(self.c, after.as_ref(), 1) {
+                Ok(page) => page.into_iter().next().and_then(|(oid, meta)| {
+                    let key = objectstore::keys::object_order(&oid);
+                    let within = until.as_ref().is_none_or(|(u, _)| key <= *u);
+                    within.then(|| (key, object_name(&oid), meta.version))
+                }),
                 Err(e) => {
-                    tracing::error!(pg = %self.id, %object, error = %e, "cannot read an object to backfill");
-                    self.bf.queue.insert(key, (object, theirs));
+                    tracing::error!(pg = %self.id, error = %e, "cannot list objects to backfill");
                     return self.backfill_again_later();
                 }
             };
+            let theirs_first = self.bf.queue.keys().next().cloned();
+            let (key, object, ours) = match (ours, theirs_first) {
+                (Some((key, name, version)), theirs)
+                    if theirs.as_ref().is_none_or(|t| key <= *t) =>
+                {
+                    (key, name, Some(version))
+                }
+                // Only a target has it: the primary does not.
+                (_, Some(key)) => {
+                    let name = self.bf.queue[&key].0.clone();
+                    (key, name, None)
+                }
+                _ => {
+                    self.bf.batch = None;
+                    self.bf.end = until.is_none();
+                    self.bf.last = until;
+                    if self.bf.pushing.is_empty() {
+                        self.kick_backfill();
+                    }
+                    return;
+                }
+            };
+            let theirs = self.bf.queue.remove(&key).map(|(_, v)| v).unwrap_or_default();
             let targets: Vec<u32> =
                 self.backfill.iter().copied().filter(|t| theirs.get(t) != ours.as_ref()).collect();
             self.bf.covered += u64::from(ours.is_some());
             self.bf.last = Some((key, object.clone()));
             if !targets.is_empty() {
                 self.backfill_push(object, targets);
-            }
-        }
-    }
-
-    /// Queues the primary's objects past the mark and within the batch: at the scan, and
-    /// again when the queue is empty (those are objects created since). Returns whether
-    /// the queue has any.
-    fn created_in_batch(&mut self) -> Result<bool, objectstore::StoreError> {
-        let Some(until) = &self.bf.batch else { return Ok(false) };
-        let until = until.as_ref().map(|(key, _)| key.clone());
-        let mut after = self.bf.last.as_ref().map(|(_, name)| object_id(name));
-        loop {
-            let page = self.shared.store.list(self.c, after.as_ref(), BACKFILL_BATCH)?;
-            let full = page.len() >= BACKFILL_BATCH;
-            for (oid, _) in page {
-                let key = objectstore::keys::object_order(&oid);
-                if until.as_ref().is_some_and(|u| key > *u) {
-                    return Ok(!self.bf.queue.is_empty());
-                }
-                let name = object_name(&oid);
-                self.bf.queue.entry(key).or_insert_with(|| (name, BTreeMap::new()));
-                after = Some(oid);
-            }
-            if !full {
-                return Ok(!self.bf.queue.is_empty());
             }
         }
     }
