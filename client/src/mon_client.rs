@@ -18,6 +18,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use placement::{Epoch, OsdMap};
 use proto::message::{ClusterPgStats, MapBundle, StatusReport};
+use proto::osd::OsdConfig;
 use proto::transport::quic::{QuicEndpoint, Tuning};
 use proto::transport::{Connection, Endpoint};
 use proto::{
@@ -332,6 +333,17 @@ impl MonClient {
         match self.call(&request, false).await? {
             (Response::Ack, _) => Ok(()),
             (other, _) => Err(ClientError::Unexpected { request: name, got: other.name() }),
+        }
+    }
+
+    /// An OSD's beacon; the monitors answer with the settings OSDs apply at runtime.
+    pub async fn beacon(&self, osd: u32, epoch: Epoch) -> Result<OsdConfig, ClientError> {
+        let request = Request::OsdBeacon { osd, epoch };
+        match self.call(&request, false).await? {
+            (Response::OsdConfig(config), _) => Ok(config),
+            (other, _) => {
+                Err(ClientError::Unexpected { request: request.name(), got: other.name() })
+            }
         }
     }
 

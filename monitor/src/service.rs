@@ -552,7 +552,7 @@ impl Monitor {
                     failure.beacon(osd, now);
                     drop(failure);
                     self.note_epoch(&origin, epoch);
-                    None
+                    return Ok((Response::OsdConfig(settings.osd_config()), Bytes::new()));
                 }
                 OsdMessage::Failure { target, .. } => {
                     failure.report(osd, OsdId(target), now);

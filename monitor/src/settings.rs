@@ -29,6 +29,9 @@ pub struct Settings {
     pub map_epoch_lag_grace_s: u64,
     /// PG copies per OSD a pool created without pg_num is sized for.
     pub target_pgs_per_osd: u32,
+    /// Recovery and backfill throttles, which OSDs take with each beacon's answer.
+    pub osd_recovery_max_active: u32,
+    pub osd_backfill_max_active: u32,
 }
 
 impl Default for Settings {
@@ -45,6 +48,8 @@ impl Default for Settings {
             map_epoch_lag_epochs: 10,
             map_epoch_lag_grace_s: 30,
             target_pgs_per_osd: placement::autoscale::TARGET_PGS_PER_OSD_DEFAULT,
+            osd_recovery_max_active: 4,
+            osd_backfill_max_active: 4,
         }
     }
 }
@@ -62,6 +67,8 @@ const KEYS: &[(&str, u64, u64)] = &[
     ("mon.map_epoch_lag_epochs", 1, 1_000_000),
     ("mon.map_epoch_lag_grace", 1, 24 * 3600),
     ("mon.target_pgs_per_osd", 1, 10_000),
+    ("osd.recovery_max_active", 1, 256),
+    ("osd.backfill_max_active", 1, 256),
 ];
 
 impl Settings {
@@ -87,6 +94,8 @@ impl Settings {
             "mon.map_epoch_lag_epochs" => self.map_epoch_lag_epochs = n,
             "mon.map_epoch_lag_grace" => self.map_epoch_lag_grace_s = n,
             "mon.target_pgs_per_osd" => self.target_pgs_per_osd = n as u32,
+            "osd.recovery_max_active" => self.osd_recovery_max_active = n as u32,
+            "osd.backfill_max_active" => self.osd_backfill_max_active = n as u32,
             _ => unreachable!("every key in KEYS is handled"),
         }
         Ok(())
@@ -106,7 +115,17 @@ impl Settings {
             ("mon.map_epoch_lag_epochs", self.map_epoch_lag_epochs),
             ("mon.map_epoch_lag_grace", self.map_epoch_lag_grace_s),
             ("mon.target_pgs_per_osd", u64::from(self.target_pgs_per_osd)),
+            ("osd.recovery_max_active", u64::from(self.osd_recovery_max_active)),
+            ("osd.backfill_max_active", u64::from(self.osd_backfill_max_active)),
         ]
+    }
+
+    /// What OSDs apply at runtime.
+    pub fn osd_config(&self) -> proto::osd::OsdConfig {
+        proto::osd::OsdConfig {
+            recovery_max_active: self.osd_recovery_max_active,
+            backfill_max_active: self.osd_backfill_max_active,
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! RocksDB, so the PG logic and its tests build without it. It knows nothing of PGs beyond
 //! collections and an opaque per-collection key space for their logs and metadata.
 
+pub mod blocks;
 pub mod engine;
 pub mod error;
 pub mod keys;
@@ -14,6 +15,7 @@ pub mod store;
 pub mod txn;
 pub mod types;
 
+pub use blocks::BlockFile;
 pub use engine::{Batch, Cf, Engine, MemoryEngine};
 pub use error::StoreError;
 pub use store::{KvObjectStore, ObjectStore, StoreStats};

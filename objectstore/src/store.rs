@@ -5,8 +5,12 @@
 //! limits, and written in one atomic batch. Nothing is written if any op fails. Reads check
 //! every chunk's crc32c; a mismatch is a `Corrupt` error and no bytes are returned.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::blocks::{BlockFile, Extent};
 use crate::engine::{Batch, Cf, Engine, Entries};
 use crate::error::StoreError;
 use crate::keys;
@@ -81,24 +85,157 @@ pub struct StoreStats {
 /// The registry of collections lives under this prefix in `Cf::Osd`.
 const COLLECTION_REGISTRY: &[u8] = b"coll/";
 
+/// The record version of an object's metadata record with its extent map (version 1 records
+/// hold an `ObjectMeta` alone: every chunk in the engine).
+const ONODE_RECORD_VERSION: u8 = 2;
+
+/// An object's metadata record: what `stat` answers, and which of its chunks live in the
+/// block file (every other chunk is in `Cf::Data`, or absent and reads as zeros).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Onode {
+    meta: ObjectMeta,
+    /// Chunk index → extent.
+    extents: BTreeMap<u32, Extent>,
+}
+
+fn encode_onode(onode: &Onode) -> Vec<u8> {
+    let mut out = vec![ONODE_RECORD_VERSION];
+    out.extend_from_slice(&postcard::to_stdvec(onode).expect("records encode"));
+    out
+}
+
+fn decode_onode(oid: impl std::fmt::Display, bytes: &[u8]) -> Result<Onode, StoreError> {
+    let what = || format!("metadata of {oid}");
+    match bytes.first() {
+        Some(&ONODE_RECORD_VERSION) => postcard::from_bytes(&bytes[1..])
+            .map_err(|e| StoreError::corrupt(what(), format!("does not decode: {e}"))),
+        _ => Ok(Onode { meta: keys::decode(&what(), bytes)?, extents: BTreeMap::new() }),
+    }
+}
+
 pub struct KvObjectStore<E: Engine> {
     engine: E,
+    /// Where whole chunks go; without it every chunk is kept in the engine.
+    blocks: Option<BlockFile>,
 }
 
 impl<E: Engine> KvObjectStore<E> {
+    /// A store that keeps all data in the engine.
     pub fn new(engine: E) -> KvObjectStore<E> {
-        KvObjectStore { engine }
+        KvObjectStore { engine, blocks: None }
+    }
+
+    /// A store that keeps whole chunks in `blocks`. Reads every metadata record once to
+    /// learn which units are in use.
+    pub fn with_blocks(engine: E, blocks: BlockFile) -> Result<KvObjectStore<E>, StoreError> {
+        let mut used = Vec::new();
+        let mut start = Vec::new();
+        loop {
+            let entries = engine.scan(Cf::Meta, &start, None, SCAN_ENTRIES_MAX)?;
+            for (key, value) in &entries {
+                let onode = decode_onode(object_display(key), value)?;
+                used.extend(onode.extents.values().map(|e| e.unit));
+            }
+            match entries.last() {
+                Some((key, _)) if entries.len() == SCAN_ENTRIES_MAX => {
+                    start = key.clone();
+                    start.push(0);
+                }
+                _ => break,
+            }
+        }
+        blocks.mark_used(used)?;
+        Ok(KvObjectStore { engine, blocks: Some(blocks) })
     }
 
     pub fn engine(&self) -> &E {
         &self.engine
     }
 
-    fn load_meta(&self, key: &[u8], oid: &ObjectId) -> Result<Option<ObjectMeta>, StoreError> {
+    pub fn blocks(&self) -> Option<&BlockFile> {
+        self.blocks.as_ref()
+    }
+
+    fn load_onode(&self, key: &[u8], oid: &ObjectId) -> Result<Option<Onode>, StoreError> {
         match self.engine.get(Cf::Meta, key)? {
-            Some(bytes) => Ok(Some(keys::decode(&format!("metadata of {oid}"), &bytes)?)),
+            Some(bytes) => Ok(Some(decode_onode(oid, &bytes)?)),
             None => Ok(None),
         }
+    }
+
+    fn load_meta(&self, key: &[u8], oid: &ObjectId) -> Result<Option<ObjectMeta>, StoreError> {
+        Ok(self.load_onode(key, oid)?.map(|o| o.meta))
+    }
+
+    /// A chunk from the block file.
+    fn read_extent(
+        &self,
+        extent: Extent,
+        oid: &ObjectId,
+        index: u32,
+    ) -> Result<Vec<u8>, StoreError> {
+        let blocks = self.blocks.as_ref().ok_or_else(|| no_block_file(oid, index))?;
+        blocks.read(extent, || format!("chunk {index} of {oid}"))
+    }
+
+    /// Reads `[offset, end)` of an object whose record is `onode` into `out`.
+    fn read_range(
+        &self,
+        key: &[u8],
+        oid: &ObjectId,
+        onode: &Onode,
+        offset: u64,
+        out: &mut [u8],
+    ) -> Result<(), StoreError> {
+        let end = offset + out.len() as u64;
+        let first = (offset / CHUNK_BYTES) as u32;
+        let last = ((end - 1) / CHUNK_BYTES) as u32;
+        // Copies what the answer wants of a chunk.
+        let copy = |out: &mut [u8], index: u32, data: &[u8]| {
+            let chunk_start = u64::from(index) * CHUNK_BYTES;
+            let from = offset.max(chunk_start);
+            let to = end.min(chunk_start + data.len() as u64);
+            if from < to {
+                let src = &data[(from - chunk_start) as usize..(to - chunk_start) as usize];
+                out[(from - offset) as usize..(to - offset) as usize].copy_from_slice(src);
+            }
+        };
+        let inline = (first..=last).any(|i| !onode.extents.contains_key(&i));
+        if inline {
+            let start_key = keys::chunk(key, first);
+            let end_key = keys::chunk(key, last + 1);
+            let entries = self.engine.scan(
+                Cf::Data,
+                &start_key,
+                Some(&end_key),
+                (last - first + 1) as usize,
+            )?;
+            for (chunk_key, value) in entries {
+                let index_bytes = &chunk_key[key.len()..];
+                let index = u32::from_be_bytes(index_bytes.try_into().map_err(|_| {
+                    StoreError::corrupt(format!("data of {oid}"), "a chunk key of the wrong length")
+                })?);
+                if onode.extents.contains_key(&index) {
+                    continue;
+                }
+                let data = keys::decode_chunk(|| format!("chunk {index} of {oid}"), &value)?;
+                copy(out, index, data);
+            }
+        }
+        for (&index, &extent) in onode.extents.range(first..=last) {
+            let chunk_start = u64::from(index) * CHUNK_BYTES;
+            if chunk_start >= offset && chunk_start + CHUNK_BYTES <= end {
+                // Wholly wanted: straight into the answer.
+                let at = (chunk_start - offset) as usize;
+                let blocks = self.blocks.as_ref().ok_or_else(|| no_block_file(oid, index))?;
+                blocks.read_into(extent, &mut out[at..at + CHUNK_BYTES as usize], || {
+                    format!("chunk {index} of {oid}")
+                })?;
+            } else {
+                copy(out, index, &self.read_extent(extent, oid, index)?);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -108,15 +245,39 @@ fn registry_key(c: CollectionId) -> Vec<u8> {
     key
 }
 
+/// What an object was in the engine before the transaction.
+#[derive(Default)]
+struct Loaded {
+    extents: BTreeMap<u32, Extent>,
+    size: u64,
+}
+
 /// The changes of one transaction before they become a batch.
 struct Staging<'a, E: Engine> {
     store: &'a KvObjectStore<E>,
     /// Object key → its metadata after the ops so far (`None`: removed).
     metas: HashMap<Vec<u8>, Option<ObjectMeta>>,
-    /// Chunk key → its bytes after the ops so far (`None`: absent, reads as zeros).
-    chunks: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Object key → what it was in the engine, recorded when its metadata is first loaded.
+    loaded: HashMap<Vec<u8>, Loaded>,
+    /// Object key → chunk index → its bytes after the ops so far (`None`: absent, reads as
+    /// zeros). A chunk not staged is as it was in the engine.
+    chunks: HashMap<Vec<u8>, BTreeMap<u32, Option<Bytes>>>,
+    /// Units of objects in removed collections.
+    freed: Vec<u64>,
+    /// Collections removed by an earlier op: their objects are gone, whatever the engine
+    /// still says.
+    removed: Vec<[u8; keys::COLLECTION_KEY_BYTES]>,
     /// Changes that need no staging, in op order.
     batch: Batch,
+}
+
+/// A transaction turned into writes: block-file chunks to write first, then the batch.
+struct Staged {
+    batch: Batch,
+    /// (unit, bytes) to write to the block file before the batch.
+    writes: Vec<(u64, Bytes)>,
+    /// Units the batch stops referencing.
+    freed: Vec<u64>,
 }
 
 impl<'a, E: Engine> Staging<'a, E> {
@@ -124,16 +285,36 @@ impl<'a, E: Engine> Staging<'a, E> {
         if let Some(meta) = self.metas.get(key) {
             return Ok(meta.clone());
         }
-        let meta = self.store.load_meta(key, oid)?;
+        let gone = self.removed.iter().any(|prefix| key.starts_with(prefix));
+        let onode = if gone { None } else { self.store.load_onode(key, oid)? };
+        let loaded = onode
+            .as_ref()
+            .map(|o| Loaded { extents: o.extents.clone(), size: o.meta.size })
+            .unwrap_or_default();
+        self.loaded.insert(key.to_vec(), loaded);
+        let meta = onode.map(|o| o.meta);
         self.metas.insert(key.to_vec(), meta.clone());
         Ok(meta)
     }
 
+    fn stage_chunk(&mut self, key: &[u8], index: u32, bytes: Option<Bytes>) {
+        self.chunks.entry(key.to_vec()).or_default().insert(index, bytes);
+    }
+
+    /// The chunk's bytes after the ops so far (metadata of the object must be loaded).
     fn chunk(&mut self, key: &[u8], oid: &ObjectId, index: u32) -> Result<Vec<u8>, StoreError> {
-        if let Some(chunk) = self.chunks.get(key) {
-            return Ok(chunk.clone().unwrap_or_default());
+        if let Some(chunk) = self.chunks.get(key).and_then(|c| c.get(&index)) {
+            return Ok(chunk.as_deref().map(<[u8]>::to_vec).unwrap_or_default());
         }
-        match self.store.engine.get(Cf::Data, key)? {
+        let loaded = self.loaded.get(key);
+        if let Some(&extent) = loaded.and_then(|l| l.extents.get(&index)) {
+            return self.store.read_extent(extent, oid, index);
+        }
+        // Past the object's end as it was, the engine holds nothing (truncates drop chunks).
+        if loaded.is_none_or(|l| u64::from(index) >= l.size.div_ceil(CHUNK_BYTES)) {
+            return Ok(Vec::new());
+        }
+        match self.store.engine.get(Cf::Data, &keys::chunk(key, index))? {
             Some(value) => {
                 let data = keys::decode_chunk(|| format!("chunk {index} of {oid}"), &value)?;
                 Ok(data.to_vec())
@@ -151,7 +332,7 @@ impl<'a, E: Engine> Staging<'a, E> {
         c: CollectionId,
         oid: &ObjectId,
         offset: u64,
-        data: &[u8],
+        data: &Bytes,
     ) -> Result<(), StoreError> {
         let end = offset
             .checked_add(data.len() as u64)
@@ -165,21 +346,20 @@ impl<'a, E: Engine> Staging<'a, E> {
             let chunk_start = u64::from(index) * CHUNK_BYTES;
             let within = (at - chunk_start) as usize;
             let take = ((CHUNK_BYTES - (at - chunk_start)).min(end - at)) as usize;
-            let source = &data[(at - offset) as usize..(at - offset) as usize + take];
-            let chunk_key = keys::chunk(&key, index);
+            let source = data.slice((at - offset) as usize..(at - offset) as usize + take);
             let bytes = if within == 0 && take as u64 == CHUNK_BYTES {
-                source.to_vec()
+                source
             } else {
-                let mut bytes = self.chunk(&chunk_key, oid, index)?;
+                let mut bytes = self.chunk(&key, oid, index)?;
                 // Bytes past the old end of the object are stale if it was truncated
                 // inside this chunk; they were dropped then, so only zero-fill here.
                 if bytes.len() < within + take {
                     bytes.resize(within + take, 0);
                 }
-                bytes[within..within + take].copy_from_slice(source);
-                bytes
+                bytes[within..within + take].copy_from_slice(&source);
+                Bytes::from(bytes)
             };
-            self.chunks.insert(chunk_key, Some(bytes));
+            self.stage_chunk(&key, index, Some(bytes));
             at += take as u64;
         }
         meta.size = meta.size.max(end);
@@ -198,14 +378,13 @@ impl<'a, E: Engine> Staging<'a, E> {
             let first_dropped = size.div_ceil(CHUNK_BYTES);
             let last = meta.size.div_ceil(CHUNK_BYTES);
             for index in first_dropped..last {
-                self.chunks.insert(keys::chunk(&key, index as u32), None);
+                self.stage_chunk(&key, index as u32, None);
             }
             if !size.is_multiple_of(CHUNK_BYTES) {
                 let index = (size / CHUNK_BYTES) as u32;
-                let chunk_key = keys::chunk(&key, index);
-                let mut bytes = self.chunk(&chunk_key, oid, index)?;
+                let mut bytes = self.chunk(&key, oid, index)?;
                 bytes.truncate((size % CHUNK_BYTES) as usize);
-                self.chunks.insert(chunk_key, Some(bytes));
+                self.stage_chunk(&key, index, Some(Bytes::from(bytes)));
             }
         }
         meta.size = size;
@@ -229,16 +408,15 @@ impl<'a, E: Engine> Staging<'a, E> {
             let chunk_start = u64::from(index) * CHUNK_BYTES;
             let within = (at - chunk_start) as usize;
             let take = ((CHUNK_BYTES - (at - chunk_start)).min(end - at)) as usize;
-            let chunk_key = keys::chunk(&key, index);
             if within == 0 && take as u64 == CHUNK_BYTES {
-                self.chunks.insert(chunk_key, None);
+                self.stage_chunk(&key, index, None);
             } else {
-                let mut bytes = self.chunk(&chunk_key, oid, index)?;
+                let mut bytes = self.chunk(&key, oid, index)?;
                 let stop = (within + take).min(bytes.len());
                 if within < stop {
                     bytes[within..stop].fill(0);
                 }
-                self.chunks.insert(chunk_key, Some(bytes));
+                self.stage_chunk(&key, index, Some(Bytes::from(bytes)));
             }
             at += take as u64;
         }
@@ -251,7 +429,7 @@ impl<'a, E: Engine> Staging<'a, E> {
             return Ok(());
         };
         for index in 0..meta.size.div_ceil(CHUNK_BYTES) {
-            self.chunks.insert(keys::chunk(&key, index as u32), None);
+            self.stage_chunk(&key, index as u32, None);
         }
         self.omap_clear(&key);
         self.metas.insert(key, None);
@@ -289,7 +467,12 @@ impl<'a, E: Engine> Staging<'a, E> {
                 self.batch.delete(Cf::Osd, registry_key(*c));
                 let doomed = |k: &Vec<u8>| k.starts_with(&prefix);
                 self.metas.retain(|k, _| !doomed(k));
+                self.loaded.retain(|k, _| !doomed(k));
                 self.chunks.retain(|k, _| !doomed(k));
+                if self.store.blocks.is_some() {
+                    self.collection_units(&prefix, &end)?;
+                }
+                self.removed.push(prefix);
             }
             TxOp::Create { c, oid, exclusive } => {
                 oid.validate()?;
@@ -391,24 +574,101 @@ impl<'a, E: Engine> Staging<'a, E> {
         Ok(())
     }
 
-    fn into_batch(self) -> Batch {
-        let mut batch = self.batch;
-        for (key, meta) in self.metas {
-            match meta {
-                Some(meta) => batch.put(Cf::Meta, key, keys::encode(&meta)),
-                None => batch.delete(Cf::Meta, key),
+    /// Adds the units of every object the engine holds in a collection to `freed`.
+    fn collection_units(&mut self, prefix: &[u8], end: &[u8]) -> Result<(), StoreError> {
+        let mut start = prefix.to_vec();
+        loop {
+            let entries = self.store.engine.scan(Cf::Meta, &start, Some(end), SCAN_ENTRIES_MAX)?;
+            for (key, value) in &entries {
+                let onode = decode_onode(object_display(key), value)?;
+                self.freed.extend(onode.extents.values().map(|e| e.unit));
             }
-        }
-        for (key, chunk) in self.chunks {
-            match chunk {
-                Some(bytes) if !bytes.is_empty() => {
-                    batch.put(Cf::Data, key, keys::encode_chunk(&bytes))
+            match entries.last() {
+                Some((key, _)) if entries.len() == SCAN_ENTRIES_MAX => {
+                    start = key.clone();
+                    start.push(0);
                 }
-                _ => batch.delete(Cf::Data, key),
+                _ => return Ok(()),
             }
         }
-        batch
     }
+
+    /// The batch, with whole chunks moved to freshly allocated block-file units when the
+    /// store has a block file. Allocates the units; the caller writes them or releases them.
+    fn into_staged(mut self) -> Result<Staged, StoreError> {
+        let blocks = self.store.blocks.as_ref();
+        let whole = |bytes: &Option<Bytes>| {
+            blocks.is_some() && bytes.as_ref().is_some_and(|b| b.len() as u64 == CHUNK_BYTES)
+        };
+        let wanted = self.chunks.values().flat_map(|c| c.values()).filter(|b| whole(b)).count();
+        let mut units = match blocks {
+            Some(blocks) if wanted > 0 => blocks.allocate(wanted as u64)?.into_iter(),
+            _ => Vec::new().into_iter(),
+        };
+        let mut writes = Vec::with_capacity(wanted);
+        let mut freed = std::mem::take(&mut self.freed);
+        let mut batch = std::mem::take(&mut self.batch);
+        for (key, meta) in self.metas {
+            let loaded = self.loaded.remove(&key).unwrap_or_default();
+            let loaded_chunks = loaded.size.div_ceil(CHUNK_BYTES);
+            let mut extents = loaded.extents.clone();
+            for (index, bytes) in self.chunks.remove(&key).unwrap_or_default() {
+                let was_extent = extents.remove(&index).is_some();
+                let maybe_inline = !was_extent && u64::from(index) < loaded_chunks;
+                let chunk_key = keys::chunk(&key, index);
+                if whole(&bytes) {
+                    let bytes = bytes.expect("a whole chunk has bytes");
+                    let unit = units.next().expect("a unit was allocated for every whole chunk");
+                    extents.insert(index, Extent { unit, crc: crc32c::crc32c(&bytes) });
+                    writes.push((unit, bytes));
+                    if maybe_inline {
+                        batch.delete(Cf::Data, chunk_key);
+                    }
+                    continue;
+                }
+                match bytes {
+                    Some(bytes) if !bytes.is_empty() => {
+                        batch.put(Cf::Data, chunk_key, keys::encode_chunk(&bytes))
+                    }
+                    _ => batch.delete(Cf::Data, chunk_key),
+                }
+            }
+            match meta {
+                Some(meta) => {
+                    let onode = Onode { meta, extents };
+                    freed.extend(
+                        loaded
+                            .extents
+                            .iter()
+                            .filter(|&(i, e)| onode.extents.get(i) != Some(e))
+                            .map(|(_, e)| e.unit),
+                    );
+                    batch.put(Cf::Meta, key, encode_onode(&onode));
+                }
+                None => {
+                    freed.extend(loaded.extents.values().map(|e| e.unit));
+                    batch.delete(Cf::Meta, key);
+                }
+            }
+        }
+        if let Some(blocks) = blocks {
+            // Units counted for chunks of objects the transaction did not keep.
+            blocks.release_now(&units.collect::<Vec<_>>());
+        }
+        Ok(Staged { batch, writes, freed })
+    }
+}
+
+fn no_block_file(oid: &ObjectId, index: u32) -> StoreError {
+    StoreError::corrupt(
+        format!("chunk {index} of {oid}"),
+        "is in a block file, and this store has none",
+    )
+}
+
+/// How an error names the object of a metadata key.
+fn object_display(key: &[u8]) -> String {
+    keys::parse_object(key).map_or_else(|| "an object".to_owned(), |(_, oid)| oid.to_string())
 }
 
 fn too_large(oid: &ObjectId, offset: u64, len: u64) -> StoreError {
@@ -436,21 +696,58 @@ impl<E: Engine> ObjectStore for KvObjectStore<E> {
         let mut staging = Staging {
             store: self,
             metas: HashMap::new(),
+            loaded: HashMap::new(),
             chunks: HashMap::new(),
+            freed: Vec::new(),
+            removed: Vec::new(),
             batch: Batch::default(),
         };
         for op in &txn.ops {
             staging.op(op)?;
         }
-        let batch = staging.into_batch();
+        let Staged { batch, mut writes, freed } = staging.into_staged()?;
         if batch.is_empty() {
             return Ok(());
         }
-        self.engine.write(batch)
+        let Some(blocks) = self.blocks.as_ref() else {
+            return self.engine.write(batch);
+        };
+        // The chunks are durable before the batch that references them is even written:
+        // the engine may make a batch durable at any moment after that.
+        let written = if writes.is_empty() {
+            Ok(())
+        } else {
+            blocks.write(&mut writes).and_then(|()| blocks.sync())
+        }
+        .and_then(|()| self.engine.write(batch));
+        match written {
+            Ok(()) => {
+                blocks.free_after_sync(freed);
+                Ok(())
+            }
+            Err(e) => {
+                blocks.release_now(&writes.iter().map(|(unit, _)| *unit).collect::<Vec<_>>());
+                Err(e)
+            }
+        }
     }
 
     fn sync(&self) -> Result<(), StoreError> {
-        self.engine.sync()
+        let Some(blocks) = self.blocks.as_ref() else {
+            return self.engine.sync();
+        };
+        // Units freed by batches written before this sync are free once it returns.
+        let freed = blocks.take_freed();
+        match self.engine.sync() {
+            Ok(()) => {
+                blocks.release_now(&freed);
+                Ok(())
+            }
+            Err(e) => {
+                blocks.free_after_sync(freed);
+                Err(e)
+            }
+        }
     }
 
     fn stat(&self, c: CollectionId, oid: &ObjectId) -> Result<Option<ObjectMeta>, StoreError> {
@@ -465,32 +762,28 @@ impl<E: Engine> ObjectStore for KvObjectStore<E> {
         len: u64,
     ) -> Result<Vec<u8>, StoreError> {
         let key = keys::object(c, oid);
-        let meta =
-            self.load_meta(&key, oid)?.ok_or_else(|| StoreError::NotFound(oid.to_string()))?;
-        let end = offset.saturating_add(len).min(meta.size);
+        let mut onode =
+            self.load_onode(&key, oid)?.ok_or_else(|| StoreError::NotFound(oid.to_string()))?;
+        let end = offset.saturating_add(len).min(onode.meta.size);
         if offset >= end {
             return Ok(Vec::new());
         }
         let mut out = vec![0u8; (end - offset) as usize];
-        let first = (offset / CHUNK_BYTES) as u32;
-        let last = ((end - 1) / CHUNK_BYTES) as u32;
-        let start_key = keys::chunk(&key, first);
-        let end_key = keys::chunk(&key, last + 1);
-        let entries =
-            self.engine.scan(Cf::Data, &start_key, Some(&end_key), (last - first + 1) as usize)?;
-        for (chunk_key, value) in entries {
-            let index_bytes = &chunk_key[key.len()..];
-            let index = u32::from_be_bytes(index_bytes.try_into().map_err(|_| {
-                StoreError::corrupt(format!("data of {oid}"), "a chunk key of the wrong length")
-            })?);
-            let data = keys::decode_chunk(|| format!("chunk {index} of {oid}"), &value)?;
-            let chunk_start = u64::from(index) * CHUNK_BYTES;
-            let from = offset.max(chunk_start);
-            let to = end.min(chunk_start + data.len() as u64);
-            if from < to {
-                let src = &data[(from - chunk_start) as usize..(to - chunk_start) as usize];
-                out[(from - offset) as usize..(to - offset) as usize].copy_from_slice(src);
+        match self.read_range(&key, oid, &onode, offset, &mut out) {
+            // A write that raced this read may have replaced the chunk and its old unit
+            // been reused: read again what the object is now before calling it corrupt.
+            Err(StoreError::Corrupt { .. }) if !onode.extents.is_empty() => {
+                onode = self
+                    .load_onode(&key, oid)?
+                    .ok_or_else(|| StoreError::NotFound(oid.to_string()))?;
+                let end = offset.saturating_add(len).min(onode.meta.size);
+                if offset >= end {
+                    return Ok(Vec::new());
+                }
+                out = vec![0u8; (end - offset) as usize];
+                self.read_range(&key, oid, &onode, offset, &mut out)?;
             }
+            result => result?,
         }
         Ok(out)
     }
@@ -554,8 +847,7 @@ impl<E: Engine> ObjectStore for KvObjectStore<E> {
                 let (_, oid) = keys::parse_object(&k).ok_or_else(|| {
                     StoreError::corrupt(format!("an object key in {c}"), "does not parse")
                 })?;
-                let meta = keys::decode(&format!("metadata of {oid}"), &v)?;
-                Ok((oid, meta))
+                Ok((oid.clone(), decode_onode(&oid, &v)?.meta))
             })
             .collect()
     }
@@ -617,6 +909,6 @@ impl<E: Engine> ObjectStore for KvObjectStore<E> {
     }
 
     fn used_bytes(&self) -> u64 {
-        self.engine.used_bytes()
+        self.engine.used_bytes() + self.blocks.as_ref().map_or(0, BlockFile::used_bytes)
     }
 }

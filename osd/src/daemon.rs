@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use client::osd_conn::OsdConnections;
 use client::{ClientConfig, MonClient};
-use objectstore::{KvObjectStore, ObjectStore};
+use objectstore::{BlockFile, KvObjectStore, ObjectStore};
 use placement::{Epoch, OsdId, OsdMap, PgId};
 use proto::error::{ErrorCode, RemoteError};
 use proto::frame::Limits;
@@ -26,14 +26,17 @@ use proto::rpc::{self, Reply};
 use proto::transport::quic::{QuicEndpoint, Tuning};
 use proto::transport::{BoxFuture, Endpoint, Peer};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::pg::actor::{self, ClientOp, Event, Pg, Shared};
 use crate::rocks::RocksEngine;
+use crate::throttle::Throttle;
 
 pub const CONFIG_FILE: &str = "osd.toml";
 pub const CLIENT_FILE: &str = "client.toml";
 pub const PID_FILE: &str = "osd.pid";
+/// Whole data chunks, next to the RocksDB store (`store/`) that references them.
+pub const BLOCK_FILE: &str = "block";
 /// How often the OSD tells the monitors it is alive.
 pub const BEACON_INTERVAL: Duration = Duration::from_secs(2);
 /// How long a request waits for this OSD's map to reach the epoch it names.
@@ -42,10 +45,12 @@ pub const MAP_WAIT: Duration = Duration::from_secs(5);
 pub const OP_TIMEOUT: Duration = Duration::from_secs(30);
 /// A request that takes this long is logged (Ceph's "slow request").
 pub const SLOW_OP: Duration = Duration::from_secs(5);
-/// Recovery pushes and pulls at once on one OSD.
-pub const RECOVERY_ACTIVE_MAX: usize = 4;
-/// Backfill pushes in flight on one OSD.
-pub const BACKFILL_ACTIVE_MAX: usize = 4;
+/// Recovery pushes and pulls at once on one OSD, until the monitors say otherwise
+/// (`osd.recovery_max_active`).
+pub const RECOVERY_ACTIVE_MAX: u32 = 4;
+/// Backfill pushes in flight on one OSD, until the monitors say otherwise
+/// (`osd.backfill_max_active`).
+pub const BACKFILL_ACTIVE_MAX: u32 = 4;
 /// How often the OSD pings the OSDs it shares PGs with.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// A peer that has not answered a ping for this long is reported to the monitors (who
@@ -417,7 +422,11 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     let store_dir: PathBuf = dir.join("store");
     let engine = RocksEngine::open(&store_dir)
         .with_context(|| format!("open the object store in {}", store_dir.display()))?;
-    let store: Arc<dyn ObjectStore> = Arc::new(KvObjectStore::new(engine));
+    let block_path = dir.join(BLOCK_FILE);
+    let blocks = BlockFile::open(&block_path)?;
+    let store = KvObjectStore::with_blocks(engine, blocks)
+        .with_context(|| format!("read the object store in {}", store_dir.display()))?;
+    let store: Arc<dyn ObjectStore> = Arc::new(store);
     let addr: SocketAddr = config.addr.parse()?;
     let endpoint: Arc<dyn Endpoint> = Arc::new(
         QuicEndpoint::bind(addr, &credentials, &Tuning::default(), true)
@@ -429,8 +438,8 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         pg_temp: pg_temp_tx,
         store,
         conns: Arc::new(OsdConnections::new(endpoint.clone())),
-        recovery: Arc::new(Semaphore::new(RECOVERY_ACTIVE_MAX)),
-        backfill: Arc::new(Semaphore::new(BACKFILL_ACTIVE_MAX)),
+        recovery: Throttle::new(RECOVERY_ACTIVE_MAX),
+        backfill: Throttle::new(BACKFILL_ACTIVE_MAX),
         recovered_objects: Default::default(),
         recovered_bytes: Default::default(),
     });
@@ -483,8 +492,9 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
                         tracing::warn!(error = %e, "boot again failed");
                     }
                 }
-                if let Err(e) = mon.send(Request::OsdBeacon { osd: osd.shared.me, epoch }).await {
-                    tracing::warn!(error = %e, "beacon failed");
+                match mon.beacon(osd.shared.me, epoch).await {
+                    Ok(config) => osd.shared.configure(config),
+                    Err(e) => tracing::warn!(error = %e, "beacon failed"),
                 }
             }
         })

@@ -3,3 +3,4 @@
 pub mod daemon;
 pub mod pg;
 pub mod rocks;
+pub mod throttle;

@@ -18,16 +18,18 @@ use rocksdb::{
     IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions,
 };
 
-/// Memtable bytes for object data; other column families get less.
-const DATA_MEMTABLE_BYTES: usize = 64 << 20;
-const META_MEMTABLE_BYTES: usize = 16 << 20;
-/// All memtables together: RocksDB flushes the largest when they pass this.
-const MEMTABLES_TOTAL_BYTES: usize = 160 << 20;
-/// Values this large or larger live in blob files (whole data chunks; a small object's
+/// Memtable bytes for object data (whole chunks go to the block file, so only small
+/// objects and partial chunks come here); other column families get less.
+const DATA_MEMTABLE_BYTES: usize = 32 << 20;
+const META_MEMTABLE_BYTES: usize = 8 << 20;
+/// All memtables together: RocksDB flushes the largest when they pass this. With the block
+/// cache it is most of an OSD's memory budget (256 MiB under load).
+const MEMTABLES_TOTAL_BYTES: usize = 64 << 20;
+/// Values this large or larger live in blob files (partial chunks; a small object's
 /// only chunk stays in the LSM tree with its neighbours).
 const BLOB_MIN_BYTES: u64 = 16 << 10;
 /// The block cache for reads, shared by every column family.
-const BLOCK_CACHE_BYTES: usize = 64 << 20;
+const BLOCK_CACHE_BYTES: usize = 32 << 20;
 
 pub struct RocksEngine {
     db: DB,
@@ -203,6 +205,53 @@ mod tests {
         assert!(matches!(error, StoreError::Corrupt { .. }), "{error}");
         // The first chunk alone still reads.
         assert!(store.read(coll(), &oid, 0, 1000).unwrap() == data[..1000]);
+    }
+
+    fn open_with_blocks(dir: &Path) -> KvObjectStore<RocksEngine> {
+        let engine = RocksEngine::open(&dir.join("store")).unwrap();
+        let blocks = objectstore::BlockFile::open(&dir.join("block")).unwrap();
+        KvObjectStore::with_blocks(engine, blocks).unwrap()
+    }
+
+    fn write_full(store: &KvObjectStore<RocksEngine>, name: &str, data: &[u8]) {
+        let oid = ObjectId::head(name);
+        let data = Bytes::copy_from_slice(data);
+        store.apply(&Transaction { ops: vec![TxOp::WriteFull { c: coll(), oid, data }] }).unwrap();
+    }
+
+    #[test]
+    fn whole_chunks_live_in_the_block_file_and_its_map_is_rebuilt_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let chunk = objectstore::CHUNK_BYTES as usize;
+        // 3 whole chunks and a partial one (which stays in RocksDB).
+        let first: Vec<u8> = (0..3 * chunk + 1000).map(|i| (i % 251) as u8).collect();
+        let second: Vec<u8> = (0..2 * chunk).map(|i| (i % 241) as u8).collect();
+        {
+            let store = open_with_blocks(dir.path());
+            write_full(&store, "a", &first);
+            write_full(&store, "b", &second);
+            assert_eq!(store.blocks().unwrap().units(), (5, 5));
+            // An overwrite takes fresh units; the old ones are free once it is durable.
+            write_full(&store, "b", &first[..2 * chunk]);
+            assert_eq!(store.blocks().unwrap().units().0, 7);
+            store.sync().unwrap();
+            assert_eq!(store.blocks().unwrap().units(), (5, 7));
+        }
+        let store = open_with_blocks(dir.path());
+        assert_eq!(store.blocks().unwrap().units(), (5, 7));
+        assert!(store.read(coll(), &ObjectId::head("a"), 0, u64::MAX).unwrap() == first);
+        let b = store.read(coll(), &ObjectId::head("b"), 0, u64::MAX).unwrap();
+        assert!(b == first[..2 * chunk]);
+        // A piece across a block-file chunk and the RocksDB one.
+        let piece = store.read(coll(), &ObjectId::head("a"), 3 * chunk as u64 - 10, 100).unwrap();
+        assert!(piece == first[3 * chunk - 10..3 * chunk + 90]);
+        // Freed units are reused before the file grows.
+        write_full(&store, "c", &second);
+        assert_eq!(store.blocks().unwrap().units(), (7, 7));
+        // Removing the collection frees its units.
+        store.apply(&Transaction { ops: vec![TxOp::RemoveCollection(coll())] }).unwrap();
+        store.sync().unwrap();
+        assert_eq!(store.blocks().unwrap().units(), (0, 7));
     }
 
     #[test]

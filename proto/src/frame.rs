@@ -52,26 +52,37 @@ impl Default for Limits {
     }
 }
 
-/// Encodes a frame into one buffer (one write, one syscall path).
+/// Encodes a frame into one buffer.
 pub fn encode(header: &impl Serialize, bulk: &[u8]) -> Result<Vec<u8>, FrameError> {
-    let encoded = postcard::to_stdvec(header).map_err(|e| FrameError::Malformed(e.to_string()))?;
-    check("message", encoded.len(), HEADER_BYTES_MAX)?;
-    check("bulk payload", bulk.len(), BULK_BYTES_MAX)?;
-    let mut out = Vec::with_capacity(PREFIX_BYTES + encoded.len() + bulk.len());
-    out.extend_from_slice(&[FRAME_VERSION, 0, 0, 0]);
-    out.extend_from_slice(&(encoded.len() as u32).to_le_bytes());
-    out.extend_from_slice(&(bulk.len() as u32).to_le_bytes());
-    out.extend_from_slice(&encoded);
+    let mut out = encode_head(header, bulk.len())?;
     out.extend_from_slice(bulk);
     Ok(out)
 }
 
+/// A frame's prefix and message, for a bulk payload of `bulk_len` bytes that follows.
+fn encode_head(header: &impl Serialize, bulk_len: usize) -> Result<Vec<u8>, FrameError> {
+    let encoded = postcard::to_stdvec(header).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    check("message", encoded.len(), HEADER_BYTES_MAX)?;
+    check("bulk payload", bulk_len, BULK_BYTES_MAX)?;
+    let mut out = Vec::with_capacity(PREFIX_BYTES + encoded.len());
+    out.extend_from_slice(&[FRAME_VERSION, 0, 0, 0]);
+    out.extend_from_slice(&(encoded.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(bulk_len as u32).to_le_bytes());
+    out.extend_from_slice(&encoded);
+    Ok(out)
+}
+
+/// Writes a frame: the message, then the bulk payload as it is (no copy into one buffer:
+/// payloads are up to 64 MiB).
 pub async fn write<W: AsyncWrite + Unpin>(
     writer: &mut W,
     header: &impl Serialize,
     bulk: &[u8],
 ) -> Result<(), FrameError> {
-    writer.write_all(&encode(header, bulk)?).await?;
+    writer.write_all(&encode_head(header, bulk.len())?).await?;
+    if !bulk.is_empty() {
+        writer.write_all(bulk).await?;
+    }
     Ok(())
 }
 
@@ -116,7 +127,7 @@ pub async fn read_body<R: AsyncRead + Unpin, T: DeserializeOwned>(
     prefix: Prefix,
 ) -> Result<(T, Bytes), FrameError> {
     // Memory follows the bytes that actually arrive, not the lengths the prefix claims, so
-    // a peer that announces a large frame and sends nothing holds almost nothing.
+    // a peer that announces a large frame and sends nothing holds 64 KiB, not the frame.
     let header = read_up_to(reader, prefix.header_len, "inside a message").await?;
     let bulk = read_up_to(reader, prefix.bulk_len, "inside a bulk payload").await?;
     let (message, rest) = postcard::take_from_bytes::<T>(&header)
@@ -137,8 +148,9 @@ async fn read_up_to<R: AsyncRead + Unpin>(
     let mut buffer = BytesMut::with_capacity(len.min(STEP));
     while buffer.len() < len {
         if buffer.capacity() == buffer.len() {
-            // Doubling, so a large payload is not copied more than a few times.
-            buffer.reserve((len - buffer.len()).min(buffer.len().max(STEP)));
+            // Once the first step has arrived the sender is sending: room for the rest at
+            // once (one copy of the first step, instead of one per doubling).
+            buffer.reserve(len - buffer.len());
         }
         let wanted = len - buffer.len();
         let n = reader.read_buf(&mut (&mut buffer).limit(wanted)).await?;

@@ -172,6 +172,8 @@ pub enum Response {
     },
     Peer(PeerResponse),
     PgStats(Box<ClusterPgStats>),
+    /// The answer to an OSD's beacon: the settings OSDs apply while running.
+    OsdConfig(crate::osd::OsdConfig),
 }
 
 impl Response {
@@ -189,6 +191,7 @@ impl Response {
             Response::Objects { .. } => "objects",
             Response::Peer(_) => "peer",
             Response::PgStats(_) => "pg stats",
+            Response::OsdConfig(_) => "osd config",
         }
     }
 }

@@ -22,6 +22,15 @@ pub const LIST_PAGE_MAX: u32 = 1024;
 pub const LOG_PAGE_MAX: usize = 4096;
 
 /// An object as clients name it within a pool.
+/// Settings an OSD takes from the monitors at runtime (with each beacon's answer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OsdConfig {
+    /// Objects an OSD recovers at once, over all its PGs (Ceph's `osd_recovery_max_active`).
+    pub recovery_max_active: u32,
+    /// Backfill pushes an OSD makes at once, over all its PGs (like `osd_max_backfills`).
+    pub backfill_max_active: u32,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ObjectName {
     pub namespace: String,

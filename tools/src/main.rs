@@ -116,8 +116,13 @@ fn init_logging(daemon: bool) {
     use tracing_subscriber::EnvFilter;
     let default = if daemon { "info,openraft=warn" } else { "warn,openraft=error" };
     let filter = EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let _ =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    // Colours only for a terminal: daemons' stderr usually goes to a log file.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .try_init();
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

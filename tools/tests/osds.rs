@@ -196,6 +196,23 @@ fn objects_survive_a_killed_osd_and_a_returning_one_catches_up() {
     assert!(c.fails(&["obj", "stat", "rbd", "w0"]).contains("does not exist"));
 }
 
+/// Waits (at most 30 s) for a line of the OSD's log that contains both strings.
+fn wait_log(dir: &std::path::Path, what: &str, detail: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = std::fs::read_to_string(dir.join("osd.log")).unwrap_or_default();
+        if log.lines().any(|l| l.contains(what) && l.contains(detail)) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no '{what}' with '{detail}' in {} within 30 s:\n{log}",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn osd_df(c: &Cluster) -> Vec<serde_json::Value> {
     c.json(&["osd", "df"]).as_array().unwrap().clone()
 }
@@ -220,8 +237,14 @@ fn wait_df(c: &Cluster, what: &str, check: impl Fn(&[serde_json::Value]) -> bool
 #[test]
 fn marking_an_osd_out_and_in_moves_data_by_backfill_while_writes_go_on() {
     let c = Cluster::start(3);
-    let _osds = Osds::create(&c, 4);
+    let osds = Osds::create(&c, 4);
     wait_up(&c, 4);
+    // The throttle is the operator's, changed at runtime: every OSD takes it from the
+    // answer to its next beacon.
+    c.ok(&["config", "set", "osd.backfill_max_active", "1"]);
+    for dir in &osds.dirs {
+        wait_log(dir, "recovery throttles changed", "backfill_max_active=1");
+    }
     c.ok(&["pool", "create", "rbd", "replicated", "--size", "3", "--pg-num", "16"]);
     let work = c.dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
@@ -344,4 +367,63 @@ fn writes_stop_below_min_size_with_a_clear_error_and_resume_when_a_copy_returns(
     put(&c, &work, "during", &pattern(2, 10_000));
     assert!(get(&c, &work, "during") == pattern(2, 10_000));
     assert!(get(&c, &work, "before") == pattern(1, 10_000));
+}
+
+/// Flips one byte in every 64 KiB unit of a stopped OSD's block file (where whole data
+/// chunks live), as bit rot would.
+fn rot_block_file(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(dir.join("block")).unwrap();
+    let units = file.metadata().unwrap().len() / (64 << 10);
+    for unit in 0..units {
+        let at = unit * (64 << 10) + 1234;
+        let mut byte = [0u8];
+        file.read_exact_at(&mut byte, at).unwrap();
+        file.write_all_at(&[byte[0] ^ 0x20], at).unwrap();
+    }
+    file.sync_all().unwrap();
+    units
+}
+
+#[test]
+fn a_flipped_byte_in_the_primarys_copy_is_never_served_and_is_repaired_from_a_replica() {
+    let c = Cluster::start(3);
+    let mut osds = Osds::create(&c, 3);
+    wait_up(&c, 3);
+    // One PG, so one OSD is the primary of every object.
+    c.ok(&["pool", "create", "rbd", "replicated", "--size", "3", "--pg-num", "1"]);
+    let work = c.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let objects: Vec<(String, Vec<u8>)> =
+        (0..4).map(|i| (format!("rot{i}"), pattern(40 + i, 300_000))).collect();
+    for (name, data) in &objects {
+        put(&c, &work, name, data);
+    }
+    wait_clean(&c, 1);
+    let dump = c.json(&["pg", "dump"]);
+    let primary = dump["pgs"][0]["acting"][0].as_u64().unwrap() as usize;
+
+    // The primary stops, its copy rots, and it comes back as the primary.
+    osds.kill(primary);
+    let rotted = rot_block_file(&osds.dirs[primary]);
+    assert!(rotted >= 16, "only {rotted} units in the block file");
+    osds.start(primary);
+    wait_up(&c, 3);
+    wait_clean(&c, 1);
+    for (name, data) in &objects {
+        assert!(get(&c, &work, name) == *data, "{name} read through the rotten primary");
+    }
+    let log = std::fs::read_to_string(osds.dirs[primary].join("osd.log")).unwrap();
+    assert!(log.contains("local copy is corrupt"), "the primary did not notice:\n{log}");
+
+    // The repair rewrote the primary's copy: it alone serves every object.
+    c.ok(&["pool", "set", "rbd", "min_size", "1"]);
+    let others: Vec<usize> = (0..3).filter(|&i| i != primary).collect();
+    for &i in &others {
+        osds.kill(i);
+    }
+    c.ok(&["osd", "down", &others[0].to_string(), &others[1].to_string()]);
+    for (name, data) in &objects {
+        assert!(get(&c, &work, name) == *data, "{name} from the repaired copy alone");
+    }
 }

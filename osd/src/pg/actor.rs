@@ -23,20 +23,21 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use client::osd_conn::OsdConnections;
-use objectstore::{CollectionId, ObjectStore, Transaction, TxOp};
+use objectstore::{CollectionId, ObjectStore, StoreError, Transaction, TxOp};
 use placement::{Epoch, OsdMap, PgId, Version};
 use proto::error::{ErrorCode, RemoteError};
 use proto::message::{Request, Response};
 use proto::osd::{
     CountsDelta, LogEntry, LogOp, ObjectBody, ObjectCounts, ObjectName, ObjectOp, ObjectState,
-    PastInterval, PeerRequest, PeerResponse, PgInfo, PgStat, ReqId,
+    OsdConfig, PastInterval, PeerRequest, PeerResponse, PgInfo, PgStat, ReqId,
 };
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use super::log::{LOG_ENTRIES_KEPT, PgLog};
 use super::ops::{self, object_id, object_name, store_error};
 use super::peering::{self, Decision, Plan};
 use super::persist;
+use crate::throttle::Throttle;
 
 /// How long one request to a peer may take.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -66,15 +67,31 @@ pub struct Shared {
     pub conns: Arc<OsdConnections>,
     /// Log-recovery pushes and pulls in flight on this OSD (`osd.recovery_max_active`);
     /// recovery a client op waits on does not wait for these.
-    pub recovery: Arc<Semaphore>,
+    pub recovery: Throttle,
     /// Backfill pushes in flight on this OSD, apart from recovery so that a long
     /// backfill does not starve it.
-    pub backfill: Arc<Semaphore>,
+    pub backfill: Throttle,
     /// Objects and bytes this OSD recovered (pulled or pushed) since it started.
     pub recovered_objects: AtomicU64,
     pub recovered_bytes: AtomicU64,
     /// Acting sets for the monitors' `pg_temp` (the daemon batches them).
     pub pg_temp: mpsc::UnboundedSender<(PgId, Vec<u32>)>,
+}
+
+impl Shared {
+    /// Applies the settings the monitors sent.
+    pub fn configure(&self, config: OsdConfig) {
+        let (recovery, backfill) = (self.recovery.limit(), self.backfill.limit());
+        if (recovery, backfill) != (config.recovery_max_active, config.backfill_max_active) {
+            self.recovery.set(config.recovery_max_active);
+            self.backfill.set(config.backfill_max_active);
+            tracing::info!(
+                recovery_max_active = config.recovery_max_active,
+                backfill_max_active = config.backfill_max_active,
+                "recovery throttles changed"
+            );
+        }
+    }
 }
 
 pub struct ClientOp {
@@ -1253,6 +1270,29 @@ impl Pg {
         self.execute(op);
     }
 
+    /// The primary's copy of the op's object failed its checksum: the object counts as
+    /// missing here, is recovered from another copy at once, and the op waits for that
+    /// (read repair). Without another copy it stays unfound and the op waits for one.
+    fn repair(&mut self, op: ClientOp, error: RemoteError) {
+        let me = self.me();
+        // The metadata record is apart from the data; if it is unreadable too, any
+        // version another copy has will do.
+        let meta = self.shared.store.stat(self.c, &object_id(&op.object));
+        let version = meta.ok().flatten().map(|m| m.version).unwrap_or_default();
+        tracing::error!(
+            pg = %self.id,
+            object = %op.object,
+            %version,
+            error = %error.message,
+            "local copy is corrupt; recovering it from another copy"
+        );
+        self.missing.entry(me).or_default().insert(op.object.clone(), version);
+        if !self.recovering.contains(&op.object) {
+            self.recover(op.object.clone(), true);
+        }
+        self.held.entry(op.object.clone()).or_default().push_back(op);
+    }
+
     fn release(&mut self, object: &ObjectName) {
         if self.state != State::Active {
             // Peering again: held ops wait with the rest and are replayed on activation.
@@ -1289,6 +1329,7 @@ impl Pg {
         let executed =
             match ops::execute(self.shared.store.as_ref(), self.c, &op.object, &op.ops, &op.bulk) {
                 Ok(executed) => executed,
+                Err(e) if e.code == ErrorCode::Corrupt => return self.repair(op, e),
                 Err(e) => {
                     let _ = op.reply.send(Err(e));
                     return;
@@ -1312,8 +1353,11 @@ impl Pg {
         };
         let mut rep_ops = executed.rep_ops;
         rep_ops.push(proto::osd::RepOp::SetVersion { mtime_ms: now_ms() });
-        let data = Bytes::from(executed.rep_data);
+        let data = executed.rep_data;
         if let Err(e) = self.apply_entry(&entry, Some((&rep_ops, &data))) {
+            if e.code == ErrorCode::Corrupt {
+                return self.repair(op, e);
+            }
             let _ = op.reply.send(Err(e));
             return;
         }
@@ -1410,7 +1454,7 @@ impl Pg {
         info.last_update = entry.version;
         info.stats.apply(entry.delta);
         txn.push(persist::put_info(self.c, &info));
-        self.shared.store.apply(&txn).map_err(store_error)?;
+        apply_waiting(&*self.shared.store, &txn).map_err(store_error)?;
         self.exists = true;
         self.info = info;
         self.log.append(entry.clone());
@@ -1768,7 +1812,19 @@ pub fn apply_state(
         }
         txn.push(TxOp::SetVersion { c, oid, version: state.version, mtime_ms: body.mtime_ms });
     }
-    store.apply(&txn).map_err(store_error)
+    apply_waiting(store, &txn).map_err(store_error)
+}
+
+/// Applies a transaction. One that writes whole chunks waits for the block file's
+/// fdatasync: the worker thread hands its other tasks on while it waits.
+fn apply_waiting(store: &dyn ObjectStore, txn: &Transaction) -> Result<(), StoreError> {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread && txn.data_bytes() >= objectstore::CHUNK_BYTES {
+        tokio::task::block_in_place(|| store.apply(txn))
+    } else {
+        store.apply(txn)
+    }
 }
 
 /// What a task the PG starts needs to talk to its peers in the PG's current interval and

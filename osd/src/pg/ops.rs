@@ -43,7 +43,7 @@ pub struct Executed {
     pub read_data: Vec<u8>,
     /// Changes (empty for a read-only request), and their data in order.
     pub rep_ops: Vec<RepOp>,
-    pub rep_data: Vec<u8>,
+    pub rep_data: Bytes,
     /// Whether the object exists after the changes.
     pub exists_after: bool,
     /// The object's version before the request.
@@ -81,7 +81,7 @@ pub fn execute(
     c: CollectionId,
     name: &ObjectName,
     ops: &[ObjectOp],
-    bulk: &[u8],
+    bulk: &Bytes,
 ) -> Result<Executed, RemoteError> {
     let oid = object_id(name);
     oid.validate().map_err(store_error)?;
@@ -164,7 +164,6 @@ pub fn execute(
             }
             write => {
                 let len = write.data_len() as usize;
-                let data = &bulk[data_at..data_at + len];
                 data_at += len;
                 let rep = match write {
                     ObjectOp::Create { exclusive } => {
@@ -244,12 +243,14 @@ pub fn execute(
                         ),
                     ));
                 }
-                out.rep_data.extend_from_slice(data);
                 out.rep_ops.push(rep);
                 out.results.push(OpResult::Done);
             }
         }
     }
+    // Every write's data, in op order: the whole payload (its length was checked), passed
+    // on to the store and the replicas without a copy.
+    out.rep_data = bulk.slice(..data_at);
     out.exists_after = size.is_some();
     out.size_before = meta.as_ref().map(|m| m.size);
     out.size_after = size;
