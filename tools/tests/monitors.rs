@@ -330,7 +330,8 @@ async fn an_osd_that_stops_beaconing_is_marked_down_then_out_and_back_when_it_bo
         .unwrap();
     // Beaconing for twice the grace keeps it up.
     for _ in 0..8 {
-        osd.send(Request::OsdBeacon { osd: 0, epoch: placement::Epoch(1) }).await.unwrap();
+        let config = osd.beacon(0, placement::Epoch(1)).await.unwrap();
+        assert_eq!(config.backfill_max_active, 4);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let c2 = c.clone();

@@ -427,3 +427,95 @@ fn a_flipped_byte_in_the_primarys_copy_is_never_served_and_is_repaired_from_a_re
         assert!(get(&c, &work, name) == *data, "{name} from the repaired copy alone");
     }
 }
+
+/// Puts objects one after another until told to stop; the ones acknowledged, in order.
+struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acked: std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn start(c: &Cluster, work: &std::path::Path) -> Writer {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (conf, work) = (c.config(), work.to_owned());
+        let thread = {
+            let (stop, acked) = (stop.clone(), acked.clone());
+            std::thread::spawn(move || {
+                let mut i = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Whole chunks (block file) and a partial one (RocksDB) in each.
+                    let (name, data) =
+                        (format!("s{i}"), pattern(100 + i, 150_000 + 977 * i as usize));
+                    let file = work.join(format!("{name}.in"));
+                    std::fs::write(&file, &data).unwrap();
+                    let status = Command::new(BIN)
+                        .arg("--conf")
+                        .arg(&conf)
+                        .args(["obj", "put", "rbd", &name, path_str(&file), "--timeout", "60"])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status()
+                        .unwrap();
+                    if status.success() {
+                        acked.lock().unwrap().push((name, data));
+                    }
+                    i += 1;
+                }
+            })
+        };
+        Writer { stop, acked, thread: Some(thread) }
+    }
+
+    fn acked(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    /// Waits (at most 60 s) until `n` puts were acknowledged in all.
+    fn wait_acked(&self, n: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while self.acked() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {} of {n} puts acknowledged",
+                self.acked()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn finish(mut self) -> Vec<(String, Vec<u8>)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap();
+        std::mem::take(&mut *self.acked.lock().unwrap())
+    }
+}
+
+#[test]
+fn an_osd_killed_during_a_stream_of_writes_loses_no_acknowledged_write() {
+    let c = Cluster::start(3);
+    let mut osds = Osds::create(&c, 4);
+    wait_up(&c, 4);
+    c.ok(&["pool", "create", "rbd", "replicated", "--size", "3", "--pg-num", "16"]);
+    let work = c.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let writer = Writer::start(&c, &work);
+    writer.wait_acked(8);
+    // SIGKILL in the middle of the stream: some of its writes are in flight.
+    osds.kill(2);
+    let killed_at = writer.acked();
+    c.wait_status("osd.2 down", Duration::from_secs(30), |s| s["osds"]["up"] == 3);
+    writer.wait_acked(killed_at + 8);
+    osds.start(2);
+    wait_up(&c, 4);
+    let restarted_at = writer.acked();
+    writer.wait_acked(restarted_at + 8);
+    let acked = writer.finish();
+    let status = wait_clean(&c, 16);
+    assert_eq!(status["pg_summary"]["degraded"], 0, "{status}");
+    assert_eq!(status["pg_summary"]["objects"], acked.len() as u64, "{status}");
+    for (name, data) in &acked {
+        assert!(get(&c, &work, name) == *data, "{name} (acknowledged) reads back");
+    }
+}
