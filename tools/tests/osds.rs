@@ -428,10 +428,13 @@ fn a_flipped_byte_in_the_primarys_copy_is_never_served_and_is_repaired_from_a_re
     }
 }
 
+/// Objects by name with their contents.
+type Named = Vec<(String, Vec<u8>)>;
+
 /// Puts objects one after another until told to stop; the ones acknowledged, in order.
 struct Writer {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    acked: std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>,
+    acked: std::sync::Arc<std::sync::Mutex<Named>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -485,7 +488,7 @@ impl Writer {
         }
     }
 
-    fn finish(mut self) -> Vec<(String, Vec<u8>)> {
+    fn finish(mut self) -> Named {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.thread.take().unwrap().join().unwrap();
         std::mem::take(&mut *self.acked.lock().unwrap())
