@@ -405,6 +405,21 @@ impl rpc::Service for Service {
     }
 }
 
+/// malloc arenas an OSD uses (glibc's default is 8 per core). Buffers of client data are
+/// allocated on one thread and freed on another; with many arenas each keeps its own
+/// freed megabytes, and under 4 MiB writes an OSD's RSS was ~300 MiB with the default
+/// and ~150 MiB with 2, at the same throughput.
+const MALLOC_ARENAS: i32 = 2;
+
+/// Sets the allocator up for an OSD. Call before any threads start.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called before other threads exist.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+    }
+}
+
 /// Runs the OSD in `dir` until the process is stopped.
 pub async fn run(dir: &Path) -> anyhow::Result<()> {
     let config = OsdConfig::load(dir)?;

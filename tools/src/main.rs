@@ -156,6 +156,9 @@ fn main() -> ExitCode {
         Command::Mon(cluster::MonCommand::Run { .. })
             | Command::Osd(cluster::OsdCommand::Run { .. })
     ));
+    if matches!(cli.command, Command::Osd(cluster::OsdCommand::Run { .. })) {
+        osd::daemon::tune_allocator();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
