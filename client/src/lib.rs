@@ -6,6 +6,7 @@ pub mod maps;
 pub mod mon_client;
 pub mod objects;
 pub mod osd_conn;
+pub mod striper;
 
 pub use config::ClientConfig;
 pub use mon_client::{ClientError, MapWatch, MonClient};

@@ -620,3 +620,62 @@ fn concurrent_writers_to_one_object_are_serialised() {
     }
     drop(runtime);
 }
+
+#[test]
+fn a_striped_object_spans_pieces_reads_sparse_ranges_as_zeros_and_is_removed_whole() {
+    use bytes::Bytes;
+    use client::striper::Striper;
+
+    let c = Cluster::start(3);
+    let _osds = Osds::create(&c, 3);
+    wait_up(&c, 3);
+    c.ok(&["pool", "create", "rbd", "replicated", "--size", "3", "--pg-num", "8"]);
+    wait_clean(&c, 8);
+    const MIB: u64 = 1 << 20;
+    let first = pattern(7, (3 * MIB + MIB / 2) as usize);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let config = client::ClientConfig::load(&c.config()).unwrap();
+    let first_c = first.clone();
+    let pieces_listed = runtime.block_on(async move {
+        let mon = std::sync::Arc::new(client::MonClient::connect(config).unwrap());
+        let objects = std::sync::Arc::new(client::objects::Objects::new(mon).await.unwrap());
+        let striper = Striper::new(objects, "rbd", MIB);
+        assert_eq!(striper.stat("img").await.unwrap(), None);
+        striper.write("img", 0, Bytes::from(first_c.clone())).await.unwrap();
+        assert_eq!(striper.stat("img").await.unwrap(), Some((first_c.len() as u64, MIB)));
+        assert!(striper.read("img", 0, u64::MAX).await.unwrap() == first_c);
+        // Across a piece boundary.
+        let across = striper.read("img", MIB - 10, 20).await.unwrap();
+        assert!(across == first_c[(MIB - 10) as usize..(MIB + 10) as usize]);
+        // Past the end, leaving pieces 4 and 5 unwritten: they read as zeros.
+        striper.write("img", 6 * MIB + 100, Bytes::from_static(b"0123456789")).await.unwrap();
+        assert_eq!(striper.stat("img").await.unwrap(), Some((6 * MIB + 110, MIB)));
+        let gap = striper.read("img", 3 * MIB, 3 * MIB + 110).await.unwrap();
+        assert_eq!(gap.len() as u64, 3 * MIB + 110);
+        assert!(gap[..(MIB / 2) as usize] == first_c[(3 * MIB) as usize..]);
+        assert!(gap[(MIB / 2) as usize..(3 * MIB + 100) as usize].iter().all(|&b| b == 0));
+        assert_eq!(&gap[(3 * MIB + 100) as usize..], b"0123456789");
+        // A smaller write later does not shrink the size.
+        striper.write("img", 5, Bytes::from_static(b"xy")).await.unwrap();
+        assert_eq!(striper.stat("img").await.unwrap().unwrap().0, 6 * MIB + 110);
+        striper
+    });
+    let mut names: Vec<String> = c.ok(&["obj", "ls", "rbd"]).lines().map(String::from).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        (0..4).chain([6]).map(|i| format!("img.{i:016x}")).collect::<Vec<_>>(),
+        "pieces 4 and 5 were never written"
+    );
+    let mut expected = first.clone();
+    expected[5..7].copy_from_slice(b"xy");
+    runtime.block_on(async {
+        let read = pieces_listed.read("img", 0, 3 * MIB + MIB / 2).await.unwrap();
+        assert!(read == expected);
+        pieces_listed.remove("img").await.unwrap();
+        assert_eq!(pieces_listed.stat("img").await.unwrap(), None);
+    });
+    assert_eq!(c.ok(&["obj", "ls", "rbd"]).trim(), "", "every piece is removed");
+    drop(pieces_listed);
+    drop(runtime);
+}
