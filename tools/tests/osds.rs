@@ -679,3 +679,108 @@ fn a_striped_object_spans_pieces_reads_sparse_ranges_as_zeros_and_is_removed_who
     drop(pieces_listed);
     drop(runtime);
 }
+
+/// Requests sent straight to OSDs, the way a client with an old map or a broken encoder
+/// would send them.
+#[test]
+fn stale_epochs_wrong_primaries_and_malformed_requests_get_clear_errors() {
+    use bytes::Bytes;
+    use proto::identity::Credentials;
+    use proto::message::{Request, new_request_id};
+    use proto::osd::{ObjectName, ObjectOp};
+    use proto::transport::Endpoint;
+    use proto::transport::quic::{QuicEndpoint, Tuning};
+    use proto::{EntityName, ErrorCode};
+
+    let c = Cluster::start(3);
+    let _osds = Osds::create(&c, 3);
+    wait_up(&c, 3);
+    c.ok(&["pool", "create", "rbd", "replicated", "--size", "3", "--pg-num", "4"]);
+    wait_clean(&c, 4);
+    let work = c.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    put(&c, &work, "kept", &pattern(5, 70_000));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let config = client::ClientConfig::load(&c.config()).unwrap();
+    let admin = Credentials::load(c.dir.path(), &EntityName::client("admin").unwrap()).unwrap();
+    runtime.block_on(async move {
+        let mon = std::sync::Arc::new(client::MonClient::connect(config).unwrap());
+        let map = mon.map().await.unwrap();
+        let pool = map.pool_by_name("rbd").unwrap().id;
+        let object = ObjectName { namespace: String::new(), name: b"kept".to_vec() };
+        let pg = map.object_pg(pool, "", &object.name).unwrap();
+        let mapping = map.pg_mapping(pg).unwrap();
+        let primary = mapping.acting_primary.unwrap();
+        let replica = mapping.acting.osds().find(|&o| o != primary).unwrap();
+        let endpoint =
+            QuicEndpoint::bind("127.0.0.1:0".parse().unwrap(), &admin, &Tuning::default(), false)
+                .unwrap();
+        let connect = |osd: placement::OsdId| {
+            let addr = map.osd(osd).unwrap().addr.clone().unwrap();
+            let endpoint = &endpoint;
+            async move {
+                endpoint
+                    .connect(addr.parse().unwrap(), &EntityName::osd(osd.0))
+                    .await
+                    .unwrap()
+            }
+        };
+        let read = |epoch| Request::ObjectOps {
+            pg,
+            epoch,
+            reqid: new_request_id(),
+            object: object.clone(),
+            ops: vec![ObjectOp::Read { offset: 0, len: 100 }],
+        };
+        let call = |conn: std::sync::Arc<dyn proto::transport::Connection>, request: Request| async move {
+            proto::rpc::call(conn.as_ref(), &request, &[], Duration::from_secs(10)).await
+        };
+        let at_replica = connect(replica).await;
+        let at_primary = connect(primary).await;
+        // A replica is not the primary: the client is told to fetch a newer map.
+        let e = call(at_replica.clone(), read(map.epoch())).await.unwrap_err();
+        assert_eq!(e.remote_code(), Some(ErrorCode::StaleEpoch), "{e}");
+        assert!(e.to_string().contains("not the primary"), "{e}");
+        // An epoch from the future waits for the map, then says so.
+        let future = placement::Epoch(map.epoch().0 + 1000);
+        let e = call(at_primary.clone(), read(future)).await.unwrap_err();
+        assert_eq!(e.remote_code(), Some(ErrorCode::Unavailable), "{e}");
+        assert!(e.to_string().contains("no map at epoch"), "{e}");
+        // No ops, or data the ops do not account for.
+        let empty = Request::ObjectOps {
+            pg,
+            epoch: map.epoch(),
+            reqid: new_request_id(),
+            object: object.clone(),
+            ops: vec![],
+        };
+        let e = call(at_primary.clone(), empty).await.unwrap_err();
+        assert_eq!(e.remote_code(), Some(ErrorCode::Invalid), "{e}");
+        let write = Request::ObjectOps {
+            pg,
+            epoch: map.epoch(),
+            reqid: new_request_id(),
+            object: object.clone(),
+            ops: vec![ObjectOp::WriteFull { len: 3 }],
+        };
+        let e = proto::rpc::call(at_primary.as_ref(), &write, b"too long", Duration::from_secs(10))
+            .await
+            .unwrap_err();
+        assert_eq!(e.remote_code(), Some(ErrorCode::Invalid), "{e}");
+        // A PG the pool does not have.
+        let nowhere = Request::ObjectOps {
+            pg: placement::PgId { pool, seed: 999 },
+            epoch: map.epoch(),
+            reqid: new_request_id(),
+            object: object.clone(),
+            ops: vec![ObjectOp::Stat],
+        };
+        let e = call(at_primary.clone(), nowhere).await.unwrap_err();
+        assert_eq!(e.remote_code(), Some(ErrorCode::NotFound), "{e}");
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        // And the primary still serves the object, unchanged.
+        let (_, data) = call(at_primary, read(map.epoch())).await.unwrap();
+        assert!(data == Bytes::from(pattern(5, 70_000)).slice(..100));
+    });
+    drop(runtime);
+}
