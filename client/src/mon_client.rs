@@ -347,6 +347,17 @@ impl MonClient {
         }
     }
 
+    /// What `entity` may do (for OSDs checking their clients); `None` if it is unknown.
+    pub async fn caps(&self, entity: &EntityName) -> Result<Option<proto::Caps>, ClientError> {
+        let request = Request::GetCaps { entity: entity.clone() };
+        match self.call(&request, false).await? {
+            (Response::Caps(caps), _) => Ok(caps),
+            (other, _) => {
+                Err(ClientError::Unexpected { request: request.name(), got: other.name() })
+            }
+        }
+    }
+
     /// The maps after `have`.
     pub async fn get_maps(&self, have: Option<Epoch>) -> Result<(Epoch, MapBundle), ClientError> {
         match self.call(&Request::GetMaps { have }, false).await? {

@@ -928,6 +928,18 @@ impl Monitor {
                 }
             }
             Request::GetPgStats => Ok(Reply::ok(Response::PgStats(Box::new(self.pg_stats_view())))),
+            // OSDs check their clients' caps; nobody else needs another identity's.
+            Request::GetCaps { entity } => {
+                if peer.entity.kind() != EntityKind::Osd && !from_monitor {
+                    return Err(error(
+                        ErrorCode::PermissionDenied,
+                        format!("{} may not read other identities' caps", peer.entity),
+                    ));
+                }
+                let caps =
+                    self.state.read(|a| a.state.registry().get(&entity).map(|i| i.caps.clone()));
+                Ok(Reply::ok(Response::Caps(caps)))
+            }
         }
     }
 }

@@ -21,13 +21,15 @@ use placement::{Epoch, OsdId, OsdMap, PgId};
 use proto::error::{ErrorCode, RemoteError};
 use proto::frame::Limits;
 use proto::message::{Request, Response};
-use proto::osd::{OSD_BULK_BYTES_MAX, OsdStat, PgStat};
+use proto::osd::{OSD_BULK_BYTES_MAX, ObjectOp, OsdStat, PgStat};
 use proto::rpc::{self, Reply};
 use proto::transport::quic::{QuicEndpoint, Tuning};
 use proto::transport::{BoxFuture, Endpoint, Peer};
+use proto::{Access, EntityKind};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::caps::CapsCache;
 use crate::pg::actor::{self, ClientOp, Event, Pg, Shared};
 use crate::rocks::RocksEngine;
 use crate::throttle::Throttle;
@@ -103,6 +105,7 @@ pub struct Osd {
     /// The OSDs this one shares a PG with in the current map (heartbeat peers).
     peers: Mutex<BTreeSet<u32>>,
     store_dir: PathBuf,
+    caps: CapsCache,
 }
 
 impl Osd {
@@ -190,6 +193,28 @@ impl Osd {
         }
     }
 
+    /// A client's caps must allow `access` to the PG's pool (daemons pass). A pool the
+    /// map does not have is left to the PG lookup, which says so.
+    async fn check_caps(
+        &self,
+        peer: &Peer,
+        pg: PgId,
+        epoch: Epoch,
+        access: Access,
+    ) -> Result<(), RemoteError> {
+        if peer.entity.kind() != EntityKind::Client {
+            return Ok(());
+        }
+        let map = match self.current_map() {
+            Some(map) if map.epoch() >= epoch => map,
+            _ => self.map_at(epoch).await?,
+        };
+        match map.pool(pg.pool) {
+            Some(pool) => self.caps.check(&peer.entity, &pool.name, access).await,
+            None => Ok(()),
+        }
+    }
+
     async fn dispatch(
         &self,
         peer: Peer,
@@ -213,6 +238,12 @@ impl Osd {
                         format!("a request carries 1 to {} ops", proto::osd::OPS_PER_REQUEST_MAX),
                     ));
                 }
+                let access = if ops.iter().any(ObjectOp::is_write) {
+                    Access::ReadWrite
+                } else {
+                    Access::Read
+                };
+                self.check_caps(&peer, pg, epoch, access).await?;
                 let client = peer.entity.to_string();
                 self.ask(pg, epoch, |reply| {
                     Event::Client(ClientOp { client, reqid, epoch, object, ops, bulk, reply })
@@ -220,6 +251,7 @@ impl Osd {
                 .await
             }
             Request::ListObjects { pg, epoch, after, max } => {
+                self.check_caps(&peer, pg, epoch, Access::Read).await?;
                 self.ask(pg, epoch, |reply| Event::List { after, max, reply }).await
             }
             Request::Peer { pg, epoch, interval, request } => {
@@ -465,9 +497,11 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         map: map_rx,
         peers: Mutex::new(BTreeSet::new()),
         store_dir: store_dir.clone(),
+        caps: CapsCache::default(),
     });
     tokio::spawn(rpc::serve(endpoint.clone(), Arc::new(Service(osd.clone())), Limits::default()));
     let mon = Arc::new(MonClient::with_endpoint(client_config, endpoint));
+    osd.caps.connect(mon.clone());
     // The first map, then boot: PGs that already exist here start from it.
     let first = mon.map().await.context("fetch the map from the monitors")?;
     let first = Arc::new(first);

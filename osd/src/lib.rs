@@ -1,5 +1,6 @@
 //! The OSD: a daemon that keeps objects in RocksDB and serves the PGs the map gives it.
 
+pub mod caps;
 pub mod daemon;
 pub mod pg;
 pub mod rocks;

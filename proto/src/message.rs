@@ -63,6 +63,8 @@ pub enum Request {
     /// A PG primary asking for acting sets other than CRUSH's (`pg_temp`), so complete
     /// copies serve while the up set backfills; an empty list asks to end the override.
     PgTemp { osd: u32, pgs: Vec<(PgId, Vec<u32>)> },
+    /// An OSD asking what an identity that sent it a request may do (answered `Caps`).
+    GetCaps { entity: EntityName },
 }
 
 /// What an OSD tells the monitors, as a follower passes it on to the leader.
@@ -124,6 +126,7 @@ impl Request {
             Request::PgStats { .. } => "pg stats",
             Request::GetPgStats => "get pg stats",
             Request::PgTemp { .. } => "pg temp",
+            Request::GetCaps { .. } => "get caps",
         }
     }
 }
@@ -174,6 +177,8 @@ pub enum Response {
     PgStats(Box<ClusterPgStats>),
     /// The answer to an OSD's beacon: the settings OSDs apply while running.
     OsdConfig(crate::osd::OsdConfig),
+    /// An identity's capabilities; `None` if the cluster does not know it (or revoked it).
+    Caps(Option<crate::caps::Caps>),
 }
 
 impl Response {
@@ -192,6 +197,7 @@ impl Response {
             Response::Peer(_) => "peer",
             Response::PgStats(_) => "pg stats",
             Response::OsdConfig(_) => "osd config",
+            Response::Caps(_) => "caps",
         }
     }
 }

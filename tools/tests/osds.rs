@@ -784,3 +784,93 @@ fn stale_epochs_wrong_primaries_and_malformed_requests_get_clear_errors() {
     });
     drop(runtime);
 }
+
+#[test]
+fn osd_caps_limit_clients_to_their_pools_and_revocation_takes_effect() {
+    let c = Cluster::start(3);
+    let _osds = Osds::create(&c, 3);
+    wait_up(&c, 3);
+    for pool in ["rbd", "images"] {
+        c.ok(&["pool", "create", pool, "replicated", "--size", "3", "--pg-num", "4"]);
+    }
+    wait_clean(&c, 8);
+    let work = c.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    put(&c, &work, "admins", &pattern(1, 5000));
+    // An identity's client.toml, as `auth add --out` leaves its certificate.
+    let identity = |entity: &str, osd_caps: &str| {
+        let dir = c.dir.path().join(entity);
+        c.ok(&[
+            "auth",
+            "add",
+            entity,
+            "--mon-caps",
+            "allow r",
+            "--osd-caps",
+            osd_caps,
+            "--out",
+            path_str(&dir),
+        ]);
+        let mut config = client::ClientConfig::load(&c.config()).unwrap();
+        config.entity = entity.into();
+        config.keyring = dir.display().to_string();
+        let path = dir.join("client.toml");
+        config.save(&path).unwrap();
+        path
+    };
+    let glance = identity("client.glance", "allow rw pool=images");
+    let viewer = identity("client.viewer", "allow r pool=rbd");
+    let file = work.join("img.in");
+    std::fs::write(&file, pattern(2, 70_000)).unwrap();
+    let as_ = |conf: &std::path::Path, args: &[&str]| {
+        Command::new(BIN).arg("--conf").arg(conf).args(args).output().unwrap()
+    };
+    let ok = |out: std::process::Output| {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let refused = |out: std::process::Output| -> String {
+        assert!(!out.status.success(), "should have been refused");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    ok(as_(&glance, &["obj", "put", "images", "img", path_str(&file)]));
+    ok(as_(&glance, &["obj", "stat", "images", "img"]));
+    let e = refused(as_(&glance, &["obj", "put", "rbd", "img", path_str(&file)]));
+    assert!(e.contains("client.glance may not write to pool 'rbd'"), "{e}");
+    let e = refused(as_(&glance, &["obj", "stat", "rbd", "admins"]));
+    assert!(e.contains("may not read from pool 'rbd'"), "{e}");
+    // Read-only on one pool.
+    ok(as_(&viewer, &["obj", "get", "rbd", "admins", path_str(&work.join("v.out"))]));
+    assert!(std::fs::read(work.join("v.out")).unwrap() == pattern(1, 5000));
+    let e = refused(as_(&viewer, &["obj", "put", "rbd", "v", path_str(&file)]));
+    assert!(e.contains("may not write to pool 'rbd'"), "{e}");
+    // Nothing refused reached the store.
+    assert!(c.fails(&["obj", "stat", "rbd", "img"]).contains("does not exist"));
+    assert!(c.fails(&["obj", "stat", "rbd", "v"]).contains("does not exist"));
+
+    // Revoked: a session opened before keeps its connections to the OSDs, and they stop
+    // serving it once their cached caps expire (10 s).
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let config = client::ClientConfig::load(&viewer).unwrap();
+    let objects = runtime.block_on(async {
+        let mon = std::sync::Arc::new(client::MonClient::connect(config).unwrap());
+        client::objects::Objects::new(mon).await.unwrap()
+    });
+    let name = proto::osd::ObjectName { namespace: String::new(), name: b"admins".to_vec() };
+    runtime.block_on(objects.read("rbd", &name, 0, 10)).unwrap();
+    c.ok(&["auth", "rm", "client.viewer"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let refusal = loop {
+        match runtime.block_on(objects.read("rbd", &name, 0, 10)) {
+            Ok(_) => {}
+            Err(e) => break e,
+        }
+        assert!(std::time::Instant::now() < deadline, "client.viewer still served 30 s after rm");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(refusal.code(), Some(proto::ErrorCode::PermissionDenied), "{refusal}");
+    assert!(refusal.to_string().contains("unknown to this cluster"), "{refusal}");
+    drop(objects);
+    drop(runtime);
+    // The admin is not affected by any of it.
+    assert!(get(&c, &work, "admins") == pattern(1, 5000));
+}
