@@ -128,22 +128,7 @@ impl<E: Engine> KvObjectStore<E> {
     /// A store that keeps whole chunks in `blocks`. Reads every metadata record once to
     /// learn which units are in use.
     pub fn with_blocks(engine: E, blocks: BlockFile) -> Result<KvObjectStore<E>, StoreError> {
-        let mut used = Vec::new();
-        let mut start = Vec::new();
-        loop {
-            let entries = engine.scan(Cf::Meta, &start, None, SCAN_ENTRIES_MAX)?;
-            for (key, value) in &entries {
-                let onode = decode_onode(object_display(key), value)?;
-                used.extend(onode.extents.values().map(|e| e.unit));
-            }
-            match entries.last() {
-                Some((key, _)) if entries.len() == SCAN_ENTRIES_MAX => {
-                    start = key.clone();
-                    start.push(0);
-                }
-                _ => break,
-            }
-        }
+        let used = units_in(&engine, &[], None)?;
         blocks.mark_used(used)?;
         Ok(KvObjectStore { engine, blocks: Some(blocks) })
     }
@@ -470,7 +455,7 @@ impl<'a, E: Engine> Staging<'a, E> {
                 self.loaded.retain(|k, _| !doomed(k));
                 self.chunks.retain(|k, _| !doomed(k));
                 if self.store.blocks.is_some() {
-                    self.collection_units(&prefix, &end)?;
+                    self.freed.extend(units_in(&self.store.engine, &prefix, Some(&end))?);
                 }
                 self.removed.push(prefix);
             }
@@ -574,25 +559,6 @@ impl<'a, E: Engine> Staging<'a, E> {
         Ok(())
     }
 
-    /// Adds the units of every object the engine holds in a collection to `freed`.
-    fn collection_units(&mut self, prefix: &[u8], end: &[u8]) -> Result<(), StoreError> {
-        let mut start = prefix.to_vec();
-        loop {
-            let entries = self.store.engine.scan(Cf::Meta, &start, Some(end), SCAN_ENTRIES_MAX)?;
-            for (key, value) in &entries {
-                let onode = decode_onode(object_display(key), value)?;
-                self.freed.extend(onode.extents.values().map(|e| e.unit));
-            }
-            match entries.last() {
-                Some((key, _)) if entries.len() == SCAN_ENTRIES_MAX => {
-                    start = key.clone();
-                    start.push(0);
-                }
-                _ => return Ok(()),
-            }
-        }
-    }
-
     /// The batch, with whole chunks moved to freshly allocated block-file units when the
     /// store has a block file. Allocates the units; the caller writes them or releases them.
     fn into_staged(mut self) -> Result<Staged, StoreError> {
@@ -664,6 +630,31 @@ fn no_block_file(oid: &ObjectId, index: u32) -> StoreError {
         format!("chunk {index} of {oid}"),
         "is in a block file, and this store has none",
     )
+}
+
+/// The block-file units of every object whose metadata key is in `[start, end)`, read a
+/// page at a time.
+fn units_in<E: Engine>(
+    engine: &E,
+    start: &[u8],
+    end: Option<&[u8]>,
+) -> Result<Vec<u64>, StoreError> {
+    let mut units = Vec::new();
+    let mut from = start.to_vec();
+    loop {
+        let entries = engine.scan(Cf::Meta, &from, end, SCAN_ENTRIES_MAX)?;
+        for (key, value) in &entries {
+            let onode = decode_onode(object_display(key), value)?;
+            units.extend(onode.extents.values().map(|e| e.unit));
+        }
+        match entries.last() {
+            Some((key, _)) if entries.len() == SCAN_ENTRIES_MAX => {
+                from = key.clone();
+                from.push(0);
+            }
+            _ => return Ok(units),
+        }
+    }
 }
 
 /// How an error names the object of a metadata key.
