@@ -151,14 +151,6 @@ fn racing_creates_of_one_pool_make_exactly_one() {
 }
 
 /// A client configuration for `entity` with credentials in `keyring`.
-fn config_for(c: &Cluster, entity: &str, keyring: &std::path::Path) -> std::path::PathBuf {
-    let mut config = client::ClientConfig::load(&c.config()).unwrap();
-    config.entity = entity.into();
-    config.keyring = keyring.display().to_string();
-    let path = keyring.join("client.toml");
-    config.save(&path).unwrap();
-    path
-}
 
 #[test]
 fn identities_are_checked_and_revocation_takes_effect() {
@@ -175,7 +167,7 @@ fn identities_are_checked_and_revocation_takes_effect() {
     // An identity the cluster issued, with read-only caps.
     let x_dir = c.dir.path().join("x");
     c.ok(&["auth", "add", "client.x", "--mon-caps", "allow r", "--out", x_dir.to_str().unwrap()]);
-    let x_conf = config_for(&c, "client.x", &x_dir);
+    let x_conf = c.config_for("client.x", &x_dir);
     assert!(run(&x_conf, &["status"]).status.success());
     let denied = run(&x_conf, &["pool", "create", "nope"]);
     assert!(String::from_utf8_lossy(&denied.stderr).contains("lacks mon 'allow rw'"), "{denied:?}");
@@ -194,7 +186,7 @@ fn identities_are_checked_and_revocation_takes_effect() {
     .unwrap();
     let ghost_dir = c.dir.path().join("ghost");
     ca.issue(&EntityName::client("ghost").unwrap()).unwrap().save(&ghost_dir).unwrap();
-    let ghost = run(&config_for(&c, "client.ghost", &ghost_dir), &["status"]);
+    let ghost = run(&c.config_for("client.ghost", &ghost_dir), &["status"]);
     assert!(
         String::from_utf8_lossy(&ghost.stderr).contains("unknown to this cluster"),
         "{ghost:?}"
@@ -203,7 +195,7 @@ fn identities_are_checked_and_revocation_takes_effect() {
     let stranger_dir = c.dir.path().join("stranger");
     let other = ClusterCa::generate("other").unwrap();
     other.issue(&EntityName::client("admin").unwrap()).unwrap().save(&stranger_dir).unwrap();
-    let stranger = run(&config_for(&c, "client.admin", &stranger_dir), &["status"]);
+    let stranger = run(&c.config_for("client.admin", &stranger_dir), &["status"]);
     assert!(!stranger.status.success());
     assert!(String::from_utf8_lossy(&stranger.stderr).contains("TLS"), "{stranger:?}");
     // None of that disturbed the cluster.
@@ -279,7 +271,7 @@ async fn malformed_and_oversized_frames_get_errors_and_the_monitor_keeps_serving
 async fn osd_client(c: &Cluster, osd: u32) -> Arc<client::MonClient> {
     let dir = c.dir.path().join(format!("osd.{osd}"));
     c.ok(&["auth", "add", &format!("osd.{osd}"), "--out", dir.to_str().unwrap()]);
-    let config = client::ClientConfig::load(&config_for(c, &format!("osd.{osd}"), &dir)).unwrap();
+    let config = client::ClientConfig::load(&c.config_for(&format!("osd.{osd}"), &dir)).unwrap();
     Arc::new(client::MonClient::connect(config).unwrap())
 }
 
@@ -553,7 +545,7 @@ async fn a_revoked_identity_is_cut_off_on_the_connection_it_has_open() {
     })
     .await
     .unwrap();
-    let config = client::ClientConfig::load(&config_for(&c, "client.temp", &keyring)).unwrap();
+    let config = client::ClientConfig::load(&c.config_for("client.temp", &keyring)).unwrap();
     let mut client = client::MonClient::connect(config).unwrap();
     client.timeout = Duration::from_secs(3);
     client.status().await.expect("client.temp may read the status");

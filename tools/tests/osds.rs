@@ -800,23 +800,9 @@ fn osd_caps_limit_clients_to_their_pools_and_revocation_takes_effect() {
     // An identity's client.toml, as `auth add --out` leaves its certificate.
     let identity = |entity: &str, osd_caps: &str| {
         let dir = c.dir.path().join(entity);
-        c.ok(&[
-            "auth",
-            "add",
-            entity,
-            "--mon-caps",
-            "allow r",
-            "--osd-caps",
-            osd_caps,
-            "--out",
-            path_str(&dir),
-        ]);
-        let mut config = client::ClientConfig::load(&c.config()).unwrap();
-        config.entity = entity.into();
-        config.keyring = dir.display().to_string();
-        let path = dir.join("client.toml");
-        config.save(&path).unwrap();
-        path
+        let caps = ["--mon-caps", "allow r", "--osd-caps", osd_caps];
+        c.ok(&[&["auth", "add", entity][..], &caps, &["--out", path_str(&dir)]].concat());
+        c.config_for(entity, &dir)
     };
     let glance = identity("client.glance", "allow rw pool=images");
     let viewer = identity("client.viewer", "allow r pool=rbd");

@@ -136,6 +136,16 @@ impl Cluster {
         }
     }
 
+    /// A `client.toml` (written into `keyring`) for `entity`, whose credentials are there.
+    pub fn config_for(&self, entity: &str, keyring: &Path) -> PathBuf {
+        let mut config = client::ClientConfig::load(&self.config()).unwrap();
+        config.entity = entity.into();
+        config.keyring = keyring.display().to_string();
+        let path = keyring.join("client.toml");
+        config.save(&path).unwrap();
+        path
+    }
+
     /// Runs `cairn --conf <cluster> ARGS`.
     pub fn cairn(&self, args: &[&str]) -> Output {
         Command::new(BIN).arg("--conf").arg(self.config()).args(args).output().unwrap()
