@@ -590,13 +590,7 @@ impl Pg {
         self.info = info.clone();
         self.save_info();
         let entries: Vec<LogEntry> = self.log.entries().cloned().collect();
-        let peers: Vec<(u32, bool)> = plan
-            .log_recovery
-            .iter()
-            .filter(|&&o| o != self.me())
-            .map(|&o| (o, false))
-            .chain(plan.backfill.iter().map(|&o| (o, true)))
-            .collect();
+        let peers = peer_targets(self.me(), &plan.log_recovery, &plan.backfill, true);
         let (interval, inbox, conns, map, pg) = (
             self.interval,
             self.inbox.clone(),
@@ -1365,13 +1359,7 @@ impl Pg {
         // Backfill targets get the write in full once backfill has passed the object,
         // else only its log entry.
         let log_only = !self.bf.covers(&op.object);
-        let peers: Vec<(u32, bool)> = self
-            .writers
-            .iter()
-            .filter(|&&o| o != self.me())
-            .map(|&o| (o, false))
-            .chain(self.backfill.iter().map(|&o| (o, log_only)))
-            .collect();
+        let peers = peer_targets(self.me(), &self.writers, &self.backfill, log_only);
         let (interval, inbox, shared, map, pg) =
             (self.interval, self.inbox.clone(), self.shared.clone(), self.map.clone(), self.id);
         let results = executed.results;
@@ -1813,6 +1801,22 @@ pub fn apply_state(
         txn.push(TxOp::SetVersion { c, oid, version: state.version, mtime_ms: body.mtime_ms });
     }
     apply_waiting(store, &txn).map_err(store_error)
+}
+
+/// The other OSDs of `copies` (flagged `false`) and the backfill targets (flagged
+/// `backfill_flag`), the shape in which activation and replication address their peers.
+fn peer_targets(
+    me: u32,
+    copies: &[u32],
+    backfill: &[u32],
+    backfill_flag: bool,
+) -> Vec<(u32, bool)> {
+    copies
+        .iter()
+        .filter(|&&o| o != me)
+        .map(|&o| (o, false))
+        .chain(backfill.iter().map(|&o| (o, backfill_flag)))
+        .collect()
 }
 
 /// Applies a transaction. One that writes whole chunks waits for the block file's
