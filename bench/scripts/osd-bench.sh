@@ -6,7 +6,8 @@
 # Run the Ceph side by side (before or after, never at once) and compare:
 #   RUNS=1 BENCH_SECS=$SECS RGW=0 ../shared/reference/ceph-baseline.sh
 #
-#   Usage: bench/scripts/osd-bench.sh [SECS]   (default 20; CAIRN_BIN to pick the binary)
+#   Usage: bench/scripts/osd-bench.sh [SECS]   (default 20; CAIRN_BIN to pick the binary,
+#          OSD_TRANSPORT=quic to reach OSDs over QUIC instead of TCP)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS="${1:-20}"
@@ -22,6 +23,13 @@ trap cleanup EXIT
 load1() { cut -d' ' -f1 /proc/loadavg; }
 
 "$BIN" dev up --base-port 16789 > dev-up.log
+if [ "${OSD_TRANSPORT:-tcp}" != tcp ]; then
+  "$BIN" dev down > /dev/null
+  for f in cairn-data/client.toml cairn-data/osd.*/client.toml; do
+    sed -i "1i osd_transport = \"$OSD_TRANSPORT\"" "$f"
+  done
+  "$BIN" dev up --base-port 16789 >> dev-up.log
+fi
 "$BIN" pool create bench --size 3 --pg-num 64 > /dev/null
 pids=$(for f in cairn-data/osd.*/osd.pid; do cat "$f"; echo; done)
 rss_now() { for p in $pids; do awk '/VmRSS/{print $2}' "/proc/$p/status" 2> /dev/null; done | sort -n | tail -1; }

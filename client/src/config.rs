@@ -10,6 +10,9 @@
 //! addr = "127.0.0.1:6789"
 //! ```
 //!
+//! `osd_transport = "quic"` makes OSD traffic use QUIC instead of TCP (both with mutual TLS;
+//! OSDs listen on both, at the same port).
+//!
 //! Found, in order: the `--conf` path, `$CAIRN_CONF`, `./cairn-data/client.toml` (what
 //! `cairn dev up` writes), `~/.config/cairn/client.toml`. A relative `keyring` is relative
 //! to the file.
@@ -43,6 +46,22 @@ pub struct MonAddr {
     pub addr: String,
 }
 
+/// The transport to OSDs. TCP by default: it costs a fraction of QUIC's CPU per byte and
+/// per request (bench/RESULTS.md), and the OSDs' data path is where that counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OsdTransport {
+    #[default]
+    Tcp,
+    Quic,
+}
+
+impl OsdTransport {
+    fn is_default(&self) -> bool {
+        *self == OsdTransport::default()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
@@ -52,6 +71,9 @@ pub struct ClientConfig {
     pub keyring: String,
     #[serde(rename = "mon")]
     pub mons: Vec<MonAddr>,
+    /// How this client (or OSD) reaches OSDs.
+    #[serde(default, skip_serializing_if = "OsdTransport::is_default")]
+    pub osd_transport: OsdTransport,
     /// Where this configuration was read from (not stored).
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -142,6 +164,7 @@ mod tests {
             entity: "client.admin".into(),
             keyring: "keys".into(),
             mons: vec![MonAddr { name: "a".into(), addr: "127.0.0.1:6789".into() }],
+            osd_transport: OsdTransport::Quic,
             path: None,
         }
     }
@@ -165,5 +188,19 @@ mod tests {
         assert!(bad.validate().unwrap_err().contains("list 1 to"));
         let missing = ClientConfig::find(Some(Path::new("/nonexistent/client.toml"))).unwrap_err();
         assert!(missing.to_string().contains("/nonexistent/client.toml"));
+    }
+
+    #[test]
+    fn the_osd_transport_is_tcp_unless_the_config_says_quic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("client.toml");
+        let base = "fsid = \"x\"\nentity = \"client.admin\"\nkeyring = \".\"\n\n[[mon]]\nname = \"a\"\naddr = \"127.0.0.1:6789\"\n";
+        std::fs::write(&path, base).unwrap();
+        assert_eq!(ClientConfig::load(&path).unwrap().osd_transport, OsdTransport::Tcp);
+        std::fs::write(&path, format!("osd_transport = \"quic\"\n{base}")).unwrap();
+        assert_eq!(ClientConfig::load(&path).unwrap().osd_transport, OsdTransport::Quic);
+        std::fs::write(&path, format!("osd_transport = \"udp\"\n{base}")).unwrap();
+        let bad = ClientConfig::load(&path).unwrap_err().to_string();
+        assert!(bad.contains("unknown variant `udp`"), "{bad}");
     }
 }

@@ -49,7 +49,9 @@ impl Objects {
     /// Object access through `mon`'s cluster, starting from its current map.
     pub async fn new(mon: Arc<MonClient>) -> Result<Objects, ClientError> {
         let map = Arc::new(mon.map().await?);
-        let conns = OsdConnections::new(mon.endpoint().clone());
+        let endpoint = crate::osd_conn::osd_endpoint(mon.config(), mon.endpoint())
+            .map_err(|e| ClientError::Setup(e.to_string()))?;
+        let conns = OsdConnections::new(endpoint);
         Ok(Objects {
             mon,
             conns,

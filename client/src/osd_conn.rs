@@ -11,7 +11,25 @@ use proto::entity::EntityName;
 use proto::error::TransportError;
 use proto::message::{Request, Response};
 use proto::rpc;
+use proto::transport::tcp::TcpEndpoint;
 use proto::transport::{Connection, Endpoint};
+
+use crate::config::{ClientConfig, OsdTransport};
+
+/// The endpoint to reach OSDs through, as `config` says: one over TCP of its own, or `quic`
+/// (the endpoint monitors are reached through).
+pub fn osd_endpoint(
+    config: &ClientConfig,
+    quic: &Arc<dyn Endpoint>,
+) -> Result<Arc<dyn Endpoint>, TransportError> {
+    Ok(match config.osd_transport {
+        OsdTransport::Quic => quic.clone(),
+        OsdTransport::Tcp => {
+            let credentials = config.credentials().map_err(TransportError::Setup)?;
+            Arc::new(TcpEndpoint::client(&credentials)?)
+        }
+    })
+}
 
 pub struct OsdConnections {
     endpoint: Arc<dyn Endpoint>,

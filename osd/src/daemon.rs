@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
+use client::config::OsdTransport;
 use client::osd_conn::OsdConnections;
 use client::{ClientConfig, MonClient};
 use objectstore::{BlockFile, KvObjectStore, ObjectStore};
@@ -24,6 +25,7 @@ use proto::message::{Request, Response};
 use proto::osd::{OSD_BULK_BYTES_MAX, ObjectOp, OsdStat, PgStat};
 use proto::rpc::{self, Reply};
 use proto::transport::quic::{QuicEndpoint, Tuning};
+use proto::transport::tcp::TcpEndpoint;
 use proto::transport::{BoxFuture, Endpoint, Peer};
 use proto::{Access, EntityKind};
 use serde::{Deserialize, Serialize};
@@ -479,12 +481,20 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         QuicEndpoint::bind(addr, &credentials, &Tuning::default(), true)
             .with_context(|| format!("listen on {addr}"))?,
     );
+    // The data path (clients and peer OSDs) also comes over TCP, at the same port.
+    let tcp: Arc<dyn Endpoint> = Arc::new(
+        TcpEndpoint::bind(addr, &credentials).with_context(|| format!("listen on {addr} (TCP)"))?,
+    );
+    let to_osds = match client_config.osd_transport {
+        OsdTransport::Tcp => tcp.clone(),
+        OsdTransport::Quic => endpoint.clone(),
+    };
     let (pg_temp_tx, pg_temp_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         me: config.id,
         pg_temp: pg_temp_tx,
         store,
-        conns: Arc::new(OsdConnections::new(endpoint.clone())),
+        conns: Arc::new(OsdConnections::new(to_osds)),
         recovery: Throttle::new(RECOVERY_ACTIVE_MAX),
         backfill: Throttle::new(BACKFILL_ACTIVE_MAX),
         recovered_objects: Default::default(),
@@ -500,6 +510,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         caps: CapsCache::default(),
     });
     tokio::spawn(rpc::serve(endpoint.clone(), Arc::new(Service(osd.clone())), Limits::default()));
+    tokio::spawn(rpc::serve(tcp, Arc::new(Service(osd.clone())), Limits::default()));
     let mon = Arc::new(MonClient::with_endpoint(client_config, endpoint));
     osd.caps.connect(mon.clone());
     // The first map, then boot: PGs that already exist here start from it.

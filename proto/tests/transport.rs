@@ -1,4 +1,4 @@
-//! The transport and request layer between real endpoints: QUIC with mutual TLS on
+//! The transport and request layer between real endpoints: QUIC and TCP with mutual TLS on
 //! loopback, and the in-memory transport, with the bad peers and bad frames a daemon must
 //! survive.
 
@@ -13,21 +13,33 @@ use proto::message::{Request, Response};
 use proto::rpc::{self, Reply, Service};
 use proto::transport::memory::{MemoryEndpoint, MemoryNetwork};
 use proto::transport::quic::{QuicEndpoint, Tuning};
+use proto::transport::tcp::TcpEndpoint;
 use proto::transport::{BoxFuture, Endpoint, Peer};
 use proto::{EntityName, ErrorCode, TransportError};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Answers pings; admits everyone but `client.banned`.
+/// Answers pings, with `now_ms` the caller's port (which connection it came on); admits
+/// everyone but `client.banned`, and `client.late` once `revoked` is set.
 struct Echo {
     me: EntityName,
+    revoked: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Echo {
+    fn new(me: EntityName) -> Echo {
+        Echo { me, revoked: Default::default() }
+    }
 }
 
 impl Service for Echo {
     fn admit(&self, peer: &Peer) -> Result<(), String> {
-        if peer.entity.to_string() == "client.banned" {
-            Err("identity client.banned was revoked".into())
+        let name = peer.entity.to_string();
+        if name == "client.banned"
+            || (name == "client.late" && self.revoked.load(std::sync::atomic::Ordering::SeqCst))
+        {
+            Err(format!("identity {name} was revoked"))
         } else {
             Ok(())
         }
@@ -35,14 +47,19 @@ impl Service for Echo {
 
     fn handle(
         self: Arc<Self>,
-        _peer: Peer,
+        peer: Peer,
         request: Request,
         bulk: Bytes,
     ) -> BoxFuture<'static, Reply> {
         Box::pin(async move {
             match request {
                 Request::Ping { sent_ms } => Reply::One(
-                    Response::Pong { sent_ms, now_ms: 0, from: self.me.clone(), removed_at: None },
+                    Response::Pong {
+                        sent_ms,
+                        now_ms: i64::from(peer.addr.port()),
+                        from: self.me.clone(),
+                        removed_at: None,
+                    },
                     bulk,
                 ),
                 _ => Reply::error(ErrorCode::Unsupported, "only pings here"),
@@ -69,7 +86,7 @@ fn quic_cluster() -> Cluster {
         Arc::new(QuicEndpoint::bind(loopback(), &server_creds, &Tuning::default(), true).unwrap());
     tokio::spawn(rpc::serve(
         server.clone(),
-        Arc::new(Echo { me: server_name.clone() }),
+        Arc::new(Echo::new(server_name.clone())),
         Limits::default(),
     ));
     Cluster { ca, server, server_name }
@@ -92,14 +109,9 @@ async fn mutual_tls_connects_members_of_the_cluster() {
     let cluster = quic_cluster();
     let admin = cluster.ca.issue(&EntityName::client("admin").unwrap()).unwrap();
     let (response, bulk) = ping(&client_endpoint(&admin), &cluster).await.unwrap();
-    assert_eq!(
-        response,
-        Response::Pong {
-            sent_ms: 7,
-            now_ms: 0,
-            from: cluster.server_name.clone(),
-            removed_at: None
-        }
+    assert!(
+        matches!(&response, Response::Pong { sent_ms: 7, from, .. } if from == &cluster.server_name),
+        "{response:?}"
     );
     assert_eq!(&bulk[..], b"payload");
 }
@@ -192,6 +204,7 @@ async fn bad_frames_are_answered(client: Arc<dyn Endpoint>, server: SocketAddr, 
     let mut huge = frame::encode(&Request::Status, &[]).unwrap();
     huge[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
     send.write_all(&huge[..frame::PREFIX_BYTES]).await.unwrap();
+    send.flush().await.unwrap();
     let (answer, _) =
         frame::read::<_, Response>(&mut recv, Limits::default()).await.unwrap().unwrap();
     assert!(matches!(&answer, Response::Error(e) if e.code == ErrorCode::TooLarge), "{answer:?}");
@@ -230,7 +243,7 @@ async fn the_memory_transport_behaves_the_same() {
     let addr: SocketAddr = "10.0.0.1:6789".parse().unwrap();
     let server: Arc<dyn Endpoint> =
         Arc::new(MemoryEndpoint::bind(&network, addr, name.clone()).unwrap());
-    tokio::spawn(rpc::serve(server, Arc::new(Echo { me: name.clone() }), Limits::default()));
+    tokio::spawn(rpc::serve(server, Arc::new(Echo::new(name.clone())), Limits::default()));
     let client: Arc<dyn Endpoint> = Arc::new(
         MemoryEndpoint::bind(
             &network,
@@ -259,4 +272,187 @@ async fn the_memory_transport_behaves_the_same() {
         TransportError::Refused { reason, .. } => assert!(reason.contains("revoked"), "{reason}"),
         other => panic!("expected a refusal, got {other}"),
     }
+}
+
+/// A TCP server for `Echo` in a runtime of its own, so that a test can stop it the way a
+/// killed daemon stops: every connection closed at once.
+struct TcpServer {
+    runtime: Option<tokio::runtime::Runtime>,
+    addr: SocketAddr,
+    revoked: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl TcpServer {
+    fn start(ca: &ClusterCa, name: &EntityName, addr: SocketAddr) -> TcpServer {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let creds = ca.issue(name).unwrap();
+        let echo = Echo::new(name.clone());
+        let revoked = echo.revoked.clone();
+        let server: Arc<dyn Endpoint> = {
+            let _inside = runtime.enter();
+            Arc::new(TcpEndpoint::bind(addr, &creds).unwrap())
+        };
+        let addr = server.local_addr();
+        runtime.spawn(rpc::serve(server, Arc::new(echo), Limits::default()));
+        TcpServer { runtime: Some(runtime), addr, revoked }
+    }
+
+    /// Stops it and waits until its tasks (and so its sockets) are gone.
+    async fn kill(mut self) {
+        let runtime = self.runtime.take().unwrap();
+        tokio::task::spawn_blocking(move || runtime.shutdown_timeout(TIMEOUT)).await.unwrap();
+    }
+}
+
+impl Drop for TcpServer {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+fn tcp_client(ca: &ClusterCa, name: &str) -> Arc<dyn Endpoint> {
+    let creds = ca.issue(&EntityName::client(name).unwrap()).unwrap();
+    Arc::new(TcpEndpoint::client(&creds).unwrap())
+}
+
+/// The port the server saw a ping come from, and its payload.
+async fn tcp_ping(
+    conn: &dyn proto::transport::Connection,
+    payload: &[u8],
+) -> Result<(i64, Bytes), TransportError> {
+    let (response, bulk) = rpc::call(conn, &Request::Ping { sent_ms: 1 }, payload, TIMEOUT).await?;
+    match response {
+        Response::Pong { now_ms: port, .. } => Ok((port, bulk)),
+        other => panic!("expected a pong, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn tcp_carries_requests_of_every_size_and_reuses_its_connections() {
+    let ca = ClusterCa::generate("test").unwrap();
+    let name = EntityName::osd(0);
+    let server = TcpServer::start(&ca, &name, loopback());
+    let client = tcp_client(&ca, "admin");
+    let conn = client.connect(server.addr, &name).await.unwrap();
+    assert_eq!(conn.peer().entity, name);
+    // One after another: every request on the same connection.
+    let mut ports = std::collections::BTreeSet::new();
+    for size in [0usize, 1, 4096, 65_532, 65_536, (4 << 20) + 3] {
+        let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let (port, echoed) = tcp_ping(conn.as_ref(), &payload).await.unwrap();
+        assert_eq!(echoed.len(), size);
+        assert!(echoed[..] == payload[..], "payload of {size} bytes came back changed");
+        ports.insert(port);
+    }
+    assert_eq!(ports.len(), 1, "sequential requests used connections from ports {ports:?}");
+    // At once: each on a connection of its own, every answer to its own request.
+    let calls = (0..24u8).map(|i| {
+        let conn = conn.clone();
+        async move {
+            let payload = vec![i; 1000 + usize::from(i) * 3000];
+            let (port, echoed) = tcp_ping(conn.as_ref(), &payload).await.unwrap();
+            assert!(echoed[..] == payload[..], "request {i} got another's answer");
+            port
+        }
+    });
+    let ports: std::collections::BTreeSet<i64> =
+        futures::future::join_all(calls).await.into_iter().collect();
+    assert!(ports.len() > 1 && ports.len() <= 24, "{} connections", ports.len());
+}
+
+#[tokio::test]
+async fn tcp_refuses_strangers_and_wrong_servers_and_says_why() {
+    let ca = ClusterCa::generate("test").unwrap();
+    let name = EntityName::osd(1);
+    let server = TcpServer::start(&ca, &name, loopback());
+    let other = ClusterCa::generate("other").unwrap();
+    let err = tcp_client(&other, "admin").connect(server.addr, &name).await.err().unwrap();
+    assert!(matches!(err, TransportError::Refused { .. }), "{err}");
+    let err =
+        tcp_client(&ca, "admin").connect(server.addr, &EntityName::osd(2)).await.err().unwrap();
+    match err {
+        TransportError::Refused { reason, .. } => assert!(reason.contains("osd.1"), "{reason}"),
+        other => panic!("expected a refusal, got {other}"),
+    }
+    // A revoked identity: refused at its first request, with the server's reason.
+    let conn = tcp_client(&ca, "banned").connect(server.addr, &name).await.unwrap();
+    let err = tcp_ping(conn.as_ref(), b"x").await.unwrap_err();
+    match err {
+        TransportError::Refused { reason, .. } => assert!(reason.contains("revoked"), "{reason}"),
+        other => panic!("expected a refusal, got {other}"),
+    }
+    assert!(conn.is_closed());
+    // Revoked while connected: the next request learns it.
+    let conn = tcp_client(&ca, "late").connect(server.addr, &name).await.unwrap();
+    tcp_ping(conn.as_ref(), b"x").await.unwrap();
+    server.revoked.store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = tcp_ping(conn.as_ref(), b"x").await.unwrap_err();
+    match err {
+        TransportError::Refused { reason, .. } => {
+            assert!(reason.contains("client.late was revoked"), "{reason}")
+        }
+        other => panic!("expected a refusal, got {other}"),
+    }
+    let again = tcp_ping(conn.as_ref(), b"x").await.unwrap_err();
+    assert!(matches!(again, TransportError::Refused { .. }), "{again}");
+}
+
+#[tokio::test]
+async fn bad_frames_and_bad_chunks_over_tcp_get_errors_and_the_server_keeps_serving() {
+    let ca = ClusterCa::generate("test").unwrap();
+    let name = EntityName::osd(3);
+    let server = TcpServer::start(&ca, &name, loopback());
+    bad_frames_are_answered(tcp_client(&ca, "admin"), server.addr, name.clone()).await;
+    // Not TLS at all.
+    let mut raw = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    raw.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(TIMEOUT, async {
+        while raw.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+    })
+    .await;
+    assert!(closed.is_ok(), "a peer speaking HTTP was not dropped");
+    // TLS, then a chunk header announcing more than any chunk may hold.
+    let creds = ca.issue(&EntityName::client("admin").unwrap()).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(creds.client_tls().unwrap()));
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut tls =
+        connector.connect(proto::identity::server_name(&name).unwrap(), tcp).await.unwrap();
+    tls.write_all(&u32::MAX.wrapping_sub(1).to_le_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    let closed = tokio::time::timeout(TIMEOUT, async {
+        while tls.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+    })
+    .await;
+    assert!(closed.is_ok(), "a connection announcing a 4 GiB chunk was not dropped");
+    let conn = tcp_client(&ca, "admin").connect(server.addr, &name).await.unwrap();
+    tcp_ping(conn.as_ref(), b"still here").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_tcp_client_survives_its_server_dying_and_coming_back() {
+    let ca = ClusterCa::generate("test").unwrap();
+    let name = EntityName::osd(4);
+    let server = TcpServer::start(&ca, &name, loopback());
+    let addr = server.addr;
+    let conn = tcp_client(&ca, "admin").connect(addr, &name).await.unwrap();
+    let calls = (0..4).map(|_| tcp_ping(conn.as_ref(), b"before"));
+    for result in futures::future::join_all(calls).await {
+        result.unwrap();
+    }
+    server.kill().await;
+    // Dead: a prompt error, not a hang.
+    let err = tcp_ping(conn.as_ref(), b"while down").await.unwrap_err();
+    assert!(matches!(err, TransportError::Connect { .. }), "{err}");
+    // Back on the same port: the pool's idle connections to the old process are found
+    // dead before use, and the very first request succeeds.
+    let _server = TcpServer::start(&ca, &name, addr);
+    let (_, echoed) = tcp_ping(conn.as_ref(), b"after").await.unwrap();
+    assert_eq!(&echoed[..], b"after");
 }

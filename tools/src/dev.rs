@@ -109,6 +109,7 @@ pub fn bootstrap(dir: &Path, mons: &[(String, SocketAddr)]) -> Result<ClientConf
             .values()
             .map(|n| MonAddr { name: n.name.clone(), addr: n.addr.clone() })
             .collect(),
+        osd_transport: Default::default(),
         path: Some(config_path.clone()),
     };
     config.save(&config_path)?;
@@ -243,11 +244,15 @@ async fn start_all(dir: &Path, kind: Kind, deadline: Instant) -> Result<()> {
     Ok(())
 }
 
-/// A UDP port on loopback from `first` up that nothing holds.
+/// A port on loopback from `first` up that nothing holds, for UDP and TCP alike (an OSD
+/// listens on both).
 fn free_port_from(first: u16) -> Result<u16> {
     (first..first.saturating_add(200))
-        .find(|&port| std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok())
-        .with_context(|| format!("no free UDP port on 127.0.0.1 from {first}"))
+        .find(|&port| {
+            std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+        })
+        .with_context(|| format!("no free port on 127.0.0.1 from {first}"))
 }
 
 /// Prepares OSDs until `dir` has `want`, each in `osd.N/` with its own CRUSH host (so a

@@ -1,18 +1,23 @@
 //! The transport: authenticated connections carrying independent bidirectional streams.
 //!
 //! Daemons see it through two traits, `Endpoint` (connect and accept) and `Connection`
-//! (open and accept streams, know the verified peer). `quic` is the implementation used
-//! between processes: QUIC over UDP with mutual TLS 1.3. `memory` connects endpoints in one
-//! process for tests, with identities given rather than proven. Streams are plain
+//! (open and accept streams, know the verified peer). Between processes: `quic` (QUIC over
+//! UDP with mutual TLS 1.3; monitors and their clients) and `tcp` (TCP with mutual TLS 1.3,
+//! one stream at a time per connection; the OSDs' data path, where QUIC cost too much CPU).
+//! `memory` connects endpoints in one process for tests, with identities given rather than
+//! proven. Streams are plain
 //! `AsyncRead`/`AsyncWrite` halves; `crate::rpc` puts frames on them.
 
 pub mod memory;
 pub mod quic;
+pub mod tcp;
 
-use std::future::Future;
+use std::fmt::Display;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -21,7 +26,8 @@ use crate::error::TransportError;
 use crate::identity::Fingerprint;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-/// The writing half of a stream; shutting it down ends the stream for the reader.
+/// The writing half of a stream; shutting it down ends the stream for the reader. Like any
+/// buffered writer it may hold written data until it is flushed or shut down.
 pub type SendHalf = Box<dyn AsyncWrite + Send + Unpin>;
 pub type RecvHalf = Box<dyn AsyncRead + Send + Unpin>;
 
@@ -62,4 +68,25 @@ pub trait Endpoint: Send + Sync + 'static {
     fn accept(&self) -> BoxFuture<'_, Option<Arc<dyn Connection>>>;
     fn local_addr(&self) -> SocketAddr;
     fn close(&self);
+}
+
+/// A server's side of a handshake from `remote`, bounded by `timeout`. A failure gives
+/// `None` and is logged at debug level only: clients that connect to several servers at
+/// once abandon all but the first handshake, so failures are routine.
+pub(crate) async fn handshake<T, E: Display>(
+    remote: SocketAddr,
+    timeout: Duration,
+    handshake: impl IntoFuture<Output = Result<T, E>>,
+) -> Option<T> {
+    match tokio::time::timeout(timeout, handshake).await {
+        Ok(Ok(done)) => Some(done),
+        Ok(Err(e)) => {
+            tracing::debug!(%remote, error = %e, "handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%remote, "handshake timed out");
+            None
+        }
+    }
 }

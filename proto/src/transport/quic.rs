@@ -184,18 +184,8 @@ async fn handshakes(
         let queue = queue.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
-            let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
-                Ok(Ok(conn)) => conn,
-                // Clients that connect to several monitors at once abandon all but the
-                // first handshake, so failures here are routine.
-                Ok(Err(e)) => {
-                    tracing::debug!(%remote, error = %e, "handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%remote, "handshake timed out");
-                    return;
-                }
+            let Some(conn) = super::handshake(remote, HANDSHAKE_TIMEOUT, incoming).await else {
+                return;
             };
             match peer_of(&conn) {
                 Ok(peer) => {

@@ -23,9 +23,14 @@ pub struct Cluster {
     pub mons: Vec<Mon>,
 }
 
-/// A UDP port nobody listens on right now.
+/// A port nobody listens on right now, for UDP and TCP alike (an OSD listens on both).
 pub fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    loop {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 impl Cluster {
