@@ -584,11 +584,15 @@ impl Pg {
         self.backfill = plan.backfill.clone();
         self.strays = plan.strays.clone();
         let mut info = self.my_info().unwrap_or_default();
-        info.last_epoch_started = self.interval;
-        info.past_intervals.clear();
         info.backfill_incomplete = None;
         self.info = info.clone();
         self.save_info();
+        // The replicas start the interval with this; the primary records it only once they
+        // all have (`activated`). If activation fails, peering again must still probe the
+        // OSDs of the past intervals: the copies this interval leaves behind (strays) are
+        // found, and deleted once the PG is clean, only through them.
+        info.last_epoch_started = self.interval;
+        info.past_intervals.clear();
         let entries: Vec<LogEntry> = self.log.entries().cloned().collect();
         let peers = peer_targets(self.me(), &plan.log_recovery, &plan.backfill, true);
         let (interval, inbox, conns, map, pg) = (
@@ -666,6 +670,9 @@ impl Pg {
                 self.retry_later();
             }
             Ok(missing) => {
+                self.info.last_epoch_started = self.interval;
+                self.info.past_intervals.clear();
+                self.save_info();
                 self.missing.extend(missing);
                 self.state = State::Active;
                 tracing::debug!(pg = %self.id, interval = %self.interval, "active");
