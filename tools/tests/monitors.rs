@@ -511,15 +511,37 @@ fn a_monitor_that_missed_a_compacted_log_catches_up_from_a_snapshot() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    // Alone, mon.c answers from its own state: it has every pool.
-    c.kill_mon(0);
-    c.kill_mon(1);
     let only_c = c.dir.path().join("only-c");
     std::fs::create_dir_all(&only_c).unwrap();
     let mut config = client::ClientConfig::load(&c.config()).unwrap();
     config.mons.retain(|m| m.name == "c");
     config.keyring = c.dir.path().display().to_string();
     config.save(&only_c.join("client.toml")).unwrap();
+    // The snapshot may be older than the last commits, which follow it in the log: wait
+    // until mon.c's own map (maps are served by any monitor from its state) has them all.
+    let started = Instant::now();
+    loop {
+        let out = std::process::Command::new(BIN)
+            .arg("--conf")
+            .arg(only_c.join("client.toml"))
+            .args(["--format", "json", "osd", "dump"])
+            .output()
+            .unwrap();
+        let map: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if map["epoch"] == expected {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "mon.c's map is at epoch {} 30 s after its snapshot, not {expected}{}",
+            map["epoch"],
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Alone, mon.c answers from its own state: it has every pool.
+    c.kill_mon(0);
+    c.kill_mon(1);
     let out = std::process::Command::new(BIN)
         .arg("--conf")
         .arg(only_c.join("client.toml"))

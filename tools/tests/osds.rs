@@ -515,9 +515,15 @@ fn an_osd_killed_during_a_stream_of_writes_loses_no_acknowledged_write() {
     let restarted_at = writer.acked();
     writer.wait_acked(restarted_at + 8);
     let acked = writer.finish();
-    let status = wait_clean(&c, 16);
+    // PG stats reach the monitors every few seconds: the last puts may take that long to
+    // be counted.
+    let n = acked.len() as u64;
+    let status = c.wait_status(
+        "16 clean PGs counting every acknowledged put",
+        Duration::from_secs(60),
+        |s| s["pg_summary"]["states"]["active+clean"] == 16 && s["pg_summary"]["objects"] == n,
+    );
     assert_eq!(status["pg_summary"]["degraded"], 0, "{status}");
-    assert_eq!(status["pg_summary"]["objects"], acked.len() as u64, "{status}");
     for (name, data) in &acked {
         assert!(get(&c, &work, name) == *data, "{name} (acknowledged) reads back");
     }
