@@ -315,6 +315,19 @@ impl BlockFile {
         Ok(())
     }
 
+    /// Flips every bit of the byte at `offset`, durably (`store::corrupt_byte`).
+    pub(crate) fn flip_byte(&self, offset: u64) -> Result<(), StoreError> {
+        let mut byte = [0u8];
+        self.file
+            .read_exact_at(&mut byte, offset)
+            .map_err(|e| io(&format!("read byte {offset}"), e))?;
+        byte[0] ^= 0xff;
+        self.file
+            .write_all_at(&byte, offset)
+            .map_err(|e| io(&format!("write byte {offset}"), e))?;
+        self.file.sync_data().map_err(|e| io("fdatasync", e))
+    }
+
     /// Reads a chunk and checks it against its crc32c; a mismatch is `Corrupt`.
     pub(crate) fn read(
         &self,

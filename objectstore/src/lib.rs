@@ -18,7 +18,7 @@ pub mod types;
 pub use blocks::BlockFile;
 pub use engine::{Batch, Cf, Engine, MemoryEngine};
 pub use error::StoreError;
-pub use store::{KvObjectStore, ObjectStore, StoreStats};
+pub use store::{ChunkPlace, KvObjectStore, ObjectStore, StoreStats};
 pub use txn::{Transaction, TxOp};
 pub use types::{
     CHUNK_BYTES, CollectionId, NAMESPACE_BYTES_MAX, NO_SHARD, OBJECT_BYTES_MAX,

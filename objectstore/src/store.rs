@@ -11,6 +11,16 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::blocks::{BlockFile, Extent};
+
+/// Where a stored chunk of an object lives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChunkPlace {
+    /// A whole chunk in the block file, at `unit`.
+    Block { unit: u64, crc: u32 },
+    /// A partial chunk in the key-value engine.
+    Engine { bytes: usize, crc: u32 },
+}
 use crate::engine::{Batch, Cf, Engine, Entries};
 use crate::error::StoreError;
 use crate::keys;
@@ -139,6 +149,79 @@ impl<E: Engine> KvObjectStore<E> {
 
     pub fn blocks(&self) -> Option<&BlockFile> {
         self.blocks.as_ref()
+    }
+
+    /// Where each stored chunk of an object lives (chunks never written are holes and
+    /// absent), for offline inspection.
+    pub fn chunk_places(
+        &self,
+        c: CollectionId,
+        oid: &ObjectId,
+    ) -> Result<Vec<(u32, ChunkPlace)>, StoreError> {
+        let key = keys::object(c, oid);
+        let onode =
+            self.load_onode(&key, oid)?.ok_or_else(|| StoreError::NotFound(oid.to_string()))?;
+        let mut places: Vec<(u32, ChunkPlace)> = onode
+            .extents
+            .iter()
+            .map(|(&index, e)| (index, ChunkPlace::Block { unit: e.unit, crc: e.crc }))
+            .collect();
+        let chunks = onode.meta.size.div_ceil(CHUNK_BYTES) as usize;
+        let (start, end) = (keys::chunk(&key, 0), keys::chunk(&key, chunks as u32));
+        for (chunk_key, value) in self.engine.scan(Cf::Data, &start, Some(&end), chunks)? {
+            let index = chunk_key[key.len()..].try_into().map(u32::from_be_bytes);
+            if let (Ok(index), Some(crc)) = (index, value.get(..4)) {
+                let crc = u32::from_le_bytes(crc.try_into().expect("4 bytes"));
+                places.push((index, ChunkPlace::Engine { bytes: value.len() - 4, crc }));
+            }
+        }
+        places.sort_by_key(|(index, _)| *index);
+        Ok(places)
+    }
+
+    /// Flips every bit of the stored byte at `offset` of an object, behind its checksum:
+    /// what bit rot does. For rehearsing detection and repair on a stopped OSD. Returns
+    /// where the byte was.
+    pub fn corrupt_byte(
+        &self,
+        c: CollectionId,
+        oid: &ObjectId,
+        offset: u64,
+    ) -> Result<String, StoreError> {
+        let key = keys::object(c, oid);
+        let onode =
+            self.load_onode(&key, oid)?.ok_or_else(|| StoreError::NotFound(oid.to_string()))?;
+        if offset >= onode.meta.size {
+            return Err(StoreError::invalid(
+                format!("byte {offset} of {oid}"),
+                format!("the object is {} bytes", onode.meta.size),
+            ));
+        }
+        let index = (offset / CHUNK_BYTES) as u32;
+        let within = offset % CHUNK_BYTES;
+        if let Some(extent) = onode.extents.get(&index) {
+            let blocks = self.blocks.as_ref().ok_or_else(|| no_block_file(oid, index))?;
+            let at = extent.unit * crate::blocks::UNIT_BYTES + within;
+            blocks.flip_byte(at)?;
+            return Ok(format!("block file byte {at} (unit {}, chunk {index})", extent.unit));
+        }
+        let chunk_key = keys::chunk(&key, index);
+        let mut value = self.engine.get(Cf::Data, &chunk_key)?.ok_or_else(|| {
+            StoreError::invalid(
+                format!("byte {offset} of {oid}"),
+                "it is in a hole (never written)",
+            )
+        })?;
+        let at = 4 + within as usize;
+        let byte = value.get_mut(at).ok_or_else(|| {
+            StoreError::invalid(format!("byte {offset} of {oid}"), "past its stored chunk")
+        })?;
+        *byte ^= 0xff;
+        let mut batch = Batch::default();
+        batch.put(Cf::Data, chunk_key, value);
+        self.engine.write(batch)?;
+        self.engine.sync()?;
+        Ok(format!("engine chunk {index}, byte {within}"))
     }
 
     fn load_onode(&self, key: &[u8], oid: &ObjectId) -> Result<Option<Onode>, StoreError> {

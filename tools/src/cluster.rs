@@ -90,6 +90,13 @@ pub enum OsdCommand {
         #[arg(long)]
         data: PathBuf,
     },
+    /// A stopped OSD's store, offline: list, dump, get, corrupt.
+    StoreTool {
+        #[arg(long)]
+        data: PathBuf,
+        #[command(subcommand)]
+        command: crate::store_tool::StoreToolCommand,
+    },
     /// Remove OSDs that are down.
     Rm { osd: u32 },
     /// Mark OSDs in: they take data again.
@@ -452,6 +459,9 @@ pub async fn osd(connect: &Connect, command: OsdCommand) -> Result<()> {
         }
         OsdCommand::Create { id, data: None, .. } => Command::OsdCreate { id },
         OsdCommand::Run { data } => return osd::daemon::run(&data).await,
+        OsdCommand::StoreTool { data, command } => {
+            return crate::store_tool::run(&data, connect.format, command);
+        }
         OsdCommand::Rm { osd } => Command::OsdRemove { osd },
         OsdCommand::In { osds } => Command::OsdIn { osds },
         OsdCommand::Out { osds } => Command::OsdOut { osds },

@@ -9,6 +9,7 @@ mod map;
 mod map_render;
 mod obj;
 mod pg;
+mod store_tool;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

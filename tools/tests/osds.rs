@@ -369,22 +369,6 @@ fn writes_stop_below_min_size_with_a_clear_error_and_resume_when_a_copy_returns(
     assert!(get(&c, &work, "before") == pattern(1, 10_000));
 }
 
-/// Flips one byte in every 64 KiB unit of a stopped OSD's block file (where whole data
-/// chunks live), as bit rot would.
-fn rot_block_file(dir: &std::path::Path) -> u64 {
-    use std::os::unix::fs::FileExt;
-    let file = std::fs::OpenOptions::new().read(true).write(true).open(dir.join("block")).unwrap();
-    let units = file.metadata().unwrap().len() / (64 << 10);
-    for unit in 0..units {
-        let at = unit * (64 << 10) + 1234;
-        let mut byte = [0u8];
-        file.read_exact_at(&mut byte, at).unwrap();
-        file.write_all_at(&[byte[0] ^ 0x20], at).unwrap();
-    }
-    file.sync_all().unwrap();
-    units
-}
-
 #[test]
 fn a_flipped_byte_in_the_primarys_copy_is_never_served_and_is_repaired_from_a_replica() {
     let c = Cluster::start(3);
@@ -403,10 +387,54 @@ fn a_flipped_byte_in_the_primarys_copy_is_never_served_and_is_repaired_from_a_re
     let dump = c.json(&["pg", "dump"]);
     let primary = dump["pgs"][0]["acting"][0].as_u64().unwrap() as usize;
 
-    // The primary stops, its copy rots, and it comes back as the primary.
+    // The store tool refuses a running OSD's store.
+    let primary_dir = osds.dirs[primary].display().to_string();
+    let running = c.fails(&["osd", "store-tool", "--data", &primary_dir, "list"]);
+    assert!(running.contains("is the OSD still running"), "{running}");
+
+    // The primary stops, its copy rots (a byte of a whole chunk in the block file and one
+    // of the partial last chunk in RocksDB, for every object), and it comes back as the
+    // primary.
     osds.kill(primary);
-    let rotted = rot_block_file(&osds.dirs[primary]);
-    assert!(rotted >= 16, "only {rotted} units in the block file");
+    let pg = dump["pgs"][0]["pg"].as_str().unwrap().to_owned();
+    let tool = |args: &[&str]| {
+        let mut all = vec!["osd", "store-tool", "--data", &primary_dir];
+        all.extend(args);
+        c.ok(&all)
+    };
+    let listed = tool(&["list", &pg]);
+    for (name, _) in &objects {
+        assert!(listed.contains(&format!("{name}\t300000")), "{name} not listed:\n{listed}");
+        let dumped = c.json(&["osd", "store-tool", "--data", &primary_dir, "dump", &pg, name]);
+        let chunks = dumped["chunks"].as_array().unwrap();
+        assert_eq!(chunks.len(), 5, "{dumped}");
+        assert!(
+            chunks[1][1]["block"].is_object() && chunks[4][1]["engine"].is_object(),
+            "{dumped}"
+        );
+        for offset in ["70000", "299999"] {
+            tool(&["corrupt", &pg, name, "--offset", offset]);
+        }
+        let file = work.join("rotten");
+        let file = file.to_str().unwrap();
+        let rotten =
+            c.fails(&["osd", "store-tool", "--data", &primary_dir, "get", &pg, name, file]);
+        assert!(rotten.contains("does not match what was stored"), "{rotten}");
+    }
+    let past = c.fails(&[
+        "osd",
+        "store-tool",
+        "--data",
+        &primary_dir,
+        "corrupt",
+        &pg,
+        "rot0",
+        "--offset",
+        "300000",
+    ]);
+    assert!(past.contains("the object is 300000 bytes"), "{past}");
+    let missing = c.fails(&["osd", "store-tool", "--data", &primary_dir, "dump", &pg, "nope"]);
+    assert!(missing.contains("no object 'nope'"), "{missing}");
     osds.start(primary);
     wait_up(&c, 3);
     wait_clean(&c, 1);
@@ -425,6 +453,13 @@ fn a_flipped_byte_in_the_primarys_copy_is_never_served_and_is_repaired_from_a_re
     c.ok(&["osd", "down", &others[0].to_string(), &others[1].to_string()]);
     for (name, data) in &objects {
         assert!(get(&c, &work, name) == *data, "{name} from the repaired copy alone");
+    }
+    // And on disk, read offline: the repaired copy checks out.
+    osds.kill(primary);
+    for (name, expected) in &objects {
+        let file = work.join("offline");
+        tool(&["get", &pg, name, file.to_str().unwrap()]);
+        assert!(std::fs::read(&file).unwrap() == *expected, "{name} offline after repair");
     }
 }
 

@@ -1,0 +1,187 @@
+//! `cairn osd store-tool --data DIR ...`: a stopped OSD's object store, offline (as Ceph's
+//! `ceph-objectstore-tool`): list its PGs and objects, dump an object's metadata and where
+//! its chunks live, read an object out (checksums checked), and corrupt one stored byte
+//! behind its checksum to rehearse detection and repair.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use objectstore::{BlockFile, ChunkPlace, CollectionId, KvObjectStore, ObjectId, ObjectStore};
+use osd::rocks::RocksEngine;
+use placement::PgId;
+use serde::Serialize;
+
+use crate::Format;
+use crate::map::print_json;
+
+/// Objects listed per store call.
+const LIST_PAGE: usize = 1024;
+
+#[derive(Subcommand)]
+pub enum StoreToolCommand {
+    /// The PGs this OSD holds, or the objects of one PG.
+    List { pg: Option<PgId> },
+    /// An object's size, version, xattrs and where each stored chunk lives.
+    Dump { pg: PgId, object: String },
+    /// Reads an object to FILE, every chunk checked against its checksum.
+    Get { pg: PgId, object: String, file: PathBuf },
+    /// Flips every bit of the stored byte at OFFSET of an object, leaving its checksum
+    /// as it was (bit rot, on purpose).
+    Corrupt {
+        pg: PgId,
+        object: String,
+        #[arg(long)]
+        offset: u64,
+    },
+}
+
+type Store = KvObjectStore<RocksEngine>;
+
+fn open(dir: &Path) -> Result<Store> {
+    let store_dir = dir.join("store");
+    if !store_dir.is_dir() {
+        anyhow::bail!("{} holds no OSD store (no store/ directory)", dir.display());
+    }
+    // RocksDB locks its directory: a running OSD makes this fail, which is the point.
+    let engine = RocksEngine::open(&store_dir).with_context(|| {
+        format!("open the store in {} (is the OSD still running? stop it first)", dir.display())
+    })?;
+    let blocks = BlockFile::open(&dir.join(osd::daemon::BLOCK_FILE))?;
+    KvObjectStore::with_blocks(engine, blocks)
+        .with_context(|| format!("read the store in {}", dir.display()))
+}
+
+fn head(name: &str) -> ObjectId {
+    ObjectId {
+        namespace: String::new(),
+        name: name.as_bytes().to_vec(),
+        snap: objectstore::SNAP_HEAD,
+    }
+}
+
+/// The object, or a clear error naming the PG and what it holds.
+fn existing(store: &Store, pg: PgId, name: &str) -> Result<(CollectionId, ObjectId)> {
+    let c = CollectionId::replicated(pg);
+    if !store.collections()?.contains(&c) {
+        anyhow::bail!("this OSD holds no copy of pg {pg}");
+    }
+    let oid = head(name);
+    if store.stat(c, &oid)?.is_none() {
+        anyhow::bail!("pg {pg} on this OSD has no object '{name}'");
+    }
+    Ok((c, oid))
+}
+
+#[derive(Serialize)]
+struct Listed {
+    name: String,
+    size: u64,
+    version: String,
+}
+
+#[derive(Serialize)]
+struct Dumped {
+    pg: String,
+    name: String,
+    size: u64,
+    version: String,
+    mtime_ms: i64,
+    xattrs: Vec<String>,
+    omap_keys: u64,
+    chunks: Vec<(u32, ChunkPlace)>,
+}
+
+pub fn run(dir: &Path, format: Format, command: StoreToolCommand) -> Result<()> {
+    let store = open(dir)?;
+    match command {
+        StoreToolCommand::List { pg: None } => {
+            let pgs: Vec<String> =
+                store.collections()?.into_iter().map(|c| c.pg.to_string()).collect();
+            match format {
+                Format::Json => print_json(&pgs)?,
+                Format::Plain => pgs.iter().for_each(|pg| println!("{pg}")),
+            }
+        }
+        StoreToolCommand::List { pg: Some(pg) } => {
+            let c = CollectionId::replicated(pg);
+            if !store.collections()?.contains(&c) {
+                anyhow::bail!("this OSD holds no copy of pg {pg}");
+            }
+            let mut objects = Vec::new();
+            let mut after: Option<ObjectId> = None;
+            loop {
+                let page = store.list(c, after.as_ref(), LIST_PAGE)?;
+                let Some((last, _)) = page.last() else { break };
+                after = Some(last.clone());
+                objects.extend(page.into_iter().map(|(oid, meta)| Listed {
+                    name: oid.to_string(),
+                    size: meta.size,
+                    version: meta.version.to_string(),
+                }));
+            }
+            match format {
+                Format::Json => print_json(&objects)?,
+                Format::Plain => {
+                    for o in &objects {
+                        println!("{}\t{}\t{}", o.name, o.size, o.version);
+                    }
+                }
+            }
+        }
+        StoreToolCommand::Dump { pg, object } => {
+            let (c, oid) = existing(&store, pg, &object)?;
+            let meta = store.stat(c, &oid)?.context("the object went away")?;
+            let dumped = Dumped {
+                pg: pg.to_string(),
+                name: object,
+                size: meta.size,
+                version: meta.version.to_string(),
+                mtime_ms: meta.mtime_ms,
+                xattrs: meta.xattrs.keys().cloned().collect(),
+                omap_keys: meta.omap_keys,
+                chunks: store.chunk_places(c, &oid)?,
+            };
+            match format {
+                Format::Json => print_json(&dumped)?,
+                Format::Plain => {
+                    println!("pg {} object {}", dumped.pg, dumped.name);
+                    println!(
+                        "size {} version {} mtime_ms {}",
+                        dumped.size, dumped.version, dumped.mtime_ms
+                    );
+                    println!("xattrs {:?} omap keys {}", dumped.xattrs, dumped.omap_keys);
+                    for (index, place) in &dumped.chunks {
+                        match place {
+                            ChunkPlace::Block { unit, crc } => {
+                                println!("chunk {index}: block unit {unit}, crc32c {crc:08x}")
+                            }
+                            ChunkPlace::Engine { bytes, crc } => {
+                                println!("chunk {index}: engine, {bytes} bytes, crc32c {crc:08x}")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        StoreToolCommand::Get { pg, object, file } => {
+            let (c, oid) = existing(&store, pg, &object)?;
+            let data = store
+                .read(c, &oid, 0, u64::MAX)
+                .with_context(|| format!("read '{object}' of pg {pg}"))?;
+            std::fs::write(&file, &data).with_context(|| format!("write {}", file.display()))?;
+            if format == Format::Plain {
+                println!("wrote {} bytes to {}", data.len(), file.display());
+            }
+        }
+        StoreToolCommand::Corrupt { pg, object, offset } => {
+            let (c, oid) = existing(&store, pg, &object)?;
+            let place = store.corrupt_byte(c, &oid, offset)?;
+            match format {
+                Format::Json => print_json(&serde_json::json!({ "corrupted": place }))?,
+                Format::Plain => println!("flipped byte {offset} of '{object}': {place}"),
+            }
+        }
+    }
+    Ok(())
+}
