@@ -80,8 +80,12 @@ impl OsdConnections {
             })??;
         let result = rpc::call(conn.as_ref(), request, bulk, timeout).await;
         if result.as_ref().is_err_and(|e| e.remote_code().is_none()) {
-            // A transport failure: the next call connects afresh.
-            self.conns.lock().expect("osd connections").remove(&(osd, addr));
+            // A transport failure: the next call connects afresh (unless another caller
+            // already replaced this connection).
+            let mut conns = self.conns.lock().expect("osd connections");
+            if conns.get(&(osd, addr)).is_some_and(|current| Arc::ptr_eq(current, &conn)) {
+                conns.remove(&(osd, addr));
+            }
         }
         result
     }

@@ -207,7 +207,11 @@ async fn serve_stream(
         tokio::time::timeout(REQUEST_READ_TIMEOUT, frame::read::<_, Request>(&mut recv, limits));
     let request = match read.await {
         Ok(Ok(Some(request))) => request,
-        Ok(Ok(None)) => return,
+        // An empty stream: answered with an empty one.
+        Ok(Ok(None)) => {
+            let _ = send.shutdown().await;
+            return;
+        }
         Err(_) => {
             tracing::warn!(peer = %peer.entity, "request frame not complete in time");
             let answer = Response::Error(RemoteError::new(

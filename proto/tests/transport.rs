@@ -456,3 +456,28 @@ async fn a_tcp_client_survives_its_server_dying_and_coming_back() {
     let (_, echoed) = tcp_ping(conn.as_ref(), b"after").await.unwrap();
     assert_eq!(&echoed[..], b"after");
 }
+
+#[tokio::test]
+async fn tcp_calls_cut_short_leave_the_pool_in_step() {
+    let ca = ClusterCa::generate("test").unwrap();
+    let name = EntityName::osd(5);
+    let server = TcpServer::start(&ca, &name, loopback());
+    let conn = tcp_client(&ca, "admin").connect(server.addr, &name).await.unwrap();
+    // Calls abandoned mid-request or mid-answer (8 MiB each way in 1 ms cannot finish).
+    let big = vec![7u8; 8 << 20];
+    for _ in 0..6 {
+        let cut =
+            rpc::call(conn.as_ref(), &Request::Ping { sent_ms: 1 }, &big, Duration::from_millis(1));
+        let err = cut.await.unwrap_err();
+        assert!(matches!(err, TransportError::Timeout { .. }), "{err}");
+    }
+    // Every later call gets its own answer, promptly.
+    for i in 0..12u8 {
+        let payload = vec![i; 100 + usize::from(i)];
+        let (_, echoed) = tokio::time::timeout(TIMEOUT, tcp_ping(conn.as_ref(), &payload))
+            .await
+            .expect("a call after cut-short ones answers within the timeout")
+            .unwrap();
+        assert_eq!(&echoed[..], &payload[..], "call {i} got another stream's bytes");
+    }
+}

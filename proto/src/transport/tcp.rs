@@ -51,6 +51,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections handshaken but not yet taken by `accept`.
 const ACCEPT_QUEUE: usize = 64;
+/// Handshakes in progress at once: a flood of connects waits for these rather than
+/// spending memory and file descriptors on unauthenticated peers.
+const HANDSHAKES_MAX: usize = 256;
 /// Idle connections a client keeps to one server.
 const IDLE_MAX: usize = 64;
 /// TCP keepalive: a peer whose host vanished is noticed after about 16 s of silence.
@@ -108,10 +111,6 @@ enum Reader {
 impl Reader {
     fn start(&mut self) {
         *self = Reader::Header { buf: [0; 4], got: 0 };
-    }
-
-    fn is_broken(&self) -> bool {
-        matches!(self, Reader::Broken)
     }
 
     /// Reads up to the start of a chunk's data or the stream's end. Every step keeps its
@@ -257,14 +256,17 @@ struct Writer {
     left: u32,
     /// The end marker is queued.
     ended: bool,
+    /// ... and was flushed to the socket.
+    flushed: bool,
     /// Anything was written on this stream.
     wrote: bool,
 }
 
 impl Writer {
-    /// Whether the stream ended cleanly: everything handed to TLS, end marker included.
+    /// Whether the stream ended cleanly: everything, end marker included, flushed to the
+    /// socket (a shutdown cut short by a timeout may leave the tail in TLS's buffer).
     fn is_clean(&self) -> bool {
-        self.ended && self.left == 0 && self.sent == self.gather.len()
+        self.flushed
     }
 
     fn poll_send_gathered<W: AsyncWrite + Unpin>(
@@ -322,6 +324,9 @@ impl Writer {
                 continue;
             }
             // A large write: its header goes with what is gathered, its data straight on.
+            // The header commits the stream to `n` more bytes, so a caller that sees
+            // `Pending` must offer them again (as `write_all` does); shutting down short
+            // of them is an error.
             let n = buf.len().min(CHUNK_MAX as usize) as u32;
             self.gather.extend_from_slice(&header(n));
             self.left = n;
@@ -353,7 +358,9 @@ impl Writer {
             self.gather.extend_from_slice(&header(END));
             self.ended = true;
         }
-        self.poll_flush(io, cx)
+        ready!(self.poll_flush(io, cx))?;
+        self.flushed = true;
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -403,8 +410,12 @@ fn give_back(slot: &Slot) {
     let tls = read.unsplit(write);
     match &parts.home {
         Home::Pool(pool) => {
+            // Reused only if what is left to read is at most the end marker: a caller that
+            // dropped an answer halfway (a cancelled or timed-out call) closes the socket,
+            // so the server's write fails at once instead of waiting on a buried socket.
+            let at_boundary = matches!(reader, Reader::Ended | Reader::Header { .. });
             if writer.is_clean()
-                && !reader.is_broken()
+                && at_boundary
                 && let Some(pool) = pool.upgrade()
             {
                 pool.put(Idle { tls, reader });
@@ -571,7 +582,9 @@ async fn listen(
     acceptor: TlsAcceptor,
     queue: mpsc::Sender<Arc<dyn Connection>>,
 ) {
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_MAX));
     loop {
+        let Ok(permit) = handshakes.clone().acquire_owned().await else { return };
         let (tcp, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
@@ -586,9 +599,9 @@ async fn listen(
         let (acceptor, queue) = (acceptor.clone(), queue.clone());
         tokio::spawn(async move {
             let accept = acceptor.accept(tcp);
-            let Some(tls) = super::handshake(remote, HANDSHAKE_TIMEOUT, accept).await else {
-                return;
-            };
+            let handshake = super::handshake(remote, HANDSHAKE_TIMEOUT, accept).await;
+            drop(permit);
+            let Some(tls) = handshake else { return };
             let peer = match peer_of(tls.get_ref().1.peer_certificates(), remote) {
                 Ok(peer) => peer,
                 Err(reason) => {
