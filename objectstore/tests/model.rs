@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use objectstore::{
-    BlockFile, CHUNK_BYTES, CollectionId, KvObjectStore, MemoryEngine, OBJECT_BYTES_MAX, ObjectId,
-    ObjectStore, StoreError, Transaction, TxOp,
+    BlockFile, CHUNK_BYTES, ChunkPlace, CollectionId, KvObjectStore, MemoryEngine,
+    OBJECT_BYTES_MAX, ObjectId, ObjectStore, StoreError, Transaction, TxOp,
 };
 use placement::{PgId, PoolId};
 use proptest::prelude::*;
@@ -312,4 +312,39 @@ fn objects_of_a_collection_removed_earlier_in_the_transaction_are_gone() {
     assert_eq!(store.read(c, &oid(0), 0, u64::MAX).unwrap(), b"\0\0\0\0\0new");
     store.sync().unwrap();
     assert_eq!(store.blocks().unwrap().units().0, 0, "the old object's units are free");
+}
+
+#[test]
+fn corrupt_byte_rots_one_stored_byte_where_it_lives_and_refuses_what_is_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocks = BlockFile::open(&dir.path().join("block")).unwrap();
+    let store = KvObjectStore::with_blocks(MemoryEngine::new(), blocks).unwrap();
+    let c = coll();
+    // A hole, then one whole chunk (block file), then a partial one (engine).
+    let data: Vec<u8> = (0..CHUNK_BYTES + 100).map(|i| (i % 249) as u8).collect();
+    let mut txn = Transaction::new();
+    txn.push(TxOp::Write { c, oid: oid(1), offset: CHUNK_BYTES, data: Bytes::from(data) });
+    store.apply(&txn).unwrap();
+    store.sync().unwrap();
+    let places = store.chunk_places(c, &oid(1)).unwrap();
+    assert!(
+        matches!(
+            places[..],
+            [(1, ChunkPlace::Block { .. }), (2, ChunkPlace::Engine { bytes: 100, .. })]
+        ),
+        "{places:?}"
+    );
+    let hole = store.corrupt_byte(c, &oid(1), 10).unwrap_err();
+    assert!(hole.to_string().contains("in a hole"), "{hole}");
+    let past = store.corrupt_byte(c, &oid(1), 2 * CHUNK_BYTES + 100).unwrap_err();
+    assert!(past.to_string().contains("the object is"), "{past}");
+    let missing = store.corrupt_byte(c, &oid(2), 0).unwrap_err();
+    assert!(matches!(missing, StoreError::NotFound(_)), "{missing}");
+    // Each rotten chunk is caught on read; the hole still reads as zeros.
+    for offset in [CHUNK_BYTES + 5, 2 * CHUNK_BYTES + 99] {
+        store.corrupt_byte(c, &oid(1), offset).unwrap();
+        let error = store.read(c, &oid(1), offset, 1).unwrap_err();
+        assert!(matches!(error, StoreError::Corrupt { .. }), "{error}");
+    }
+    assert_eq!(store.read(c, &oid(1), 0, 16).unwrap(), vec![0u8; 16]);
 }
