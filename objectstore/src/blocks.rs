@@ -18,10 +18,11 @@
 //! aligned buffer and written with one call. Reads go through the page cache.
 //!
 //! The file is grown ahead of the writes, `GROW_BYTES` at a time with fallocate. ext4 lets
-//! direct writes into allocated space share the inode lock, so writes of different PGs run
-//! in parallel; a direct write that extends the file or fills a hole takes the lock
-//! exclusively, and 4 MiB writes queued behind it (perf showed the lock's slow path, and the
-//! machine half idle).
+//! direct writes into allocated space share the inode lock, so writes of different PGs can
+//! run in parallel; a direct write that extends the file or fills a hole takes the lock
+//! exclusively. (perf had shown the lock's slow path under 4 MiB writes; throughput did not
+//! change measurably, as the disk itself was the limit: bench/RESULTS.md.) The space
+//! allocated ahead is not counted as used: usage is the units in use.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
