@@ -52,25 +52,31 @@ fn open(dir: &Path) -> Result<Store> {
         .with_context(|| format!("read the store in {}", dir.display()))
 }
 
-fn head(name: &str) -> ObjectId {
+fn head(namespace: &str, name: &str) -> ObjectId {
     ObjectId {
-        namespace: String::new(),
+        namespace: namespace.to_owned(),
         name: name.as_bytes().to_vec(),
         snap: objectstore::SNAP_HEAD,
     }
 }
 
-/// The object, or a clear error naming the PG and what it holds.
+/// The object, or a clear error naming the PG and what it holds. `name` is as `list`
+/// prints it: `NAME`, or `NAMESPACE/NAME` for an object in a namespace.
 fn existing(store: &Store, pg: PgId, name: &str) -> Result<(CollectionId, ObjectId)> {
     let c = CollectionId::replicated(pg);
     if !store.collections()?.contains(&c) {
         anyhow::bail!("this OSD holds no copy of pg {pg}");
     }
-    let oid = head(name);
-    if store.stat(c, &oid)?.is_none() {
-        anyhow::bail!("pg {pg} on this OSD has no object '{name}'");
+    let mut candidates = vec![head("", name)];
+    if let Some((namespace, rest)) = name.split_once('/') {
+        candidates.push(head(namespace, rest));
     }
-    Ok((c, oid))
+    for oid in candidates {
+        if store.stat(c, &oid)?.is_some() {
+            return Ok((c, oid));
+        }
+    }
+    anyhow::bail!("pg {pg} on this OSD has no object '{name}'")
 }
 
 #[derive(Serialize)]
