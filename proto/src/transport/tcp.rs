@@ -399,9 +399,11 @@ fn stream(tls: Tls, reader: Reader, home: Home) -> (SendHalf, RecvHalf) {
     (Box::new(send), Box::new(recv))
 }
 
-/// Called as each half is dropped: once both are, the connection goes home.
-fn give_back(slot: &Slot) {
+/// Called as each half is dropped, with `put` storing its part: once both are in, the
+/// connection goes home.
+fn give_back(slot: &Slot, put: impl FnOnce(&mut Parts)) {
     let mut parts = slot.lock().expect("stream parts");
+    put(&mut parts);
     if parts.read.is_none() || parts.write.is_none() {
         return;
     }
@@ -461,8 +463,7 @@ impl Drop for TcpSend {
     fn drop(&mut self) {
         if let Some(io) = self.io.take() {
             let writer = std::mem::take(&mut self.writer);
-            self.slot.lock().expect("stream parts").write = Some((io, writer));
-            give_back(&self.slot);
+            give_back(&self.slot, |parts| parts.write = Some((io, writer)));
         }
     }
 }
@@ -498,8 +499,7 @@ impl Drop for TcpRecv {
     fn drop(&mut self) {
         if let Some(io) = self.io.take() {
             let reader = std::mem::take(&mut self.reader);
-            self.slot.lock().expect("stream parts").read = Some((io, reader));
-            give_back(&self.slot);
+            give_back(&self.slot, |parts| parts.read = Some((io, reader)));
         }
     }
 }
