@@ -34,6 +34,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::caps::CapsCache;
 use crate::pg::actor::{self, ClientOp, Event, Pg, Shared};
 use crate::rocks::RocksEngine;
+use crate::syncer::Syncer;
 use crate::throttle::Throttle;
 
 pub const CONFIG_FILE: &str = "osd.toml";
@@ -493,6 +494,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         me: config.id,
         pg_temp: pg_temp_tx,
+        syncer: Syncer::start(store.clone()).context("start the sync thread")?,
         store,
         conns: Arc::new(OsdConnections::new(to_osds)),
         recovery: Throttle::new(RECOVERY_ACTIVE_MAX),

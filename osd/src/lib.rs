@@ -4,4 +4,5 @@ pub mod caps;
 pub mod daemon;
 pub mod pg;
 pub mod rocks;
+pub mod syncer;
 pub mod throttle;

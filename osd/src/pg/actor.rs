@@ -37,6 +37,7 @@ use super::log::{LOG_ENTRIES_KEPT, PgLog};
 use super::ops::{self, object_id, object_name, store_error};
 use super::peering::{self, Decision, Plan};
 use super::persist;
+use crate::syncer::Syncer;
 use crate::throttle::Throttle;
 
 /// How long one request to a peer may take.
@@ -64,6 +65,8 @@ pub type Reply = oneshot::Sender<Result<(Response, Bytes), RemoteError>>;
 pub struct Shared {
     pub me: u32,
     pub store: Arc<dyn ObjectStore>,
+    /// Makes applied changes durable, many at once.
+    pub syncer: Syncer,
     pub conns: Arc<OsdConnections>,
     /// Log-recovery pushes and pulls in flight on this OSD (`osd.recovery_max_active`);
     /// recovery a client op waits on does not wait for these.
@@ -781,7 +784,7 @@ impl Pg {
                     }
                     apply_state(shared.store.as_ref(), c, &state, &bulk)
                         .map_err(|e| Failed(e.message))?;
-                    shared.store.sync().map_err(|e| Failed(e.to_string()))?;
+                    shared.syncer.sync().await.map_err(|e| Failed(e.message))?;
                     moved += bulk.len() as u64;
                 }
                 if !targets.is_empty() {
@@ -1373,15 +1376,7 @@ impl Pg {
         let reply = op.reply;
         tokio::spawn(async move {
             let epoch = map.epoch();
-            let local = {
-                let store = shared.store.clone();
-                async move {
-                    tokio::task::spawn_blocking(move || store.sync())
-                        .await
-                        .map_err(|e| err(ErrorCode::Internal, e.to_string()))?
-                        .map_err(store_error)
-                }
-            };
+            let local = shared.syncer.sync();
             let remote = peers.iter().map(|&(osd, backfill_only)| {
                 let request = PeerRequest::Replicate {
                     after: head,
@@ -1612,10 +1607,16 @@ impl Pg {
                 }
             }
             PeerRequest::Push { state } => {
-                let result = apply_state(self.shared.store.as_ref(), self.c, &state, &bulk);
-                let result = result.and_then(|()| self.shared.store.sync().map_err(store_error));
-                let _ =
-                    reply.send(result.map(|()| (Response::Peer(PeerResponse::Done), Bytes::new())));
+                if let Err(e) = apply_state(self.shared.store.as_ref(), self.c, &state, &bulk) {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+                let shared = self.shared.clone();
+                tokio::spawn(async move {
+                    let result = shared.syncer.sync().await;
+                    let _ = reply
+                        .send(result.map(|()| (Response::Peer(PeerResponse::Done), Bytes::new())));
+                });
             }
             PeerRequest::Complete { info } => {
                 self.info.last_epoch_clean = info.last_epoch_clean;
@@ -1729,15 +1730,10 @@ impl Pg {
             let _ = reply.send(Err(e));
             return;
         }
-        let store = self.shared.store.clone();
+        let shared = self.shared.clone();
         tokio::spawn(async move {
-            let synced = tokio::task::spawn_blocking(move || store.sync()).await;
-            let result = match synced {
-                Ok(Ok(())) => Ok((Response::Peer(PeerResponse::Done), Bytes::new())),
-                Ok(Err(e)) => Err(store_error(e)),
-                Err(e) => Err(err(ErrorCode::Internal, e.to_string())),
-            };
-            let _ = reply.send(result);
+            let result = shared.syncer.sync().await;
+            let _ = reply.send(result.map(|()| (Response::Peer(PeerResponse::Done), Bytes::new())));
         });
     }
 }
