@@ -1,6 +1,7 @@
 //! Health checks, computed from what a monitor knows, as `ceph health detail` names them:
 //! MON_DOWN, OSD_DOWN, OSD_OUT, OSD_FLAPPING, CLOCK_SKEW, MAP_EPOCH_LAG, OSDMAP_FLAGS,
-//! PG_INACTIVE, PG_DEGRADED, PG_UNDERSIZED, OBJECT_UNFOUND.
+//! OSD_FULL, OSD_BACKFILLFULL, OSD_NEARFULL, PG_INACTIVE, PG_DEGRADED, PG_UNDERSIZED,
+//! OBJECT_UNFOUND.
 //! A pure function of its inputs, so every check is unit-tested with exact expectations.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -8,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use placement::{Epoch, OsdId, OsdMap};
 use proto::EntityName;
 use proto::message::{ClusterPgStats, HealthCheck, MonStatus, Severity};
-use proto::osd::PgStat;
+use proto::osd::{Fill, FullRatios, OsdStat, PgStat};
 
 use crate::settings::Settings;
 
@@ -162,9 +163,53 @@ pub fn checks(inputs: &Inputs<'_>) -> Vec<HealthCheck> {
             vec![],
         ));
     }
+    fill_checks(&inputs.pgs.osds, &inputs.settings.full_ratios, &mut out);
     pg_checks(inputs.pgs, &mut out);
     out.sort_by_key(|c| std::cmp::Reverse(c.severity));
     out
+}
+
+/// OSD_FULL, OSD_BACKFILLFULL and OSD_NEARFULL, each OSD under the highest level it
+/// reached.
+fn fill_checks(osds: &[OsdStat], ratios: &FullRatios, out: &mut Vec<HealthCheck>) {
+    let levels = [
+        (Fill::Full, "OSD_FULL", Severity::Err, "full", ratios.full, "writes are refused"),
+        (
+            Fill::Backfillfull,
+            "OSD_BACKFILLFULL",
+            Severity::Warn,
+            "backfillfull",
+            ratios.backfillfull,
+            "no data is backfilled onto it",
+        ),
+        (
+            Fill::Nearfull,
+            "OSD_NEARFULL",
+            Severity::Warn,
+            "nearfull",
+            ratios.nearfull,
+            "add space soon",
+        ),
+    ];
+    for (fill, code, severity, word, percent, effect) in levels {
+        let at: Vec<&OsdStat> =
+            osds.iter().filter(|o| ratios.fill(o.used_percent()) == fill).collect();
+        if at.is_empty() {
+            continue;
+        }
+        let detail = at
+            .iter()
+            .map(|o| {
+                format!(
+                    "osd.{} is {word} at {:.1}% used ({percent}% is {word}): {effect}",
+                    o.osd,
+                    o.used_percent()
+                )
+            })
+            .collect();
+        let summary = format!("{} {word}", plural(at.len(), "osd", "osds"));
+        out.push(check(code, severity, summary, detail));
+    }
 }
 
 fn has(stat: &PgStat, word: &str) -> bool {
@@ -393,8 +438,6 @@ mod tests {
     }
 
     fn pg_codes(pgs: Vec<PgStat>) -> Vec<HealthCheck> {
-        let map = map();
-        let settings = Settings::default();
         let mut stats = ClusterPgStats { pgs, ..ClusterPgStats::default() };
         for p in &stats.pgs {
             stats.summary.degraded += p.degraded;
@@ -402,15 +445,50 @@ mod tests {
             stats.summary.objects += p.objects;
             stats.summary.copies += p.objects * 3;
         }
+        stats_codes(&stats)
+    }
+
+    /// The checks of a quiet cluster whose PG and OSD statistics are `stats`.
+    fn stats_codes(stats: &ClusterPgStats) -> Vec<HealthCheck> {
+        let (map, settings) = (map(), Settings::default());
         checks(&Inputs {
             map: &map,
             settings: &settings,
             monitors: &[mon("a", true, Some(0))],
             daemons: &BTreeMap::new(),
             flapping: &BTreeSet::new(),
-            pgs: &stats,
+            pgs: stats,
             now_ms: 0,
         })
+    }
+
+    #[test]
+    fn fill_checks_name_each_osd_under_its_highest_level() {
+        let osd = |osd, avail_bytes| OsdStat {
+            osd,
+            total_bytes: 1000,
+            avail_bytes,
+            ..OsdStat::default()
+        };
+        let stats = ClusterPgStats {
+            osds: vec![osd(0, 500), osd(1, 150), osd(2, 100), osd(3, 40), osd(4, 0)],
+            ..ClusterPgStats::default()
+        };
+        let checks = stats_codes(&stats);
+        assert_eq!(codes(&checks), ["OSD_FULL", "OSD_BACKFILLFULL", "OSD_NEARFULL"]);
+        assert_eq!(checks[0].severity, Severity::Err);
+        assert_eq!(checks[0].summary, "2 osds full");
+        assert_eq!(
+            checks[0].detail[0],
+            "osd.3 is full at 96.0% used (95% is full): writes are refused"
+        );
+        assert_eq!(
+            checks[1].detail,
+            [
+                "osd.2 is backfillfull at 90.0% used (90% is backfillfull): no data is backfilled onto it"
+            ]
+        );
+        assert_eq!(checks[2].summary, "1 osd nearfull");
     }
 
     #[test]

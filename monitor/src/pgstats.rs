@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use placement::{OsdId, OsdMap, PgId};
 use proto::message::{ClusterPgStats, PgSummary};
-use proto::osd::{OsdStat, PgStat};
+use proto::osd::{Fill, FullRatios, OsdStat, PgStat};
 
 /// A PG whose last report is older than this (its primary went silent) is stale: its
 /// state is unknown since. So is one whose reporter is down.
@@ -72,6 +72,22 @@ impl PgStatsTable {
         self.pgs.retain(|pg, _| map.pool(pg.pool).is_some_and(|p| pg.seed < p.pg_num));
         let osds = &map.contents().osds;
         self.osds.retain(|osd, _| osds.contains_key(&OsdId(*osd)));
+    }
+
+    /// The OSDs whose last report puts them at the full level, and those at backfillfull
+    /// or above.
+    pub fn filled(&self, ratios: &FullRatios) -> (Vec<u32>, Vec<u32>) {
+        let (mut full, mut backfillfull) = (Vec::new(), Vec::new());
+        for (&osd, reported) in &self.osds {
+            let fill = ratios.fill(reported.stat.used_percent());
+            if fill >= Fill::Backfillfull {
+                backfillfull.push(osd);
+            }
+            if fill == Fill::Full {
+                full.push(osd);
+            }
+        }
+        (full, backfillfull)
     }
 
     /// Every PG of `map` as last reported (or unknown, or stale), every OSD's usage, and
@@ -228,6 +244,23 @@ mod tests {
         // A late report from an older epoch does not undo a newer one.
         table.report(1, vec![stat(pg(0), &["peering"], 2, 5, 0)], usage(1, 0), 1_500);
         assert_eq!(table.view(&map, 1_500).pgs[0].state, ["active", "clean"]);
+    }
+
+    #[test]
+    fn osds_are_full_by_what_is_not_free_of_their_space() {
+        let mut table = PgStatsTable::default();
+        let fill =
+            |osd, avail_bytes| OsdStat { osd, total_bytes: 1000, avail_bytes, ..usage(osd, 0) };
+        // 50%, 85% (nearfull), 90% (backfillfull), 95% (full), 99.9%, and one of unknown size.
+        for (osd, avail) in [(0, 500), (1, 150), (2, 100), (3, 50), (4, 1)] {
+            table.report(osd, vec![], fill(osd, avail), 0);
+        }
+        table.report(5, vec![], usage(5, 0), 0);
+        let ratios = FullRatios::default();
+        assert_eq!(table.filled(&ratios), (vec![3, 4], vec![2, 3, 4]));
+        // Freed space counts at the next report.
+        table.report(3, vec![], fill(3, 200), 1);
+        assert_eq!(table.filled(&ratios), (vec![4], vec![2, 4]));
     }
 
     #[test]

@@ -552,7 +552,10 @@ impl Monitor {
                     failure.beacon(osd, now);
                     drop(failure);
                     self.note_epoch(&origin, epoch);
-                    return Ok((Response::OsdConfig(settings.osd_config()), Bytes::new()));
+                    let mut config = settings.osd_config();
+                    (config.full_osds, config.backfillfull_osds) =
+                        self.pg_stats.lock().expect("pg stats lock").filled(&settings.full_ratios);
+                    return Ok((Response::OsdConfig(config), Bytes::new()));
                 }
                 OsdMessage::Failure { target, .. } => {
                     failure.report(osd, OsdId(target), now);

@@ -32,6 +32,9 @@ pub struct Settings {
     /// Recovery and backfill throttles, which OSDs take with each beacon's answer.
     pub osd_recovery_max_active: u32,
     pub osd_backfill_max_active: u32,
+    /// Fill levels in percent of an OSD's space: OSD_NEARFULL; no backfill onto the OSD
+    /// (OSD_BACKFILLFULL); no writes onto it (OSD_FULL). Ceph's ratios, as percents.
+    pub full_ratios: proto::osd::FullRatios,
 }
 
 impl Default for Settings {
@@ -50,6 +53,7 @@ impl Default for Settings {
             target_pgs_per_osd: placement::autoscale::TARGET_PGS_PER_OSD_DEFAULT,
             osd_recovery_max_active: 4,
             osd_backfill_max_active: 4,
+            full_ratios: proto::osd::FullRatios::default(),
         }
     }
 }
@@ -69,6 +73,9 @@ const KEYS: &[(&str, u64, u64)] = &[
     ("mon.target_pgs_per_osd", 1, 10_000),
     ("osd.recovery_max_active", 1, 256),
     ("osd.backfill_max_active", 1, 256),
+    ("mon.nearfull_percent", 1, 100),
+    ("mon.backfillfull_percent", 1, 100),
+    ("mon.full_percent", 1, 100),
 ];
 
 impl Settings {
@@ -96,6 +103,21 @@ impl Settings {
             "mon.target_pgs_per_osd" => self.target_pgs_per_osd = n as u32,
             "osd.recovery_max_active" => self.osd_recovery_max_active = n as u32,
             "osd.backfill_max_active" => self.osd_backfill_max_active = n as u32,
+            "mon.nearfull_percent" | "mon.backfillfull_percent" | "mon.full_percent" => {
+                let mut ratios = self.full_ratios;
+                match key {
+                    "mon.nearfull_percent" => ratios.nearfull = n as u32,
+                    "mon.backfillfull_percent" => ratios.backfillfull = n as u32,
+                    _ => ratios.full = n as u32,
+                }
+                if !(ratios.nearfull <= ratios.backfillfull && ratios.backfillfull <= ratios.full) {
+                    return Err(format!(
+                        "{key} = {n} would break nearfull ({}) <= backfillfull ({}) <= full ({})",
+                        ratios.nearfull, ratios.backfillfull, ratios.full
+                    ));
+                }
+                self.full_ratios = ratios;
+            }
             _ => unreachable!("every key in KEYS is handled"),
         }
         Ok(())
@@ -117,14 +139,20 @@ impl Settings {
             ("mon.target_pgs_per_osd", u64::from(self.target_pgs_per_osd)),
             ("osd.recovery_max_active", u64::from(self.osd_recovery_max_active)),
             ("osd.backfill_max_active", u64::from(self.osd_backfill_max_active)),
+            ("mon.nearfull_percent", u64::from(self.full_ratios.nearfull)),
+            ("mon.backfillfull_percent", u64::from(self.full_ratios.backfillfull)),
+            ("mon.full_percent", u64::from(self.full_ratios.full)),
         ]
     }
 
-    /// What OSDs apply at runtime.
+    /// What OSDs apply at runtime; the leader fills in which OSDs are full.
     pub fn osd_config(&self) -> proto::osd::OsdConfig {
         proto::osd::OsdConfig {
             recovery_max_active: self.osd_recovery_max_active,
             backfill_max_active: self.osd_backfill_max_active,
+            ratios: self.full_ratios,
+            full_osds: Vec::new(),
+            backfillfull_osds: Vec::new(),
         }
     }
 }
@@ -153,6 +181,16 @@ mod tests {
             settings.set("mon.down_out_interval", "soon").unwrap_err().contains("whole number")
         );
         assert!(settings.set("mon.down_out_interval", "0").unwrap_err().contains("outside"));
+        assert!(settings.set("mon.full_percent", "101").unwrap_err().contains("outside"));
+        let order = settings.set("mon.nearfull_percent", "96").unwrap_err();
+        assert!(order.contains("nearfull (96) <= backfillfull (90) <= full (95)"), "{order}");
+        assert!(settings.set("mon.full_percent", "89").unwrap_err().contains("full (89)"));
         assert_eq!(settings, Settings::default());
+        settings.set("mon.full_percent", "99").unwrap();
+        settings.set("mon.backfillfull_percent", "97").unwrap();
+        assert_eq!(
+            settings.full_ratios,
+            proto::osd::FullRatios { nearfull: 85, backfillfull: 97, full: 99 }
+        );
     }
 }

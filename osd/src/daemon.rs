@@ -34,6 +34,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::caps::CapsCache;
 use crate::pg::actor::{self, ClientOp, Event, Pg, Shared};
 use crate::rocks::RocksEngine;
+use crate::space::{MEASURE_INTERVAL, Space};
 use crate::syncer::Syncer;
 use crate::throttle::Throttle;
 
@@ -79,6 +80,11 @@ pub struct OsdConfig {
     pub id: u32,
     /// Where it serves clients and peers (`ip:port`).
     pub addr: String,
+    /// The space the OSD may fill, in bytes, as a block device's size bounds a Ceph OSD;
+    /// without it, the filesystem its store is on. Either way the OSD is full when what is
+    /// free of it falls below the monitors' full level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity_bytes: Option<u64>,
 }
 
 impl OsdConfig {
@@ -107,7 +113,6 @@ pub struct Osd {
     map: watch::Receiver<Option<Arc<OsdMap>>>,
     /// The OSDs this one shares a PG with in the current map (heartbeat peers).
     peers: Mutex<BTreeSet<u32>>,
-    store_dir: PathBuf,
     caps: CapsCache,
 }
 
@@ -349,7 +354,7 @@ impl Osd {
         let answers = futures::future::join_all(asks).await;
         let held = answers.iter().flatten().filter(|(exists, _)| *exists).count() as u32;
         let pgs: Vec<PgStat> = answers.into_iter().flatten().filter_map(|(_, s)| s).collect();
-        let (total_bytes, avail_bytes) = filesystem_space(&self.store_dir).unwrap_or((0, 0));
+        let (total_bytes, avail_bytes) = self.shared.space.measure(self.shared.store.as_ref());
         let usage = OsdStat {
             osd: self.shared.me,
             used_bytes: self.shared.store.used_bytes(),
@@ -398,19 +403,6 @@ async fn send_pg_temp(
             }
         }
     }
-}
-
-/// The size of the filesystem holding `path`, and the bytes free on it for us.
-fn filesystem_space(path: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `path` is a valid C string and `st` a valid out-pointer for the call.
-    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    let frag = st.f_frsize as u64;
-    Some((st.f_blocks as u64 * frag, st.f_bavail as u64 * frag))
 }
 
 struct Service(Arc<Osd>);
@@ -495,6 +487,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         me: config.id,
         pg_temp: pg_temp_tx,
         syncer: Syncer::start(store.clone()).context("start the sync thread")?,
+        space: Space::new(config.id, store_dir.clone(), config.capacity_bytes),
         store,
         conns: Arc::new(OsdConnections::new(to_osds)),
         recovery: Throttle::new(RECOVERY_ACTIVE_MAX),
@@ -502,13 +495,13 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         recovered_objects: Default::default(),
         recovered_bytes: Default::default(),
     });
+    shared.space.measure(shared.store.as_ref());
     let (map_tx, map_rx) = watch::channel(None);
     let osd = Arc::new(Osd {
         shared,
         pgs: Mutex::new(HashMap::new()),
         map: map_rx,
         peers: Mutex::new(BTreeSet::new()),
-        store_dir: store_dir.clone(),
         caps: CapsCache::default(),
     });
     tokio::spawn(rpc::serve(endpoint.clone(), Arc::new(Service(osd.clone())), Limits::default()));
@@ -555,7 +548,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
                     }
                 }
                 match mon.beacon(osd.shared.me, epoch).await {
-                    Ok(config) => osd.shared.configure(config),
+                    Ok(config) => osd.shared.configure(&config),
                     Err(e) => tracing::warn!(error = %e, "beacon failed"),
                 }
             }
@@ -563,6 +556,20 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     };
     let heartbeats = tokio::spawn(osd.clone().heartbeats(mon.clone()));
     let stats = tokio::spawn(osd.clone().report_stats(mon.clone()));
+    let measure = {
+        let shared = osd.shared.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(MEASURE_INTERVAL);
+            loop {
+                tick.tick().await;
+                let shared = shared.clone();
+                let measured = tokio::task::spawn_blocking(move || {
+                    shared.space.measure(shared.store.as_ref());
+                });
+                let _ = measured.await;
+            }
+        })
+    };
     let pg_temp = tokio::spawn(send_pg_temp(mon.clone(), config.id, pg_temp_rx));
     // Every epoch in turn: a PG's interval starts at the epoch its mapping changed, and
     // peers agree on it only if each of them saw that epoch.
@@ -583,6 +590,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     beacon.abort();
     heartbeats.abort();
     stats.abort();
+    measure.abort();
     pg_temp.abort();
     osd.shared.store.sync()?;
     Ok(())

@@ -4,5 +4,6 @@ pub mod caps;
 pub mod daemon;
 pub mod pg;
 pub mod rocks;
+pub mod space;
 pub mod syncer;
 pub mod throttle;

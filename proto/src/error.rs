@@ -42,6 +42,9 @@ pub enum ErrorCode {
     Canceled,
     /// Stored data failed its checksum and no good copy could be read.
     Corrupt,
+    /// An OSD the write would land on is full: nothing was written. Reads and deletes
+    /// still work; writes do again once space is freed or added.
+    NoSpace,
 }
 
 impl ErrorCode {
@@ -70,6 +73,7 @@ impl ErrorCode {
             ErrorCode::StaleEpoch => "stale epoch",
             ErrorCode::Canceled => "canceled",
             ErrorCode::Corrupt => "corrupt",
+            ErrorCode::NoSpace => "no space",
         }
     }
 }

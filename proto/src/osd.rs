@@ -23,12 +23,58 @@ pub const LOG_PAGE_MAX: usize = 4096;
 
 /// An object as clients name it within a pool.
 /// Settings an OSD takes from the monitors at runtime (with each beacon's answer).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OsdConfig {
     /// Objects an OSD recovers at once, over all its PGs (Ceph's `osd_recovery_max_active`).
     pub recovery_max_active: u32,
     /// Backfill pushes an OSD makes at once, over all its PGs (like `osd_max_backfills`).
     pub backfill_max_active: u32,
+    /// The fill levels, in percent of an OSD's space (`OsdStat::used_percent`).
+    pub ratios: FullRatios,
+    /// OSDs at or above the full level, as the monitors last heard: a primary refuses
+    /// writes that would land on one.
+    pub full_osds: Vec<u32>,
+    /// OSDs at or above the backfillfull level: backfill does not move data onto them.
+    pub backfillfull_osds: Vec<u32>,
+}
+
+/// How full an OSD may get, in percent of its space (Ceph's nearfull, backfillfull and
+/// full ratios). Always `nearfull <= backfillfull <= full`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FullRatios {
+    pub nearfull: u32,
+    pub backfillfull: u32,
+    pub full: u32,
+}
+
+impl Default for FullRatios {
+    fn default() -> Self {
+        FullRatios { nearfull: 85, backfillfull: 90, full: 95 }
+    }
+}
+
+/// An OSD's fill level against the ratios, lowest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Fill {
+    Ok,
+    Nearfull,
+    Backfillfull,
+    Full,
+}
+
+impl FullRatios {
+    /// The level of an OSD that uses `used_percent` of its space.
+    pub fn fill(&self, used_percent: f64) -> Fill {
+        if used_percent >= f64::from(self.full) {
+            Fill::Full
+        } else if used_percent >= f64::from(self.backfillfull) {
+            Fill::Backfillfull
+        } else if used_percent >= f64::from(self.nearfull) {
+            Fill::Nearfull
+        } else {
+            Fill::Ok
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -155,6 +201,20 @@ impl ObjectOp {
                 | ObjectOp::OmapRemoveRange { .. }
                 | ObjectOp::OmapClear
         )
+    }
+
+    /// Whether the op only gives space back (or changes nothing): what a full OSD still
+    /// takes, so that deleting is how space is freed.
+    pub fn frees_space(&self) -> bool {
+        matches!(
+            self,
+            ObjectOp::Truncate { .. }
+                | ObjectOp::Remove
+                | ObjectOp::RemoveXattr { .. }
+                | ObjectOp::OmapRemove { .. }
+                | ObjectOp::OmapRemoveRange { .. }
+                | ObjectOp::OmapClear
+        ) || !self.is_write()
     }
 
     /// Bytes of write data the op takes from the bulk payload.
@@ -356,11 +416,25 @@ pub enum PeerRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PeerResponse {
     Info(Option<PgInfo>),
-    Log { entries: Vec<LogEntry>, tail: Version, more: bool },
-    Activated { missing: Vec<(ObjectName, Version)> },
+    Log {
+        entries: Vec<LogEntry>,
+        tail: Version,
+        more: bool,
+    },
+    Activated {
+        missing: Vec<(ObjectName, Version)>,
+    },
     Done,
     Object(ObjectState),
-    Scanned { objects: Vec<(ObjectName, Version)>, more: bool },
+    Scanned {
+        objects: Vec<(ObjectName, Version)>,
+        more: bool,
+    },
+    /// A push is durable; `backfillfull`: the receiver is now at backfillfull or above,
+    /// so backfill onto it stops before the monitors have heard.
+    Pushed {
+        backfillfull: bool,
+    },
 }
 
 /// A PG's state as its primary reports it to the monitors.
@@ -393,7 +467,8 @@ pub struct OsdStat {
     pub osd: u32,
     /// What the store takes on disk.
     pub used_bytes: u64,
-    /// The size of the filesystem the store is on, and what is free on it.
+    /// The OSD's space and what is free of it: its configured capacity if it has one
+    /// (free is then also bounded by the filesystem), else the filesystem it is on.
     pub total_bytes: u64,
     pub avail_bytes: u64,
     /// PGs this OSD holds a copy of.
@@ -404,4 +479,20 @@ pub struct OsdStat {
     /// the monitors turn them into rates).
     pub recovered_objects: u64,
     pub recovered_bytes: u64,
+}
+
+impl OsdStat {
+    /// How much of its space the OSD has used, in percent: what is not free, so that
+    /// anything else filling the same filesystem counts too. 0 when the size is unknown.
+    pub fn used_percent(&self) -> f64 {
+        used_percent(self.total_bytes, self.avail_bytes)
+    }
+}
+
+/// The share of `total` that is not `avail`, in percent.
+pub fn used_percent(total: u64, avail: u64) -> f64 {
+    if total == 0 {
+        return 0.0;
+    }
+    100.0 * total.saturating_sub(avail) as f64 / total as f64
 }

@@ -84,6 +84,9 @@ pub enum OsdCommand {
         host: Option<String>,
         #[arg(long, default_value_t = 1.0)]
         weight: f64,
+        /// The space it may fill (`64G`, `512M`): without it, the filesystem of `--data`.
+        #[arg(long, value_parser = crate::bench::parse_bytes)]
+        capacity: Option<u64>,
     },
     /// Runs the OSD prepared in a directory.
     Run {
@@ -454,8 +457,8 @@ pub async fn osd(connect: &Connect, command: OsdCommand) -> Result<()> {
             return Ok(());
         }
         OsdCommand::Df => return crate::pg::osd_df(connect).await,
-        OsdCommand::Create { id, data: Some(dir), addr, host, weight } => {
-            return osd_prepare(connect, id, &dir, &addr, host, weight).await;
+        OsdCommand::Create { id, data: Some(dir), addr, host, weight, capacity } => {
+            return osd_prepare(connect, id, &dir, &addr, host, weight, capacity).await;
         }
         OsdCommand::Create { id, data: None, .. } => Command::OsdCreate { id },
         OsdCommand::Run { data } => return osd::daemon::run(&data).await,
@@ -703,9 +706,10 @@ async fn osd_prepare(
     addr: &str,
     host: Option<String>,
     weight: f64,
+    capacity: Option<u64>,
 ) -> Result<()> {
     let client = connect.client()?;
-    let osd = prepare_osd(&client, id, dir, addr, host, weight).await?;
+    let osd = prepare_osd(&client, id, dir, addr, host, weight, capacity).await?;
     println!(
         "prepared osd.{osd} in {}; start it with: cairn osd run --data {}",
         dir.display(),
@@ -724,7 +728,11 @@ pub async fn prepare_osd(
     addr: &str,
     host: Option<String>,
     weight: f64,
+    capacity: Option<u64>,
 ) -> Result<u32> {
+    if capacity == Some(0) {
+        bail!("--capacity must be above 0");
+    }
     addr.parse::<std::net::SocketAddr>().with_context(|| format!("'{addr}' is not ip:port"))?;
     if dir.join(osd::daemon::CONFIG_FILE).exists() {
         bail!("{} already holds an OSD", dir.display());
@@ -751,7 +759,8 @@ pub async fn prepare_osd(
     config.keyring = ".".into();
     config.path = None;
     config.save(&dir.join(osd::daemon::CLIENT_FILE))?;
-    osd::daemon::OsdConfig { id: osd, addr: addr.to_owned() }.save(dir)?;
+    osd::daemon::OsdConfig { id: osd, addr: addr.to_owned(), capacity_bytes: capacity }
+        .save(dir)?;
     let host = host.unwrap_or_else(|| format!("host-{osd}"));
     let location =
         BTreeMap::from([("root".to_owned(), "default".to_owned()), ("host".to_owned(), host)]);

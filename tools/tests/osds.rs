@@ -15,19 +15,34 @@ struct Osds {
 }
 
 impl Osds {
+    /// `n` OSDs of 4 GiB each: fill levels that do not depend on the disk under the test.
     fn create(c: &Cluster, n: usize) -> Osds {
-        let mut dirs = Vec::new();
-        for i in 0..n {
-            let dir = c.dir.path().join(format!("osd{i}"));
-            let addr = format!("127.0.0.1:{}", free_port());
-            c.ok(&["osd", "create", "--data", path_str(&dir), "--addr", &addr]);
-            dirs.push(dir);
+        Osds::create_with(c, n, &["--capacity", "4G"])
+    }
+
+    /// `n` OSDs made with `extra` arguments to `osd create`.
+    fn create_with(c: &Cluster, n: usize, extra: &[&str]) -> Osds {
+        let mut osds = Osds { dirs: Vec::new(), children: Vec::new() };
+        for _ in 0..n {
+            osds.prepare(c, extra);
         }
-        let mut osds = Osds { dirs, children: (0..n).map(|_| None).collect() };
         for i in 0..n {
             osds.start(i);
         }
         osds
+    }
+
+    /// Prepares one more OSD (not started): its index.
+    fn prepare(&mut self, c: &Cluster, extra: &[&str]) -> usize {
+        let i = self.dirs.len();
+        let dir = c.dir.path().join(format!("osd{i}"));
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut args = vec!["osd", "create", "--data", path_str(&dir), "--addr", &addr];
+        args.extend(extra);
+        c.ok(&args);
+        self.dirs.push(dir);
+        self.children.push(None);
+        i
     }
 
     fn start(&mut self, i: usize) {
@@ -900,4 +915,126 @@ fn osd_caps_limit_clients_to_their_pools_and_revocation_takes_effect() {
     drop(runtime);
     // The admin is not affected by any of it.
     assert!(get(&c, &work, "admins") == pattern(1, 5000));
+}
+
+/// Tries to write `bytes` as `name`: the CLI's error text if the write was refused.
+fn try_put(c: &Cluster, dir: &std::path::Path, name: &str, bytes: &[u8]) -> Result<(), String> {
+    let file = dir.join(format!("{name}.in"));
+    std::fs::write(&file, bytes).unwrap();
+    let out = c.cairn(&["obj", "put", "rbd", name, path_str(&file), "--timeout", "60"]);
+    if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into()) }
+}
+
+#[test]
+fn a_full_osd_refuses_writes_while_reads_and_deletes_work_and_nothing_is_lost() {
+    let c = Cluster::start(3);
+    let work = c.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let bad = c.fails(&["osd", "create", "--data", path_str(&work.join("x")), "--capacity", "0"]);
+    assert!(bad.contains("--capacity must be above 0"), "{bad}");
+    let bad = c.fails(&["osd", "create", "--data", path_str(&work.join("x")), "--capacity", "9Q"]);
+    assert!(bad.contains("the unit must be K, M, G or T"), "{bad}");
+    // Small OSDs: each holds a copy of everything, so all three fill together.
+    let _osds = Osds::create_with(&c, 3, &["--capacity", "160M"]);
+    wait_up(&c, 3);
+    c.ok(&["pool", "create", "rbd", "replicated", "--size", "3", "--pg-num", "8"]);
+    wait_clean(&c, 8);
+
+    const OBJECT: usize = 4 << 20;
+    let mut written = Vec::new();
+    let refused = loop {
+        let i = written.len() as u32;
+        assert!(i < 60, "60 objects of 4 MiB went into OSDs of 160 MiB");
+        match try_put(&c, &work, &format!("o{i}"), &pattern(i, OBJECT)) {
+            Ok(()) => written.push(i),
+            Err(e) => break e,
+        }
+    };
+    assert!(refused.contains("is full"), "{refused}");
+    assert!(refused.contains("deletes work"), "{refused}");
+    // Full at 95% of 160 MiB: some 38 objects, less what the store itself takes.
+    assert!((25..=39).contains(&written.len()), "{} objects written", written.len());
+    let status = c.wait_status("OSD_FULL", Duration::from_secs(30), |s| {
+        check_codes(s).contains(&"OSD_FULL".to_owned())
+    });
+    assert_eq!(status["health"], "Err", "{status}");
+    // Small writes too, to any object; reads of everything written still work.
+    let small = try_put(&c, &work, "small", b"x").expect_err("a write to a full cluster");
+    assert!(small.contains("is full"), "{small}");
+    for &i in &written {
+        assert!(get(&c, &work, &format!("o{i}")) == pattern(i, OBJECT), "o{i} read back");
+    }
+
+    // Deleting frees space, and writes resume once the OSDs have measured it.
+    let (gone, kept) = written.split_at(written.len() / 2);
+    for i in gone {
+        c.ok(&["obj", "rm", "rbd", &format!("o{i}")]);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while let Err(e) = try_put(&c, &work, "after", &pattern(999, OBJECT)) {
+        assert!(std::time::Instant::now() < deadline, "writes did not resume: {e}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    c.wait_status("OSD_FULL cleared", Duration::from_secs(30), |s| {
+        !check_codes(s).contains(&"OSD_FULL".to_owned())
+    });
+    for &i in kept {
+        assert!(get(&c, &work, &format!("o{i}")) == pattern(i, OBJECT), "o{i} read back");
+    }
+    assert!(get(&c, &work, "after") == pattern(999, OBJECT));
+    let gone_read = c.fails(&["obj", "get", "rbd", &format!("o{}", gone[0]), "/dev/null"]);
+    assert!(gone_read.contains("does not exist"), "{gone_read}");
+}
+
+#[test]
+fn backfill_stops_short_of_filling_a_small_new_osd() {
+    let c = Cluster::start(3);
+    let mut osds = Osds::create(&c, 3);
+    wait_up(&c, 3);
+    // One push at a time per OSD, and backfill stops at 80%: what a push in flight adds
+    // on top stays well below full.
+    c.ok(&["config", "set", "osd.backfill_max_active", "1"]);
+    c.ok(&["config", "set", "mon.nearfull_percent", "70"]);
+    c.ok(&["config", "set", "mon.backfillfull_percent", "80"]);
+    c.ok(&["pool", "create", "rbd", "replicated", "--size", "3", "--pg-num", "16"]);
+    let work = c.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    const OBJECT: usize = 2 << 20;
+    for i in 0..48u32 {
+        put(&c, &work, &format!("o{i}"), &pattern(i, OBJECT));
+    }
+    wait_clean(&c, 16);
+
+    // A new OSD of 64 MiB would take about 72 MiB of the 96 MiB there is.
+    let small = osds.prepare(&c, &["--capacity", "64M"]);
+    osds.start(small);
+    wait_up(&c, 4);
+    let status = c.wait_status("backfill_toofull", Duration::from_secs(90), |s| {
+        let states = s["pg_summary"]["states"].as_object().unwrap();
+        states.keys().any(|k| k.contains("backfill_toofull"))
+            && check_codes(s).contains(&"OSD_BACKFILLFULL".to_owned())
+    });
+    // Client I/O goes on: every PG is active, the new OSD is not full, writes work.
+    let states = status["pg_summary"]["states"].as_object().unwrap();
+    assert!(states.keys().all(|k| k.starts_with("active")), "{status}");
+    put(&c, &work, "during", &pattern(100, OBJECT));
+    let used = |df: &[serde_json::Value]| {
+        let o = df.iter().find(|o| o["osd"] == small as u64).expect("the new OSD");
+        let (total, avail) =
+            (o["total_bytes"].as_f64().unwrap(), o["avail_bytes"].as_f64().unwrap());
+        100.0 * (total - avail) / total
+    };
+    // Past 80% by at most the pushes in flight when it got there: one 2 MiB object per
+    // primary (3% of 64 MiB each).
+    let df = osd_df(&c);
+    assert!(used(&df) < 95.0, "osd.{small} at {:.1}%: {df:?}", used(&df));
+    for i in 0..48u32 {
+        assert!(get(&c, &work, &format!("o{i}")) == pattern(i, OBJECT), "o{i} read back");
+    }
+    // The reads took a while: backfill stayed stopped meanwhile.
+    let df = osd_df(&c);
+    eprintln!("osd.{small} stopped at {:.1}% used", used(&df));
+    assert!(used(&df) < 95.0, "osd.{small} at {:.1}%: {df:?}", used(&df));
+    assert!(!check_codes(&c.status().unwrap()).contains(&"OSD_FULL".to_owned()));
+    assert!(get(&c, &work, "during") == pattern(100, OBJECT));
 }

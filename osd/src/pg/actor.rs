@@ -37,6 +37,7 @@ use super::log::{LOG_ENTRIES_KEPT, PgLog};
 use super::ops::{self, object_id, object_name, store_error};
 use super::peering::{self, Decision, Plan};
 use super::persist;
+use crate::space::Space;
 use crate::syncer::Syncer;
 use crate::throttle::Throttle;
 
@@ -67,6 +68,8 @@ pub struct Shared {
     pub store: Arc<dyn ObjectStore>,
     /// Makes applied changes durable, many at once.
     pub syncer: Syncer,
+    /// How full this OSD and its peers are.
+    pub space: Space,
     pub conns: Arc<OsdConnections>,
     /// Log-recovery pushes and pulls in flight on this OSD (`osd.recovery_max_active`);
     /// recovery a client op waits on does not wait for these.
@@ -83,7 +86,8 @@ pub struct Shared {
 
 impl Shared {
     /// Applies the settings the monitors sent.
-    pub fn configure(&self, config: OsdConfig) {
+    pub fn configure(&self, config: &OsdConfig) {
+        self.space.configure(config);
         let (recovery, backfill) = (self.recovery.limit(), self.backfill.limit());
         if (recovery, backfill) != (config.recovery_max_active, config.backfill_max_active) {
             self.recovery.set(config.recovery_max_active);
@@ -154,7 +158,8 @@ pub enum Event {
     Backfilled {
         interval: Epoch,
         object: ObjectName,
-        result: Result<u64, String>,
+        /// Bytes pushed, or `None`: not pushed, a target was backfillfull.
+        result: Result<Option<u64>, String>,
     },
     /// The targets have been told their backfill is done.
     BackfillFinished {
@@ -260,15 +265,20 @@ struct Backfill {
     finishing: bool,
     /// Objects of the primary covered so far.
     covered: u64,
+    /// A target at backfillfull or above holds backfill up: it, and whether a retry is
+    /// already due.
+    toofull: Option<(u32, bool)>,
+    /// Objects the walk passed whose push waited for space, with their targets: writes
+    /// to them reach the targets' logs only, as beyond `last`, until they are pushed.
+    deferred: BTreeMap<Vec<u8>, (ObjectName, Vec<u32>)>,
 }
 
 impl Backfill {
     /// Whether writes to `object` replicate to the targets in full.
     fn covers(&self, object: &ObjectName) -> bool {
-        self.end
-            || self.last.as_ref().is_some_and(|(last, _)| {
-                objectstore::keys::object_order(&object_id(object)) <= *last
-            })
+        let order = objectstore::keys::object_order(&object_id(object));
+        (self.end || self.last.as_ref().is_some_and(|(last, _)| order <= *last))
+            && !self.deferred.contains_key(&order)
     }
 }
 
@@ -379,6 +389,9 @@ impl Pg {
                 self.backfill_finished(result)
             }
             Event::BackfillRetry { interval } if interval == self.interval => {
+                if let Some((osd, _)) = self.bf.toofull {
+                    self.bf.toofull = Some((osd, false));
+                }
                 if !self.backfill.is_empty() {
                     self.kick_backfill();
                 } else if self.bf.end && self.acting != self.up && self.state == State::Active {
@@ -782,6 +795,7 @@ impl Pg {
                             state.version
                         )));
                     }
+                    shared.space.wrote(bulk.len() as u64);
                     apply_state(shared.store.as_ref(), c, &state, &bulk)
                         .map_err(|e| Failed(e.message))?;
                     shared.syncer.sync().await.map_err(|e| Failed(e.message))?;
@@ -864,6 +878,27 @@ impl Pg {
         {
             return;
         }
+        if let Some(osd) = self.shared.space.backfillfull_among(&self.backfill) {
+            let retry_due = self.bf.toofull.is_some_and(|(_, due)| due);
+            if self.bf.toofull.is_none() {
+                tracing::warn!(pg = %self.id, osd, "backfill waits: the target is backfillfull");
+            }
+            self.bf.toofull = Some((osd, true));
+            if !retry_due {
+                self.backfill_again_later();
+            }
+            return;
+        }
+        self.bf.toofull = None;
+        // Objects whose push waited for space go first.
+        if !self.bf.deferred.is_empty() {
+            while self.bf.pushing.len() < BACKFILL_PUSHES_PER_PG {
+                let Some((_, (object, targets))) = self.bf.deferred.pop_first() else { break };
+                self.backfill_push(object, targets);
+            }
+            return;
+        }
+        let bf = &self.bf;
         if bf.batch.is_some() {
             return self.walk();
         }
@@ -964,6 +999,10 @@ impl Pg {
     /// the mark moves to the batch's end.
     fn walk(&mut self) {
         while self.bf.pushing.len() < BACKFILL_PUSHES_PER_PG {
+            if self.shared.space.backfillfull_among(&self.backfill).is_some() {
+                // Waits, and tries again later.
+                return self.kick_backfill();
+            }
             let Some(until) = self.bf.batch.clone() else { return };
             let after = self.bf.last.as_ref().map(|(_, name)| object_id(name));
             let ours = match self.shared.store.list(self.c, after.as_ref(), 1) {
@@ -1017,17 +1056,25 @@ impl Pg {
         tokio::spawn(async move {
             let _permit = shared.backfill.acquire().await;
             let result = async {
+                // It may have waited for the throttle while a target filled up.
+                if shared.space.backfillfull_among(&targets).is_some() {
+                    return Ok(None);
+                }
                 let (state, bulk) =
                     read_state(shared.store.as_ref(), c, &object).map_err(|e| e.message)?;
                 for osd in targets {
                     let request = PeerRequest::Push { state: state.clone() };
-                    peers.call(osd, request, bulk.clone()).await?;
+                    let (response, _) = peers.call(osd, request, bulk.clone()).await?;
+                    if let PeerResponse::Pushed { backfillfull: true } = response {
+                        shared.space.learned_backfillfull(osd);
+                    }
                 }
-                Ok(bulk.len() as u64)
+                Ok(Some(bulk.len() as u64))
             }
             .await;
             match &result {
-                Ok(bytes) => {
+                Ok(None) => {}
+                Ok(Some(bytes)) => {
                     shared.recovered_objects.fetch_add(1, Ordering::Relaxed);
                     shared.recovered_bytes.fetch_add(*bytes, Ordering::Relaxed);
                 }
@@ -1037,9 +1084,18 @@ impl Pg {
         });
     }
 
-    fn backfilled(&mut self, object: ObjectName, result: Result<u64, String>) {
+    fn backfilled(&mut self, object: ObjectName, result: Result<Option<u64>, String>) {
         match result {
-            Ok(bytes) => {
+            Ok(None) => {
+                // Not pushed: the object waits, and writes to it meanwhile reach the
+                // targets' logs only (they do not have it).
+                let targets = self.bf.pushing.remove(&object).unwrap_or_default();
+                let order = objectstore::keys::object_order(&object_id(&object));
+                self.bf.deferred.insert(order, (object.clone(), targets));
+                self.release(&object);
+                self.kick_backfill();
+            }
+            Ok(Some(bytes)) => {
                 self.bf.pushing.remove(&object);
                 self.recovered.apply(CountsDelta { objects: 1, bytes: bytes as i64 });
                 self.release(&object);
@@ -1136,7 +1192,13 @@ impl Pg {
                     words.push("recovering");
                 }
                 if !self.backfill.is_empty() {
-                    words.push(if self.backfill_waits() { "backfill_wait" } else { "backfilling" });
+                    words.push(if self.bf.toofull.is_some() {
+                        "backfill_toofull"
+                    } else if self.backfill_waits() {
+                        "backfill_wait"
+                    } else {
+                        "backfilling"
+                    });
                 }
                 if !missing && !short && !remapped && self.backfill.is_empty() {
                     words.push("clean");
@@ -1330,6 +1392,13 @@ impl Pg {
                 op.reply.send(Ok((Response::ObjectOps { version, results: vec![] }, Bytes::new())));
             return;
         }
+        if is_write && !op.ops.iter().all(ObjectOp::frees_space) {
+            let onto: Vec<u32> = self.writers.iter().chain(&self.backfill).copied().collect();
+            if let Some(why) = self.shared.space.refuse_write(&onto) {
+                let _ = op.reply.send(Err(err(ErrorCode::NoSpace, why)));
+                return;
+            }
+        }
         let executed =
             match ops::execute(self.shared.store.as_ref(), self.c, &op.object, &op.ops, &op.bulk) {
                 Ok(executed) => executed,
@@ -1436,6 +1505,7 @@ impl Pg {
             txn.push(TxOp::CreateCollection(self.c));
         }
         if let Some((rep_ops, data)) = change {
+            self.shared.space.wrote(data.len() as u64);
             let oid = object_id(&entry.object);
             ops::transaction(self.c, &oid, rep_ops, data, entry.version, &mut txn)?;
         }
@@ -1607,6 +1677,7 @@ impl Pg {
                 }
             }
             PeerRequest::Push { state } => {
+                self.shared.space.wrote(bulk.len() as u64);
                 if let Err(e) = apply_state(self.shared.store.as_ref(), self.c, &state, &bulk) {
                     let _ = reply.send(Err(e));
                     return;
@@ -1614,8 +1685,9 @@ impl Pg {
                 let shared = self.shared.clone();
                 tokio::spawn(async move {
                     let result = shared.syncer.sync().await;
-                    let _ = reply
-                        .send(result.map(|()| (Response::Peer(PeerResponse::Done), Bytes::new())));
+                    let backfillfull = shared.space.refuse_backfill().is_some();
+                    let pushed = PeerResponse::Pushed { backfillfull };
+                    let _ = reply.send(result.map(|()| (Response::Peer(pushed), Bytes::new())));
                 });
             }
             PeerRequest::Complete { info } => {
@@ -1630,6 +1702,12 @@ impl Pg {
                 let _ = reply.send(answer(PeerResponse::Done));
             }
             PeerRequest::Scan { after, until, max } => {
+                // Each batch of backfill begins with a scan: a target too full for more
+                // data stops it here, before the monitors have told the primary.
+                if let Some(why) = self.shared.space.refuse_backfill() {
+                    let _ = reply.send(Err(err(ErrorCode::NoSpace, why)));
+                    return;
+                }
                 let _ = reply.send(self.scan(after, until, max).map(|(objects, more)| {
                     (Response::Peer(PeerResponse::Scanned { objects, more }), Bytes::new())
                 }));
