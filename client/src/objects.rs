@@ -251,6 +251,22 @@ impl Objects {
 
     /// Every object of a pool with its size, PG by PG (each PG's page resumes after the
     /// last name seen, so the listing is stable while objects change).
+    /// Asks a PG's primary to scrub it now (`deep`: reading every byte), repairing what
+    /// it finds. Returns once the scrub is queued; the PG's stats show when it ends.
+    pub async fn scrub(&self, pg: PgId, deep: bool) -> Result<(), ClientError> {
+        if self.map().pool(pg.pool).is_none_or(|p| pg.seed >= p.pg_num) {
+            return Err(ClientError::Refused(RemoteError::new(
+                ErrorCode::NotFound,
+                format!("pg {pg} does not exist"),
+            )));
+        }
+        let make = |map: &OsdMap, pg| Request::PgScrub { pg, epoch: map.epoch(), deep };
+        match self.send(pg.pool, |_| Ok(pg), make, &Bytes::new()).await? {
+            (Response::Ack, _) => Ok(()),
+            (other, _) => Err(ClientError::Unexpected { request: "pg scrub", got: other.name() }),
+        }
+    }
+
     pub async fn list(&self, pool: &str) -> Result<Vec<(ObjectName, u64)>, ClientError> {
         let pool_id = self.pool_id(pool)?;
         let pg_num = self.map().pool(pool_id).map(|p| p.pg_num).unwrap_or(0);

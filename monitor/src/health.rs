@@ -35,6 +35,8 @@ pub struct Inputs<'a> {
     pub flapping: &'a BTreeSet<OsdId>,
     pub pgs: &'a ClusterPgStats,
     pub now_ms: i64,
+    /// Wall-clock time (ms since the epoch), for the PGs' scrub stamps.
+    pub wall_ms: i64,
 }
 
 /// PGs listed in a check's detail at most; the summary counts them all.
@@ -165,6 +167,7 @@ pub fn checks(inputs: &Inputs<'_>) -> Vec<HealthCheck> {
     }
     fill_checks(&inputs.pgs.osds, &inputs.settings.full_ratios, &mut out);
     pg_checks(inputs.pgs, &mut out);
+    scrub_checks(inputs, &mut out);
     out.sort_by_key(|c| std::cmp::Reverse(c.severity));
     out
 }
@@ -224,6 +227,60 @@ fn pg_detail<'a>(pgs: impl Iterator<Item = &'a PgStat>) -> Vec<String> {
 
 fn percent(part: u64, whole: u64) -> f64 {
     if whole == 0 { 0.0 } else { part as f64 * 100.0 / whole as f64 }
+}
+
+/// What scrub found and has not repaired yet (PG_INCONSISTENT, SCRUB_ERRORS), and PGs
+/// whose last deep scrub is a quarter of the interval overdue (PG_NOT_DEEP_SCRUBBED).
+fn scrub_checks(inputs: &Inputs<'_>, out: &mut Vec<HealthCheck>) {
+    let pgs = &inputs.pgs.pgs;
+    let inconsistent: Vec<&PgStat> = pgs.iter().filter(|p| p.inconsistent > 0).collect();
+    if !inconsistent.is_empty() {
+        let errors: u64 = inconsistent.iter().map(|p| p.inconsistent).sum();
+        out.push(check(
+            "SCRUB_ERRORS",
+            Severity::Err,
+            format!(
+                "{} with a bad copy not yet repaired",
+                plural(errors as usize, "object", "objects")
+            ),
+            vec![],
+        ));
+        let detail = inconsistent
+            .iter()
+            .take(PG_DETAIL_MAX)
+            .map(|p| format!("pg {} is inconsistent: {}", p.pg, p.inconsistent_detail.join("; ")))
+            .collect();
+        out.push(check(
+            "PG_INCONSISTENT",
+            Severity::Err,
+            format!(
+                "Possible data damage: {} inconsistent",
+                plural(inconsistent.len(), "pg", "pgs")
+            ),
+            detail,
+        ));
+    }
+    let overdue_ms = inputs.settings.osd_deep_scrub_interval_s as i64 * 1250;
+    let late: Vec<&PgStat> = pgs
+        .iter()
+        .filter(|p| p.last_deep_scrub_ms > 0 && inputs.wall_ms - p.last_deep_scrub_ms > overdue_ms)
+        .collect();
+    if !late.is_empty() {
+        let detail = late
+            .iter()
+            .take(PG_DETAIL_MAX)
+            .map(|p| {
+                let hours = (inputs.wall_ms - p.last_deep_scrub_ms) / 3_600_000;
+                format!("pg {} not deep-scrubbed for {hours} h", p.pg)
+            })
+            .collect();
+        out.push(check(
+            "PG_NOT_DEEP_SCRUBBED",
+            Severity::Warn,
+            format!("{} not deep-scrubbed in time", plural(late.len(), "pg", "pgs")),
+            detail,
+        ));
+    }
 }
 
 /// What the PGs' reports say: anything not serving, short of copies, or lost shows here,
@@ -360,6 +417,7 @@ mod tests {
             flapping: &BTreeSet::new(),
             pgs: &ClusterPgStats::default(),
             now_ms: 0,
+            wall_ms: 0,
         };
         let checks = checks(&inputs);
         assert!(checks.is_empty(), "{checks:?}");
@@ -402,6 +460,7 @@ mod tests {
             flapping: &flapping,
             pgs: &ClusterPgStats::default(),
             now_ms: 10_000,
+            wall_ms: 0,
         };
         let checks = checks(&inputs);
         assert_eq!(
@@ -434,6 +493,11 @@ mod tests {
             unfound,
             recovered_bytes: 0,
             recovered_objects: 0,
+            last_scrub_ms: 0,
+            last_deep_scrub_ms: 0,
+            last_scrub_errors: 0,
+            inconsistent: 0,
+            inconsistent_detail: Vec::new(),
         }
     }
 
@@ -459,7 +523,41 @@ mod tests {
             flapping: &BTreeSet::new(),
             pgs: stats,
             now_ms: 0,
+            wall_ms: 0,
         })
+    }
+
+    #[test]
+    fn scrub_checks_fire_on_bad_copies_and_overdue_deep_scrubs() {
+        let week_ms = Settings::default().osd_deep_scrub_interval_s as i64 * 1000;
+        let now = 100 * week_ms;
+        let mut bad = pg(0, &["active", "clean", "inconsistent"], 0, 0);
+        bad.inconsistent = 2;
+        bad.inconsistent_detail = vec!["a: osd.1: missing".into(), "b: osd.2: unreadable".into()];
+        bad.last_deep_scrub_ms = now - week_ms;
+        let mut late = pg(1, &["active", "clean"], 0, 0);
+        late.last_deep_scrub_ms = now - week_ms * 13 / 10;
+        let mut fresh = pg(2, &["active", "clean"], 0, 0);
+        fresh.last_deep_scrub_ms = now - week_ms * 12 / 10;
+        let stats = ClusterPgStats { pgs: vec![bad, late, fresh], ..ClusterPgStats::default() };
+        let (map, settings) = (map(), Settings::default());
+        let checks = checks(&Inputs {
+            map: &map,
+            settings: &settings,
+            monitors: &[mon("a", true, Some(0))],
+            daemons: &BTreeMap::new(),
+            flapping: &BTreeSet::new(),
+            pgs: &stats,
+            now_ms: 0,
+            wall_ms: now,
+        });
+        assert_eq!(codes(&checks), ["SCRUB_ERRORS", "PG_INCONSISTENT", "PG_NOT_DEEP_SCRUBBED"]);
+        assert_eq!(checks[0].summary, "2 objects with a bad copy not yet repaired");
+        assert_eq!(
+            checks[1].detail,
+            ["pg 1.0 is inconsistent: a: osd.1: missing; b: osd.2: unreadable"]
+        );
+        assert_eq!(checks[2].detail, ["pg 1.1 not deep-scrubbed for 218 h"]);
     }
 
     #[test]

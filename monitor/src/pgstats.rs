@@ -121,6 +121,11 @@ impl PgStatsTable {
                         unfound: 0,
                         recovered_bytes: 0,
                         recovered_objects: 0,
+                        last_scrub_ms: 0,
+                        last_deep_scrub_ms: 0,
+                        last_scrub_errors: 0,
+                        inconsistent: 0,
+                        inconsistent_detail: Vec::new(),
                     },
                     Some(r) => {
                         let reporter_gone = !map.is_up(OsdId(r.reporter));
@@ -198,6 +203,11 @@ mod tests {
             unfound: 0,
             recovered_bytes: 0,
             recovered_objects: 0,
+            last_scrub_ms: 0,
+            last_deep_scrub_ms: 0,
+            last_scrub_errors: 0,
+            inconsistent: 0,
+            inconsistent_detail: Vec::new(),
         }
     }
 

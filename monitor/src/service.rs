@@ -758,6 +758,7 @@ impl Monitor {
             flapping: &flapping,
             pgs: &pgs,
             now_ms: now,
+            wall_ms: self.clock.now_ms(),
         };
         let checks = health::checks(&inputs);
         let osds = &map.contents().osds;
@@ -921,7 +922,10 @@ impl Monitor {
             Request::Raft(_) | Request::Forward { .. } | Request::ForwardOsd { .. } => {
                 Err(only_monitors())
             }
-            Request::ObjectOps { .. } | Request::ListObjects { .. } | Request::Peer { .. } => {
+            Request::ObjectOps { .. }
+            | Request::ListObjects { .. }
+            | Request::Peer { .. }
+            | Request::PgScrub { .. } => {
                 Err(error(ErrorCode::Unsupported, "monitors do not serve objects; ask an OSD"))
             }
             Request::GetPgStats if !from_monitor && !self.is_leader() => {

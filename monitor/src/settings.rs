@@ -35,6 +35,11 @@ pub struct Settings {
     /// Fill levels in percent of an OSD's space: OSD_NEARFULL; no backfill onto the OSD
     /// (OSD_BACKFILLFULL); no writes onto it (OSD_FULL). Ceph's ratios, as percents.
     pub full_ratios: proto::osd::FullRatios,
+    /// How often each PG is scrubbed (sizes and metadata across copies) and deep-scrubbed
+    /// (every byte read and compared); a PG not deep-scrubbed for 1.25 times the deep
+    /// interval is PG_NOT_DEEP_SCRUBBED.
+    pub osd_scrub_interval_s: u64,
+    pub osd_deep_scrub_interval_s: u64,
 }
 
 impl Default for Settings {
@@ -54,6 +59,8 @@ impl Default for Settings {
             osd_recovery_max_active: 4,
             osd_backfill_max_active: 4,
             full_ratios: proto::osd::FullRatios::default(),
+            osd_scrub_interval_s: 24 * 3600,
+            osd_deep_scrub_interval_s: 7 * 24 * 3600,
         }
     }
 }
@@ -76,6 +83,8 @@ const KEYS: &[(&str, u64, u64)] = &[
     ("mon.nearfull_percent", 1, 100),
     ("mon.backfillfull_percent", 1, 100),
     ("mon.full_percent", 1, 100),
+    ("osd.scrub_interval", 1, 365 * 24 * 3600),
+    ("osd.deep_scrub_interval", 1, 365 * 24 * 3600),
 ];
 
 impl Settings {
@@ -118,6 +127,8 @@ impl Settings {
                 }
                 self.full_ratios = ratios;
             }
+            "osd.scrub_interval" => self.osd_scrub_interval_s = n,
+            "osd.deep_scrub_interval" => self.osd_deep_scrub_interval_s = n,
             _ => unreachable!("every key in KEYS is handled"),
         }
         Ok(())
@@ -142,6 +153,8 @@ impl Settings {
             ("mon.nearfull_percent", u64::from(self.full_ratios.nearfull)),
             ("mon.backfillfull_percent", u64::from(self.full_ratios.backfillfull)),
             ("mon.full_percent", u64::from(self.full_ratios.full)),
+            ("osd.scrub_interval", self.osd_scrub_interval_s),
+            ("osd.deep_scrub_interval", self.osd_deep_scrub_interval_s),
         ]
     }
 
@@ -153,6 +166,8 @@ impl Settings {
             ratios: self.full_ratios,
             full_osds: Vec::new(),
             backfillfull_osds: Vec::new(),
+            scrub_interval_s: self.osd_scrub_interval_s,
+            deep_scrub_interval_s: self.osd_deep_scrub_interval_s,
         }
     }
 }

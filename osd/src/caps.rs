@@ -56,6 +56,21 @@ impl CapsCache {
         }
     }
 
+    /// Whether `entity` may run admin operations on PGs (scrub): what changing the
+    /// cluster through the monitors takes, `mon "allow rw"`. Daemons may.
+    pub async fn check_admin(&self, entity: &EntityName, what: &str) -> Result<(), RemoteError> {
+        if entity.kind() != EntityKind::Client {
+            return Ok(());
+        }
+        match self.caps(entity).await? {
+            Some(caps) if caps.allows_mon(Access::ReadWrite) => Ok(()),
+            _ => Err(RemoteError::new(
+                ErrorCode::PermissionDenied,
+                format!("{entity} may not {what} (needs mon caps 'allow rw')"),
+            )),
+        }
+    }
+
     async fn caps(&self, entity: &EntityName) -> Result<Option<Caps>, RemoteError> {
         if let Some((caps, at)) = self.entries.lock().expect("caps lock").get(entity)
             && at.elapsed() < CAPS_TTL

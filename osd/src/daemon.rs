@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -262,6 +262,10 @@ impl Osd {
                 self.check_caps(&peer, pg, epoch, Access::Read).await?;
                 self.ask(pg, epoch, |reply| Event::List { after, max, reply }).await
             }
+            Request::PgScrub { pg, epoch, deep } => {
+                self.caps.check_admin(&peer.entity, "scrub PGs").await?;
+                self.ask(pg, epoch, |reply| Event::Scrub { deep, reply: Some(reply) }).await
+            }
             Request::Peer { pg, epoch, interval, request } => {
                 if peer.entity.osd_id().is_none() {
                     return Err(RemoteError::new(
@@ -494,6 +498,9 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         backfill: Throttle::new(BACKFILL_ACTIVE_MAX),
         recovered_objects: Default::default(),
         recovered_bytes: Default::default(),
+        scrubs: Arc::new(tokio::sync::Semaphore::new(1)),
+        scrub_interval_ms: AtomicU64::new(24 * 3600 * 1000),
+        deep_scrub_interval_ms: AtomicU64::new(7 * 24 * 3600 * 1000),
     });
     shared.space.measure(shared.store.as_ref());
     let (map_tx, map_rx) = watch::channel(None);

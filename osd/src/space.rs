@@ -173,6 +173,8 @@ mod tests {
             ratios: FullRatios::default(),
             full_osds,
             backfillfull_osds,
+            scrub_interval_s: 1,
+            deep_scrub_interval_s: 1,
         }
     }
 

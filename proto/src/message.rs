@@ -65,6 +65,9 @@ pub enum Request {
     PgTemp { osd: u32, pgs: Vec<(PgId, Vec<u32>)> },
     /// An OSD asking what an identity that sent it a request may do (answered `Caps`).
     GetCaps { entity: EntityName },
+    /// Admin to a PG's primary: scrub it now (`deep`: read every byte), repairing what
+    /// it finds. Answered with `Ack` once the scrub is queued.
+    PgScrub { pg: PgId, epoch: Epoch, deep: bool },
 }
 
 /// What an OSD tells the monitors, as a follower passes it on to the leader.
@@ -127,6 +130,7 @@ impl Request {
             Request::GetPgStats => "get pg stats",
             Request::PgTemp { .. } => "pg temp",
             Request::GetCaps { .. } => "get caps",
+            Request::PgScrub { .. } => "pg scrub",
         }
     }
 }

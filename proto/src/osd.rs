@@ -36,6 +36,9 @@ pub struct OsdConfig {
     pub full_osds: Vec<u32>,
     /// OSDs at or above the backfillfull level: backfill does not move data onto them.
     pub backfillfull_osds: Vec<u32>,
+    /// How often each PG is scrubbed and deep-scrubbed, in seconds.
+    pub scrub_interval_s: u64,
+    pub deep_scrub_interval_s: u64,
 }
 
 /// How full an OSD may get, in percent of its space (Ceph's nearfull, backfillfull and
@@ -327,6 +330,10 @@ pub struct PgInfo {
     pub past_intervals: Vec<PastInterval>,
     /// The PG's contents as of `last_update`.
     pub stats: ObjectCounts,
+    /// When the last scrub and the last deep scrub of the PG ended (ms since the epoch;
+    /// at creation, the PG's creation: a new PG is not due at once).
+    pub last_scrub_ms: i64,
+    pub last_deep_scrub_ms: i64,
 }
 
 /// How far backfill got on an OSD: objects at or before `last` (in store order) are
@@ -382,6 +389,20 @@ pub struct ObjectBody {
     pub omap: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+/// One copy of an object as scrub sees it on one OSD.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScrubObject {
+    pub object: ObjectName,
+    pub version: Version,
+    pub size: u64,
+    /// crc32c over the xattrs and the omap, names and values in order.
+    pub meta_digest: u32,
+    /// crc32c over the data: deep scrub only, which reads every byte.
+    pub data_digest: Option<u32>,
+    /// Why the copy could not be read (a checksum mismatch): it is bad, whatever it holds.
+    pub error: Option<String>,
+}
+
 /// OSD to OSD, about one PG. `interval` is the first epoch of the sender's current
 /// interval for the PG: a receiver in another interval answers `StaleEpoch`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -411,6 +432,9 @@ pub enum PeerRequest {
     /// The PG is clean without this OSD, which holds a copy outside its up and acting
     /// sets: delete it.
     RemoveStray,
+    /// Scrub: this copy's objects after `after` and up to `until` (`None`: the end), with
+    /// sizes and digests; `deep` reads every byte. Answered with `ScrubMap`.
+    ScrubMap { after: Option<ObjectName>, until: Option<ObjectName>, deep: bool },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -435,6 +459,10 @@ pub enum PeerResponse {
     Pushed {
         backfillfull: bool,
     },
+    /// The receiver's copies of the objects in a scrub's range.
+    ScrubMap {
+        objects: Vec<ScrubObject>,
+    },
 }
 
 /// A PG's state as its primary reports it to the monitors.
@@ -442,7 +470,8 @@ pub enum PeerResponse {
 pub struct PgStat {
     pub pg: PgId,
     /// Ceph's state words: active, clean, peering, degraded, undersized, recovering,
-    /// backfilling, inactive, incomplete, down.
+    /// backfilling, backfill_toofull, scrubbing, deep, inconsistent, inactive,
+    /// incomplete, down.
     pub state: Vec<String>,
     pub up: Vec<u32>,
     pub acting: Vec<u32>,
@@ -459,6 +488,14 @@ pub struct PgStat {
     /// Bytes recovered or backfilled since the PG last went active.
     pub recovered_bytes: u64,
     pub recovered_objects: u64,
+    /// When the last scrub and the last deep scrub ended (ms since the epoch).
+    pub last_scrub_ms: i64,
+    pub last_deep_scrub_ms: i64,
+    /// Bad copies the last scrub found (repair then rewrites them).
+    pub last_scrub_errors: u64,
+    /// Objects with a bad copy not yet repaired, and the first few of them with why.
+    pub inconsistent: u64,
+    pub inconsistent_detail: Vec<String>,
 }
 
 /// An OSD's usage as it reports it to the monitors.

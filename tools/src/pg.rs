@@ -18,6 +18,14 @@ pub enum PgCommand {
     Stat,
     /// Every PG: state, objects, bytes, degraded, up and acting sets.
     Dump,
+    /// Check a PG's copies against each other now (sizes and metadata), repairing bad ones.
+    Scrub { pg: placement::PgId },
+    /// Read and compare every byte of a PG's copies now, repairing bad ones.
+    DeepScrub { pg: placement::PgId },
+    /// A deep scrub that repairs what it finds (repair is automatic; this starts it now).
+    Repair { pg: placement::PgId },
+    /// PGs with bad copies not yet repaired, and which objects.
+    LsInconsistent,
 }
 
 /// `12 KiB`, `3.5 GiB`: binary units, as Ceph prints them.
@@ -212,8 +220,38 @@ pub fn render_pool_df(rows: &[serde_json::Value]) -> String {
 }
 
 pub async fn run(connect: &Connect, command: PgCommand) -> Result<()> {
+    let (pg, deep) = match command {
+        PgCommand::Scrub { pg } => (pg, false),
+        PgCommand::DeepScrub { pg } | PgCommand::Repair { pg } => (pg, true),
+        _ => return report(connect, command).await,
+    };
+    let objects = client::objects::Objects::new(std::sync::Arc::new(connect.client()?)).await?;
+    objects.scrub(pg, deep).await?;
+    println!("instructed pg {pg} to {}", if deep { "deep-scrub" } else { "scrub" });
+    Ok(())
+}
+
+async fn report(connect: &Connect, command: PgCommand) -> Result<()> {
     let stats = connect.client()?.pg_stats().await?;
     match (command, connect.format) {
+        (PgCommand::LsInconsistent, format) => {
+            let bad: Vec<&proto::osd::PgStat> =
+                stats.pgs.iter().filter(|p| p.inconsistent > 0).collect();
+            match format {
+                Format::Json => print_json(&bad)?,
+                Format::Plain => {
+                    for p in bad {
+                        println!("pg {} ({} objects):", p.pg, p.inconsistent);
+                        for line in &p.inconsistent_detail {
+                            println!("    {line}");
+                        }
+                    }
+                }
+            }
+        }
+        (PgCommand::Scrub { .. } | PgCommand::DeepScrub { .. } | PgCommand::Repair { .. }, _) => {
+            unreachable!("sent to the PG's primary")
+        }
         (PgCommand::Stat, Format::Json) => print_json(&stats.summary)?,
         (PgCommand::Stat, Format::Plain) => print!("{}", render_stat(&stats)),
         (PgCommand::Dump, Format::Json) => print_json(&stats)?,

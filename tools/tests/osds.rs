@@ -1038,3 +1038,123 @@ fn backfill_stops_short_of_filling_a_small_new_osd() {
     assert!(!check_codes(&c.status().unwrap()).contains(&"OSD_FULL".to_owned()));
     assert!(get(&c, &work, "during") == pattern(100, OBJECT));
 }
+
+/// The single PG of pool rbd in `pg dump`.
+fn only_pg(c: &Cluster) -> serde_json::Value {
+    c.json(&["pg", "dump"])["pgs"][0].clone()
+}
+
+/// Waits until the single PG's entry in `pg dump` satisfies `check`, and returns it.
+fn wait_pg(
+    c: &Cluster,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let pg = only_pg(c);
+        if check(&pg) {
+            return pg;
+        }
+        assert!(std::time::Instant::now() < deadline, "waited 60s for {what}: {pg}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn deep_scrub_finds_a_rotten_replica_copy_and_repair_rewrites_it() {
+    let c = Cluster::start(3);
+    let mut osds = Osds::create(&c, 3);
+    wait_up(&c, 3);
+    c.ok(&["pool", "create", "rbd", "replicated", "--size", "3", "--pg-num", "1"]);
+    let work = c.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let objects: Vec<(String, Vec<u8>)> = vec![
+        ("whole".into(), pattern(1, 300_000)),
+        ("small".into(), pattern(2, 10_000)),
+        ("clean".into(), pattern(3, 50_000)),
+    ];
+    for (name, data) in &objects {
+        put(&c, &work, name, data);
+    }
+    wait_clean(&c, 1);
+    let pg = only_pg(&c);
+    let (id, replica) =
+        (pg["pg"].as_str().unwrap().to_owned(), pg["acting"][1].as_u64().unwrap() as usize);
+    let created_stamp = pg["last_deep_scrub_ms"].as_i64().unwrap();
+
+    // A replica's copies rot while it is stopped: a block-file chunk of one object and
+    // the engine-held data of another. Reads go to the primary and stay right.
+    osds.kill(replica);
+    let replica_dir = osds.dirs[replica].display().to_string();
+    for (name, offset) in [("whole", "70000"), ("small", "5000")] {
+        c.ok(&[
+            "osd",
+            "store-tool",
+            "--data",
+            &replica_dir,
+            "corrupt",
+            &id,
+            name,
+            "--offset",
+            offset,
+        ]);
+    }
+    osds.start(replica);
+    wait_up(&c, 3);
+    wait_clean(&c, 1);
+    for (name, data) in &objects {
+        assert!(get(&c, &work, name) == *data, "{name} read back");
+    }
+
+    // Bad input first: PGs that do not exist, and words that are not PGs.
+    assert!(c.fails(&["pg", "deep-scrub", "9.0"]).contains("does not exist"));
+    assert!(c.fails(&["pg", "scrub", "1.7"]).contains("does not exist"));
+    assert!(!c.fails(&["pg", "scrub", "rbd"]).is_empty());
+
+    // A deep scrub reads every copy, finds the two rotten ones and repairs them.
+    let said = c.ok(&["pg", "deep-scrub", &id]);
+    assert!(said.contains(&format!("instructed pg {id} to deep-scrub")), "{said}");
+    let pg = wait_pg(&c, "the deep scrub and its repair", |pg| {
+        let state: Vec<&str> =
+            pg["state"].as_array().unwrap().iter().map(|w| w.as_str().unwrap()).collect();
+        pg["last_deep_scrub_ms"].as_i64().unwrap() > created_stamp && state == ["active", "clean"]
+    });
+    assert_eq!(pg["last_scrub_errors"], 2, "{pg}");
+    assert_eq!(pg["inconsistent"], 0, "{pg}");
+    let primary_log = |c: &Cluster| {
+        let primary = only_pg(c)["acting"][0].as_u64().unwrap() as usize;
+        std::fs::read_to_string(osds.dirs[primary].join("osd.log")).unwrap()
+    };
+    let log = primary_log(&c);
+    for name in ["whole", "small"] {
+        let line = log
+            .lines()
+            .find(|l| l.contains("scrub found bad copies") && l.contains(&format!("object={name}")))
+            .unwrap_or_else(|| panic!("no scrub finding for {name}:\n{log}"));
+        assert!(line.contains(&format!("osd.{replica}: unreadable")), "{line}");
+        assert!(log.contains(&format!("object={name}")) && log.contains("repaired"), "{log}");
+    }
+    assert!(!log.contains("object=clean"), "a clean object was reported:\n{log}");
+    assert!(!check_codes(&c.status().unwrap()).contains(&"PG_INCONSISTENT".to_owned()));
+    assert!(c.ok(&["pg", "ls-inconsistent"]).trim().is_empty());
+
+    // Repair is real: another deep scrub finds nothing, and the replica alone serves
+    // every object byte-exact.
+    let stamp = pg["last_deep_scrub_ms"].as_i64().unwrap();
+    c.ok(&["pg", "repair", &id]);
+    let pg = wait_pg(&c, "the second deep scrub", |pg| {
+        pg["last_deep_scrub_ms"].as_i64().unwrap() > stamp
+    });
+    assert_eq!(pg["last_scrub_errors"], 0, "{pg}");
+    let light = pg["last_scrub_ms"].as_i64().unwrap();
+    c.ok(&["pg", "scrub", &id]);
+    wait_pg(&c, "a light scrub", |pg| pg["last_scrub_ms"].as_i64().unwrap() > light);
+    c.ok(&["pool", "set", "rbd", "min_size", "1"]);
+    for i in (0..3).filter(|&i| i != replica) {
+        osds.kill(i);
+    }
+    for (name, data) in &objects {
+        assert!(get(&c, &work, name) == *data, "{name} read from the repaired replica");
+    }
+}

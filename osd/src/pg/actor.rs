@@ -37,6 +37,7 @@ use super::log::{LOG_ENTRIES_KEPT, PgLog};
 use super::ops::{self, object_id, object_name, store_error};
 use super::peering::{self, Decision, Plan};
 use super::persist;
+use super::scrub;
 use crate::space::Space;
 use crate::syncer::Syncer;
 use crate::throttle::Throttle;
@@ -59,6 +60,16 @@ pub const STRAY_REMOVAL_ATTEMPTS: u32 = 10;
 pub const BACKFILL_PUSHES_PER_PG: usize = 2;
 /// Objects one scan answer carries.
 pub const SCAN_MAX: u32 = 1024;
+/// Objects of the primary one scrub chunk checks (writes to them wait meanwhile).
+pub const SCRUB_CHUNK: usize = 64;
+/// Copies one scrub map may list (a replica's extra objects in a chunk's range included).
+pub const SCRUB_MAP_MAX: usize = 4096;
+/// The pause between scrub chunks, which lets waiting client ops through.
+pub const SCRUB_SLEEP: Duration = Duration::from_millis(20);
+/// Bytes a deep scrub reads at a time.
+const SCRUB_READ_BYTES: u64 = 4 << 20;
+/// Inconsistent objects a PG's report names at most.
+const INCONSISTENT_DETAIL_MAX: usize = 16;
 
 pub type Reply = oneshot::Sender<Result<(Response, Bytes), RemoteError>>;
 
@@ -82,12 +93,19 @@ pub struct Shared {
     pub recovered_bytes: AtomicU64,
     /// Acting sets for the monitors' `pg_temp` (the daemon batches them).
     pub pg_temp: mpsc::UnboundedSender<(PgId, Vec<u32>)>,
+    /// Scrubs this OSD leads at once (Ceph's `osd_max_scrubs`, 1).
+    pub scrubs: Arc<tokio::sync::Semaphore>,
+    /// How often each PG is scrubbed and deep-scrubbed, in ms (from the monitors).
+    pub scrub_interval_ms: AtomicU64,
+    pub deep_scrub_interval_ms: AtomicU64,
 }
 
 impl Shared {
     /// Applies the settings the monitors sent.
     pub fn configure(&self, config: &OsdConfig) {
         self.space.configure(config);
+        self.scrub_interval_ms.store(config.scrub_interval_s * 1000, Ordering::Relaxed);
+        self.deep_scrub_interval_ms.store(config.deep_scrub_interval_s * 1000, Ordering::Relaxed);
         let (recovery, backfill) = (self.recovery.limit(), self.backfill.limit());
         if (recovery, backfill) != (config.recovery_max_active, config.backfill_max_active) {
             self.recovery.set(config.recovery_max_active);
@@ -173,6 +191,26 @@ pub enum Event {
     /// Whether this OSD holds a copy, and the PG's state for the monitors (`None` unless
     /// this OSD is its primary).
     Stat(oneshot::Sender<(bool, Option<PgStat>)>),
+    /// Scrub the PG (an operator's command answers `reply` once queued).
+    Scrub {
+        deep: bool,
+        reply: Option<Reply>,
+    },
+    /// The OSD's scrub slot is this PG's: start.
+    ScrubGo {
+        interval: Epoch,
+        deep: bool,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    },
+    /// The copies of one chunk compared.
+    ScrubChunk {
+        interval: Epoch,
+        result: Result<Vec<scrub::Inconsistency>, String>,
+    },
+    /// Time for the next chunk.
+    ScrubNext {
+        interval: Epoch,
+    },
 }
 
 pub enum Peered {
@@ -243,6 +281,28 @@ pub struct Pg {
     in_flight: HashMap<ObjectName, u32>,
     /// Replica: replicated writes waiting for their predecessor, by predecessor version.
     pending: BTreeMap<Version, (Epoch, PeerRequest, Bytes, Reply)>,
+    /// The scrub in progress (primary), and whether one waits for the OSD's slot.
+    scrub: Option<ScrubRun>,
+    scrub_queued: bool,
+    /// Objects with a bad copy found by scrub and not yet repaired, with why.
+    inconsistent: BTreeMap<ObjectName, String>,
+    /// Bad copies the last scrub found.
+    last_scrub_errors: u64,
+}
+
+/// A scrub going through the PG a chunk at a time, in store order.
+struct ScrubRun {
+    deep: bool,
+    /// Objects up to this one are checked.
+    after: Option<(Vec<u8>, ObjectName)>,
+    /// The chunk being checked ends here (`None`: at the PG's end); writes to objects in
+    /// `(after, until]` wait while `ranged`.
+    until: Option<(Vec<u8>, ObjectName)>,
+    ranged: bool,
+    /// The copies are being gathered and compared.
+    gathering: bool,
+    errors: u64,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// How far the primary's backfill of `Pg::backfill` got.
@@ -330,6 +390,10 @@ impl Pg {
             unfound: BTreeSet::new(),
             backfill: Vec::new(),
             bf: Backfill::default(),
+            scrub: None,
+            scrub_queued: false,
+            inconsistent: BTreeMap::new(),
+            last_scrub_errors: 0,
             strays: Vec::new(),
             recovered: ObjectCounts::default(),
             waiting: VecDeque::new(),
@@ -399,10 +463,22 @@ impl Pg {
                 }
             }
             Event::Stat(reply) => {
+                self.schedule_scrub();
                 let _ = reply.send((self.exists, self.is_primary().then(|| self.stat())));
             }
+            Event::Scrub { deep, reply } => self.request_scrub(deep, reply),
+            Event::ScrubGo { interval, deep, permit } if interval == self.interval => {
+                self.scrub_go(deep, permit)
+            }
+            Event::ScrubChunk { interval, result } if interval == self.interval => {
+                self.scrubbed(result)
+            }
+            Event::ScrubNext { interval } if interval == self.interval => self.scrub_chunk(),
+            Event::ScrubGo { .. } => self.scrub_queued = false,
             // Results of an interval that has ended.
-            Event::Peered { .. }
+            Event::ScrubChunk { .. }
+            | Event::ScrubNext { .. }
+            | Event::Peered { .. }
             | Event::Activated { .. }
             | Event::Recovered { .. }
             | Event::Retry { .. }
@@ -459,6 +535,8 @@ impl Pg {
         self.unfound.clear();
         self.backfill.clear();
         self.bf = Backfill::default();
+        // A scrub in progress ends (its slot is freed); the next one starts over.
+        self.scrub = None;
         self.strays.clear();
         self.recovered = ObjectCounts::default();
         self.pending.clear();
@@ -840,6 +918,9 @@ impl Pg {
         match result {
             Ok(bytes) => {
                 self.unfound.remove(&object);
+                if self.inconsistent.remove(&object).is_some() {
+                    tracing::info!(pg = %self.id, %object, "repaired");
+                }
                 self.recovered.apply(CountsDelta { objects: 1, bytes: bytes as i64 });
                 for missing in self.missing.values_mut() {
                     missing.remove(&object);
@@ -1203,6 +1284,15 @@ impl Pg {
                 if !missing && !short && !remapped && self.backfill.is_empty() {
                     words.push("clean");
                 }
+                if let Some(run) = &self.scrub {
+                    words.push("scrubbing");
+                    if run.deep {
+                        words.push("deep");
+                    }
+                }
+                if !self.inconsistent.is_empty() {
+                    words.push("inconsistent");
+                }
                 words
             }
         };
@@ -1227,6 +1317,16 @@ impl Pg {
             unfound: self.unfound.len() as u64,
             recovered_bytes: self.recovered.bytes,
             recovered_objects: self.recovered.objects,
+            last_scrub_ms: self.info.last_scrub_ms,
+            last_deep_scrub_ms: self.info.last_deep_scrub_ms,
+            last_scrub_errors: self.last_scrub_errors,
+            inconsistent: self.inconsistent.len() as u64,
+            inconsistent_detail: self
+                .inconsistent
+                .iter()
+                .take(INCONSISTENT_DETAIL_MAX)
+                .map(|(object, why)| format!("{object}: {why}"))
+                .collect(),
         }
     }
 
@@ -1317,7 +1417,8 @@ impl Pg {
         let busy = self.in_flight.contains_key(&op.object)
             || self.is_missing_anywhere(&op.object)
             || self.bf.pushing.contains_key(&op.object)
-            || self.held.contains_key(&op.object);
+            || self.held.contains_key(&op.object)
+            || (op.ops.iter().any(ObjectOp::is_write) && self.in_scrub_range(&op.object));
         if busy {
             tracing::debug!(
                 pg = %self.id,
@@ -1370,6 +1471,7 @@ impl Pg {
         while !self.in_flight.contains_key(object)
             && !self.is_missing_anywhere(object)
             && !self.bf.pushing.contains_key(object)
+            && !self.in_scrub_range(object)
         {
             let Some(queue) = self.held.get_mut(object) else { return };
             let Some(op) = queue.pop_front() else {
@@ -1537,6 +1639,7 @@ impl Pg {
             *n -= 1;
             if *n == 0 {
                 self.in_flight.remove(&object);
+                self.scrub_gather_when_quiet();
             }
         }
         match result {
@@ -1701,6 +1804,20 @@ impl Pg {
                 ]);
                 let _ = reply.send(answer(PeerResponse::Done));
             }
+            PeerRequest::ScrubMap { after, until, deep } => {
+                // Off the PG's task: a deep scrub reads every byte of the chunk.
+                let (store, c) = (self.shared.store.clone(), self.c);
+                tokio::spawn(async move {
+                    let map = tokio::task::spawn_blocking(move || {
+                        scrub_map(store.as_ref(), c, after.as_ref(), until.as_ref(), deep)
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(err(ErrorCode::Internal, e.to_string())));
+                    let _ = reply.send(map.map(|objects| {
+                        (Response::Peer(PeerResponse::ScrubMap { objects }), Bytes::new())
+                    }));
+                });
+            }
             PeerRequest::Scan { after, until, max } => {
                 // Each batch of backfill begins with a scan: a target too full for more
                 // data stops it here, before the monitors have told the primary.
@@ -1813,6 +1930,329 @@ impl Pg {
             let result = shared.syncer.sync().await;
             let _ = reply.send(result.map(|()| (Response::Peer(PeerResponse::Done), Bytes::new())));
         });
+    }
+}
+
+// ---- Scrub (primary) ----
+impl Pg {
+    /// Starts a scheduled scrub when one is due (called with each stats report).
+    fn schedule_scrub(&mut self) {
+        if !self.is_primary() || self.state != State::Active {
+            return;
+        }
+        let now = now_ms();
+        if self.info.last_scrub_ms == 0 {
+            // A new PG: not due before its intervals have passed.
+            self.info.last_scrub_ms = now;
+            self.info.last_deep_scrub_ms = now;
+            self.save_info();
+            return;
+        }
+        let flags = &self.map.contents().flags;
+        let interval = |ms: &AtomicU64| ms.load(Ordering::Relaxed) as i64;
+        let deep_due = now - self.info.last_deep_scrub_ms
+            >= interval(&self.shared.deep_scrub_interval_ms)
+            && !flags.contains(&placement::MapFlag::Nodeepscrub);
+        let due = now - self.info.last_scrub_ms >= interval(&self.shared.scrub_interval_ms);
+        if (deep_due || due) && !flags.contains(&placement::MapFlag::Noscrub) {
+            self.request_scrub(deep_due, None);
+        }
+    }
+
+    /// Queues a scrub for the OSD's scrub slot.
+    fn request_scrub(&mut self, deep: bool, reply: Option<Reply>) {
+        if !self.is_primary() || self.state != State::Active {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(err(
+                    ErrorCode::Unavailable,
+                    format!("pg {} is not active on osd.{}: not scrubbed", self.id, self.me()),
+                )));
+            }
+            return;
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(Ok((Response::Ack, Bytes::new())));
+        }
+        if self.scrub.is_some() || self.scrub_queued {
+            return;
+        }
+        self.scrub_queued = true;
+        let (slots, inbox, interval) =
+            (self.shared.scrubs.clone(), self.inbox.clone(), self.interval);
+        tokio::spawn(async move {
+            if let Ok(permit) = slots.acquire_owned().await {
+                let _ = inbox.send(Event::ScrubGo { interval, deep, permit }).await;
+            }
+        });
+    }
+
+    fn scrub_go(&mut self, deep: bool, permit: tokio::sync::OwnedSemaphorePermit) {
+        self.scrub_queued = false;
+        let clean = self.degraded_objects() == 0 && self.backfill.is_empty();
+        if !self.is_primary() || self.state != State::Active || !clean {
+            // Scrub compares complete copies; the schedule tries again.
+            tracing::info!(pg = %self.id, "scrub put off: the PG is not active and clean");
+            return;
+        }
+        tracing::info!(pg = %self.id, deep, "scrub starts");
+        self.scrub = Some(ScrubRun {
+            deep,
+            after: None,
+            until: None,
+            ranged: false,
+            gathering: false,
+            errors: 0,
+            _permit: permit,
+        });
+        self.scrub_chunk();
+    }
+
+    /// Whether writes to `object` wait for the scrub of its chunk.
+    fn in_scrub_range(&self, object: &ObjectName) -> bool {
+        let Some(run) = self.scrub.as_ref().filter(|r| r.ranged) else { return false };
+        let order = objectstore::keys::object_order(&object_id(object));
+        run.after.as_ref().is_none_or(|(a, _)| order > *a)
+            && run.until.as_ref().is_none_or(|(u, _)| order <= *u)
+    }
+
+    /// Picks the next chunk: up to `SCRUB_CHUNK` of the primary's objects.
+    fn scrub_chunk(&mut self) {
+        let Some(run) = &self.scrub else { return };
+        let after = run.after.as_ref().map(|(_, name)| object_id(name));
+        let page = match self.shared.store.list(self.c, after.as_ref(), SCRUB_CHUNK) {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::error!(pg = %self.id, error = %e, "scrub cannot list objects; stopped");
+                self.scrub = None;
+                return;
+            }
+        };
+        let until = (page.len() >= SCRUB_CHUNK)
+            .then(|| {
+                page.last().map(|(oid, _)| (objectstore::keys::object_order(oid), object_name(oid)))
+            })
+            .flatten();
+        if let Some(run) = self.scrub.as_mut() {
+            run.until = until;
+            run.ranged = true;
+        }
+        self.scrub_gather_when_quiet();
+    }
+
+    /// Gathers every copy of the chunk once no write to it is in flight.
+    fn scrub_gather_when_quiet(&mut self) {
+        let Some(run) = &self.scrub else { return };
+        if !run.ranged || run.gathering {
+            return;
+        }
+        if self.in_flight.keys().any(|o| self.in_scrub_range(o)) {
+            return;
+        }
+        let (deep, after, until) = (
+            run.deep,
+            run.after.as_ref().map(|(_, n)| n.clone()),
+            run.until.as_ref().map(|(_, n)| n.clone()),
+        );
+        if let Some(run) = self.scrub.as_mut() {
+            run.gathering = true;
+        }
+        let me = self.me();
+        let others: Vec<u32> = self.acting.iter().copied().filter(|&o| o != me).collect();
+        let (peers, store, c) = (self.peers(), self.shared.store.clone(), self.c);
+        tokio::spawn(async move {
+            let gather = async {
+                let (a, u) = (after.clone(), until.clone());
+                let local = tokio::task::spawn_blocking(move || {
+                    scrub_map(store.as_ref(), c, a.as_ref(), u.as_ref(), deep)
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.message)?;
+                let mut maps = BTreeMap::from([(me, local)]);
+                for osd in others {
+                    let request =
+                        PeerRequest::ScrubMap { after: after.clone(), until: until.clone(), deep };
+                    match peers.call(osd, request, Bytes::new()).await? {
+                        (PeerResponse::ScrubMap { objects }, _) => {
+                            maps.insert(osd, objects);
+                        }
+                        (other, _) => {
+                            return Err(format!("osd.{osd} answered a scrub with {other:?}"));
+                        }
+                    }
+                }
+                Ok(scrub::compare(me, &maps))
+            };
+            let result = gather.await;
+            peers.report(Event::ScrubChunk { interval: peers.interval, result }).await;
+        });
+    }
+
+    /// A chunk compared: bad copies are recorded and marked missing where they are, so
+    /// none is served and recovery rewrites each from the authority.
+    fn scrubbed(&mut self, result: Result<Vec<scrub::Inconsistency>, String>) {
+        let held: Vec<ObjectName> =
+            self.held.keys().filter(|o| self.in_scrub_range(o)).cloned().collect();
+        let Some(run) = self.scrub.as_mut() else { return };
+        run.gathering = false;
+        run.ranged = false;
+        let until = run.until.take();
+        let result = if self.state == State::Active {
+            result
+        } else {
+            Err("the PG is peering again".to_owned())
+        };
+        let Some(run) = self.scrub.as_mut() else { return };
+        let found = match result {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(pg = %self.id, error = %e, "scrub stopped; the schedule tries again");
+                self.scrub = None;
+                for object in &held {
+                    self.release(object);
+                }
+                return;
+            }
+        };
+        for finding in found {
+            let why: Vec<String> =
+                finding.bad.iter().map(|b| format!("osd.{}: {}", b.osd, b.why)).collect();
+            tracing::error!(
+                pg = %self.id,
+                object = %finding.object,
+                version = %finding.version,
+                auth = ?finding.auth,
+                bad = %why.join("; "),
+                "scrub found bad copies"
+            );
+            run.errors += finding.bad.len() as u64;
+            self.inconsistent.insert(finding.object.clone(), why.join("; "));
+            if finding.auth.is_some() {
+                for bad in &finding.bad {
+                    self.missing
+                        .entry(bad.osd)
+                        .or_default()
+                        .insert(finding.object.clone(), finding.version);
+                }
+            }
+        }
+        match until {
+            None => {
+                let now = now_ms();
+                self.info.last_scrub_ms = now;
+                if run.deep {
+                    self.info.last_deep_scrub_ms = now;
+                }
+                self.last_scrub_errors = run.errors;
+                tracing::info!(pg = %self.id, deep = run.deep, errors = run.errors, "scrub done");
+                self.scrub = None;
+                self.save_info();
+            }
+            Some(until) => {
+                run.after = Some(until);
+                let (inbox, interval) = (self.inbox.clone(), self.interval);
+                tokio::spawn(async move {
+                    tokio::time::sleep(SCRUB_SLEEP).await;
+                    let _ = inbox.send(Event::ScrubNext { interval }).await;
+                });
+            }
+        }
+        for object in &held {
+            self.release(object);
+        }
+        self.kick_recovery();
+    }
+}
+
+/// This copy's objects after `after` and up to `until` (`None`: the end) as scrub
+/// compares them; `deep` reads and checksums every byte.
+pub fn scrub_map(
+    store: &dyn ObjectStore,
+    c: CollectionId,
+    after: Option<&ObjectName>,
+    until: Option<&ObjectName>,
+    deep: bool,
+) -> Result<Vec<proto::osd::ScrubObject>, RemoteError> {
+    let until = until.map(|u| objectstore::keys::object_order(&object_id(u)));
+    let mut cursor = after.map(object_id);
+    let mut out = Vec::new();
+    loop {
+        let page = store.list(c, cursor.as_ref(), SCAN_MAX as usize).map_err(store_error)?;
+        let more = page.len() >= SCAN_MAX as usize;
+        for (oid, meta) in page {
+            if until.as_ref().is_some_and(|u| objectstore::keys::object_order(&oid) > *u) {
+                return Ok(out);
+            }
+            if out.len() >= SCRUB_MAP_MAX {
+                return Err(err(
+                    ErrorCode::TooLarge,
+                    format!("more than {SCRUB_MAP_MAX} objects in one scrub chunk"),
+                ));
+            }
+            out.push(scrub_object(store, c, &oid, meta, deep));
+            cursor = Some(oid);
+        }
+        if !more {
+            return Ok(out);
+        }
+    }
+}
+
+fn scrub_object(
+    store: &dyn ObjectStore,
+    c: CollectionId,
+    oid: &objectstore::ObjectId,
+    meta: objectstore::ObjectMeta,
+    deep: bool,
+) -> proto::osd::ScrubObject {
+    let field = |crc: u32, bytes: &[u8]| {
+        let crc = crc32c::crc32c_append(crc, &(bytes.len() as u64).to_le_bytes());
+        crc32c::crc32c_append(crc, bytes)
+    };
+    let mut error = None;
+    let mut meta_digest = 0;
+    for (name, value) in &meta.xattrs {
+        meta_digest = field(field(meta_digest, name.as_bytes()), value);
+    }
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        match store.omap_list(c, oid, after.as_deref(), objectstore::store::SCAN_ENTRIES_MAX) {
+            Ok(page) => {
+                let done = page.len() < objectstore::store::SCAN_ENTRIES_MAX;
+                for (key, value) in &page {
+                    meta_digest = field(field(meta_digest, key), value);
+                }
+                after = page.last().map(|(k, _)| k.clone());
+                if done {
+                    break;
+                }
+            }
+            Err(e) => {
+                error = Some(format!("omap: {e}"));
+                break;
+            }
+        }
+    }
+    let data_digest = deep.then(|| {
+        let mut crc = 0;
+        let mut offset = 0;
+        while offset < meta.size && error.is_none() {
+            let len = SCRUB_READ_BYTES.min(meta.size - offset);
+            match store.read(c, oid, offset, len) {
+                Ok(bytes) => crc = crc32c::crc32c_append(crc, &bytes),
+                Err(e) => error = Some(e.to_string()),
+            }
+            offset += len;
+        }
+        crc
+    });
+    proto::osd::ScrubObject {
+        object: object_name(oid),
+        version: meta.version,
+        size: meta.size,
+        meta_digest,
+        data_digest,
+        error,
     }
 }
 

@@ -5,3 +5,4 @@ pub mod log;
 pub mod ops;
 pub mod peering;
 pub mod persist;
+pub mod scrub;
