@@ -62,6 +62,9 @@ pub const BACKFILL_PUSHES_PER_PG: usize = 2;
 pub const SCAN_MAX: u32 = 1024;
 /// Objects of the primary one scrub chunk checks (writes to them wait meanwhile).
 pub const SCRUB_CHUNK: usize = 64;
+/// Bytes one deep-scrub chunk reads at most on each copy (at least one object): writes
+/// to a chunk wait while every copy of it is read.
+pub const SCRUB_CHUNK_BYTES: u64 = 8 << 20;
 /// Copies one scrub map may list (a replica's extra objects in a chunk's range included).
 pub const SCRUB_MAP_MAX: usize = 4096;
 /// The pause between scrub chunks, which lets waiting client ops through.
@@ -2027,9 +2030,22 @@ impl Pg {
                 return;
             }
         };
-        let until = (page.len() >= SCRUB_CHUNK)
+        // A deep chunk also stops at a byte budget, so writes to it wait less.
+        let mut end = page.len();
+        if run.deep {
+            let mut bytes = 0;
+            if let Some(at) = page.iter().position(|(_, meta)| {
+                bytes += meta.size;
+                bytes >= SCRUB_CHUNK_BYTES
+            }) {
+                end = at + 1;
+            }
+        }
+        let until = (page.len() >= SCRUB_CHUNK || end < page.len())
             .then(|| {
-                page.last().map(|(oid, _)| (objectstore::keys::object_order(oid), object_name(oid)))
+                page[..end]
+                    .last()
+                    .map(|(oid, _)| (objectstore::keys::object_order(oid), object_name(oid)))
             })
             .flatten();
         if let Some(run) = self.scrub.as_mut() {

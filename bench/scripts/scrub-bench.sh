@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Deep scrub under load: fills a size-3 pool (3 OSDs, one host, as osd-bench.sh), then
+# measures 4 KiB writes alone and again while every PG is deep-scrubbed. Prints TSV lines:
+#   test  value  unit  load1
+# deep_scrub_MBps_per_osd is what every OSD read and checksummed per second (each holds a
+# copy of everything); the p99 pair shows what scrub costs client writes.
+#
+#   Usage: bench/scripts/scrub-bench.sh [FILL_SECS] [SECS]   (defaults 20 and 10; CAIRN_BIN
+#          to pick the binary)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+FILL="${1:-20}"
+SECS="${2:-10}"
+BIN="$(realpath "${CAIRN_BIN:-target/release/cairn}")"
+WORK="$(mktemp -d /tmp/cairn-scrub-bench.XXXXXX)"
+cd "$WORK"
+cleanup() {
+  "$BIN" dev down > /dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+load1() { cut -d' ' -f1 /proc/loadavg; }
+now_ms() { date +%s%3N; }
+
+"$BIN" dev up --base-port 16889 > dev-up.log
+"$BIN" pool create bench --size 3 --pg-num 32 > /dev/null
+"$BIN" bench bench "$FILL" write -b 4M -t 16 --no-cleanup --run-name fill --format json > fill.json
+pgs=$("$BIN" pg dump --format json | python3 -c 'import json,sys; print(" ".join(p["pg"] for p in json.load(sys.stdin)["pgs"]))')
+
+p99() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("%.2f" % r["latency_ms"]["p99"])' "$1"; }
+"$BIN" bench bench "$SECS" write -b 4K -t 16 --run-name alone --format json > alone.json
+echo -e "write_4K_p99_alone\t$(p99 alone.json)\tms\t$(load1)"
+
+start=$(now_ms)
+for pg in $pgs; do "$BIN" pg deep-scrub "$pg" > /dev/null; done
+"$BIN" bench bench "$SECS" write -b 4K -t 16 --run-name scrubbing --format json > scrubbing.json
+echo -e "write_4K_p99_during_deep_scrub\t$(p99 scrubbing.json)\tms\t$(load1)"
+# Waits for every PG's deep-scrub stamp to pass the start (bounded: 30 min).
+for _ in $(seq 1 3600); do
+  left=$("$BIN" pg dump --format json | python3 -c '
+import json, sys
+start = int(sys.argv[1])
+print(sum(1 for p in json.load(sys.stdin)["pgs"] if p["last_deep_scrub_ms"] <= start))' "$start")
+  [ "$left" = 0 ] && break
+  sleep 0.5
+done
+[ "$left" = 0 ] || { echo "deep scrub did not finish: $left PGs left" >&2; exit 1; }
+end=$(now_ms)
+bytes=$("$BIN" pg stat --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes"])')
+python3 - "$bytes" "$start" "$end" "$(load1)" <<'EOF'
+import sys
+stored, start, end, load = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+secs = (end - start) / 1000
+print(f"deep_scrub_stored_MiB\t{stored / 1048576:.0f}\tMiB\t{load}")
+print(f"deep_scrub_seconds\t{secs:.1f}\ts\t{load}")
+print(f"deep_scrub_MBps_per_osd\t{stored / 1e6 / secs:.0f}\tMB/s\t{load}")
+EOF
