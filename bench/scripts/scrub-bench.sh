@@ -55,3 +55,7 @@ print(f"deep_scrub_stored_MiB\t{stored / 1048576:.0f}\tMiB\t{load}")
 print(f"deep_scrub_seconds\t{secs:.1f}\ts\t{load}")
 print(f"deep_scrub_MBps_per_osd\t{stored / 1e6 / secs:.0f}\tMB/s\t{load}")
 EOF
+# Writes raced the scrub's chunks: none of them may show as a bad copy.
+errors=$("$BIN" pg dump --format json | python3 -c 'import json,sys; print(sum(p["last_scrub_errors"] for p in json.load(sys.stdin)["pgs"]))')
+echo -e "deep_scrub_errors_found\t$errors\tcopies\t$(load1)"
+[ "$errors" = 0 ] || { echo "the deep scrub reported bad copies on a healthy cluster" >&2; exit 1; }

@@ -40,6 +40,8 @@ pub struct Settings {
     /// interval is PG_NOT_DEEP_SCRUBBED.
     pub osd_scrub_interval_s: u64,
     pub osd_deep_scrub_interval_s: u64,
+    /// The pause between scrub chunks (Ceph's `osd_scrub_sleep`), in ms.
+    pub osd_scrub_sleep_ms: u64,
 }
 
 impl Default for Settings {
@@ -61,6 +63,7 @@ impl Default for Settings {
             full_ratios: proto::osd::FullRatios::default(),
             osd_scrub_interval_s: 24 * 3600,
             osd_deep_scrub_interval_s: 7 * 24 * 3600,
+            osd_scrub_sleep_ms: 20,
         }
     }
 }
@@ -85,6 +88,7 @@ const KEYS: &[(&str, u64, u64)] = &[
     ("mon.full_percent", 1, 100),
     ("osd.scrub_interval", 1, 365 * 24 * 3600),
     ("osd.deep_scrub_interval", 1, 365 * 24 * 3600),
+    ("osd.scrub_sleep_ms", 0, 60_000),
 ];
 
 impl Settings {
@@ -129,6 +133,7 @@ impl Settings {
             }
             "osd.scrub_interval" => self.osd_scrub_interval_s = n,
             "osd.deep_scrub_interval" => self.osd_deep_scrub_interval_s = n,
+            "osd.scrub_sleep_ms" => self.osd_scrub_sleep_ms = n,
             _ => unreachable!("every key in KEYS is handled"),
         }
         Ok(())
@@ -155,6 +160,7 @@ impl Settings {
             ("mon.full_percent", u64::from(self.full_ratios.full)),
             ("osd.scrub_interval", self.osd_scrub_interval_s),
             ("osd.deep_scrub_interval", self.osd_deep_scrub_interval_s),
+            ("osd.scrub_sleep_ms", self.osd_scrub_sleep_ms),
         ]
     }
 
@@ -168,6 +174,7 @@ impl Settings {
             backfillfull_osds: Vec::new(),
             scrub_interval_s: self.osd_scrub_interval_s,
             deep_scrub_interval_s: self.osd_deep_scrub_interval_s,
+            scrub_sleep_ms: self.osd_scrub_sleep_ms,
         }
     }
 }

@@ -501,6 +501,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         scrubs: Arc::new(tokio::sync::Semaphore::new(1)),
         scrub_interval_ms: AtomicU64::new(24 * 3600 * 1000),
         deep_scrub_interval_ms: AtomicU64::new(7 * 24 * 3600 * 1000),
+        scrub_sleep_ms: AtomicU64::new(20),
     });
     shared.space.measure(shared.store.as_ref());
     let (map_tx, map_rx) = watch::channel(None);

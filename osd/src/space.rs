@@ -175,6 +175,7 @@ mod tests {
             backfillfull_osds,
             scrub_interval_s: 1,
             deep_scrub_interval_s: 1,
+            scrub_sleep_ms: 0,
         }
     }
 

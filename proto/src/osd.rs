@@ -39,6 +39,8 @@ pub struct OsdConfig {
     /// How often each PG is scrubbed and deep-scrubbed, in seconds.
     pub scrub_interval_s: u64,
     pub deep_scrub_interval_s: u64,
+    /// The pause between scrub chunks, in ms, which lets client ops through.
+    pub scrub_sleep_ms: u64,
 }
 
 /// How full an OSD may get, in percent of its space (Ceph's nearfull, backfillfull and

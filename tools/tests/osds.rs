@@ -1158,3 +1158,73 @@ fn deep_scrub_finds_a_rotten_replica_copy_and_repair_rewrites_it() {
         assert!(get(&c, &work, name) == *data, "{name} read from the repaired replica");
     }
 }
+
+#[test]
+fn writes_go_on_during_a_deep_scrub_and_are_no_scrub_errors() {
+    let c = Cluster::start(3);
+    let osds = Osds::create(&c, 3);
+    wait_up(&c, 3);
+    c.ok(&["pool", "create", "rbd", "replicated", "--size", "3", "--pg-num", "1"]);
+    // Many small objects in one PG, and a pause between chunks: the scrub takes seconds.
+    c.ok(&[
+        "bench",
+        "rbd",
+        "2",
+        "write",
+        "-b",
+        "4K",
+        "-t",
+        "16",
+        "--no-cleanup",
+        "--run-name",
+        "before",
+    ]);
+    c.ok(&["config", "set", "osd.scrub_sleep_ms", "100"]);
+    for dir in &osds.dirs {
+        wait_log(dir, "scrub settings changed", "sleep_ms=100");
+    }
+    wait_clean(&c, 1);
+    let pg = only_pg(&c);
+    let (id, stamp) =
+        (pg["pg"].as_str().unwrap().to_owned(), pg["last_deep_scrub_ms"].as_i64().unwrap());
+    assert!(pg["objects"].as_u64().unwrap() > 3 * 64, "{pg}");
+
+    c.ok(&["pg", "deep-scrub", &id]);
+    wait_pg(&c, "the deep scrub to start", |pg| {
+        pg["state"].as_array().unwrap().iter().any(|w| w == "scrubbing")
+    });
+    // New objects all over the key space, and overwrites, while chunks are checked: every
+    // write succeeds, and none of them looks like a bad copy to the scrub.
+    c.ok(&[
+        "bench",
+        "rbd",
+        "2",
+        "write",
+        "-b",
+        "4K",
+        "-t",
+        "16",
+        "--no-cleanup",
+        "--run-name",
+        "during",
+    ]);
+    c.ok(&[
+        "bench",
+        "rbd",
+        "2",
+        "write",
+        "-b",
+        "4K",
+        "-t",
+        "16",
+        "--no-cleanup",
+        "--run-name",
+        "before",
+    ]);
+    let pg = wait_pg(&c, "the deep scrub to end", |pg| {
+        pg["last_deep_scrub_ms"].as_i64().unwrap() > stamp
+    });
+    assert_eq!(pg["last_scrub_errors"], 0, "{pg}");
+    assert_eq!(pg["inconsistent"], 0, "{pg}");
+    c.ok(&["bench", "rbd", "2", "seq", "-t", "16", "--run-name", "during"]);
+}

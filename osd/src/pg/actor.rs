@@ -67,8 +67,6 @@ pub const SCRUB_CHUNK: usize = 64;
 pub const SCRUB_CHUNK_BYTES: u64 = 8 << 20;
 /// Copies one scrub map may list (a replica's extra objects in a chunk's range included).
 pub const SCRUB_MAP_MAX: usize = 4096;
-/// The pause between scrub chunks, which lets waiting client ops through.
-pub const SCRUB_SLEEP: Duration = Duration::from_millis(20);
 /// Bytes a deep scrub reads at a time.
 const SCRUB_READ_BYTES: u64 = 4 << 20;
 /// Inconsistent objects a PG's report names at most.
@@ -101,14 +99,32 @@ pub struct Shared {
     /// How often each PG is scrubbed and deep-scrubbed, in ms (from the monitors).
     pub scrub_interval_ms: AtomicU64,
     pub deep_scrub_interval_ms: AtomicU64,
+    /// The pause between scrub chunks (`osd.scrub_sleep_ms`), which lets held ops through.
+    pub scrub_sleep_ms: AtomicU64,
 }
 
 impl Shared {
     /// Applies the settings the monitors sent.
     pub fn configure(&self, config: &OsdConfig) {
         self.space.configure(config);
-        self.scrub_interval_ms.store(config.scrub_interval_s * 1000, Ordering::Relaxed);
-        self.deep_scrub_interval_ms.store(config.deep_scrub_interval_s * 1000, Ordering::Relaxed);
+        let scrub = (
+            config.scrub_interval_s * 1000,
+            config.deep_scrub_interval_s * 1000,
+            config.scrub_sleep_ms,
+        );
+        let before = (
+            self.scrub_interval_ms.swap(scrub.0, Ordering::Relaxed),
+            self.deep_scrub_interval_ms.swap(scrub.1, Ordering::Relaxed),
+            self.scrub_sleep_ms.swap(scrub.2, Ordering::Relaxed),
+        );
+        if before != scrub {
+            tracing::info!(
+                interval_s = config.scrub_interval_s,
+                deep_interval_s = config.deep_scrub_interval_s,
+                sleep_ms = config.scrub_sleep_ms,
+                "scrub settings changed"
+            );
+        }
         let (recovery, backfill) = (self.recovery.limit(), self.backfill.limit());
         if (recovery, backfill) != (config.recovery_max_active, config.backfill_max_active) {
             self.recovery.set(config.recovery_max_active);
@@ -2167,8 +2183,10 @@ impl Pg {
             Some(until) => {
                 run.after = Some(until);
                 let (inbox, interval) = (self.inbox.clone(), self.interval);
+                let pause =
+                    Duration::from_millis(self.shared.scrub_sleep_ms.load(Ordering::Relaxed));
                 tokio::spawn(async move {
-                    tokio::time::sleep(SCRUB_SLEEP).await;
+                    tokio::time::sleep(pause).await;
                     let _ = inbox.send(Event::ScrubNext { interval }).await;
                 });
             }
