@@ -2014,6 +2014,12 @@ impl Pg {
             return;
         }
         tracing::info!(pg = %self.id, deep, "scrub starts");
+        // What an earlier scrub recorded and no repair cleared (say, one cut short by a
+        // new interval) a deep scrub finds again if it is still so; a light one cannot see
+        // data damage, so it keeps the record.
+        if deep {
+            self.inconsistent.clear();
+        }
         self.scrub = Some(ScrubRun {
             deep,
             after: None,
