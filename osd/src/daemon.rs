@@ -358,7 +358,8 @@ impl Osd {
         let answers = futures::future::join_all(asks).await;
         let held = answers.iter().flatten().filter(|(exists, _)| *exists).count() as u32;
         let pgs: Vec<PgStat> = answers.into_iter().flatten().filter_map(|(_, s)| s).collect();
-        let (total_bytes, avail_bytes) = self.shared.space.measure(self.shared.store.as_ref());
+        // Measured every second by its own task, off the runtime's threads.
+        let (total_bytes, avail_bytes) = self.shared.space.last();
         let usage = OsdStat {
             osd: self.shared.me,
             used_bytes: self.shared.store.used_bytes(),

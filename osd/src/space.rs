@@ -86,6 +86,11 @@ impl Space {
         (total, avail)
     }
 
+    /// The space and what was free of it at the last measurement.
+    pub fn last(&self) -> (u64, u64) {
+        (self.total.load(Ordering::Relaxed), self.avail.load(Ordering::Relaxed))
+    }
+
     /// Counts bytes about to be written (they are not in the last measurement).
     pub fn wrote(&self, bytes: u64) {
         self.written.fetch_add(bytes, Ordering::Relaxed);
@@ -185,6 +190,7 @@ mod tests {
         let store = KvObjectStore::new(MemoryEngine::new());
         let space = Space::new(7, dir.path().to_owned(), Some(1000));
         assert_eq!(space.measure(&store), (1000, 1000));
+        assert_eq!(space.last(), (1000, 1000));
         assert_eq!(space.used_percent(), 0.0);
         assert_eq!(space.refuse_write(&[7, 1, 2]), None);
         space.wrote(900);
