@@ -1159,13 +1159,9 @@ fn deep_scrub_finds_a_rotten_replica_copy_and_repair_rewrites_it() {
     }
 }
 
-#[test]
-fn writes_go_on_during_a_deep_scrub_and_are_no_scrub_errors() {
-    let c = Cluster::start(3);
-    let osds = Osds::create(&c, 3);
-    wait_up(&c, 3);
-    c.ok(&["pool", "create", "rbd", "replicated", "--size", "3", "--pg-num", "1"]);
-    // Many small objects in one PG, and a pause between chunks: the scrub takes seconds.
+/// Two seconds of 4 KiB writes to pool rbd, 16 in flight, kept as bench run `run`
+/// (a second run of the same name overwrites the first's objects).
+fn bench_write_4k(c: &Cluster, run: &str) {
     c.ok(&[
         "bench",
         "rbd",
@@ -1177,8 +1173,18 @@ fn writes_go_on_during_a_deep_scrub_and_are_no_scrub_errors() {
         "16",
         "--no-cleanup",
         "--run-name",
-        "before",
+        run,
     ]);
+}
+
+#[test]
+fn writes_go_on_during_a_deep_scrub_and_are_no_scrub_errors() {
+    let c = Cluster::start(3);
+    let osds = Osds::create(&c, 3);
+    wait_up(&c, 3);
+    c.ok(&["pool", "create", "rbd", "replicated", "--size", "3", "--pg-num", "1"]);
+    // Many small objects in one PG, and a pause between chunks: the scrub takes seconds.
+    bench_write_4k(&c, "before");
     c.ok(&["config", "set", "osd.scrub_sleep_ms", "100"]);
     for dir in &osds.dirs {
         wait_log(dir, "scrub settings changed", "sleep_ms=100");
@@ -1195,32 +1201,8 @@ fn writes_go_on_during_a_deep_scrub_and_are_no_scrub_errors() {
     });
     // New objects all over the key space, and overwrites, while chunks are checked: every
     // write succeeds, and none of them looks like a bad copy to the scrub.
-    c.ok(&[
-        "bench",
-        "rbd",
-        "2",
-        "write",
-        "-b",
-        "4K",
-        "-t",
-        "16",
-        "--no-cleanup",
-        "--run-name",
-        "during",
-    ]);
-    c.ok(&[
-        "bench",
-        "rbd",
-        "2",
-        "write",
-        "-b",
-        "4K",
-        "-t",
-        "16",
-        "--no-cleanup",
-        "--run-name",
-        "before",
-    ]);
+    bench_write_4k(&c, "during");
+    bench_write_4k(&c, "before");
     let pg = wait_pg(&c, "the deep scrub to end", |pg| {
         pg["last_deep_scrub_ms"].as_i64().unwrap() > stamp
     });
