@@ -1,7 +1,8 @@
 //! Health checks, computed from what a monitor knows, as `ceph health detail` names them:
-//! MON_DOWN, OSD_DOWN, OSD_OUT, OSD_FLAPPING, CLOCK_SKEW, MAP_EPOCH_LAG, OSDMAP_FLAGS,
-//! OSD_FULL, OSD_BACKFILLFULL, OSD_NEARFULL, PG_INACTIVE, PG_DEGRADED, PG_UNDERSIZED,
-//! OBJECT_UNFOUND.
+//! MON_DOWN, OSD_DOWN, OSD_OUT, OSD_FLAPPING, CLOCK_SKEW, MAP_HASH_MISMATCH, MAP_EPOCH_LAG,
+//! OSDMAP_FLAGS, OSD_FULL, OSD_BACKFILLFULL, OSD_NEARFULL, SLOW_OPS, PG_INACTIVE,
+//! PG_DEGRADED, PG_UNDERSIZED, PG_BACKFILL_FULL, OBJECT_UNFOUND, SCRUB_ERRORS, PG_INCONSISTENT,
+//! PG_NOT_DEEP_SCRUBBED.
 //! A pure function of its inputs, so every check is unit-tested with exact expectations.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -116,27 +117,8 @@ pub fn checks(inputs: &Inputs<'_>) -> Vec<HealthCheck> {
         let summary = format!("{} flapping", plural(inputs.flapping.len(), "osd", "osds"));
         out.push(check("OSD_FLAPPING", Severity::Warn, summary, detail));
     }
-    let limit = inputs.settings.clock_skew_warn_ms as i64;
-    let skewed: Vec<&MonStatus> = inputs
-        .monitors
-        .iter()
-        .filter(|m| m.clock_offset_ms.is_some_and(|o| o.abs() > limit))
-        .collect();
-    if !skewed.is_empty() {
-        let detail = skewed
-            .iter()
-            .map(|m| {
-                format!(
-                    "mon.{} clock is {} ms off (limit {limit} ms)",
-                    m.name,
-                    m.clock_offset_ms.unwrap_or(0)
-                )
-            })
-            .collect();
-        let summary =
-            format!("clock skew detected on {}", plural(skewed.len(), "monitor", "monitors"));
-        out.push(check("CLOCK_SKEW", Severity::Warn, summary, detail));
-    }
+    clock_checks(inputs, &mut out);
+    map_hash_checks(inputs, &mut out);
     let grace = inputs.settings.map_epoch_lag_grace_s as i64 * 1000;
     let lagging: Vec<(&EntityName, &DaemonEpoch)> = inputs
         .daemons
@@ -166,10 +148,101 @@ pub fn checks(inputs: &Inputs<'_>) -> Vec<HealthCheck> {
         ));
     }
     fill_checks(&inputs.pgs.osds, &inputs.settings.full_ratios, &mut out);
+    slow_op_checks(inputs, &mut out);
     pg_checks(inputs.pgs, &mut out);
     scrub_checks(inputs, &mut out);
     out.sort_by_key(|c| std::cmp::Reverse(c.severity));
     out
+}
+
+/// The OSDs whose reports are recent: what a silent one last said (its clock, its slow
+/// ops) is no longer true, and OSD_DOWN speaks for it.
+fn reporting<'a>(inputs: &Inputs<'a>) -> impl Iterator<Item = &'a OsdStat> {
+    let fresh = crate::pgstats::STALE_MS as u64;
+    inputs.pgs.osds.iter().filter(move |o| o.report_age_ms.is_some_and(|age| age <= fresh))
+}
+
+/// CLOCK_SKEW: monitors (from the answering monitor's pings) and OSDs (from their own
+/// pings of a monitor) whose clock is off by more than `mon.clock_skew_warn_ms`.
+fn clock_checks(inputs: &Inputs<'_>, out: &mut Vec<HealthCheck>) {
+    let limit = inputs.settings.clock_skew_warn_ms as i64;
+    let off = |offset: Option<i64>| offset.filter(|o| o.abs() > limit);
+    let mut detail: Vec<String> = inputs
+        .monitors
+        .iter()
+        .filter_map(|m| off(m.clock_offset_ms).map(|o| (format!("mon.{}", m.name), o)))
+        .chain(reporting(inputs).filter_map(|o| {
+            off(o.clock_offset_ms).map(|offset| (format!("osd.{}", o.osd), offset))
+        }))
+        .map(|(name, o)| format!("{name} clock is {o} ms off (limit {limit} ms)"))
+        .collect();
+    if detail.is_empty() {
+        return;
+    }
+    detail.sort();
+    let summary = format!("clock skew detected on {}", plural(detail.len(), "daemon", "daemons"));
+    out.push(check("CLOCK_SKEW", Severity::Warn, summary, detail));
+}
+
+/// MAP_HASH_MISMATCH: daemons at one map epoch whose maps differ. Every daemon applies
+/// the same incrementals to the same base, so this is a bug or a damaged store, and what
+/// that daemon places where is not what the others think.
+fn map_hash_checks(inputs: &Inputs<'_>, out: &mut Vec<HealthCheck>) {
+    let mut seen: BTreeMap<Epoch, BTreeMap<u32, Vec<String>>> = BTreeMap::new();
+    for m in inputs.monitors {
+        if let (Some(epoch), Some(hash)) = (m.epoch, m.map_hash) {
+            seen.entry(epoch).or_default().entry(hash).or_default().push(format!("mon.{}", m.name));
+        }
+    }
+    for o in reporting(inputs).filter(|o| o.map_epoch > Epoch(0)) {
+        let at = seen.entry(o.map_epoch).or_default();
+        at.entry(o.map_hash).or_default().push(format!("osd.{}", o.osd));
+    }
+    let detail: Vec<String> = seen
+        .iter()
+        .filter(|(_, hashes)| hashes.len() > 1)
+        .flat_map(|(epoch, hashes)| {
+            hashes.iter().map(move |(hash, names)| {
+                format!("map epoch {} hash {hash:08x}: {}", epoch.0, names.join(", "))
+            })
+        })
+        .collect();
+    if !detail.is_empty() {
+        let summary = "daemons disagree about the contents of one map epoch".to_owned();
+        out.push(check("MAP_HASH_MISMATCH", Severity::Err, summary, detail));
+    }
+}
+
+/// SLOW_OPS: client ops an OSD has had in flight for longer than
+/// `osd.op_complaint_time`, as Ceph reports them.
+fn slow_op_checks(inputs: &Inputs<'_>, out: &mut Vec<HealthCheck>) {
+    let slow: Vec<&OsdStat> = reporting(inputs).filter(|o| o.slow_ops > 0).collect();
+    if slow.is_empty() {
+        return;
+    }
+    let total: u64 = slow.iter().map(|o| u64::from(o.slow_ops)).sum();
+    let oldest_s = slow.iter().map(|o| o.oldest_op_ms).max().unwrap_or(0) / 1000;
+    let names: Vec<String> = slow.iter().map(|o| format!("osd.{}", o.osd)).collect();
+    let summary = format!(
+        "{}, oldest one blocked for {oldest_s} sec, {} {} slow ops",
+        plural(total as usize, "slow op", "slow ops"),
+        names.join(","),
+        if names.len() == 1 { "has" } else { "have" }
+    );
+    let detail = slow
+        .iter()
+        .map(|o| {
+            format!(
+                "osd.{} has {} older than {} s; the oldest, for {} s: {}",
+                o.osd,
+                plural(o.slow_ops as usize, "op", "ops"),
+                inputs.settings.osd_op_complaint_time_s,
+                o.oldest_op_ms / 1000,
+                o.oldest_op
+            )
+        })
+        .collect();
+    out.push(check("SLOW_OPS", Severity::Warn, summary, detail));
 }
 
 /// OSD_FULL, OSD_BACKFILLFULL and OSD_NEARFULL, each OSD under the highest level it
@@ -336,6 +409,18 @@ fn pg_checks(stats: &ClusterPgStats, out: &mut Vec<HealthCheck>) {
             pg_detail(undersized.into_iter()),
         ));
     }
+    let toofull: Vec<&PgStat> = stats.pgs.iter().filter(|p| has(p, "backfill_toofull")).collect();
+    if !toofull.is_empty() {
+        out.push(check(
+            "PG_BACKFILL_FULL",
+            Severity::Warn,
+            format!(
+                "Low space hindering backfill: {} waiting for a target below backfillfull",
+                plural(toofull.len(), "pg", "pgs")
+            ),
+            pg_detail(toofull.into_iter()),
+        ));
+    }
     if summary.unfound > 0 {
         let pgs = stats.pgs.iter().filter(|p| p.unfound > 0);
         out.push(check(
@@ -392,6 +477,8 @@ mod tests {
             leader: false,
             last_seen_ms: Some(0),
             clock_offset_ms: offset,
+            epoch: Some(Epoch(2)),
+            map_hash: Some(7),
         }
     }
 
@@ -528,6 +615,49 @@ mod tests {
     }
 
     #[test]
+    fn osd_reports_raise_clock_skew_slow_ops_and_map_mismatch() {
+        let osd = |osd, offset, slow_ops, hash, age| OsdStat {
+            osd,
+            clock_offset_ms: Some(offset),
+            slow_ops,
+            oldest_op_ms: 42_500,
+            oldest_op: "pg 1.3 object x from client.admin".into(),
+            map_epoch: Epoch(2),
+            map_hash: hash,
+            report_age_ms: Some(age),
+            ..OsdStat::default()
+        };
+        let stats = ClusterPgStats {
+            osds: vec![
+                osd(0, 3, 0, 7, 1_000),
+                osd(1, -900, 2, 7, 1_000),
+                osd(2, 5, 0, 9, 1_000),
+                // Silent: what it last said no longer counts.
+                osd(3, 5_000, 9, 11, 60_000),
+            ],
+            ..ClusterPgStats::default()
+        };
+        let checks = stats_codes(&stats);
+        assert_eq!(codes(&checks), ["MAP_HASH_MISMATCH", "CLOCK_SKEW", "SLOW_OPS"]);
+        assert_eq!(
+            checks[0].detail,
+            ["map epoch 2 hash 00000007: mon.a, osd.0, osd.1", "map epoch 2 hash 00000009: osd.2"]
+        );
+        assert_eq!(checks[1].summary, "clock skew detected on 1 daemon");
+        assert_eq!(checks[1].detail, ["osd.1 clock is -900 ms off (limit 50 ms)"]);
+        assert_eq!(
+            checks[2].summary,
+            "2 slow ops, oldest one blocked for 42 sec, osd.1 has slow ops"
+        );
+        assert_eq!(
+            checks[2].detail,
+            [
+                "osd.1 has 2 ops older than 30 s; the oldest, for 42 s: pg 1.3 object x from client.admin"
+            ]
+        );
+    }
+
+    #[test]
     fn scrub_checks_fire_on_bad_copies_and_overdue_deep_scrubs() {
         let week_ms = Settings::default().osd_deep_scrub_interval_s as i64 * 1000;
         let now = 100 * week_ms;
@@ -598,10 +728,15 @@ mod tests {
             pg(2, &["peering"], 0, 0),
             pg(3, &["unknown"], 0, 0),
             pg(4, &["active", "degraded", "recovering"], 2, 1),
+            pg(5, &["active", "remapped", "backfill_toofull"], 0, 0),
         ]);
         assert_eq!(
             codes(&checks),
-            ["PG_INACTIVE", "PG_DEGRADED", "PG_UNDERSIZED", "OBJECT_UNFOUND"]
+            ["PG_INACTIVE", "PG_DEGRADED", "PG_UNDERSIZED", "PG_BACKFILL_FULL", "OBJECT_UNFOUND"]
+        );
+        assert_eq!(
+            checks[3].summary,
+            "Low space hindering backfill: 1 pg waiting for a target below backfillfull"
         );
         assert_eq!(
             checks[0].summary,
@@ -610,10 +745,10 @@ mod tests {
         assert_eq!(checks[0].severity, Severity::Warn);
         assert_eq!(
             checks[1].summary,
-            "Degraded data redundancy: 12/150 object copies degraded (8.000%), 2 pgs degraded"
+            "Degraded data redundancy: 12/180 object copies degraded (6.667%), 2 pgs degraded"
         );
         assert_eq!(checks[1].detail[0], "pg 1.1 is active+degraded+undersized, acting [0, 1]");
-        assert_eq!(checks[3].summary, "1/50 objects unfound (2.000%)");
+        assert_eq!(checks[4].summary, "1/60 objects unfound (1.667%)");
         // A PG no OSD can serve without help is an error, not a warning.
         let down = pg_codes(vec![pg(0, &["down"], 0, 0)]);
         assert_eq!((down[0].code.as_str(), down[0].severity), ("PG_INACTIVE", Severity::Err));

@@ -155,14 +155,22 @@ impl PgStatsTable {
                 summary.recovery_bytes_per_s = (last.2 - first.2) * 1000 / span as u64;
             }
         }
+        let age = |r: &OsdReported| (now_ms - r.at_ms).max(0) as u64;
         let osds = map
             .contents()
             .osds
             .keys()
             .map(|osd| match self.osds.get(&osd.0) {
                 // A silent OSD's usage is what it last said; a stale count of PGs is not.
-                Some(r) if now_ms - r.at_ms <= STALE_MS => r.stat.clone(),
-                Some(r) => OsdStat { pgs: 0, primary_pgs: 0, ..r.stat.clone() },
+                Some(r) if now_ms - r.at_ms <= STALE_MS => {
+                    OsdStat { report_age_ms: Some(age(r)), ..r.stat.clone() }
+                }
+                Some(r) => OsdStat {
+                    pgs: 0,
+                    primary_pgs: 0,
+                    report_age_ms: Some(age(r)),
+                    ..r.stat.clone()
+                },
                 None => OsdStat { osd: osd.0, ..OsdStat::default() },
             })
             .collect();

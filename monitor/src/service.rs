@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
-use placement::{Epoch, OsdId};
+use placement::{Epoch, OsdId, OsdMap};
 use proto::frame::Limits;
 use proto::identity::ClusterCa;
 use proto::message::{
@@ -103,6 +103,8 @@ pub struct PeerView {
     /// When it was last heard from, on `Clock::mono_ms`.
     pub last_seen_ms: Option<i64>,
     pub clock_offset_ms: Option<i64>,
+    /// The map epoch and map hash its last pong carried.
+    pub map: Option<(Epoch, u32)>,
 }
 
 pub struct Monitor {
@@ -127,6 +129,8 @@ pub struct Monitor {
     /// Set, with the reason, once this monitor learns it was removed; the daemon stops.
     pub removed: tokio::sync::watch::Sender<Option<String>>,
     connections: Mutex<HashMap<String, Arc<dyn Connection>>>,
+    /// The hash of the current map, computed once per epoch.
+    map_hash: Mutex<Option<(Epoch, u32)>>,
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> RemoteError {
@@ -163,6 +167,7 @@ impl Monitor {
             quorum_confirmed_ms: Mutex::new(None),
             removed: tokio::sync::watch::Sender::new(None),
             connections: Mutex::new(HashMap::new()),
+            map_hash: Mutex::new(None),
         })
     }
 
@@ -212,7 +217,7 @@ impl Monitor {
         } else if peers.len() < MONITORS_TRACKED_MAX {
             peers.insert(
                 name.to_owned(),
-                PeerView { last_seen_ms: Some(now), clock_offset_ms: None },
+                PeerView { last_seen_ms: Some(now), ..PeerView::default() },
             );
         }
     }
@@ -665,9 +670,10 @@ impl Monitor {
         let seen = self.clock.mono_ms();
         let mut peers = self.peers.lock().expect("peers lock");
         let view = peers.entry(node.name.clone()).or_default();
-        if let Some((Response::Pong { now_ms, removed_at, .. }, _)) = answer {
+        if let Some((Response::Pong { now_ms, removed_at, epoch, map_hash, .. }, _)) = answer {
             view.last_seen_ms = Some(seen);
             view.clock_offset_ms = Some(now_ms - (sent + received) / 2);
+            view.map = Some((epoch, map_hash));
             drop(peers);
             if let Some(index) = removed_at {
                 self.check_removed(node, index);
@@ -744,6 +750,8 @@ impl Monitor {
                         view.last_seen_ms.map(|t| (now - t).max(0) as u64)
                     },
                     clock_offset_ms: if me { Some(0) } else { view.clock_offset_ms },
+                    epoch: if me { Some(map.epoch()) } else { view.map.map(|m| m.0) },
+                    map_hash: if me { Some(self.map_hash(&map)) } else { view.map.map(|m| m.1) },
                 }
             })
             .collect();
@@ -780,6 +788,19 @@ impl Monitor {
             pgs: map.contents().pools.values().map(|p| u64::from(p.pg_num)).sum(),
             flags: map.contents().flags.iter().map(|f| f.name().to_owned()).collect(),
             pg_summary: pgs.summary,
+        }
+    }
+
+    /// The hash of `map`, which is this monitor's current one (cached per epoch).
+    fn map_hash(&self, map: &OsdMap) -> u32 {
+        let mut cached = self.map_hash.lock().expect("map hash lock");
+        match *cached {
+            Some((epoch, hash)) if epoch == map.epoch() => hash,
+            _ => {
+                let hash = placement::encoding::map_hash(map);
+                *cached = Some((map.epoch(), hash));
+                hash
+            }
         }
     }
 
@@ -856,12 +877,20 @@ impl Monitor {
             self.note_seen(peer.entity.id());
         }
         match request {
-            Request::Ping { sent_ms } => Ok(Reply::ok(Response::Pong {
-                sent_ms,
-                now_ms: self.clock.now_ms(),
-                from: self.entity.clone(),
-                removed_at: self.removed_at(&peer.entity),
-            })),
+            Request::Ping { sent_ms } => {
+                let (epoch, map_hash) = self.state.read(|a| {
+                    let map = a.state.map();
+                    (map.epoch(), self.map_hash(map))
+                });
+                Ok(Reply::ok(Response::Pong {
+                    sent_ms,
+                    now_ms: self.clock.now_ms(),
+                    from: self.entity.clone(),
+                    removed_at: self.removed_at(&peer.entity),
+                    epoch,
+                    map_hash,
+                }))
+            }
             // The leader's view is the complete one (failure detection and daemons'
             // beacons live there); a monitor answers for itself when there is none to ask.
             // One that knows no leader yet (it just started, or lost an election) gives the

@@ -42,6 +42,9 @@ pub struct Settings {
     pub osd_deep_scrub_interval_s: u64,
     /// The pause between scrub chunks (Ceph's `osd_scrub_sleep`), in ms.
     pub osd_scrub_sleep_ms: u64,
+    /// A client op in flight longer than this is slow (SLOW_OPS), in seconds (Ceph's
+    /// `osd_op_complaint_time`).
+    pub osd_op_complaint_time_s: u64,
 }
 
 impl Default for Settings {
@@ -64,6 +67,7 @@ impl Default for Settings {
             osd_scrub_interval_s: 24 * 3600,
             osd_deep_scrub_interval_s: 7 * 24 * 3600,
             osd_scrub_sleep_ms: 20,
+            osd_op_complaint_time_s: 30,
         }
     }
 }
@@ -89,6 +93,7 @@ const KEYS: &[(&str, u64, u64)] = &[
     ("osd.scrub_interval", 1, 365 * 24 * 3600),
     ("osd.deep_scrub_interval", 1, 365 * 24 * 3600),
     ("osd.scrub_sleep_ms", 0, 60_000),
+    ("osd.op_complaint_time", 1, 24 * 3600),
 ];
 
 impl Settings {
@@ -134,6 +139,7 @@ impl Settings {
             "osd.scrub_interval" => self.osd_scrub_interval_s = n,
             "osd.deep_scrub_interval" => self.osd_deep_scrub_interval_s = n,
             "osd.scrub_sleep_ms" => self.osd_scrub_sleep_ms = n,
+            "osd.op_complaint_time" => self.osd_op_complaint_time_s = n,
             _ => unreachable!("every key in KEYS is handled"),
         }
         Ok(())
@@ -161,6 +167,7 @@ impl Settings {
             ("osd.scrub_interval", self.osd_scrub_interval_s),
             ("osd.deep_scrub_interval", self.osd_deep_scrub_interval_s),
             ("osd.scrub_sleep_ms", self.osd_scrub_sleep_ms),
+            ("osd.op_complaint_time", self.osd_op_complaint_time_s),
         ]
     }
 
@@ -175,6 +182,7 @@ impl Settings {
             scrub_interval_s: self.osd_scrub_interval_s,
             deep_scrub_interval_s: self.osd_deep_scrub_interval_s,
             scrub_sleep_ms: self.osd_scrub_sleep_ms,
+            op_complaint_time_s: self.osd_op_complaint_time_s,
         }
     }
 }

@@ -37,6 +37,7 @@ use crate::rocks::RocksEngine;
 use crate::space::{MEASURE_INTERVAL, Space};
 use crate::syncer::Syncer;
 use crate::throttle::Throttle;
+use crate::tracker::OpTracker;
 
 pub const CONFIG_FILE: &str = "osd.toml";
 pub const CLIENT_FILE: &str = "client.toml";
@@ -114,9 +115,22 @@ pub struct Osd {
     /// The OSDs this one shares a PG with in the current map (heartbeat peers).
     peers: Mutex<BTreeSet<u32>>,
     caps: CapsCache,
+    /// Client ops in flight, for SLOW_OPS.
+    tracker: Arc<OpTracker>,
+    /// The current map's epoch and hash (`placement::encoding::map_hash`).
+    map_hash: Mutex<(Epoch, u32)>,
+    /// This OSD's clock minus the monitors', from its recent pings of them.
+    clock: Mutex<ClockSamples>,
 }
 
 impl Osd {
+    /// Makes `map` the current one.
+    fn set_map(&self, map_tx: &watch::Sender<Option<Arc<OsdMap>>>, map: Arc<OsdMap>) {
+        *self.map_hash.lock().expect("map hash lock") =
+            (map.epoch(), placement::encoding::map_hash(&map));
+        map_tx.send_replace(Some(map));
+    }
+
     fn current_map(&self) -> Option<Arc<OsdMap>> {
         self.map.borrow().clone()
     }
@@ -230,15 +244,18 @@ impl Osd {
         bulk: Bytes,
     ) -> Result<(Response, Bytes), RemoteError> {
         match request {
-            Request::Ping { sent_ms } => Ok((
-                Response::Pong {
+            Request::Ping { sent_ms } => {
+                let (epoch, map_hash) = *self.map_hash.lock().expect("map hash lock");
+                let pong = Response::Pong {
                     sent_ms,
                     now_ms: actor::now_ms(),
                     from: format!("osd.{}", self.shared.me).parse().expect("osd name"),
                     removed_at: None,
-                },
-                Bytes::new(),
-            )),
+                    epoch,
+                    map_hash,
+                };
+                Ok((pong, Bytes::new()))
+            }
             Request::ObjectOps { pg, epoch, reqid, object, ops } => {
                 if ops.is_empty() || ops.len() > proto::osd::OPS_PER_REQUEST_MAX {
                     return Err(RemoteError::new(
@@ -253,6 +270,15 @@ impl Osd {
                 };
                 self.check_caps(&peer, pg, epoch, access).await?;
                 let client = peer.entity.to_string();
+                let mut what = format!("pg {pg} object {object} from {client}");
+                if what.len() > proto::osd::OP_DESCRIPTION_MAX {
+                    let mut end = proto::osd::OP_DESCRIPTION_MAX;
+                    while !what.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    what.truncate(end);
+                }
+                let _tracked = self.tracker.start(what);
                 self.ask(pg, epoch, |reply| {
                     Event::Client(ClientOp { client, reqid, epoch, object, ops, bulk, reply })
                 })
@@ -360,6 +386,13 @@ impl Osd {
         let pgs: Vec<PgStat> = answers.into_iter().flatten().filter_map(|(_, s)| s).collect();
         // Measured every second by its own task, off the runtime's threads.
         let (total_bytes, avail_bytes) = self.shared.space.last();
+        let (map_epoch, map_hash) = *self.map_hash.lock().expect("map hash lock");
+        let complaint =
+            Duration::from_secs(self.shared.op_complaint_time_s.load(Ordering::Relaxed));
+        let slow = self.tracker.slow(complaint, Instant::now());
+        let (oldest_op_ms, oldest_op) =
+            slow.oldest.map(|(age, what)| (age.as_millis() as u64, what)).unwrap_or_default();
+        let shared = &self.shared;
         let usage = OsdStat {
             osd: self.shared.me,
             used_bytes: self.shared.store.used_bytes(),
@@ -369,6 +402,18 @@ impl Osd {
             primary_pgs: pgs.len() as u32,
             recovered_objects: self.shared.recovered_objects.load(Ordering::Relaxed),
             recovered_bytes: self.shared.recovered_bytes.load(Ordering::Relaxed),
+            map_epoch,
+            map_hash,
+            clock_offset_ms: self.clock.lock().expect("clock lock").offset_ms(),
+            slow_ops: slow.count,
+            oldest_op_ms,
+            oldest_op,
+            last_recovery_ms: shared.last_recovery_ms.load(Ordering::Relaxed),
+            last_backfill_ms: shared.last_backfill_ms.load(Ordering::Relaxed),
+            last_scrub_ms: shared.last_scrub_ms.load(Ordering::Relaxed),
+            quarantined: shared.quarantined.load(Ordering::Relaxed),
+            load_milli: load_average_milli(),
+            report_age_ms: None,
         };
         (pgs, usage)
     }
@@ -377,6 +422,7 @@ impl Osd {
         let mut tick = tokio::time::interval(STATS_INTERVAL);
         loop {
             tick.tick().await;
+            self.measure_clock(&mon).await;
             let epoch = self.current_map().map(|m| m.epoch()).unwrap_or_default();
             let (pgs, usage) = self.stats().await;
             let request = Request::PgStats { osd: self.shared.me, epoch, pgs, usage };
@@ -385,6 +431,55 @@ impl Osd {
             }
         }
     }
+}
+
+impl Osd {
+    /// Pings a monitor for its clock, as the monitors measure each other's: the monitor's
+    /// clock against the middle of the round trip.
+    async fn measure_clock(&self, mon: &MonClient) {
+        let sent = actor::now_ms();
+        let ping = Request::Ping { sent_ms: sent };
+        let answer = tokio::time::timeout(STATS_INTERVAL, mon.request(&ping)).await;
+        let received = actor::now_ms();
+        if let Ok(Ok((Response::Pong { now_ms, .. }, _))) = answer {
+            let offset = (sent + received) / 2 - now_ms;
+            self.clock.lock().expect("clock lock").record(offset, received - sent);
+        }
+    }
+}
+
+/// Clock offsets from the last few pings. A round trip is seldom symmetric (a new
+/// connection's handshake, a busy machine), and the error of one sample is up to half its
+/// round trip, so the offset reported is that of the quickest recent round trip, as NTP
+/// filters its samples.
+#[derive(Default)]
+struct ClockSamples {
+    /// (offset, round trip), in ms, newest last.
+    samples: std::collections::VecDeque<(i64, i64)>,
+}
+
+/// Pings a clock offset is chosen from (one per stats report: 16 s).
+const CLOCK_SAMPLES: usize = 8;
+
+impl ClockSamples {
+    fn record(&mut self, offset_ms: i64, round_trip_ms: i64) {
+        if self.samples.len() == CLOCK_SAMPLES {
+            self.samples.pop_front();
+        }
+        self.samples.push_back((offset_ms, round_trip_ms.max(0)));
+    }
+
+    fn offset_ms(&self) -> Option<i64> {
+        self.samples.iter().min_by_key(|(_, rtt)| *rtt).map(|(offset, _)| *offset)
+    }
+}
+
+/// The host's one-minute load average times 1000 (0 if `/proc/loadavg` cannot be read).
+fn load_average_milli() -> u32 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0, |load| (load * 1000.0) as u32)
 }
 
 /// Passes the PGs' pg_temp requests to the monitors, those made together in one request.
@@ -503,6 +598,11 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         scrub_interval_ms: AtomicU64::new(24 * 3600 * 1000),
         deep_scrub_interval_ms: AtomicU64::new(7 * 24 * 3600 * 1000),
         scrub_sleep_ms: AtomicU64::new(20),
+        op_complaint_time_s: AtomicU64::new(30),
+        last_recovery_ms: Default::default(),
+        last_backfill_ms: Default::default(),
+        last_scrub_ms: Default::default(),
+        quarantined: Default::default(),
     });
     shared.space.measure(shared.store.as_ref());
     let (map_tx, map_rx) = watch::channel(None);
@@ -512,6 +612,9 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         map: map_rx,
         peers: Mutex::new(BTreeSet::new()),
         caps: CapsCache::default(),
+        tracker: Arc::default(),
+        map_hash: Mutex::new((Epoch(0), 0)),
+        clock: Mutex::default(),
     });
     tokio::spawn(rpc::serve(endpoint.clone(), Arc::new(Service(osd.clone())), Limits::default()));
     tokio::spawn(rpc::serve(tcp, Arc::new(Service(osd.clone())), Limits::default()));
@@ -520,7 +623,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     // The first map, then boot: PGs that already exist here start from it.
     let first = mon.map().await.context("fetch the map from the monitors")?;
     let first = Arc::new(first);
-    map_tx.send_replace(Some(first.clone()));
+    osd.set_map(&map_tx, first.clone());
     for c in osd.shared.store.collections()? {
         if first.pool(c.pg.pool).is_some_and(|p| c.pg.seed < p.pg_num) {
             osd.pg(c.pg, &first);
@@ -587,7 +690,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         tokio::select! {
             next = watch.next() => {
                 let map = Arc::new(next.context("follow the map")?.clone());
-                map_tx.send_replace(Some(map.clone()));
+                osd.set_map(&map_tx, map.clone());
                 osd.apply_map(&map).await;
             }
             _ = tokio::signal::ctrl_c() => break,
@@ -603,4 +706,25 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     pg_temp.abort();
     osd.shared.store.sync()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_offset_is_the_quickest_round_trips() {
+        let mut clock = ClockSamples::default();
+        assert_eq!(clock.offset_ms(), None);
+        // A first ping over a new connection: slow and lopsided.
+        clock.record(-40, 90);
+        clock.record(3, 2);
+        clock.record(-25, 60);
+        assert_eq!(clock.offset_ms(), Some(3));
+        // The quick sample ages out after CLOCK_SAMPLES newer ones.
+        for _ in 0..CLOCK_SAMPLES - 1 {
+            clock.record(9, 5);
+        }
+        assert_eq!(clock.offset_ms(), Some(9));
+    }
 }

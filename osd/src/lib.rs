@@ -7,3 +7,4 @@ pub mod rocks;
 pub mod space;
 pub mod syncer;
 pub mod throttle;
+pub mod tracker;

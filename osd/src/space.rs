@@ -181,6 +181,7 @@ mod tests {
             scrub_interval_s: 1,
             deep_scrub_interval_s: 1,
             scrub_sleep_ms: 0,
+            op_complaint_time_s: 30,
         }
     }
 

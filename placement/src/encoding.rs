@@ -41,6 +41,14 @@ pub fn encode_map(map: &OsdMap) -> Result<Vec<u8>, MapError> {
     Ok(bytes)
 }
 
+/// A fingerprint of a map's contents: the crc32c of its encoding. Two daemons at one epoch
+/// with different hashes disagree about the map, which must never happen (`cairn recon`
+/// and health compare them).
+pub fn map_hash(map: &OsdMap) -> u32 {
+    let bytes = seal(MAP_MAGIC, MAP_FORMAT_VERSION, map.contents());
+    crc32c::crc32c(&bytes)
+}
+
 pub fn decode_map(bytes: &[u8]) -> Result<OsdMap, DecodeError> {
     const WHAT: &str = "map";
     let (_version, payload) = open(MAP_MAGIC, WHAT, MAP_FORMAT_VERSION, MAP_BYTES_MAX, bytes)?;

@@ -152,6 +152,10 @@ pub enum Response {
         /// To a monitor: set when the answering monitor follows a leader and its monitor
         /// list (as of this log index) does not include the asker, i.e. it was removed.
         removed_at: Option<u64>,
+        /// The map epoch the answering daemon has, and that map's hash
+        /// (`placement::encoding::map_hash`).
+        epoch: Epoch,
+        map_hash: u32,
     },
     Status(Box<StatusReport>),
     /// Maps up to `epoch`; the bulk payload is a `MapBundle`.
@@ -434,6 +438,9 @@ pub struct MonStatus {
     pub last_seen_ms: Option<u64>,
     /// Its clock minus the answering monitor's, in milliseconds.
     pub clock_offset_ms: Option<i64>,
+    /// The map epoch it had when it last answered, and that map's hash.
+    pub epoch: Option<Epoch>,
+    pub map_hash: Option<u32>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -41,6 +41,8 @@ pub struct OsdConfig {
     pub deep_scrub_interval_s: u64,
     /// The pause between scrub chunks, in ms, which lets client ops through.
     pub scrub_sleep_ms: u64,
+    /// A client op in flight longer than this is slow (SLOW_OPS), in seconds.
+    pub op_complaint_time_s: u64,
 }
 
 /// How full an OSD may get, in percent of its space (Ceph's nearfull, backfillfull and
@@ -518,7 +520,33 @@ pub struct OsdStat {
     /// the monitors turn them into rates).
     pub recovered_objects: u64,
     pub recovered_bytes: u64,
+    /// The map epoch the OSD had, and that map's hash (`placement::encoding::map_hash`):
+    /// daemons at one epoch must agree on it.
+    pub map_epoch: Epoch,
+    pub map_hash: u32,
+    /// Its clock minus the monitors', in ms, as its last ping of a monitor measured it.
+    pub clock_offset_ms: Option<i64>,
+    /// Client ops in flight for longer than the monitors' `osd.op_complaint_time`, and
+    /// the age and a description of the oldest op in flight.
+    pub slow_ops: u32,
+    pub oldest_op_ms: u64,
+    pub oldest_op: String,
+    /// When this OSD last recovered an object, finished a backfill and finished a scrub
+    /// (wall clock, ms since the Unix epoch; 0: not since it started).
+    pub last_recovery_ms: i64,
+    pub last_backfill_ms: i64,
+    pub last_scrub_ms: i64,
+    /// Copies this OSD found bad since it started (a checksum failure on read, or a
+    /// scrub it led) and set aside, never to be served, until recovery rewrote them.
+    pub quarantined: u64,
+    /// The host's load average over one minute, times 1000.
+    pub load_milli: u32,
+    /// Set by the monitors: how long ago this report arrived (`None`: never).
+    pub report_age_ms: Option<u64>,
 }
+
+/// Longest `OsdStat::oldest_op` an OSD sends.
+pub const OP_DESCRIPTION_MAX: usize = 256;
 
 impl OsdStat {
     /// How much of its space the OSD has used, in percent: what is not free, so that

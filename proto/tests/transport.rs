@@ -59,6 +59,8 @@ impl Service for Echo {
                         now_ms: i64::from(peer.addr.port()),
                         from: self.me.clone(),
                         removed_at: None,
+                        epoch: placement::Epoch(0),
+                        map_hash: 0,
                     },
                     bulk,
                 ),

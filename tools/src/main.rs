@@ -9,6 +9,7 @@ mod map;
 mod map_render;
 mod obj;
 mod pg;
+mod recon;
 mod store_tool;
 
 use std::path::PathBuf;
@@ -40,6 +41,9 @@ enum Command {
     /// OSDs: tree, dump, create, remove, in, out, reweight, flags, placement.
     #[command(subcommand)]
     Osd(cluster::OsdCommand),
+    /// Every daemon side by side: map epoch and hash, clock offset, last recovery,
+    /// backfill and scrub, quarantined copies, slow ops, disk usage, load.
+    Recon,
     /// Load an object pool as `rados bench` does: write, seq, rand (or cleanup).
     Bench(bench::BenchArgs),
     /// Placement groups: states and counts (stat, dump).
@@ -135,6 +139,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Osd(command) => cluster::osd(c, command).await,
         Command::Obj(command) => obj::run(c, command).await,
         Command::Pg(command) => pg::run(c, command).await,
+        Command::Recon => recon::run(c).await,
         Command::Bench(args) => bench::run(c, args).await,
         Command::Crush(command) => cluster::crush(c, command).await,
         Command::Pool(command) => cluster::pool(c, command).await,

@@ -46,15 +46,27 @@ impl Osds {
     }
 
     fn start(&mut self, i: usize) {
+        self.start_with_env(i, &[]);
+    }
+
+    fn start_with_env(&mut self, i: usize, env: &[(&str, &str)]) {
         let log = std::fs::File::create(self.dirs[i].join("osd.log")).unwrap();
         let child = Command::new(BIN)
             .args(["osd", "run", "--data", path_str(&self.dirs[i])])
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap();
         self.children[i] = Some(child);
+    }
+
+    /// Sends a signal (SIGSTOP, SIGCONT) to a running OSD.
+    fn signal(&self, i: usize, signal: libc::c_int) {
+        let pid = self.children[i].as_ref().expect("the OSD runs").id();
+        // SAFETY: kill(2) on our own child's pid has no memory-safety requirements.
+        assert_eq!(unsafe { libc::kill(pid as libc::pid_t, signal) }, 0);
     }
 
     fn kill(&mut self, i: usize) {
@@ -1209,4 +1221,123 @@ fn writes_go_on_during_a_deep_scrub_and_are_no_scrub_errors() {
     assert_eq!(pg["last_scrub_errors"], 0, "{pg}");
     assert_eq!(pg["inconsistent"], 0, "{pg}");
     c.ok(&["bench", "rbd", "2", "seq", "-t", "16", "--run-name", "during"]);
+}
+
+#[test]
+fn recon_shows_every_daemon_and_health_names_a_skewed_clock_and_slow_ops() {
+    let c = Cluster::start(3);
+    let mut osds = Osds { dirs: Vec::new(), children: Vec::new() };
+    for _ in 0..3 {
+        osds.prepare(&c, &["--capacity", "4G"]);
+    }
+    osds.start(0);
+    osds.start(1);
+    // osd.2's clock runs 4 s ahead (the test hook the monitors have too).
+    osds.start_with_env(2, &[("CAIRN_CLOCK_OFFSET_MS", "4000")]);
+    wait_up(&c, 3);
+    c.ok(&["pool", "create", "rbd", "replicated", "--size", "3", "--pg-num", "1"]);
+    let work = c.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    put(&c, &work, "before", &pattern(1, 50_000));
+    wait_clean(&c, 1);
+
+    let status = c.wait_status("CLOCK_SKEW on osd.2", Duration::from_secs(30), |s| {
+        s["checks"].as_array().unwrap().iter().any(|c| {
+            c["code"] == "CLOCK_SKEW"
+                && c["detail"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|d| d.as_str().unwrap().starts_with("osd.2 clock is"))
+        })
+    });
+    let skew = status["checks"].as_array().unwrap().iter().find(|c| c["code"] == "CLOCK_SKEW");
+    assert_eq!(skew.unwrap()["detail"].as_array().unwrap().len(), 1, "only osd.2: {status}");
+
+    // Every daemon at the monitors' epoch with one map hash, and the offsets measured.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let recon = loop {
+        let recon = c.json(&["recon"]);
+        let daemons = recon["daemons"].as_array().unwrap();
+        let settled = daemons.len() == 6
+            && daemons.iter().all(|d| d["up"] == true && d["epoch"] == recon["epoch"]);
+        if settled {
+            break recon;
+        }
+        assert!(std::time::Instant::now() < deadline, "daemons never settled: {recon}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let daemons = recon["daemons"].as_array().unwrap();
+    let hashes: std::collections::BTreeSet<&str> =
+        daemons.iter().map(|d| d["map_hash"].as_str().unwrap()).collect();
+    assert_eq!(hashes.len(), 1, "{recon}");
+    for d in daemons {
+        let offset = d["clock_offset_ms"].as_i64().unwrap();
+        if d["name"] == "osd.2" {
+            assert!((3_500..=4_500).contains(&offset), "{recon}");
+        } else {
+            assert!(offset.abs() < 500, "{recon}");
+        }
+        assert_eq!(d["slow_ops"].as_u64().unwrap_or(0), 0, "{recon}");
+    }
+    let findings = recon["findings"].as_array().unwrap();
+    assert!(findings[0].as_str().unwrap().starts_with("map: 6/6 running daemons"), "{recon}");
+    assert!(findings[0].as_str().unwrap().contains("all with map hash"), "{recon}");
+    let plain = c.ok(&["recon"]);
+    let row = plain.lines().find(|l| l.starts_with("osd.2 ")).expect("a row for osd.2");
+    let offset: i64 = row
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix('+').and_then(|n| n.parse().ok()))
+        .unwrap_or_else(|| panic!("no clock offset in {row}"));
+    assert!((3_500..=4_500).contains(&offset), "{plain}");
+
+    // A replica hangs (its disk, say): with nodown it stays in the map, so the primary
+    // holds the write, and after osd.op_complaint_time the op is slow.
+    c.ok(&["config", "set", "osd.op_complaint_time", "2"]);
+    c.ok(&["osd", "set", "nodown"]);
+    let pg = only_pg(&c);
+    let primary = pg["acting"][0].as_u64().unwrap() as usize;
+    let replica = (0..3).find(|&o| o != primary).unwrap();
+    osds.signal(replica, libc::SIGSTOP);
+    let file = work.join("during.in");
+    std::fs::write(&file, pattern(2, 50_000)).unwrap();
+    let mut writer = Command::new(BIN)
+        .args(["--conf", path_str(&c.config()), "obj", "put", "rbd", "during"])
+        .args([path_str(&file), "--timeout", "90"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = c.wait_status("SLOW_OPS", Duration::from_secs(30), |s| {
+        check_codes(s).contains(&"SLOW_OPS".to_owned())
+    });
+    let slow = status["checks"].as_array().unwrap().iter().find(|c| c["code"] == "SLOW_OPS");
+    let slow = slow.unwrap();
+    assert!(
+        slow["summary"].as_str().unwrap().ends_with(&format!("osd.{primary} has slow ops")),
+        "{slow}"
+    );
+    assert!(slow["detail"][0].as_str().unwrap().contains("object during from client.admin"));
+    let plain = c.ok(&["recon"]);
+    assert!(plain.contains(&format!("on osd.{primary} (the oldest")), "{plain}");
+
+    // The replica wakes: the write completes, and the slow ops are gone.
+    osds.signal(replica, libc::SIGCONT);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let exit = loop {
+        if let Some(exit) = writer.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(std::time::Instant::now() < deadline, "the held write never finished");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut writer.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(exit.success(), "{err}");
+    c.ok(&["osd", "unset", "nodown"]);
+    c.wait_status("no slow ops", Duration::from_secs(30), |s| {
+        !check_codes(s).contains(&"SLOW_OPS".to_owned())
+    });
+    assert!(get(&c, &work, "during") == pattern(2, 50_000));
+    assert!(get(&c, &work, "before") == pattern(1, 50_000));
 }

@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -101,12 +101,23 @@ pub struct Shared {
     pub deep_scrub_interval_ms: AtomicU64,
     /// The pause between scrub chunks (`osd.scrub_sleep_ms`), which lets held ops through.
     pub scrub_sleep_ms: AtomicU64,
+    /// A client op in flight longer than this is slow (`osd.op_complaint_time`), in s.
+    pub op_complaint_time_s: AtomicU64,
+    /// When this OSD last recovered an object, finished a backfill as primary and finished
+    /// a scrub (`now_ms`; 0: not since it started), for `cairn recon`.
+    pub last_recovery_ms: AtomicI64,
+    pub last_backfill_ms: AtomicI64,
+    pub last_scrub_ms: AtomicI64,
+    /// Copies found bad (a checksum failure on read, or by a scrub this OSD led) and set
+    /// aside since it started.
+    pub quarantined: AtomicU64,
 }
 
 impl Shared {
     /// Applies the settings the monitors sent.
     pub fn configure(&self, config: &OsdConfig) {
         self.space.configure(config);
+        self.op_complaint_time_s.store(config.op_complaint_time_s, Ordering::Relaxed);
         let scrub = (
             config.scrub_interval_s * 1000,
             config.deep_scrub_interval_s * 1000,
@@ -365,11 +376,19 @@ fn err(code: ErrorCode, message: impl Into<String>) -> RemoteError {
     RemoteError::new(code, message)
 }
 
+/// The wall clock in ms since the Unix epoch, shifted by `CAIRN_CLOCK_OFFSET_MS` (a test
+/// hook, as the monitors have, to exercise CLOCK_SKEW): for times that leave this process
+/// (scrub stamps, mtimes, pongs).
 pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
+    static OFFSET_MS: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let offset = *OFFSET_MS.get_or_init(|| {
+        std::env::var("CAIRN_CLOCK_OFFSET_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0)
+    });
+    let since_epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+        .unwrap_or(0);
+    since_epoch + offset
 }
 
 impl Pg {
@@ -923,6 +942,7 @@ impl Pg {
             .await;
             if let Ok(bytes) = result {
                 shared.recovered_objects.fetch_add(1, Ordering::Relaxed);
+                shared.last_recovery_ms.store(now_ms(), Ordering::Relaxed);
                 shared.recovered_bytes.fetch_add(bytes, Ordering::Relaxed);
             }
             if result.is_err() {
@@ -1176,6 +1196,7 @@ impl Pg {
                 Ok(None) => {}
                 Ok(Some(bytes)) => {
                     shared.recovered_objects.fetch_add(1, Ordering::Relaxed);
+                    shared.last_recovery_ms.store(now_ms(), Ordering::Relaxed);
                     shared.recovered_bytes.fetch_add(*bytes, Ordering::Relaxed);
                 }
                 Err(_) => tokio::time::sleep(PEERING_RETRY).await,
@@ -1245,6 +1266,7 @@ impl Pg {
             return self.backfill_again_later();
         }
         tracing::info!(pg = %self.id, targets = ?self.backfill, "backfill done");
+        self.shared.last_backfill_ms.store(now_ms(), Ordering::Relaxed);
         for osd in std::mem::take(&mut self.backfill) {
             if self.acting.contains(&osd) && !self.writers.contains(&osd) {
                 self.writers.push(osd);
@@ -1473,6 +1495,7 @@ impl Pg {
             "local copy is corrupt; recovering it from another copy"
         );
         self.missing.entry(me).or_default().insert(op.object.clone(), version);
+        self.shared.quarantined.fetch_add(1, Ordering::Relaxed);
         if !self.recovering.contains(&op.object) {
             self.recover(op.object.clone(), true);
         }
@@ -2164,6 +2187,7 @@ impl Pg {
                 "scrub found bad copies"
             );
             run.errors += finding.bad.len() as u64;
+            self.shared.quarantined.fetch_add(finding.bad.len() as u64, Ordering::Relaxed);
             self.inconsistent.insert(finding.object.clone(), why.join("; "));
             if finding.auth.is_some() {
                 for bad in &finding.bad {
@@ -2182,6 +2206,7 @@ impl Pg {
                     self.info.last_deep_scrub_ms = now;
                 }
                 self.last_scrub_errors = run.errors;
+                self.shared.last_scrub_ms.store(now, Ordering::Relaxed);
                 tracing::info!(pg = %self.id, deep = run.deep, errors = run.errors, "scrub done");
                 self.scrub = None;
                 self.save_info();
