@@ -237,6 +237,24 @@ impl Osd {
         }
     }
 
+    /// Object I/O on erasure-coded pools is not served yet: the PGs would keep whole
+    /// copies on every OSD of the acting set rather than shards, and a down OSD's hole
+    /// would shift the others. Refused plainly rather than stored wrongly.
+    async fn refuse_erasure(&self, pg: PgId, epoch: Epoch) -> Result<(), RemoteError> {
+        let map = self.map_at(epoch).await?;
+        match map.pool(pg.pool) {
+            Some(pool) if pool.is_erasure() => Err(RemoteError::new(
+                ErrorCode::Unsupported,
+                format!(
+                    "pool '{}' is erasure-coded: this version of cairn does not serve objects \
+                     in erasure-coded pools yet; use a replicated pool",
+                    pool.name
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     async fn dispatch(
         &self,
         peer: Peer,
@@ -263,6 +281,7 @@ impl Osd {
                         format!("a request carries 1 to {} ops", proto::osd::OPS_PER_REQUEST_MAX),
                     ));
                 }
+                self.refuse_erasure(pg, epoch).await?;
                 let access = if ops.iter().any(ObjectOp::is_write) {
                     Access::ReadWrite
                 } else {
@@ -285,6 +304,7 @@ impl Osd {
                 .await
             }
             Request::ListObjects { pg, epoch, after, max } => {
+                self.refuse_erasure(pg, epoch).await?;
                 self.check_caps(&peer, pg, epoch, Access::Read).await?;
                 self.ask(pg, epoch, |reply| Event::List { after, max, reply }).await
             }

@@ -768,6 +768,15 @@ fn stale_epochs_wrong_primaries_and_malformed_requests_get_clear_errors() {
     let work = c.dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     put(&c, &work, "kept", &pattern(5, 70_000));
+    // Erasure-coded pools exist in the map, but their objects are not served yet: a
+    // clear refusal, not whole copies stored where shards belong.
+    c.ok(&["pool", "create", "ecpool", "erasure", "--k", "2", "--m", "1", "--pg-num", "1"]);
+    let file = work.join("ec.in");
+    std::fs::write(&file, b"shards").unwrap();
+    let refused = c.fails(&["obj", "put", "ecpool", "x", path_str(&file), "--timeout", "10"]);
+    assert!(refused.contains("pool 'ecpool' is erasure-coded"), "{refused}");
+    let refused = c.fails(&["obj", "ls", "ecpool", "--timeout", "10"]);
+    assert!(refused.contains("erasure-coded"), "{refused}");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let config = client::ClientConfig::load(&c.config()).unwrap();
     let admin = Credentials::load(c.dir.path(), &EntityName::client("admin").unwrap()).unwrap();
