@@ -253,6 +253,28 @@ impl Layout {
             .collect()
     }
 
+    /// Every shard's bytes (k data then m parity) for whole stripes of logical bytes
+    /// (`logical.len()` a multiple of the stripe width).
+    pub fn encode_stripes(&self, logical: &[u8]) -> Result<Vec<Vec<u8>>, EcError> {
+        let width = self.width() as usize;
+        if logical.is_empty() || !logical.len().is_multiple_of(width) {
+            return Err(EcError::Mismatch { len: width, other: logical.len() });
+        }
+        let chunk = self.chunk as usize;
+        let per_shard = logical.len() / self.k();
+        let mut shards: Vec<Vec<u8>> =
+            (0..self.k()).map(|_| Vec::with_capacity(per_shard)).collect();
+        for stripe in logical.chunks_exact(width) {
+            for (shard, piece) in shards.iter_mut().zip(stripe.chunks_exact(chunk)) {
+                shard.extend_from_slice(piece);
+            }
+        }
+        let refs: Vec<&[u8]> = shards.iter().map(Vec::as_slice).collect();
+        let parity = self.codec.encode(&refs)?;
+        shards.extend(parity);
+        Ok(shards)
+    }
+
     /// The new contents of every shard (k data then m parity) over the plan's stripes,
     /// each to be written at `plan.stripes.start * chunk`: the old bytes the plan read
     /// (`old`, one buffer per `plan.read` range), overlaid with `data` at `offset`.
