@@ -45,6 +45,9 @@ pub struct Settings {
     /// A client op in flight longer than this is slow (SLOW_OPS), in seconds (Ceph's
     /// `osd_op_complaint_time`).
     pub osd_op_complaint_time_s: u64,
+    /// Scheduled scrubs wait while the host's load per CPU is above this, in percent
+    /// (Ceph's `osd_scrub_load_threshold`, 0.5), until twice their interval has passed.
+    pub osd_scrub_load_threshold_percent: u64,
 }
 
 impl Default for Settings {
@@ -68,6 +71,7 @@ impl Default for Settings {
             osd_deep_scrub_interval_s: 7 * 24 * 3600,
             osd_scrub_sleep_ms: 20,
             osd_op_complaint_time_s: 30,
+            osd_scrub_load_threshold_percent: 50,
         }
     }
 }
@@ -94,6 +98,7 @@ const KEYS: &[(&str, u64, u64)] = &[
     ("osd.deep_scrub_interval", 1, 365 * 24 * 3600),
     ("osd.scrub_sleep_ms", 0, 60_000),
     ("osd.op_complaint_time", 1, 24 * 3600),
+    ("osd.scrub_load_threshold_percent", 1, 10_000),
 ];
 
 impl Settings {
@@ -140,6 +145,7 @@ impl Settings {
             "osd.deep_scrub_interval" => self.osd_deep_scrub_interval_s = n,
             "osd.scrub_sleep_ms" => self.osd_scrub_sleep_ms = n,
             "osd.op_complaint_time" => self.osd_op_complaint_time_s = n,
+            "osd.scrub_load_threshold_percent" => self.osd_scrub_load_threshold_percent = n,
             _ => unreachable!("every key in KEYS is handled"),
         }
         Ok(())
@@ -168,6 +174,7 @@ impl Settings {
             ("osd.deep_scrub_interval", self.osd_deep_scrub_interval_s),
             ("osd.scrub_sleep_ms", self.osd_scrub_sleep_ms),
             ("osd.op_complaint_time", self.osd_op_complaint_time_s),
+            ("osd.scrub_load_threshold_percent", self.osd_scrub_load_threshold_percent),
         ]
     }
 
@@ -183,6 +190,7 @@ impl Settings {
             deep_scrub_interval_s: self.osd_deep_scrub_interval_s,
             scrub_sleep_ms: self.osd_scrub_sleep_ms,
             op_complaint_time_s: self.osd_op_complaint_time_s,
+            scrub_load_threshold_percent: self.osd_scrub_load_threshold_percent,
         }
     }
 }

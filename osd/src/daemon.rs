@@ -619,6 +619,8 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         deep_scrub_interval_ms: AtomicU64::new(7 * 24 * 3600 * 1000),
         scrub_sleep_ms: AtomicU64::new(20),
         op_complaint_time_s: AtomicU64::new(30),
+        scrub_load_threshold_percent: AtomicU64::new(50),
+        load_per_cpu_percent: AtomicU64::new(0),
         last_recovery_ms: Default::default(),
         last_backfill_ms: Default::default(),
         last_scrub_ms: Default::default(),
@@ -697,6 +699,9 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
                 let shared = shared.clone();
                 let measured = tokio::task::spawn_blocking(move || {
                     shared.space.measure(shared.store.as_ref());
+                    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+                    let per_cpu = u64::from(load_average_milli()) / 10 / cpus as u64;
+                    shared.load_per_cpu_percent.store(per_cpu, Ordering::Relaxed);
                 });
                 let _ = measured.await;
             }

@@ -182,6 +182,7 @@ mod tests {
             deep_scrub_interval_s: 1,
             scrub_sleep_ms: 0,
             op_complaint_time_s: 30,
+            scrub_load_threshold_percent: 50,
         }
     }
 

@@ -43,6 +43,8 @@ pub struct OsdConfig {
     pub scrub_sleep_ms: u64,
     /// A client op in flight longer than this is slow (SLOW_OPS), in seconds.
     pub op_complaint_time_s: u64,
+    /// Scheduled scrubs wait while the load per CPU is above this, in percent.
+    pub scrub_load_threshold_percent: u64,
 }
 
 /// How full an OSD may get, in percent of its space (Ceph's nearfull, backfillfull and

@@ -101,6 +101,10 @@ pub struct Shared {
     pub deep_scrub_interval_ms: AtomicU64,
     /// The pause between scrub chunks (`osd.scrub_sleep_ms`), which lets held ops through.
     pub scrub_sleep_ms: AtomicU64,
+    /// Scheduled scrubs wait while `load_per_cpu_percent` is above this (percent).
+    pub scrub_load_threshold_percent: AtomicU64,
+    /// The host's one-minute load average per CPU, in percent, measured every second.
+    pub load_per_cpu_percent: AtomicU64,
     /// A client op in flight longer than this is slow (`osd.op_complaint_time`), in s.
     pub op_complaint_time_s: AtomicU64,
     /// When this OSD last recovered an object, finished a backfill as primary and finished
@@ -118,6 +122,8 @@ impl Shared {
     pub fn configure(&self, config: &OsdConfig) {
         self.space.configure(config);
         self.op_complaint_time_s.store(config.op_complaint_time_s, Ordering::Relaxed);
+        self.scrub_load_threshold_percent
+            .store(config.scrub_load_threshold_percent, Ordering::Relaxed);
         let scrub = (
             config.scrub_interval_s * 1000,
             config.deep_scrub_interval_s * 1000,
@@ -374,6 +380,14 @@ impl Backfill {
 
 fn err(code: ErrorCode, message: impl Into<String>) -> RemoteError {
     RemoteError::new(code, message)
+}
+
+/// Whether a scheduled scrub last done at `last_ms` is due: once its interval has passed,
+/// unless the host is busy; a busy host still scrubs once twice the interval has passed,
+/// so that load alone never stops auditing (as Ceph's osd_scrub_max_interval).
+fn scrub_due(now_ms: i64, last_ms: i64, interval_ms: i64, busy: bool) -> bool {
+    let since = now_ms - last_ms;
+    since >= interval_ms && (!busy || since >= interval_ms.saturating_mul(2))
 }
 
 /// The wall clock in ms since the Unix epoch, shifted by `CAIRN_CLOCK_OFFSET_MS` (a test
@@ -1991,11 +2005,18 @@ impl Pg {
             return;
         }
         let flags = &self.map.contents().flags;
+        let shared = &self.shared;
+        let busy = shared.load_per_cpu_percent.load(Ordering::Relaxed)
+            > shared.scrub_load_threshold_percent.load(Ordering::Relaxed);
         let interval = |ms: &AtomicU64| ms.load(Ordering::Relaxed) as i64;
-        let deep_due = now - self.info.last_deep_scrub_ms
-            >= interval(&self.shared.deep_scrub_interval_ms)
-            && !flags.contains(&placement::MapFlag::Nodeepscrub);
-        let due = now - self.info.last_scrub_ms >= interval(&self.shared.scrub_interval_ms);
+        let deep_due = scrub_due(
+            now,
+            self.info.last_deep_scrub_ms,
+            interval(&shared.deep_scrub_interval_ms),
+            busy,
+        ) && !flags.contains(&placement::MapFlag::Nodeepscrub);
+        let due =
+            scrub_due(now, self.info.last_scrub_ms, interval(&shared.scrub_interval_ms), busy);
         if (deep_due || due) && !flags.contains(&placement::MapFlag::Noscrub) {
             self.request_scrub(deep_due, None);
         }
@@ -2566,5 +2587,21 @@ impl PeeringTask {
         };
         let auth_stats = infos.get(&plan.auth).cloned().flatten().unwrap_or_default().stats;
         Ok(Peered::Plan { plan, auth_log, auth_stats })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scrub_due;
+
+    #[test]
+    fn a_busy_host_puts_scrubs_off_until_twice_their_interval() {
+        let day = 86_400_000;
+        assert!(!scrub_due(day - 1, 0, day, false));
+        assert!(scrub_due(day, 0, day, false));
+        // Busy: not yet, but never later than twice the interval.
+        assert!(!scrub_due(day, 0, day, true));
+        assert!(!scrub_due(2 * day - 1, 0, day, true));
+        assert!(scrub_due(2 * day, 0, day, true));
     }
 }
