@@ -451,9 +451,7 @@ impl Osd {
             }
         }
     }
-}
 
-impl Osd {
     /// Pings a monitor for its clock, as the monitors measure each other's: the monitor's
     /// clock against the middle of the round trip.
     async fn measure_clock(&self, mon: &MonClient) {
