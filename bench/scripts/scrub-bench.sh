@@ -27,14 +27,18 @@ now_ms() { date +%s%3N; }
 "$BIN" bench bench "$FILL" write -b 4M -t 16 --no-cleanup --run-name fill --format json > fill.json
 pgs=$("$BIN" pg dump --format json | python3 -c 'import json,sys; print(" ".join(p["pg"] for p in json.load(sys.stdin)["pgs"]))')
 
-p99() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("%.2f" % r["latency_ms"]["p99"])' "$1"; }
+# p99, and avg and max as rados bench reports them (bench/scripts/ceph-scrub-bench.sh).
+lat() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("%.2f" % r["latency_ms"][sys.argv[2]])' "$1" "$2"; }
+report() {
+  for what in p99 avg max; do echo -e "write_4K_${what}_$1\t$(lat "$2" "$what")\tms\t$(load1)"; done
+}
 "$BIN" bench bench "$SECS" write -b 4K -t 16 --run-name alone --format json > alone.json
-echo -e "write_4K_p99_alone\t$(p99 alone.json)\tms\t$(load1)"
+report alone alone.json
 
 start=$(now_ms)
 for pg in $pgs; do "$BIN" pg deep-scrub "$pg" > /dev/null; done
 "$BIN" bench bench "$SECS" write -b 4K -t 16 --run-name scrubbing --format json > scrubbing.json
-echo -e "write_4K_p99_during_deep_scrub\t$(p99 scrubbing.json)\tms\t$(load1)"
+report during_deep_scrub scrubbing.json
 # Waits for every PG's deep-scrub stamp to pass the start (bounded: 30 min).
 for _ in $(seq 1 3600); do
   left=$("$BIN" pg dump --format json | python3 -c '
