@@ -616,6 +616,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         scrub_interval_ms: AtomicU64::new(24 * 3600 * 1000),
         deep_scrub_interval_ms: AtomicU64::new(7 * 24 * 3600 * 1000),
         scrub_sleep_ms: AtomicU64::new(20),
+        client_ops: AtomicU64::new(0),
         op_complaint_time_s: AtomicU64::new(30),
         scrub_load_threshold_percent: AtomicU64::new(50),
         load_per_cpu_percent: AtomicU64::new(0),

@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use client::osd_conn::OsdConnections;
@@ -101,6 +101,9 @@ pub struct Shared {
     pub deep_scrub_interval_ms: AtomicU64,
     /// The pause between scrub chunks (`osd.scrub_sleep_ms`), which lets held ops through.
     pub scrub_sleep_ms: AtomicU64,
+    /// Client ops this OSD has taken as a primary since it started: a scrub that sees
+    /// them come in while it reads yields as long again (see `scrub_pause`).
+    pub client_ops: AtomicU64,
     /// Scheduled scrubs wait while `load_per_cpu_percent` is above this (percent).
     pub scrub_load_threshold_percent: AtomicU64,
     /// The host's one-minute load average per CPU, in percent, measured every second.
@@ -335,6 +338,8 @@ struct ScrubRun {
     /// `(after, until]` wait while `ranged`.
     until: Option<(Vec<u8>, ObjectName)>,
     ranged: bool,
+    /// When the chunk began, and the OSD's client op count then (`Shared::client_ops`).
+    chunk_began: (Instant, u64),
     /// The copies are being gathered and compared.
     gathering: bool,
     errors: u64,
@@ -380,6 +385,14 @@ impl Backfill {
 
 fn err(code: ErrorCode, message: impl Into<String>) -> RemoteError {
     RemoteError::new(code, message)
+}
+
+/// The pause after a scrub chunk that took `took`: `osd.scrub_sleep_ms`, and while client
+/// ops came in during the chunk at least as long as the chunk took, so that a scrub under
+/// client load keeps at most half of the OSD's time (its disk reads compete with the
+/// clients' writes; Ceph's scrub yields to clients by queue priority).
+fn scrub_pause(sleep: Duration, took: Duration, busy: bool) -> Duration {
+    if busy { sleep.max(took) } else { sleep }
 }
 
 /// Whether a scheduled scrub last done at `last_ms` is due: once its interval has passed,
@@ -1436,6 +1449,7 @@ impl Pg {
     // ---- Client ops (primary) ----
 
     fn client_op(&mut self, op: ClientOp) {
+        self.shared.client_ops.fetch_add(1, Ordering::Relaxed);
         if !self.is_primary() {
             let _ = op.reply.send(Err(err(
                 ErrorCode::StaleEpoch,
@@ -2069,6 +2083,7 @@ impl Pg {
             after: None,
             until: None,
             ranged: false,
+            chunk_began: (Instant::now(), 0),
             gathering: false,
             errors: 0,
             _permit: permit,
@@ -2114,9 +2129,11 @@ impl Pg {
                     .map(|(oid, _)| (objectstore::keys::object_order(oid), object_name(oid)))
             })
             .flatten();
+        let ops = self.shared.client_ops.load(Ordering::Relaxed);
         if let Some(run) = self.scrub.as_mut() {
             run.until = until;
             run.ranged = true;
+            run.chunk_began = (Instant::now(), ops);
         }
         self.scrub_gather_when_quiet();
     }
@@ -2235,8 +2252,11 @@ impl Pg {
             Some(until) => {
                 run.after = Some(until);
                 let (inbox, interval) = (self.inbox.clone(), self.interval);
-                let pause =
+                let (began, ops_then) = run.chunk_began;
+                let busy = self.shared.client_ops.load(Ordering::Relaxed) != ops_then;
+                let sleep =
                     Duration::from_millis(self.shared.scrub_sleep_ms.load(Ordering::Relaxed));
+                let pause = scrub_pause(sleep, began.elapsed(), busy);
                 tokio::spawn(async move {
                     tokio::time::sleep(pause).await;
                     let _ = inbox.send(Event::ScrubNext { interval }).await;
@@ -2592,7 +2612,17 @@ impl PeeringTask {
 
 #[cfg(test)]
 mod tests {
-    use super::scrub_due;
+    use std::time::Duration;
+
+    use super::{scrub_due, scrub_pause};
+
+    #[test]
+    fn a_scrub_under_client_load_pauses_as_long_as_its_chunk_took() {
+        let (sleep, took) = (Duration::from_millis(20), Duration::from_millis(70));
+        assert_eq!(scrub_pause(sleep, took, false), sleep);
+        assert_eq!(scrub_pause(sleep, took, true), took);
+        assert_eq!(scrub_pause(sleep, Duration::from_millis(5), true), sleep);
+    }
 
     #[test]
     fn a_busy_host_puts_scrubs_off_until_twice_their_interval() {
