@@ -547,6 +547,10 @@ pub struct OsdStat {
     pub report_age_ms: Option<u64>,
 }
 
+/// Xattr names starting with this are the OSD's own (an erasure-coded shard's logical
+/// size, say): clients can neither set, read nor compare them, and listings leave them out.
+pub const RESERVED_XATTR_PREFIX: char = '\0';
+
 /// Longest `OsdStat::oldest_op` an OSD sends.
 pub const OP_DESCRIPTION_MAX: usize = 256;
 

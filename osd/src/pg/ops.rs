@@ -7,7 +7,9 @@ use bytes::Bytes;
 use objectstore::{CollectionId, ObjectId, ObjectMeta, ObjectStore, StoreError, Transaction, TxOp};
 use placement::Version;
 use proto::error::{ErrorCode, RemoteError};
-use proto::osd::{CmpOp, LIST_PAGE_MAX, ObjectName, ObjectOp, OpResult, RepOp};
+use proto::osd::{
+    CmpOp, LIST_PAGE_MAX, ObjectName, ObjectOp, OpResult, RESERVED_XATTR_PREFIX, RepOp,
+};
 
 /// Bytes one request may read at most (the answer must fit a frame).
 pub const READ_BYTES_MAX: u64 = 64 << 20;
@@ -96,6 +98,18 @@ pub fn execute(
             bulk.len()
         )));
     }
+    for op in ops {
+        let named = match op {
+            ObjectOp::GetXattr { name }
+            | ObjectOp::CmpXattr { name, .. }
+            | ObjectOp::SetXattr { name, .. }
+            | ObjectOp::RemoveXattr { name } => Some(name),
+            _ => None,
+        };
+        if named.is_some_and(|n| n.starts_with(RESERVED_XATTR_PREFIX)) {
+            return Err(invalid("xattr names starting with a NUL byte are reserved"));
+        }
+    }
     let meta: Option<ObjectMeta> = store.stat(c, &oid).map_err(store_error)?;
     let mut out = Executed {
         prior: meta.as_ref().map(|m| m.version).unwrap_or_default(),
@@ -127,7 +141,9 @@ pub fn execute(
             }
             ObjectOp::GetXattrs => {
                 let m = meta.as_ref().ok_or_else(missing)?;
-                out.results.push(OpResult::Xattrs(m.xattrs.clone()));
+                let mut xattrs = m.xattrs.clone();
+                xattrs.retain(|n, _| !n.starts_with(RESERVED_XATTR_PREFIX));
+                out.results.push(OpResult::Xattrs(xattrs));
             }
             ObjectOp::OmapGet { keys } => {
                 meta.as_ref().ok_or_else(missing)?;
@@ -319,4 +335,42 @@ pub fn transaction(
         txn.push(TxOp::SetVersion { c, oid: oid.clone(), version, mtime_ms });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use objectstore::{KvObjectStore, MemoryEngine};
+    use placement::{PgId, PoolId};
+
+    use super::*;
+
+    #[test]
+    fn reserved_xattrs_are_neither_set_read_nor_listed_by_clients() {
+        let store = KvObjectStore::new(MemoryEngine::new());
+        let c = CollectionId::replicated(PgId { pool: PoolId(1), seed: 0 });
+        let name = ObjectName { namespace: String::new(), name: b"obj".to_vec() };
+        let oid = object_id(&name);
+        let mut txn = Transaction::new();
+        txn.push(TxOp::CreateCollection(c));
+        let ops = [
+            RepOp::Create,
+            RepOp::SetXattr { name: "\0ec.size".into(), value: vec![1] },
+            RepOp::SetXattr { name: "user".into(), value: vec![2] },
+        ];
+        transaction(c, &oid, &ops, &Bytes::new(), Version::new(1, 1), &mut txn).unwrap();
+        store.apply(&txn).unwrap();
+        let reserved = "\0ec.size".to_owned();
+        for op in [
+            ObjectOp::GetXattr { name: reserved.clone() },
+            ObjectOp::SetXattr { name: reserved.clone(), value: vec![9] },
+            ObjectOp::RemoveXattr { name: reserved.clone() },
+            ObjectOp::CmpXattr { name: reserved.clone(), op: CmpOp::Eq, value: vec![1] },
+        ] {
+            let e = execute(&store, c, &name, &[op], &Bytes::new()).unwrap_err();
+            assert_eq!(e.code, ErrorCode::Invalid, "{e:?}");
+        }
+        let listed = execute(&store, c, &name, &[ObjectOp::GetXattrs], &Bytes::new()).unwrap();
+        let OpResult::Xattrs(xattrs) = &listed.results[0] else { panic!("{listed:?}") };
+        assert_eq!(xattrs.keys().collect::<Vec<_>>(), ["user"]);
+    }
 }
