@@ -176,14 +176,12 @@ impl Layout {
                 });
             }
         }
-        let starts: Vec<u64> = {
-            let mut s = vec![0; self.shards()];
-            for (shard, range) in &plan.reads {
-                s[*shard] = range.start;
-            }
-            s
-        };
+        // Where each shard's buffer begins in shard space. A decode reads the same whole
+        // stripes from every shard it reads, and rebuilds the others over that range.
+        let mut starts = vec![0u64; self.shards()];
         if plan.decode {
+            let start = plan.reads.first().map_or(0, |(_, r)| r.start);
+            starts.fill(start);
             let mut shards: Vec<Option<Vec<u8>>> = vec![None; self.shards()];
             for (shard, _) in &plan.reads {
                 shards[*shard] = got[*shard].take();
@@ -192,19 +190,15 @@ impl Layout {
                 self.codec.reconstruct(&mut shards)?;
             }
             got = shards;
-            let start = plan.reads.first().map_or(0, |(_, r)| r.start);
-            let mut out = Vec::with_capacity((plan.range.end - plan.range.start) as usize);
-            for (logical, shard, at) in self.pieces(plan.range.clone()) {
-                let from = (at - start) as usize;
-                let data = got[shard].as_ref().expect("reconstructed");
-                out.extend_from_slice(&data[from..from + (logical.end - logical.start) as usize]);
+        } else {
+            for (shard, range) in &plan.reads {
+                starts[*shard] = range.start;
             }
-            return Ok(out);
         }
         let mut out = Vec::with_capacity((plan.range.end - plan.range.start) as usize);
         for (logical, shard, at) in self.pieces(plan.range.clone()) {
             let from = (at - starts[shard]) as usize;
-            let data = got[shard].as_ref().expect("read");
+            let data = got[shard].as_ref().expect("read or reconstructed");
             out.extend_from_slice(&data[from..from + (logical.end - logical.start) as usize]);
         }
         Ok(out)
@@ -253,6 +247,14 @@ impl Layout {
             .collect()
     }
 
+    /// The k data shards followed by their m parity shards.
+    fn with_parity(&self, mut shards: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, EcError> {
+        let refs: Vec<&[u8]> = shards.iter().map(Vec::as_slice).collect();
+        let parity = self.codec.encode(&refs)?;
+        shards.extend(parity);
+        Ok(shards)
+    }
+
     /// Every shard's bytes (k data then m parity) for whole stripes of logical bytes
     /// (`logical.len()` a multiple of the stripe width).
     pub fn encode_stripes(&self, logical: &[u8]) -> Result<Vec<Vec<u8>>, EcError> {
@@ -269,10 +271,7 @@ impl Layout {
                 shard.extend_from_slice(piece);
             }
         }
-        let refs: Vec<&[u8]> = shards.iter().map(Vec::as_slice).collect();
-        let parity = self.codec.encode(&refs)?;
-        shards.extend(parity);
-        Ok(shards)
+        self.with_parity(shards)
     }
 
     /// The new contents of every shard (k data then m parity) over the plan's stripes,
@@ -320,10 +319,7 @@ impl Layout {
             }
             place(offset..end, data);
         }
-        let refs: Vec<&[u8]> = shards.iter().map(Vec::as_slice).collect();
-        let parity = self.codec.encode(&refs)?;
-        shards.extend(parity);
-        Ok(shards)
+        self.with_parity(shards)
     }
 }
 

@@ -97,7 +97,9 @@ pub fn build(status: &StatusReport, map: &OsdMap, stats: &ClusterPgStats, now_ms
             ..DaemonRecon::default()
         })
         .collect();
-    let fresh = |age: Option<u64>| age.is_some_and(|a| a <= 15_000);
+    // As the monitors' health judges it: what a silent OSD last said is not current.
+    let stale_ms = monitor::pgstats::STALE_MS as u64;
+    let fresh = |age: Option<u64>| age.is_some_and(|a| a <= stale_ms);
     for o in &stats.osds {
         let up = map.osd(placement::OsdId(o.osd)).is_some_and(|s| s.up) && fresh(o.report_age_ms);
         let reported = o.report_age_ms.is_some();
