@@ -597,7 +597,7 @@ impl Monitor {
                     }
                     let pgs = pgs
                         .into_iter()
-                        .map(|(pg, osds)| (pg, osds.into_iter().map(OsdId).collect()))
+                        .map(|(pg, osds)| (pg, osds.into_iter().map(|o| o.map(OsdId)).collect()))
                         .collect();
                     Some(OsdEvent::PgTemp { from: osd, pgs })
                 }

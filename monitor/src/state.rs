@@ -42,7 +42,7 @@ pub enum OsdEvent {
     /// Down for longer than `down_out_interval`.
     MarkOut { osds: Vec<OsdId> },
     /// A PG primary asked for acting-set overrides (an empty list ends one).
-    PgTemp { from: OsdId, pgs: Vec<(PgId, Vec<OsdId>)> },
+    PgTemp { from: OsdId, pgs: Vec<(PgId, Vec<Option<OsdId>>)> },
 }
 
 /// One entry of the monitors' Raft log.
@@ -444,25 +444,36 @@ impl ClusterState {
 
 /// The change a primary's pg_temp request makes, if it still makes sense on this map: the
 /// PG exists, the asker is its up or acting primary (a request from an older map is
-/// dropped), and the OSDs named are up, distinct, and no more than the pool's size.
-/// Asking for the up set ends the override.
-fn pg_temp(map: &OsdMap, from: OsdId, pg: PgId, osds: &[OsdId]) -> Option<MapChange> {
+/// dropped), and the OSDs named are up, distinct, and no more than the pool's size (for
+/// an erasure-coded pool, one per shard position, holes allowed). Asking for the up set
+/// ends the override.
+fn pg_temp(map: &OsdMap, from: OsdId, pg: PgId, osds: &[Option<OsdId>]) -> Option<MapChange> {
     let pool = map.pool(pg.pool)?;
     let mapping = map.pg_mapping(pg).ok()?;
     if mapping.up_primary != Some(from) && mapping.acting_primary != Some(from) {
         return None;
     }
     let current = map.contents().pg_temp.get(&pg);
-    let up: Vec<OsdId> = mapping.up.osds().collect();
-    if osds.is_empty() || osds == up.as_slice() {
+    let up: Vec<Option<OsdId>> = if pool.is_erasure() {
+        mapping.up.iter().collect()
+    } else {
+        mapping.up.osds().map(Some).collect()
+    };
+    if osds.iter().all(Option::is_none) || osds == up.as_slice() {
         return current.is_some().then(|| MapChange::PgTemp { pg, osds: Vec::new() });
     }
-    let distinct = osds.iter().collect::<BTreeSet<_>>().len() == osds.len();
-    if !distinct || osds.len() > pool.size() || !osds.iter().all(|&o| map.is_up(o)) {
+    let named: Vec<OsdId> = osds.iter().flatten().copied().collect();
+    let distinct = named.iter().collect::<BTreeSet<_>>().len() == named.len();
+    let shape = if pool.is_erasure() {
+        osds.len() == pool.size()
+    } else {
+        osds.len() <= pool.size() && named.len() == osds.len()
+    };
+    if !distinct || !shape || !named.iter().all(|&o| map.is_up(o)) {
         return None;
     }
-    let wanted: Vec<Option<OsdId>> = osds.iter().copied().map(Some).collect();
-    (current != Some(&wanted)).then_some(MapChange::PgTemp { pg, osds: wanted })
+    (current.map(Vec::as_slice) != Some(osds))
+        .then(|| MapChange::PgTemp { pg, osds: osds.to_vec() })
 }
 
 /// What bootstrap decides: the first state every initial monitor starts from.
@@ -668,8 +679,10 @@ mod tests {
         let primary = up[0];
         let other: OsdId = (0..5).map(OsdId).find(|o| !up.contains(o)).unwrap();
         let temp = vec![up[1], up[2], other];
-        let ask =
-            |from: OsdId, osds: Vec<OsdId>| osd(OsdEvent::PgTemp { from, pgs: vec![(pg, osds)] });
+        let ask = |from: OsdId, osds: Vec<OsdId>| {
+            let osds = osds.into_iter().map(Some).collect();
+            osd(OsdEvent::PgTemp { from, pgs: vec![(pg, osds)] })
+        };
 
         // Not the primary: nothing changes.
         let epoch = state.map().epoch();

@@ -108,6 +108,18 @@ impl OsdConfig {
     }
 }
 
+/// The collection shard `osd` serves `pg` from: its position in an erasure-coded PG's
+/// acting set (else up set), `NO_SHARD` for a replicated pool or no position.
+fn shard_in(map: &OsdMap, pg: PgId, osd: OsdId) -> u8 {
+    let erasure = map.pool(pg.pool).is_some_and(|p| p.is_erasure());
+    let at = |set: &placement::OsdSet| set.iter().position(|o| o == Some(osd));
+    map.pg_mapping(pg)
+        .ok()
+        .filter(|_| erasure)
+        .and_then(|m| at(&m.acting).or_else(|| at(&m.up)))
+        .map_or(objectstore::NO_SHARD, |p| p as u8)
+}
+
 pub struct Osd {
     shared: Arc<Shared>,
     pgs: Mutex<HashMap<PgId, mpsc::Sender<Event>>>,
@@ -150,8 +162,19 @@ impl Osd {
 
     /// The task of a PG, started if this OSD has none for it yet.
     fn pg(&self, pg: PgId, map: &Arc<OsdMap>) -> mpsc::Sender<Event> {
+        self.pg_from(pg, None, map)
+    }
+
+    /// The task of a PG, started from the collection of `shard` (found on disk) if this
+    /// OSD has none yet; else from the shard its position in the map says.
+    fn pg_from(&self, pg: PgId, shard: Option<u8>, map: &Arc<OsdMap>) -> mpsc::Sender<Event> {
         let mut pgs = self.pgs.lock().expect("pgs lock");
-        pgs.entry(pg).or_insert_with(|| Pg::spawn(pg, self.shared.clone(), map.clone())).clone()
+        pgs.entry(pg)
+            .or_insert_with(|| {
+                let shard = shard.unwrap_or_else(|| shard_in(map, pg, OsdId(self.shared.me)));
+                Pg::spawn(pg, shard, self.shared.clone(), map.clone())
+            })
+            .clone()
     }
 
     /// Hands a new map to every PG this OSD serves or holds. Every PG must see every map
@@ -237,24 +260,6 @@ impl Osd {
         }
     }
 
-    /// Object I/O on erasure-coded pools is not served yet: the PGs would keep whole
-    /// copies on every OSD of the acting set rather than shards, and a down OSD's hole
-    /// would shift the others. Refused plainly rather than stored wrongly.
-    async fn refuse_erasure(&self, pg: PgId, epoch: Epoch) -> Result<(), RemoteError> {
-        let map = self.map_at(epoch).await?;
-        match map.pool(pg.pool) {
-            Some(pool) if pool.is_erasure() => Err(RemoteError::new(
-                ErrorCode::Unsupported,
-                format!(
-                    "pool '{}' is erasure-coded: this version of cairn does not serve objects \
-                     in erasure-coded pools yet; use a replicated pool",
-                    pool.name
-                ),
-            )),
-            _ => Ok(()),
-        }
-    }
-
     async fn dispatch(
         &self,
         peer: Peer,
@@ -281,7 +286,6 @@ impl Osd {
                         format!("a request carries 1 to {} ops", proto::osd::OPS_PER_REQUEST_MAX),
                     ));
                 }
-                self.refuse_erasure(pg, epoch).await?;
                 let access = if ops.iter().any(ObjectOp::is_write) {
                     Access::ReadWrite
                 } else {
@@ -304,7 +308,6 @@ impl Osd {
                 .await
             }
             Request::ListObjects { pg, epoch, after, max } => {
-                self.refuse_erasure(pg, epoch).await?;
                 self.check_caps(&peer, pg, epoch, Access::Read).await?;
                 self.ask(pg, epoch, |reply| Event::List { after, max, reply }).await
             }
@@ -505,7 +508,7 @@ fn load_average_milli() -> u32 {
 async fn send_pg_temp(
     mon: Arc<MonClient>,
     me: u32,
-    mut requests: mpsc::UnboundedReceiver<(PgId, Vec<u32>)>,
+    mut requests: mpsc::UnboundedReceiver<(PgId, Vec<Option<u32>>)>,
 ) {
     while let Some((pg, osds)) = requests.recv().await {
         let mut wanted = BTreeMap::from([(pg, osds)]);
@@ -513,7 +516,7 @@ async fn send_pg_temp(
         while let Ok((pg, osds)) = requests.try_recv() {
             wanted.insert(pg, osds);
         }
-        let wanted: Vec<(PgId, Vec<u32>)> = wanted.into_iter().collect();
+        let wanted: Vec<(PgId, Vec<Option<u32>>)> = wanted.into_iter().collect();
         for chunk in wanted.chunks(PG_TEMP_REQUEST_MAX) {
             let request = Request::PgTemp { osd: me, pgs: chunk.to_vec() };
             if let Err(e) = mon.send(request).await {
@@ -647,7 +650,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     osd.set_map(&map_tx, first.clone());
     for c in osd.shared.store.collections()? {
         if first.pool(c.pg.pool).is_some_and(|p| c.pg.seed < p.pg_num) {
-            osd.pg(c.pg, &first);
+            osd.pg_from(c.pg, Some(c.shard), &first);
         }
     }
     osd.apply_map(&first).await;

@@ -62,7 +62,8 @@ pub enum Request {
     GetPgStats,
     /// A PG primary asking for acting sets other than CRUSH's (`pg_temp`), so complete
     /// copies serve while the up set backfills; an empty list asks to end the override.
-    PgTemp { osd: u32, pgs: Vec<(PgId, Vec<u32>)> },
+    /// Positions matter for erasure-coded pools, whose holes are `None`.
+    PgTemp { osd: u32, pgs: Vec<(PgId, Vec<Option<u32>>)> },
     /// An OSD asking what an identity that sent it a request may do (answered `Caps`).
     GetCaps { entity: EntityName },
     /// Admin to a PG's primary: scrub it now (`deep`: read every byte), repairing what
@@ -77,7 +78,7 @@ pub enum OsdMessage {
     Beacon { osd: u32, epoch: Epoch },
     Failure { target: u32, failed_for_ms: u64 },
     PgStats { osd: u32, epoch: Epoch, pgs: Vec<PgStat>, usage: OsdStat },
-    PgTemp { osd: u32, pgs: Vec<(PgId, Vec<u32>)> },
+    PgTemp { osd: u32, pgs: Vec<(PgId, Vec<Option<u32>>)> },
 }
 
 impl OsdMessage {

@@ -441,6 +441,10 @@ pub enum PeerRequest {
     /// Scrub: this copy's objects after `after` and up to `until` (`None`: the end), with
     /// sizes and digests; `deep` reads every byte. Answered with `ScrubMap`.
     ScrubMap { after: Option<ObjectName>, until: Option<ObjectName>, deep: bool },
+    /// Erasure coding: these byte ranges (offset, length) of the receiver's shard of
+    /// `object`, which must be at `version`. Answered with `ShardRead`, the bytes in the
+    /// bulk payload, the ranges in order.
+    ReadShard { object: ObjectName, version: Version, ranges: Vec<(u64, u64)> },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -469,6 +473,8 @@ pub enum PeerResponse {
     ScrubMap {
         objects: Vec<ScrubObject>,
     },
+    /// The ranges of a `ReadShard`, in the bulk payload.
+    ShardRead,
 }
 
 /// A PG's state as its primary reports it to the monitors.

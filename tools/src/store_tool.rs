@@ -60,13 +60,18 @@ fn head(namespace: &str, name: &str) -> ObjectId {
     }
 }
 
+/// This OSD's collection of `pg`: its copy, or for an erasure-coded pool its shard.
+fn held(store: &Store, pg: PgId) -> Result<CollectionId> {
+    match store.collections()?.into_iter().find(|c| c.pg == pg) {
+        Some(c) => Ok(c),
+        None => anyhow::bail!("this OSD holds no copy of pg {pg}"),
+    }
+}
+
 /// The object, or a clear error naming the PG and what it holds. `name` is as `list`
 /// prints it: `NAME`, or `NAMESPACE/NAME` for an object in a namespace.
 fn existing(store: &Store, pg: PgId, name: &str) -> Result<(CollectionId, ObjectId)> {
-    let c = CollectionId::replicated(pg);
-    if !store.collections()?.contains(&c) {
-        anyhow::bail!("this OSD holds no copy of pg {pg}");
-    }
+    let c = held(store, pg)?;
     let mut candidates = vec![head("", name)];
     if let Some((namespace, rest)) = name.split_once('/') {
         candidates.push(head(namespace, rest));
@@ -103,17 +108,14 @@ pub fn run(dir: &Path, format: Format, command: StoreToolCommand) -> Result<()> 
     match command {
         StoreToolCommand::List { pg: None } => {
             let pgs: Vec<String> =
-                store.collections()?.into_iter().map(|c| c.pg.to_string()).collect();
+                store.collections()?.into_iter().map(|c| c.to_string()).collect();
             match format {
                 Format::Json => print_json(&pgs)?,
                 Format::Plain => pgs.iter().for_each(|pg| println!("{pg}")),
             }
         }
         StoreToolCommand::List { pg: Some(pg) } => {
-            let c = CollectionId::replicated(pg);
-            if !store.collections()?.contains(&c) {
-                anyhow::bail!("this OSD holds no copy of pg {pg}");
-            }
+            let c = held(&store, pg)?;
             let mut objects = Vec::new();
             let mut after: Option<ObjectId> = None;
             loop {

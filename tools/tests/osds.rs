@@ -768,15 +768,6 @@ fn stale_epochs_wrong_primaries_and_malformed_requests_get_clear_errors() {
     let work = c.dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     put(&c, &work, "kept", &pattern(5, 70_000));
-    // Erasure-coded pools exist in the map, but their objects are not served yet: a
-    // clear refusal, not whole copies stored where shards belong.
-    c.ok(&["pool", "create", "ecpool", "erasure", "--k", "2", "--m", "1", "--pg-num", "1"]);
-    let file = work.join("ec.in");
-    std::fs::write(&file, b"shards").unwrap();
-    let refused = c.fails(&["obj", "put", "ecpool", "x", path_str(&file), "--timeout", "10"]);
-    assert!(refused.contains("pool 'ecpool' is erasure-coded"), "{refused}");
-    let refused = c.fails(&["obj", "ls", "ecpool", "--timeout", "10"]);
-    assert!(refused.contains("erasure-coded"), "{refused}");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let config = client::ClientConfig::load(&c.config()).unwrap();
     let admin = Credentials::load(c.dir.path(), &EntityName::client("admin").unwrap()).unwrap();
@@ -1349,4 +1340,196 @@ fn recon_shows_every_daemon_and_health_names_a_skewed_clock_and_slow_ops() {
     });
     assert!(get(&c, &work, "during") == pattern(2, 50_000));
     assert!(get(&c, &work, "before") == pattern(1, 50_000));
+}
+
+/// The PG of `name` in pool `pool`, and its up set by shard position.
+fn ec_placement(
+    map: &placement::OsdMap,
+    pool: &str,
+    name: &str,
+) -> (placement::PgId, Vec<Option<u32>>) {
+    let pool = map.pool_by_name(pool).unwrap().id;
+    let pg = map.object_pg(pool, "", name.as_bytes()).unwrap();
+    let up = map.pg_mapping(pg).unwrap().up.iter().map(|o| o.map(|o| o.0)).collect();
+    (pg, up)
+}
+
+/// An erasure-coded 2+1 pool on 4 OSDs, end to end: whole and partial writes, appends,
+/// truncates and small reads byte-exact; one OSD down: reads go on (decoding), writes wait
+/// for min_size and resume when it is lowered; two of a PG's OSDs down: that PG is down,
+/// with a clear error, until one returns; an OSD out: its shards are rebuilt on another,
+/// which then serves reads in its place.
+#[test]
+fn an_erasure_coded_pool_serves_from_any_k_shards_and_rebuilds_a_lost_one() {
+    use std::collections::BTreeMap;
+
+    use bytes::Bytes;
+    use proto::osd::{ObjectName, ObjectOp, OpResult};
+
+    let c = Cluster::start(3);
+    let mut osds = Osds::create(&c, 4);
+    wait_up(&c, 4);
+    c.ok(&["pool", "create", "ec", "erasure", "--k", "2", "--m", "1", "--pg-num", "4"]);
+    wait_clean(&c, 4);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let config = client::ClientConfig::load(&c.config()).unwrap();
+    let objects = runtime.block_on(async {
+        let mon = std::sync::Arc::new(client::MonClient::connect(config).unwrap());
+        client::objects::Objects::new(mon).await.unwrap()
+    });
+    let name = |s: &str| ObjectName { namespace: String::new(), name: s.as_bytes().to_vec() };
+    let mut model: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    // The PG the failures below aim at, and an object in it.
+    let map = objects.map();
+    let (pg0, up0) = ec_placement(&map, "ec", "o0");
+    let (first, second) = (up0[1].unwrap() as usize, up0[2].unwrap() as usize);
+    let spare = (0..4).find(|o| !up0.contains(&Some(*o as u32))).unwrap();
+
+    let check_all = |model: &BTreeMap<String, Vec<u8>>, when: &str| {
+        runtime.block_on(async {
+            for (object, want) in model {
+                let got = objects.read_full("ec", &name(object)).await.unwrap();
+                assert!(got == want.as_slice(), "{object} differs {when}");
+                let (size, _, _) = objects.stat("ec", &name(object)).await.unwrap();
+                assert_eq!(size, want.len() as u64, "{object} {when}");
+                // A small read inside one chunk, and one across a stripe boundary.
+                for (offset, len) in [(4000u64, 7u64), (8190, 5)] {
+                    let part = objects.read("ec", &name(object), offset, len).await.unwrap();
+                    let from = (offset as usize).min(want.len());
+                    let to = ((offset + len) as usize).min(want.len());
+                    assert!(part == want[from..to], "{object} at {offset} {when}");
+                }
+            }
+        })
+    };
+
+    // Sizes around the 4 KiB chunk and 8 KiB stripe, and one of 3 MiB.
+    let sizes = [100_000usize, 0, 1, 4095, 8192, 8193, 3 << 20];
+    runtime.block_on(async {
+        for (i, len) in sizes.iter().enumerate() {
+            let data = pattern(i as u32, *len);
+            objects.write_full("ec", &name(&format!("o{i}")), Bytes::from(data)).await.unwrap();
+        }
+    });
+    for (i, len) in sizes.iter().enumerate() {
+        model.insert(format!("o{i}"), pattern(i as u32, *len));
+    }
+    // Partial changes: an unaligned overwrite, an append, and a shrink then a growth in
+    // one op (the bytes between must read as zeros).
+    let op = |object: &str, ops: Vec<ObjectOp>, data: Vec<u8>| {
+        runtime.block_on(objects.op("ec", &name(object), ops, Bytes::from(data))).unwrap()
+    };
+    op("o0", vec![ObjectOp::Write { offset: 5000, len: 9000 }], pattern(50, 9000));
+    model.get_mut("o0").unwrap()[5000..14_000].copy_from_slice(&pattern(50, 9000));
+    op("o3", vec![ObjectOp::Append { len: 3000 }], pattern(53, 3000));
+    model.get_mut("o3").unwrap().extend(pattern(53, 3000));
+    op(
+        "o6",
+        vec![ObjectOp::Truncate { size: 10_000 }, ObjectOp::Write { offset: 20_000, len: 10 }],
+        b"0123456789".to_vec(),
+    );
+    let o6 = model.get_mut("o6").unwrap();
+    o6.truncate(10_000);
+    o6.resize(20_000, 0);
+    o6.extend_from_slice(b"0123456789");
+    // Xattrs and omap live on every shard.
+    op(
+        "o1",
+        vec![
+            ObjectOp::SetXattr { name: "user.kind".into(), value: b"tiny".to_vec() },
+            ObjectOp::OmapSet { entries: vec![(b"k".to_vec(), b"v".to_vec())] },
+        ],
+        Vec::new(),
+    );
+    let meta = op(
+        "o1",
+        vec![ObjectOp::GetXattrs, ObjectOp::OmapGet { keys: vec![b"k".to_vec()] }],
+        Vec::new(),
+    );
+    let OpResult::Xattrs(xattrs) = &meta.results[0] else { panic!("{meta:?}") };
+    assert_eq!(xattrs.keys().collect::<Vec<_>>(), ["user.kind"], "the size xattr is hidden");
+    assert_eq!(meta.results[1], OpResult::Omap(vec![Some(b"v".to_vec())]));
+    check_all(&model, "when healthy");
+    let listed = c.json(&["obj", "ls", "ec"]);
+    let big = listed.as_array().unwrap().iter().find(|o| o["name"] == "o6").unwrap().clone();
+    assert_eq!(big["size"], 20_010, "listings give logical sizes: {listed}");
+
+    // One OSD of pg0 down: every PG keeps k shards. Reads go on; writes to a PG that lost
+    // a shard wait for min_size (k+1 = 3).
+    osds.kill(first);
+    // What it holds of o0 is a shard: 100,000 bytes are 13 stripes of 2 x 4 KiB chunks,
+    // so 13 chunks of 4 KiB on each shard.
+    let dir = path_str(&osds.dirs[first]).to_owned();
+    let held = c.json(&["osd", "store-tool", "--data", &dir, "list", &pg0.to_string()]);
+    let shard = held.as_array().unwrap().iter().find(|o| o["name"] == "o0").unwrap().clone();
+    assert_eq!(shard["size"], 13 * 4096, "{held}");
+    c.ok(&["osd", "down", &first.to_string()]);
+    let status = c.wait_status("PGs peered or active", Duration::from_secs(60), |s| {
+        let states = s["pg_summary"]["states"].as_object().unwrap();
+        s["osds"]["up"] == 3
+            && states.keys().all(|k| k.starts_with("active") || k.starts_with("peered"))
+            && states.keys().any(|k| k.starts_with("peered"))
+    });
+    assert!(check_codes(&status).contains(&"PG_INACTIVE".to_owned()), "{status}");
+    check_all(&model, "with one OSD down");
+    let file = c.dir.path().join("refused.in");
+    std::fs::write(&file, b"x").unwrap();
+    let refused = c.fails(&["obj", "put", "ec", "o0", path_str(&file), "--timeout", "3"]);
+    assert!(refused.contains("min_size is 3"), "{refused}");
+    // min_size lowered to k: writes resume on two shards.
+    c.ok(&["pool", "set", "ec", "min_size", "2"]);
+    c.wait_status("PGs active", Duration::from_secs(60), |s| {
+        s["pg_summary"]["states"].as_object().unwrap().keys().all(|k| k.starts_with("active"))
+    });
+    op("o0", vec![ObjectOp::Write { offset: 99_990, len: 20 }], pattern(60, 20));
+    let o0 = model.get_mut("o0").unwrap();
+    o0.truncate(99_990);
+    o0.extend(pattern(60, 20));
+    runtime
+        .block_on(objects.write_full("ec", &name("new"), Bytes::from(pattern(61, 50_000))))
+        .unwrap();
+    model.insert("new".into(), pattern(61, 50_000));
+    check_all(&model, "after writes on two shards");
+
+    // A second OSD of pg0 down: one shard is left, fewer than k. The PG says it is down
+    // and refuses, rather than answer wrongly.
+    osds.kill(second);
+    c.ok(&["osd", "down", &second.to_string()]);
+    c.wait_status(&format!("pg {pg0} down"), Duration::from_secs(60), |s| {
+        s["pg_summary"]["states"].as_object().unwrap().keys().any(|k| k.contains("down"))
+    });
+    let failed = c.fails(&["obj", "get", "ec", "o0", "/dev/null", "--timeout", "3"]);
+    assert!(failed.contains("down"), "{failed}");
+    // It returns: everything is there, including what was written on two shards.
+    osds.start(second);
+    wait_up(&c, 3);
+    c.wait_status("PGs active again", Duration::from_secs(60), |s| {
+        s["pg_summary"]["states"].as_object().unwrap().keys().all(|k| k.starts_with("active"))
+    });
+    check_all(&model, "after a shard returned");
+
+    // The first OSD is gone for good: marked out, its shards are rebuilt from the others
+    // onto the spare OSD (and, where it led a PG, a complete shard leads meanwhile).
+    c.ok(&["osd", "out", &first.to_string()]);
+    wait_clean(&c, 4);
+    let pgs = c.json(&["pg", "dump"])["pgs"].clone();
+    let entry = pgs.as_array().unwrap().iter().find(|p| p["pg"] == pg0.to_string()).unwrap();
+    assert!(
+        entry["acting"].as_array().unwrap().contains(&serde_json::json!(spare)),
+        "pg {pg0} moved onto osd.{spare}: {entry}"
+    );
+    // Only the rebuilt shard and one other are left for pg0: reads need it.
+    osds.kill(second);
+    c.ok(&["osd", "down", &second.to_string()]);
+    c.wait_status("osd down", Duration::from_secs(60), |s| {
+        s["osds"]["up"] == 2
+            && s["pg_summary"]["states"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .all(|k| k.starts_with("active"))
+    });
+    check_all(&model, "read through the rebuilt shards");
+    drop(objects);
+    drop(runtime);
 }

@@ -33,6 +33,7 @@ use proto::osd::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use super::ec::{self as ecw, EC_SIZE_XATTR, Logical};
 use super::log::{LOG_ENTRIES_KEPT, PgLog};
 use super::ops::{self, object_id, object_name, store_error};
 use super::peering::{self, Decision, Plan};
@@ -93,7 +94,7 @@ pub struct Shared {
     pub recovered_objects: AtomicU64,
     pub recovered_bytes: AtomicU64,
     /// Acting sets for the monitors' `pg_temp` (the daemon batches them).
-    pub pg_temp: mpsc::UnboundedSender<(PgId, Vec<u32>)>,
+    pub pg_temp: mpsc::UnboundedSender<(PgId, Vec<Option<u32>>)>,
     /// Scrubs this OSD leads at once (Ceph's `osd_max_scrubs`, 1).
     pub scrubs: Arc<tokio::sync::Semaphore>,
     /// How often each PG is scrubbed and deep-scrubbed, in ms (from the monitors).
@@ -250,6 +251,26 @@ pub enum Event {
     ScrubNext {
         interval: Epoch,
     },
+    /// An erasure-coded op's bytes gathered from the shards.
+    EcGathered {
+        interval: Epoch,
+        op: Box<EcOp>,
+        result: Result<Vec<Vec<u8>>, RemoteError>,
+    },
+}
+
+/// An erasure-coded op between its evaluation (on the logical object, with placeholder
+/// bytes) and its completion once the bytes it reads are gathered from the shards.
+pub struct EcOp {
+    op: ClientOp,
+    reqid: ReqId,
+    executed: ops::Executed,
+    before: Logical,
+    /// Its changes (empty: a read), stamped with the version's mtime.
+    rep_ops: Vec<proto::osd::RepOp>,
+    /// The gathered ranges: the first `reads` are the op's reads, the rest the old bytes
+    /// of the stripes its writes change in part.
+    reads: usize,
 }
 
 pub enum Peered {
@@ -275,9 +296,36 @@ enum State {
     Active,
 }
 
+/// An erasure-coded PG's coding, and which OSD holds each shard: shard i lives on the OSD
+/// at position i of the acting set (holes are shards nobody holds now), in collection
+/// `pg`s`i`. Every shard keeps the same log, so peering is as for copies; what differs is
+/// how objects are read, written and rebuilt.
+#[derive(Clone)]
+struct Ec {
+    layout: ec::Layout,
+    acting: Vec<Option<u32>>,
+    up: Vec<Option<u32>>,
+}
+
+impl Ec {
+    /// The shard `osd` holds in this interval: its acting position, else its up position
+    /// (a backfill target that is not acting).
+    fn shard_of(&self, osd: u32) -> Option<usize> {
+        let at = |set: &[Option<u32>]| set.iter().position(|&o| o == Some(osd));
+        at(&self.acting).or_else(|| at(&self.up))
+    }
+}
+
+/// The OSD at each position of a set, holes kept.
+fn positions(set: &placement::OsdSet) -> Vec<Option<u32>> {
+    set.iter().map(|o| o.map(|o| o.0)).collect()
+}
+
 pub struct Pg {
     id: PgId,
     c: CollectionId,
+    /// Set for an erasure-coded pool.
+    ec: Option<Ec>,
     shared: Arc<Shared>,
     inbox: mpsc::Sender<Event>,
     map: Arc<OsdMap>,
@@ -420,20 +468,21 @@ pub(crate) fn now_ms() -> i64 {
 
 impl Pg {
     /// Starts the PG's task; `map` is the map it is created under.
-    pub fn spawn(id: PgId, shared: Arc<Shared>, map: Arc<OsdMap>) -> mpsc::Sender<Event> {
+    /// Starts the PG's task; `map` is the map it is created under, `shard` the collection
+    /// it starts from (`objectstore::NO_SHARD` for a replicated pool).
+    pub fn spawn(
+        id: PgId,
+        shard: u8,
+        shared: Arc<Shared>,
+        map: Arc<OsdMap>,
+    ) -> mpsc::Sender<Event> {
         let (tx, rx) = mpsc::channel(WAITING_OPS_MAX * 2);
-        let c = CollectionId::replicated(id);
-        let (exists, info, log) = match persist::load(shared.store.as_ref(), c) {
-            Ok(Some((info, log))) => (true, info, log),
-            Ok(None) => (false, PgInfo::default(), PgLog::default()),
-            Err(e) => {
-                tracing::error!(pg = %id, error = %e, "cannot load the PG's log; serving it empty");
-                (false, PgInfo::default(), PgLog::default())
-            }
-        };
+        let c = CollectionId { pg: id, shard };
+        let (exists, info, log) = load(shared.store.as_ref(), c);
         let pg = Pg {
             id,
             c,
+            ec: None,
             shared,
             inbox: tx.clone(),
             map: map.clone(),
@@ -468,6 +517,17 @@ impl Pg {
         };
         tokio::spawn(pg.run(rx, map));
         tx
+    }
+
+    /// Moves to another shard's collection: this OSD's position in an erasure-coded PG
+    /// changed, so the shard it held is not the one it serves now. The old shard is
+    /// removed (this OSD starts the new one empty and is backfilled); any k others
+    /// still hold every object.
+    fn switch_shard(&mut self, shard: u8) {
+        tracing::warn!(pg = %self.id, from = self.c.shard, to = shard, "shard position changed; starting the new shard empty");
+        self.remove_collection();
+        self.c = CollectionId { pg: self.id, shard };
+        (self.exists, self.info, self.log) = load(self.shared.store.as_ref(), self.c);
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<Event>, map: Arc<OsdMap>) {
@@ -539,6 +599,7 @@ impl Pg {
                 self.scrubbed(result)
             }
             Event::ScrubNext { interval } if interval == self.interval => self.scrub_chunk(),
+            Event::EcGathered { interval, op, result } => self.ec_gathered(interval, *op, result),
             Event::ScrubGo { .. } => self.scrub_queued = false,
             // Results of an interval that has ended.
             Event::ScrubChunk { .. }
@@ -568,16 +629,45 @@ impl Pg {
             self.map = map;
             return;
         };
+        let ec = match &pool.kind {
+            placement::PoolKind::Erasure { profile, k, m, .. } => {
+                let chunk = map
+                    .contents()
+                    .erasure_profiles
+                    .get(profile)
+                    .map_or(ec::stripe::DEFAULT_CHUNK, |p| u64::from(p.stripe_unit_bytes));
+                match ec::Layout::new(usize::from(*k), usize::from(*m), chunk) {
+                    Ok(layout) => Some(Ec {
+                        layout,
+                        acting: positions(&mapping.acting),
+                        up: positions(&mapping.up),
+                    }),
+                    Err(e) => {
+                        tracing::error!(pg = %self.id, error = %e, "unusable erasure-code profile");
+                        self.map = map;
+                        return;
+                    }
+                }
+            }
+            placement::PoolKind::Replicated { .. } => None,
+        };
         let up: Vec<u32> = mapping.up.osds().map(|o| o.0).collect();
         let acting: Vec<u32> = mapping.acting.osds().map(|o| o.0).collect();
         let primary = mapping.acting_primary.map(|o| o.0);
+        let moved = |a: &Option<Ec>, b: &Option<Ec>| match (a, b) {
+            (Some(a), Some(b)) => a.acting != b.acting || a.up != b.up,
+            (None, None) => false,
+            _ => true,
+        };
         let changed = up != self.up
             || acting != self.acting
             || primary != self.primary
+            || moved(&ec, &self.ec)
             || self.interval == Epoch(0);
         let previous = std::mem::replace(&mut self.map, map);
         (self.min_size, self.size) = (min_size, size);
         if !changed {
+            self.ec = ec;
             return;
         }
         if self.interval != Epoch(0) && self.exists {
@@ -593,6 +683,12 @@ impl Pg {
         }
         self.interval = self.map.epoch();
         (self.up, self.acting, self.primary) = (up, acting, primary);
+        self.ec = ec;
+        if let Some(shard) = self.ec.as_ref().and_then(|e| e.shard_of(self.me()))
+            && shard as u8 != self.c.shard
+        {
+            self.switch_shard(shard as u8);
+        }
         self.missing.clear();
         self.writers.clear();
         self.auth = None;
@@ -672,6 +768,7 @@ impl Pg {
             acting: self.acting.clone(),
             min_size: self.min_size,
             size: self.size,
+            erasure: self.ec.clone(),
             mine: self.my_info(),
             conns: self.shared.conns.clone(),
         };
@@ -719,8 +816,24 @@ impl Pg {
                 "{} complete copies of min_size {} (acting {:?}, backfill needed on {:?})",
                 plan.complete, self.min_size, self.acting, plan.backfill
             );
-            self.blocked =
-                (if plan.complete == 0 { "incomplete" } else { "undersized+peered" }, why);
+            tracing::info!(pg = %self.id, %why, "cannot go active");
+            let k = self.ec.as_ref().map(|e| e.layout.k());
+            self.blocked = if plan.complete == 0 {
+                ("incomplete", why)
+            } else if k.is_some_and(|k| plan.complete < k) {
+                (
+                    "down",
+                    format!(
+                        "{} complete shards, fewer than k={}: {why}",
+                        plan.complete,
+                        k.unwrap_or(0)
+                    ),
+                )
+            } else if plan.backfill.contains(&self.me()) {
+                ("peered", format!("the primary's own copy must be rebuilt first: {why}"))
+            } else {
+                ("undersized+peered", why)
+            };
             return;
         }
         // Adopt the authoritative history first.
@@ -880,6 +993,9 @@ impl Pg {
     /// does not queue behind the background recovery.
     fn recover(&mut self, object: ObjectName, urgent: bool) {
         self.recovering.insert(object.clone());
+        if self.ec.is_some() {
+            return self.ec_recover(object, urgent);
+        }
         let me = self.me();
         let i_lack = self.missing.get(&me).is_some_and(|m| m.contains_key(&object));
         let targets: Vec<u32> = self
@@ -973,6 +1089,33 @@ impl Pg {
                 shared.recovered_bytes.fetch_add(bytes, Ordering::Relaxed);
             }
             if result.is_err() {
+                tokio::time::sleep(PEERING_RETRY).await;
+            }
+            let _ = inbox.send(Event::Recovered { interval, object, result }).await;
+        });
+    }
+
+    /// Rebuilds the shards of `object` the OSDs missing it should hold, from k others.
+    fn ec_recover(&mut self, object: ObjectName, urgent: bool) {
+        let Some(source) = self.shard_source() else { return };
+        let want = self.missing.values().find_map(|m| m.get(&object)).copied();
+        let targets: Vec<(u32, usize)> = self
+            .missing
+            .iter()
+            .filter(|(_, m)| m.contains_key(&object))
+            .filter_map(|(&osd, _)| Some((osd, self.ec.as_ref()?.shard_of(osd)?)))
+            .collect();
+        let sources = self.readable_sources(&object);
+        let (interval, inbox, shared) = (self.interval, self.inbox.clone(), self.shared.clone());
+        tokio::spawn(async move {
+            let _permit = if urgent { None } else { shared.recovery.acquire().await.ok() };
+            let result =
+                source.rebuild(&object, want, &sources, &targets).await.map(|(bytes, _)| bytes);
+            if let Ok(bytes) = result {
+                shared.recovered_objects.fetch_add(1, Ordering::Relaxed);
+                shared.last_recovery_ms.store(now_ms(), Ordering::Relaxed);
+                shared.recovered_bytes.fetch_add(bytes, Ordering::Relaxed);
+            } else {
                 tokio::time::sleep(PEERING_RETRY).await;
             }
             let _ = inbox.send(Event::Recovered { interval, object, result }).await;
@@ -1200,12 +1343,32 @@ impl Pg {
     fn backfill_push(&mut self, object: ObjectName, targets: Vec<u32>) {
         self.bf.pushing.insert(object.clone(), targets.clone());
         let (peers, shared, c) = (self.peers(), self.shared.clone(), self.c);
+        let erasure = self.shard_source().map(|source| {
+            let ec = self.ec.as_ref().expect("erasure-coded");
+            let targets: Vec<(u32, usize)> =
+                targets.iter().filter_map(|&o| Some((o, ec.shard_of(o)?))).collect();
+            (source, self.readable_sources(&object), targets)
+        });
         tokio::spawn(async move {
             let _permit = shared.backfill.acquire().await;
             let result = async {
                 // It may have waited for the throttle while a target filled up.
                 if shared.space.backfillfull_among(&targets).is_some() {
                     return Ok(None);
+                }
+                if let Some((source, sources, targets)) = erasure {
+                    // The primary's own shard says which version (or none) the object has.
+                    let oid = object_id(&object);
+                    let meta = shared.store.stat(c, &oid).map_err(|e| e.to_string())?;
+                    let want = meta.map_or(Version::ZERO, |m| m.version);
+                    let (bytes, full) = source
+                        .rebuild(&object, Some(want), &sources, &targets)
+                        .await
+                        .map_err(|e| format!("{e:?}"))?;
+                    for osd in full {
+                        shared.space.learned_backfillfull(osd);
+                    }
+                    return Ok(Some(bytes));
                 }
                 let (state, bulk) =
                     read_state(shared.store.as_ref(), c, &object).map_err(|e| e.message)?;
@@ -1308,7 +1471,11 @@ impl Pg {
     /// Asks the monitors to end the acting-set override, again after a while until the
     /// map changes (the interval ends).
     fn end_override(&self) {
-        let _ = self.shared.pg_temp.send((self.id, self.up.clone()));
+        let up = match &self.ec {
+            Some(ec) => ec.up.clone(),
+            None => self.up.iter().copied().map(Some).collect(),
+        };
+        let _ = self.shared.pg_temp.send((self.id, up));
         let (inbox, interval) = (self.inbox.clone(), self.interval);
         tokio::spawn(async move {
             tokio::time::sleep(PG_TEMP_RETRY).await;
@@ -1323,7 +1490,10 @@ impl Pg {
             State::Peering => vec!["peering"],
             State::Blocked => self.blocked.0.split('+').collect(),
             State::Active => {
-                let mut words = vec!["active"];
+                // An erasure-coded PG with k shards or more but fewer than min_size
+                // taking writes serves reads only: peered, as Ceph says, not active.
+                let writable = self.ec.is_none() || self.writers.len() >= self.min_size;
+                let mut words = vec![if writable { "active" } else { "peered" }];
                 let remapped = self.acting != self.up;
                 let short = self.acting.len() < self.size;
                 let missing = self.degraded_objects() > 0;
@@ -1571,6 +1741,9 @@ impl Pg {
                 return;
             }
         }
+        if self.ec.is_some() {
+            return self.ec_execute(op, reqid, is_write);
+        }
         let executed =
             match ops::execute(self.shared.store.as_ref(), self.c, &op.object, &op.ops, &op.bulk) {
                 Ok(executed) => executed,
@@ -1587,15 +1760,7 @@ impl Pg {
             return;
         }
         let head = self.log.head();
-        let version = Version::new(self.map.epoch().0, head.seq + 1);
-        let entry = LogEntry {
-            version,
-            prior_version: executed.prior,
-            object: op.object.clone(),
-            op: if executed.exists_after { LogOp::Modify } else { LogOp::Delete },
-            reqid: Some(reqid),
-            delta: CountsDelta::of(executed.size_before, executed.size_after),
-        };
+        let entry = self.next_entry(&op.object, reqid, &executed);
         let mut rep_ops = executed.rep_ops;
         rep_ops.push(proto::osd::RepOp::SetVersion { mtime_ms: now_ms() });
         let data = executed.rep_data;
@@ -1606,26 +1771,53 @@ impl Pg {
             let _ = op.reply.send(Err(e));
             return;
         }
-        *self.in_flight.entry(op.object.clone()).or_default() += 1;
         // Backfill targets get the write in full once backfill has passed the object,
         // else only its log entry.
         let log_only = !self.bf.covers(&op.object);
-        let peers = peer_targets(self.me(), &self.writers, &self.backfill, log_only);
+        let peers = peer_targets(self.me(), &self.writers, &self.backfill, log_only)
+            .into_iter()
+            .map(|(osd, backfill_only)| (osd, backfill_only, rep_ops.clone(), data.clone()))
+            .collect();
+        self.send_entry(head, entry, peers, executed.results, op.reply);
+    }
+
+    /// The log entry of a write the primary executed.
+    fn next_entry(&self, object: &ObjectName, reqid: ReqId, executed: &ops::Executed) -> LogEntry {
+        LogEntry {
+            version: Version::new(self.map.epoch().0, self.log.head().seq + 1),
+            prior_version: executed.prior,
+            object: object.clone(),
+            op: if executed.exists_after { LogOp::Modify } else { LogOp::Delete },
+            reqid: Some(reqid),
+            delta: CountsDelta::of(executed.size_before, executed.size_after),
+        }
+    }
+
+    /// Sends an entry the primary applied to its peers, each with its own changes
+    /// (`backfill_only`: the log entry alone), and answers the client once every copy
+    /// and this one are durable.
+    fn send_entry(
+        &mut self,
+        head: Version,
+        entry: LogEntry,
+        peers: Vec<(u32, bool, Vec<proto::osd::RepOp>, Bytes)>,
+        results: Vec<proto::osd::OpResult>,
+        reply: Reply,
+    ) {
+        *self.in_flight.entry(entry.object.clone()).or_default() += 1;
         let (interval, inbox, shared, map, pg) =
             (self.interval, self.inbox.clone(), self.shared.clone(), self.map.clone(), self.id);
-        let results = executed.results;
-        let reply = op.reply;
         tokio::spawn(async move {
             let epoch = map.epoch();
             let local = shared.syncer.sync();
-            let remote = peers.iter().map(|&(osd, backfill_only)| {
+            let remote = peers.into_iter().map(|(osd, backfill_only, ops, data)| {
                 let request = PeerRequest::Replicate {
                     after: head,
                     entry: entry.clone(),
-                    ops: if backfill_only { Vec::new() } else { rep_ops.clone() },
+                    ops: if backfill_only { Vec::new() } else { ops },
                     backfill_only,
                 };
-                let data = if backfill_only { Bytes::new() } else { data.clone() };
+                let data = if backfill_only { Bytes::new() } else { data };
                 let (shared, map) = (shared.clone(), map.clone());
                 async move {
                     call_peer(&shared.conns, &map, osd, pg, epoch, interval, request, data)
@@ -1663,6 +1855,196 @@ impl Pg {
                 result.map(|results| (Response::ObjectOps { version, results }, Bytes::new())),
             );
         });
+    }
+
+    /// An op on an erasure-coded PG: evaluated against the logical object (this shard's
+    /// metadata, the logical size from `EC_SIZE_XATTR`) with placeholder bytes, which
+    /// says what it reads; the bytes are gathered from the shards, then `ec_gathered`
+    /// answers a read, or turns a write into each shard's changes.
+    fn ec_execute(&mut self, op: ClientOp, reqid: ReqId, is_write: bool) {
+        let Some(ec) = self.ec.clone() else { return };
+        if is_write && self.writers.len() < self.min_size {
+            let _ = op.reply.send(Err(err(
+                ErrorCode::Unavailable,
+                format!(
+                    "pg {} is undersized: {} shards take writes, min_size is {}",
+                    self.id,
+                    self.writers.len(),
+                    self.min_size
+                ),
+            )));
+            return;
+        }
+        let oid = object_id(&op.object);
+        let meta = match self.shared.store.stat(self.c, &oid).map_err(store_error) {
+            Ok(meta) => meta,
+            Err(e) if e.code == ErrorCode::Corrupt => return self.repair(op, e),
+            Err(e) => {
+                let _ = op.reply.send(Err(e));
+                return;
+            }
+        };
+        let before =
+            Logical { exists: meta.is_some(), size: meta.as_ref().map_or(0, logical_size) };
+        let view = meta.map(|mut m| {
+            m.size = before.size;
+            m
+        });
+        let mut wanted: Vec<std::ops::Range<u64>> = Vec::new();
+        let executed = ops::execute_on(
+            self.shared.store.as_ref(),
+            self.c,
+            &op.object,
+            &op.ops,
+            &op.bulk,
+            view,
+            &mut |offset, len| {
+                let end = offset.saturating_add(len).min(before.size);
+                let start = offset.min(end);
+                wanted.push(start..end);
+                Ok(vec![0; (end - start) as usize])
+            },
+        );
+        let executed = match executed {
+            Ok(executed) => executed,
+            Err(e) => {
+                let _ = op.reply.send(Err(e));
+                return;
+            }
+        };
+        let mut rep_ops = executed.rep_ops.clone();
+        let reads = wanted.len();
+        if !rep_ops.is_empty() {
+            rep_ops.push(proto::osd::RepOp::SetVersion { mtime_ms: now_ms() });
+            match ecw::reads(&ec.layout, before, &rep_ops, &executed.rep_data) {
+                Ok(old) => wanted.extend(old),
+                Err(e) => {
+                    let _ = op.reply.send(Err(err(ErrorCode::Invalid, e.to_string())));
+                    return;
+                }
+            }
+        }
+        let version = executed.prior;
+        let object = op.object.clone();
+        let pending = EcOp { op, reqid, executed, before, rep_ops, reads };
+        if wanted.iter().all(|r| r.is_empty()) {
+            let none = wanted.iter().map(|_| Vec::new()).collect();
+            return self.ec_complete(pending, none);
+        }
+        // The object takes no other op until this one is done.
+        *self.in_flight.entry(object.clone()).or_default() += 1;
+        let available = self.readable_shards(&object);
+        let Some(source) = self.shard_source() else { return };
+        let (interval, inbox) = (self.interval, self.inbox.clone());
+        tokio::spawn(async move {
+            let result = source.gather(&object, version, before.size, &wanted, available).await;
+            let op = Box::new(pending);
+            let _ = inbox.send(Event::EcGathered { interval, op, result }).await;
+        });
+    }
+
+    /// Where this PG's shards are read from now (erasure-coded PGs only).
+    fn shard_source(&self) -> Option<ShardSource> {
+        let ec = self.ec.as_ref()?;
+        Some(ShardSource {
+            peers: self.peers(),
+            shared: self.shared.clone(),
+            c: self.c,
+            osds: ec.acting.clone(),
+            layout: ec.layout,
+        })
+    }
+
+    /// The shards `readable_shards` marks, by position.
+    fn readable_sources(&self, object: &ObjectName) -> Vec<usize> {
+        let readable = self.readable_shards(object);
+        (0..readable.len()).filter(|&shard| readable[shard]).collect()
+    }
+
+    /// The shards reads may use: acting OSDs that are complete and not missing `object`.
+    fn readable_shards(&self, object: &ObjectName) -> Vec<bool> {
+        let Some(ec) = &self.ec else { return Vec::new() };
+        ec.acting
+            .iter()
+            .map(|osd| {
+                osd.is_some_and(|o| {
+                    self.writers.contains(&o)
+                        && !self.missing.get(&o).is_some_and(|m| m.contains_key(object))
+                })
+            })
+            .collect()
+    }
+
+    fn ec_gathered(
+        &mut self,
+        interval: Epoch,
+        pending: EcOp,
+        result: Result<Vec<Vec<u8>>, RemoteError>,
+    ) {
+        if interval != self.interval {
+            let _ = pending.op.reply.send(Err(err(
+                ErrorCode::StaleEpoch,
+                format!("pg {} changed at epoch {}; resend", self.id, self.interval),
+            )));
+            return;
+        }
+        let object = pending.op.object.clone();
+        if let Some(n) = self.in_flight.get_mut(&object) {
+            *n -= 1;
+            if *n == 0 {
+                self.in_flight.remove(&object);
+            }
+        }
+        match result {
+            Ok(pieces) => self.ec_complete(pending, pieces),
+            Err(e) => {
+                let _ = pending.op.reply.send(Err(e));
+            }
+        }
+        if !self.in_flight.contains_key(&object) {
+            self.scrub_gather_when_quiet();
+        }
+        self.release(&object);
+    }
+
+    /// Answers an erasure-coded read, or applies a write: this shard's part here, each
+    /// other shard's part sent to its OSD with the same log entry.
+    fn ec_complete(&mut self, pending: EcOp, mut pieces: Vec<Vec<u8>>) {
+        let EcOp { op, reqid, executed, before, rep_ops, reads } = pending;
+        let old = pieces.split_off(reads.min(pieces.len()));
+        if rep_ops.is_empty() {
+            let response =
+                Response::ObjectOps { version: executed.prior, results: executed.results };
+            let _ = op.reply.send(Ok((response, Bytes::from(pieces.concat()))));
+            return;
+        }
+        let Some(ec) = self.ec.clone() else { return };
+        let write = match ecw::translate(&ec.layout, before, &rep_ops, &executed.rep_data, old) {
+            Ok(write) => write,
+            Err(e) => {
+                let _ = op.reply.send(Err(err(ErrorCode::Internal, e.to_string())));
+                return;
+            }
+        };
+        let mut shards: Vec<(Vec<proto::osd::RepOp>, Bytes)> =
+            write.shards.into_iter().map(|s| (s.ops, Bytes::from(s.data))).collect();
+        let Some(mine) = ec.shard_of(self.me()) else { return };
+        let head = self.log.head();
+        let entry = self.next_entry(&op.object, reqid, &executed);
+        let (my_ops, my_data) = std::mem::take(&mut shards[mine]);
+        if let Err(e) = self.apply_entry(&entry, Some((&my_ops, &my_data))) {
+            let _ = op.reply.send(Err(e));
+            return;
+        }
+        let log_only = !self.bf.covers(&op.object);
+        let peers = peer_targets(self.me(), &self.writers, &self.backfill, log_only)
+            .into_iter()
+            .filter_map(|(osd, backfill_only)| {
+                let (ops, data) = shards.get(ec.shard_of(osd)?)?.clone();
+                Some((osd, backfill_only, ops, data))
+            })
+            .collect();
+        self.send_entry(head, entry, peers, executed.results, op.reply);
     }
 
     /// Applies a log entry and its changes (none on a backfill target that does not have
@@ -1743,6 +2125,7 @@ impl Pg {
         }
         let max = max.clamp(1, proto::osd::LIST_PAGE_MAX) as usize;
         let after = after.as_ref().map(object_id);
+        let erasure = self.ec.is_some();
         let answer =
             self.shared.store.list(self.c, after.as_ref(), max + 1).map_err(store_error).map(
                 |mut page| {
@@ -1750,7 +2133,10 @@ impl Pg {
                     page.truncate(max);
                     let objects = page
                         .into_iter()
-                        .map(|(oid, meta)| (ops::object_name(&oid), meta.size))
+                        .map(|(oid, meta)| {
+                            let size = if erasure { logical_size(&meta) } else { meta.size };
+                            (ops::object_name(&oid), size)
+                        })
                         .collect();
                     (Response::Objects { objects, more }, Bytes::new())
                 },
@@ -1779,6 +2165,13 @@ impl Pg {
                 let _ = reply.send(
                     read_state(self.shared.store.as_ref(), self.c, &object)
                         .map(|(s, b)| (Response::Peer(PeerResponse::Object(s)), b)),
+                );
+            }
+            PeerRequest::ReadShard { object, version, ranges } => {
+                let (store, c) = (self.shared.store.as_ref(), self.c);
+                let _ = reply.send(
+                    read_shard(store, c, &object, version, &ranges)
+                        .map(|b| (Response::Peer(PeerResponse::ShardRead), Bytes::from(b))),
                 );
             }
             _ if interval != self.interval => {
@@ -2158,6 +2551,7 @@ impl Pg {
         let me = self.me();
         let others: Vec<u32> = self.acting.iter().copied().filter(|&o| o != me).collect();
         let (peers, store, c) = (self.peers(), self.shared.store.clone(), self.c);
+        let erasure = self.ec.is_some();
         tokio::spawn(async move {
             let gather = async {
                 let (a, u) = (after.clone(), until.clone());
@@ -2178,6 +2572,14 @@ impl Pg {
                         (other, _) => {
                             return Err(format!("osd.{osd} answered a scrub with {other:?}"));
                         }
+                    }
+                }
+                if erasure {
+                    // Shards hold different bytes: each is checked against its own
+                    // checksums as it is read (a bad one reads as an error), and the
+                    // copies are compared by version, size and metadata.
+                    for copy in maps.values_mut().flatten() {
+                        copy.data_digest = None;
                     }
                 }
                 Ok(scrub::compare(me, &maps))
@@ -2430,6 +2832,277 @@ pub fn apply_state(
     apply_waiting(store, &txn).map_err(store_error)
 }
 
+/// An erasure-coded object's logical size, from the xattr every shard keeps it in.
+fn logical_size(meta: &objectstore::ObjectMeta) -> u64 {
+    meta.xattrs
+        .get(EC_SIZE_XATTR)
+        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+/// Where an erasure-coded PG's primary reads shards from: its own store for its shard,
+/// the OSD at each other position for theirs.
+struct ShardSource {
+    peers: Peers,
+    shared: Arc<Shared>,
+    c: CollectionId,
+    /// The OSD at each shard position of the acting set.
+    osds: Vec<Option<u32>>,
+    layout: ec::Layout,
+}
+
+impl ShardSource {
+    /// Ranges of one shard at `version`, concatenated.
+    async fn read(
+        &self,
+        shard: usize,
+        object: &ObjectName,
+        version: Version,
+        ranges: Vec<(u64, u64)>,
+    ) -> Result<Vec<u8>, RemoteError> {
+        let osd =
+            self.osds.get(shard).copied().flatten().ok_or_else(|| {
+                err(ErrorCode::Unavailable, format!("no OSD holds shard {shard}"))
+            })?;
+        if osd == self.shared.me {
+            return read_shard(self.shared.store.as_ref(), self.c, object, version, &ranges);
+        }
+        let request = PeerRequest::ReadShard { object: object.clone(), version, ranges };
+        match self.peers.call(osd, request, Bytes::new()).await {
+            Ok((PeerResponse::ShardRead, bulk)) => Ok(bulk.to_vec()),
+            Ok((other, _)) => Err(err(
+                ErrorCode::Internal,
+                format!("osd.{osd} answered a shard read with {other:?}"),
+            )),
+            Err(e) => Err(err(ErrorCode::Unavailable, format!("osd.{osd}: {e}"))),
+        }
+    }
+
+    /// The logical bytes of each of `ranges` of an object of `size` bytes at `version`,
+    /// read from the shards `available` marks, decoding where a shard holding wanted
+    /// bytes is not among them. A shard that fails to answer is left out and the ranges
+    /// planned again (a degraded read), until fewer than k are left.
+    async fn gather(
+        &self,
+        object: &ObjectName,
+        version: Version,
+        size: u64,
+        ranges: &[std::ops::Range<u64>],
+        mut available: Vec<bool>,
+    ) -> Result<Vec<Vec<u8>>, RemoteError> {
+        let layout = &self.layout;
+        let unavailable = |e: ec::EcError| err(ErrorCode::Unavailable, format!("{object}: {e}"));
+        loop {
+            let plans = ranges
+                .iter()
+                .map(|r| layout.plan_read(size, r.start, r.end - r.start, &available))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable)?;
+            // One request per shard, for every range that needs it.
+            let mut per_shard: BTreeMap<usize, Vec<(u64, u64)>> = BTreeMap::new();
+            for plan in &plans {
+                for (shard, range) in &plan.reads {
+                    per_shard
+                        .entry(*shard)
+                        .or_default()
+                        .push((range.start, range.end - range.start));
+                }
+            }
+            let reads = per_shard.iter().map(|(&shard, ranges)| async move {
+                (shard, self.read(shard, object, version, ranges.clone()).await)
+            });
+            let mut got: BTreeMap<usize, (Vec<u8>, usize)> = BTreeMap::new();
+            let mut failed = false;
+            for (shard, result) in futures::future::join_all(reads).await {
+                match result {
+                    Ok(bytes) => {
+                        got.insert(shard, (bytes, 0));
+                    }
+                    Err(e) => {
+                        tracing::info!(pg = %self.peers.pg, %object, shard, error = %e.message, "shard read failed; reading around it");
+                        available[shard] = false;
+                        failed = true;
+                    }
+                }
+            }
+            if failed {
+                continue;
+            }
+            let mut out = Vec::with_capacity(plans.len());
+            for plan in &plans {
+                let mut shards: Vec<Option<Vec<u8>>> = vec![None; layout.shards()];
+                for (shard, range) in &plan.reads {
+                    let (bytes, at) = got.get_mut(shard).expect("read");
+                    let len = (range.end - range.start) as usize;
+                    let piece = bytes.get(*at..*at + len).ok_or_else(|| {
+                        err(ErrorCode::Corrupt, format!("shard {shard} of {object} is short"))
+                    })?;
+                    shards[*shard] = Some(piece.to_vec());
+                    *at += len;
+                }
+                out.push(layout.assemble(plan, shards).map_err(unavailable)?);
+            }
+            return Ok(out);
+        }
+    }
+}
+
+impl ShardSource {
+    /// The whole of one shard's copy of `object`.
+    async fn pull(
+        &self,
+        shard: usize,
+        object: &ObjectName,
+    ) -> Result<(ObjectState, Bytes), String> {
+        let osd = self.osds.get(shard).copied().flatten().ok_or("no OSD holds the shard")?;
+        if osd == self.shared.me {
+            return read_state(self.shared.store.as_ref(), self.c, object).map_err(|e| e.message);
+        }
+        match self
+            .peers
+            .call(osd, PeerRequest::Pull { object: object.clone() }, Bytes::new())
+            .await?
+        {
+            (PeerResponse::Object(state), bulk) => Ok((state, bulk)),
+            (other, _) => Err(format!("osd.{osd} answered a pull with {other:?}")),
+        }
+    }
+
+    /// Rebuilds `object`'s shards on `targets` (OSD, shard) from k of the shards
+    /// `sources` (read whole and decoded), at `want` or newer, or at whatever version
+    /// they agree on (`None`); an object `want` says is gone (`Some(ZERO)`) is removed
+    /// from the targets. Returns the bytes written and the targets that said they are
+    /// now backfillfull.
+    async fn rebuild(
+        &self,
+        object: &ObjectName,
+        want: Option<Version>,
+        sources: &[usize],
+        targets: &[(u32, usize)],
+    ) -> Result<(u64, Vec<u32>), RecoveryError> {
+        let layout = &self.layout;
+        use RecoveryError::{Failed, Unfound};
+        let mut shards: Vec<Option<Vec<u8>>> = vec![None; layout.shards()];
+        let mut state: Option<ObjectState> = None;
+        if want == Some(Version::ZERO) {
+            state =
+                Some(ObjectState { object: object.clone(), version: Version::ZERO, body: None });
+        }
+        let mut found = 0;
+        for &shard in sources {
+            if found == layout.k() || state.as_ref().is_some_and(|s| s.body.is_none()) {
+                break;
+            }
+            let (got, bulk) = match self.pull(shard, object).await {
+                Ok(got) => got,
+                Err(e) => {
+                    tracing::info!(pg = %self.peers.pg, %object, shard, error = %e, "shard pull failed");
+                    continue;
+                }
+            };
+            let agrees = match (&state, want) {
+                (Some(s), _) => s.version == got.version,
+                (None, Some(w)) => got.version >= w,
+                (None, None) => true,
+            };
+            if !agrees || got.body.is_none() {
+                continue;
+            }
+            shards[shard] = Some(bulk.to_vec());
+            state = Some(got);
+            found += 1;
+        }
+        let Some(state) = state else {
+            return Err(Unfound(format!("no shard of {object} at the version wanted answered")));
+        };
+        if state.body.is_some() {
+            if found < layout.k() {
+                return Err(Unfound(format!(
+                    "{found} shards of {object} at version {} answered; decoding needs {}",
+                    state.version,
+                    layout.k()
+                )));
+            }
+            if shards.iter().flatten().next().is_some_and(|s| !s.is_empty()) {
+                layout.codec().reconstruct(&mut shards).map_err(|e| Failed(e.to_string()))?;
+            } else {
+                shards.iter_mut().for_each(|s| *s = Some(Vec::new()));
+            }
+        }
+        let mut moved = 0u64;
+        let mut full = Vec::new();
+        for &(osd, shard) in targets {
+            let bulk = Bytes::from(shards[shard].clone().unwrap_or_default());
+            let mut state = state.clone();
+            if let Some(body) = state.body.as_mut() {
+                body.size = bulk.len() as u64;
+            }
+            if osd == self.shared.me {
+                self.shared.space.wrote(bulk.len() as u64);
+                apply_state(self.shared.store.as_ref(), self.c, &state, &bulk)
+                    .map_err(|e| Failed(e.message))?;
+                self.shared.syncer.sync().await.map_err(|e| Failed(e.message))?;
+            } else {
+                let request = PeerRequest::Push { state };
+                let (response, _) =
+                    self.peers.call(osd, request, bulk.clone()).await.map_err(Failed)?;
+                if let PeerResponse::Pushed { backfillfull: true } = response {
+                    full.push(osd);
+                }
+            }
+            moved += bulk.len() as u64;
+        }
+        Ok((moved, full))
+    }
+}
+
+/// Ranges of this OSD's shard of `object`, which must be at `version`, concatenated.
+fn read_shard(
+    store: &dyn ObjectStore,
+    c: CollectionId,
+    object: &ObjectName,
+    version: Version,
+    ranges: &[(u64, u64)],
+) -> Result<Vec<u8>, RemoteError> {
+    let oid = object_id(object);
+    let total = ranges.iter().try_fold(0u64, |a, (_, len)| a.checked_add(*len));
+    if total.is_none_or(|t| t > 2 * ops::READ_BYTES_MAX) {
+        return Err(err(ErrorCode::Invalid, "a shard read asks for too many bytes"));
+    }
+    let meta = store.stat(c, &oid).map_err(store_error)?;
+    let have = meta.as_ref().map(|m| m.version).unwrap_or_default();
+    if have != version {
+        return Err(err(
+            ErrorCode::Busy,
+            format!("shard {c} has version {have} of {object}, not {version}"),
+        ));
+    }
+    let mut out = Vec::with_capacity(total.unwrap_or(0) as usize);
+    for &(offset, len) in ranges {
+        let bytes = store.read(c, &oid, offset, len).map_err(store_error)?;
+        if bytes.len() as u64 != len {
+            return Err(err(
+                ErrorCode::Corrupt,
+                format!("shard {c} of {object} holds {} bytes at {offset}, not {len}", bytes.len()),
+            ));
+        }
+        out.extend_from_slice(&bytes);
+    }
+    Ok(out)
+}
+
+/// A PG's info and log from its collection, if it has one.
+fn load(store: &dyn ObjectStore, c: CollectionId) -> (bool, PgInfo, PgLog) {
+    match persist::load(store, c) {
+        Ok(Some((info, log))) => (true, info, log),
+        Ok(None) => (false, PgInfo::default(), PgLog::default()),
+        Err(e) => {
+            tracing::error!(%c, error = %e, "cannot load the PG's log; serving it empty");
+            (false, PgInfo::default(), PgLog::default())
+        }
+    }
+}
+
 /// The other OSDs of `copies` (flagged `false`) and the backfill targets (flagged
 /// `backfill_flag`), the shape in which activation and replication address their peers.
 fn peer_targets(
@@ -2519,6 +3192,8 @@ struct PeeringTask {
     acting: Vec<u32>,
     min_size: usize,
     size: usize,
+    /// k and the acting and up sets by position, for an erasure-coded PG.
+    erasure: Option<Ec>,
     mine: Option<PgInfo>,
     conns: Arc<OsdConnections>,
 }
@@ -2536,6 +3211,11 @@ impl PeeringTask {
                 up: &self.up,
                 min_size: self.min_size,
                 size: self.size,
+                erasure: self.erasure.as_ref().map(|e| peering::Erasure {
+                    k: e.layout.k(),
+                    acting: &e.acting,
+                    up: &e.up,
+                }),
                 infos: &infos,
                 past_intervals: &past,
             };

@@ -77,13 +77,34 @@ fn compare(op: CmpOp, have: &[u8], want: &[u8]) -> bool {
     }
 }
 
-/// Evaluates a request. `bulk` holds the write data in op order.
+/// Evaluates a request against the local copy. `bulk` holds the write data in op order.
 pub fn execute(
     store: &dyn ObjectStore,
     c: CollectionId,
     name: &ObjectName,
     ops: &[ObjectOp],
     bulk: &Bytes,
+) -> Result<Executed, RemoteError> {
+    let oid = object_id(name);
+    oid.validate().map_err(store_error)?;
+    let meta: Option<ObjectMeta> = store.stat(c, &oid).map_err(store_error)?;
+    execute_on(store, c, name, ops, bulk, meta, &mut |offset, len| {
+        store.read(c, &oid, offset, len).map_err(store_error)
+    })
+}
+
+/// Evaluates a request against an object described by `meta`, whose bytes `read` returns
+/// (short at its end, as the store reads); omap reads go to the store. An erasure-coded
+/// PG's primary passes the logical object here: its own shard's metadata with the
+/// logical size, and bytes gathered from the shards.
+pub fn execute_on(
+    store: &dyn ObjectStore,
+    c: CollectionId,
+    name: &ObjectName,
+    ops: &[ObjectOp],
+    bulk: &Bytes,
+    meta: Option<ObjectMeta>,
+    read: &mut dyn FnMut(u64, u64) -> Result<Vec<u8>, RemoteError>,
 ) -> Result<Executed, RemoteError> {
     let oid = object_id(name);
     oid.validate().map_err(store_error)?;
@@ -110,7 +131,6 @@ pub fn execute(
             return Err(invalid("xattr names starting with a NUL byte are reserved"));
         }
     }
-    let meta: Option<ObjectMeta> = store.stat(c, &oid).map_err(store_error)?;
     let mut out = Executed {
         prior: meta.as_ref().map(|m| m.version).unwrap_or_default(),
         ..Executed::default()
@@ -123,7 +143,7 @@ pub fn execute(
             ObjectOp::Read { offset, len } => {
                 meta.as_ref().ok_or_else(missing)?;
                 let len = (*len).min(READ_BYTES_MAX.saturating_sub(out.read_data.len() as u64));
-                let bytes = store.read(c, &oid, *offset, len).map_err(store_error)?;
+                let bytes = read(*offset, len)?;
                 out.results.push(OpResult::Data { len: bytes.len() as u64 });
                 out.read_data.extend_from_slice(&bytes);
             }

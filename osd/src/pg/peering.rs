@@ -17,6 +17,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use placement::Epoch;
 use proto::osd::{PastInterval, PgInfo};
 
+#[derive(Clone, Copy)]
+pub struct Erasure<'a> {
+    pub k: usize,
+    pub acting: &'a [Option<u32>],
+    pub up: &'a [Option<u32>],
+}
+
 /// What a PG's primary knows when it decides.
 pub struct Peering<'a> {
     pub me: u32,
@@ -24,6 +31,10 @@ pub struct Peering<'a> {
     pub up: &'a [u32],
     pub min_size: usize,
     pub size: usize,
+    /// An erasure-coded PG's k and its acting and up sets by shard position (holes kept):
+    /// it serves reads (and rebuilds shards) with k complete shards, takes writes with
+    /// `min_size`, and its acting-set override keeps positions.
+    pub erasure: Option<Erasure<'a>>,
     /// Answers so far: `None` for an OSD that has no copy of the PG.
     pub infos: &'a BTreeMap<u32, Option<PgInfo>>,
     /// The intervals since the PG last went active, from this OSD and its peers.
@@ -57,7 +68,7 @@ pub struct Plan {
     pub active: bool,
     /// The acting set to ask the monitors for (the up set ends an override); the PG
     /// waits for it rather than going active.
-    pub want_acting: Option<Vec<u32>>,
+    pub want_acting: Option<Vec<Option<u32>>>,
     /// OSDs outside the up and acting sets that hold a copy: deleted once the PG is clean.
     pub strays: Vec<u32>,
 }
@@ -148,7 +159,34 @@ pub fn decide(p: &Peering<'_>, is_up: impl Fn(u32) -> bool) -> Decision {
             })
         };
     let has_copy = |osd: &u32| p.infos.get(osd).is_some_and(Option::is_some);
-    let want_acting = {
+    let want_acting = if let Some(e) = p.erasure {
+        // Shards keep their positions. Where the up OSD must be rebuilt, a complete
+        // shard acting there now keeps serving; and the positions before the first
+        // complete shard are left empty, so that a complete shard leads (the up OSDs
+        // there are rebuilt as backfill targets meanwhile). Nothing else is overridden:
+        // a shard is rebuilt in place from any k others.
+        let complete_up = |o: &Option<u32>| o.is_some_and(|o| complete(o) && is_up(o));
+        let mut led = false;
+        let want: Vec<Option<u32>> =
+            e.up.iter()
+                .enumerate()
+                .map(|(i, &up)| {
+                    let acting = e.acting.get(i).copied().flatten();
+                    let pick = if complete_up(&up) {
+                        up
+                    } else if complete_up(&acting) && has_copy(&acting.unwrap_or(u32::MAX)) {
+                        acting
+                    } else if led {
+                        up
+                    } else {
+                        None
+                    };
+                    led |= complete_up(&pick);
+                    pick
+                })
+                .collect();
+        (led && want != e.acting).then_some(want)
+    } else {
         let mut want: Vec<u32> = p.up.iter().copied().filter(|&o| complete(o)).collect();
         // Complete copies outside the up set, those acting now first so an override in
         // place stays as it is.
@@ -170,7 +208,7 @@ pub fn decide(p: &Peering<'_>, is_up: impl Fn(u32) -> bool) -> Decision {
         let override_needed =
             want.iter().any(|o| !p.up.contains(o)) || (up_primary_backfills && !want.is_empty());
         let desired = if override_needed { want } else { p.up.to_vec() };
-        (desired != p.acting).then_some(desired)
+        (desired != p.acting).then(|| desired.into_iter().map(Some).collect())
     };
     let mut plan = Plan {
         auth,
@@ -199,7 +237,8 @@ pub fn decide(p: &Peering<'_>, is_up: impl Fn(u32) -> bool) -> Decision {
     }
     // Up OSDs the acting set stands in for fill up in the background.
     plan.backfill.extend(p.up.iter().copied().filter(|o| !p.acting.contains(o) && !complete(*o)));
-    plan.active = plan.complete >= p.min_size && complete(p.me) && plan.want_acting.is_none();
+    let serves = p.erasure.map_or(p.min_size, |e| e.k);
+    plan.active = plan.complete >= serves && complete(p.me) && plan.want_acting.is_none();
     Decision::Plan(plan)
 }
 
@@ -242,6 +281,7 @@ mod tests {
             up: &[0, 2],
             min_size: 2,
             size: 3,
+            erasure: None,
             infos: &infos,
             past_intervals: &past,
         };
@@ -261,6 +301,7 @@ mod tests {
             up: &[0, 1],
             min_size: 2,
             size: 3,
+            erasure: None,
             infos: &infos,
             past_intervals: &past,
         };
@@ -285,6 +326,7 @@ mod tests {
             up: &[0, 2, 4],
             min_size: 2,
             size: 3,
+            erasure: None,
             infos: &infos,
             past_intervals: &[],
         };
@@ -297,7 +339,7 @@ mod tests {
         assert_eq!(plan.complete, 1);
         // osd.1 is complete but outside the acting set: it is asked for, and until then
         // the PG waits.
-        assert_eq!(plan.want_acting, Some(vec![0, 1]));
+        assert_eq!(plan.want_acting, Some(vec![Some(0), Some(1)]));
         assert_eq!(plan.strays, vec![1]);
         assert!(!plan.active);
     }
@@ -315,6 +357,7 @@ mod tests {
             up: &[2, 0, 1],
             min_size: 2,
             size: 3,
+            erasure: None,
             infos: &infos,
             past_intervals: &[],
         };
@@ -336,6 +379,7 @@ mod tests {
             up: &[0, 1],
             min_size: 1,
             size: 3,
+            erasure: None,
             infos: &infos,
             past_intervals: &[],
         };
@@ -351,6 +395,7 @@ mod tests {
             up: &[0, 1, 2],
             min_size: 2,
             size: 3,
+            erasure: None,
             infos: &infos,
             past_intervals: &[],
         };
@@ -368,6 +413,7 @@ mod tests {
             up: &[0, 1],
             min_size: 2,
             size: 3,
+            erasure: None,
             infos: &infos,
             past_intervals: &[],
         };
@@ -396,11 +442,12 @@ mod tests {
             up: &[1, 2, 5],
             min_size: 2,
             size: 3,
+            erasure: None,
             infos: &infos,
             past_intervals: &past,
         };
         let Decision::Plan(plan) = decide_all_up(&p) else { panic!("no plan") };
-        assert_eq!(plan.want_acting, Some(vec![1, 2, 3]));
+        assert_eq!(plan.want_acting, Some(vec![Some(1), Some(2), Some(3)]));
         assert!(!plan.active);
         assert_eq!(plan.strays, vec![3]);
 
@@ -417,7 +464,7 @@ mod tests {
         infos.insert(5, info(5, (5, 10), (3, 1)));
         let p = Peering { infos: &infos, ..p };
         let Decision::Plan(plan) = decide_all_up(&p) else { panic!("no plan") };
-        assert_eq!(plan.want_acting, Some(vec![1, 2, 5]));
+        assert_eq!(plan.want_acting, Some(vec![Some(1), Some(2), Some(5)]));
         assert!(!plan.active);
     }
 
@@ -435,11 +482,12 @@ mod tests {
             up: &[3, 1, 2],
             min_size: 2,
             size: 3,
+            erasure: None,
             infos: &infos,
             past_intervals: &[],
         };
         let Decision::Plan(plan) = decide_all_up(&p) else { panic!("no plan") };
-        assert_eq!(plan.want_acting, Some(vec![1, 2]));
+        assert_eq!(plan.want_acting, Some(vec![Some(1), Some(2)]));
         assert!(!plan.active);
         // osd.1 leads the override and backfills osd.3.
         let p = Peering { me: 1, acting: &[1, 2], ..p };
@@ -458,6 +506,7 @@ mod tests {
             up: &[1, 2],
             min_size: 2,
             size: 3,
+            erasure: None,
             infos: &infos,
             past_intervals: &[],
         };
@@ -465,5 +514,55 @@ mod tests {
         assert_eq!(plan.want_acting, None);
         assert!(plan.active);
         assert!(plan.backfill.is_empty() && plan.strays.is_empty());
+    }
+
+    #[test]
+    fn an_erasure_coded_pg_keeps_shard_positions_and_a_complete_shard_leads() {
+        // osd.7 replaced osd.0 at position 0 (the primary's) and holds nothing yet.
+        let infos = BTreeMap::from([
+            (1, info(5, (5, 10), (3, 1))),
+            (2, info(5, (5, 10), (3, 1))),
+            (7, None),
+        ]);
+        let up = [Some(7), Some(1), Some(2)];
+        let p = Peering {
+            me: 7,
+            acting: &[7, 1, 2],
+            up: &[7, 1, 2],
+            min_size: 2,
+            size: 3,
+            erasure: Some(Erasure { k: 2, acting: &up, up: &up }),
+            infos: &infos,
+            past_intervals: &[],
+        };
+        let Decision::Plan(plan) = decide_all_up(&p) else { panic!("no plan") };
+        // Position 0 stays empty while osd.7 is rebuilt; osd.1 leads from position 1.
+        assert_eq!(plan.want_acting, Some(vec![None, Some(1), Some(2)]));
+        assert!(!plan.active);
+        let acting = [None, Some(1), Some(2)];
+        let p = Peering {
+            me: 1,
+            acting: &[1, 2],
+            erasure: Some(Erasure { k: 2, acting: &acting, up: &up }),
+            ..p
+        };
+        let Decision::Plan(plan) = decide_all_up(&p) else { panic!("no plan") };
+        assert_eq!(plan.want_acting, None);
+        assert!(plan.active, "two complete shards of k=2 serve");
+        assert_eq!(plan.backfill, vec![7]);
+        // A rebuilt non-leading shard needs no override; one shard is too few.
+        let up = [Some(1), Some(7), Some(2)];
+        let p = Peering {
+            acting: &[1, 7, 2],
+            up: &[1, 7, 2],
+            erasure: Some(Erasure { k: 2, acting: &up, up: &up }),
+            ..p
+        };
+        let Decision::Plan(plan) = decide_all_up(&p) else { panic!("no plan") };
+        assert_eq!((plan.want_acting, plan.active), (None, true));
+        let infos = BTreeMap::from([(1, info(5, (5, 10), (3, 1))), (7, None)]);
+        let p = Peering { infos: &infos, acting: &[1, 7], up: &[1, 7], ..p };
+        let Decision::Plan(plan) = decide_all_up(&p) else { panic!("no plan") };
+        assert!(!plan.active && plan.complete == 1, "{plan:?}");
     }
 }
