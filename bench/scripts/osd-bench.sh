@@ -7,7 +7,8 @@
 #   RUNS=1 BENCH_SECS=$SECS RGW=0 ../shared/reference/ceph-baseline.sh
 #
 #   Usage: bench/scripts/osd-bench.sh [SECS]   (default 20; CAIRN_BIN to pick the binary,
-#          OSD_TRANSPORT=quic to reach OSDs over QUIC instead of TCP)
+#          OSD_TRANSPORT=quic to reach OSDs over QUIC instead of TCP,
+#          POOL="erasure --k 2 --m 1" PG_NUM=32 for the reference's erasure-coded pool)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS="${1:-20}"
@@ -30,7 +31,8 @@ if [ "${OSD_TRANSPORT:-tcp}" != tcp ]; then
   done
   "$BIN" dev up --base-port 16789 >> dev-up.log
 fi
-"$BIN" pool create bench --size 3 --pg-num 64 > /dev/null
+# shellcheck disable=SC2086 # POOL is several words on purpose
+"$BIN" pool create bench ${POOL:---size 3} --pg-num "${PG_NUM:-64}" > /dev/null
 pids=$(for f in cairn-data/osd.*/osd.pid; do cat "$f"; echo; done)
 rss_now() { for p in $pids; do awk '/VmRSS/{print $2}' "/proc/$p/status" 2> /dev/null; done | sort -n | tail -1; }
 echo -e "osd_rss_idle\t$(( $(rss_now) / 1024 ))\tMiB\t$(load1)"

@@ -114,14 +114,22 @@ fn check_codes(s: &serde_json::Value) -> Vec<String> {
 }
 
 fn put(c: &Cluster, dir: &std::path::Path, name: &str, bytes: &[u8]) {
+    put_in(c, dir, "rbd", name, bytes)
+}
+
+fn put_in(c: &Cluster, dir: &std::path::Path, pool: &str, name: &str, bytes: &[u8]) {
     let file = dir.join(format!("{name}.in"));
     std::fs::write(&file, bytes).unwrap();
-    c.ok(&["obj", "put", "rbd", name, path_str(&file), "--timeout", "60"]);
+    c.ok(&["obj", "put", pool, name, path_str(&file), "--timeout", "60"]);
 }
 
 fn get(c: &Cluster, dir: &std::path::Path, name: &str) -> Vec<u8> {
+    get_in(c, dir, "rbd", name)
+}
+
+fn get_in(c: &Cluster, dir: &std::path::Path, pool: &str, name: &str) -> Vec<u8> {
     let file = dir.join(format!("{name}.out"));
-    c.ok(&["obj", "get", "rbd", name, path_str(&file), "--timeout", "60"]);
+    c.ok(&["obj", "get", pool, name, path_str(&file), "--timeout", "60"]);
     std::fs::read(file).unwrap()
 }
 
@@ -1354,22 +1362,33 @@ fn ec_placement(
     (pg, up)
 }
 
-/// An erasure-coded 2+1 pool on 4 OSDs, end to end: whole and partial writes, appends,
-/// truncates and small reads byte-exact; one OSD down: reads go on (decoding), writes wait
-/// for min_size and resume when it is lowered; two of a PG's OSDs down: that PG is down,
-/// with a clear error, until one returns; an OSD out: its shards are rebuilt on another,
-/// which then serves reads in its place.
 #[test]
-fn an_erasure_coded_pool_serves_from_any_k_shards_and_rebuilds_a_lost_one() {
+fn an_erasure_coded_2_1_pool_serves_from_any_2_shards_and_rebuilds_a_lost_one() {
+    ec_round_trip(2, 1);
+}
+
+#[test]
+fn an_erasure_coded_4_2_pool_serves_from_any_4_shards_and_rebuilds_a_lost_one() {
+    ec_round_trip(4, 2);
+}
+
+/// An erasure-coded k+m pool on k+m+1 OSDs, end to end: whole and partial writes,
+/// appends, truncates and small reads byte-exact; m of a PG's OSDs down: reads go on
+/// (decoding), writes wait for min_size and resume when it is lowered; one more down: that
+/// PG is down, with a clear error, until one returns; an OSD out: its shards are rebuilt
+/// on the spare, which then serves reads in its place.
+fn ec_round_trip(k: usize, m: usize) {
     use std::collections::BTreeMap;
 
     use bytes::Bytes;
     use proto::osd::{ObjectName, ObjectOp, OpResult};
 
+    let total = k + m + 1;
     let c = Cluster::start(3);
-    let mut osds = Osds::create(&c, 4);
-    wait_up(&c, 4);
-    c.ok(&["pool", "create", "ec", "erasure", "--k", "2", "--m", "1", "--pg-num", "4"]);
+    let mut osds = Osds::create(&c, total);
+    wait_up(&c, total as u64);
+    let (ks, ms) = (k.to_string(), m.to_string());
+    c.ok(&["pool", "create", "ec", "erasure", "--k", &ks, "--m", &ms, "--pg-num", "4"]);
     wait_clean(&c, 4);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let config = client::ClientConfig::load(&c.config()).unwrap();
@@ -1382,8 +1401,10 @@ fn an_erasure_coded_pool_serves_from_any_k_shards_and_rebuilds_a_lost_one() {
     // The PG the failures below aim at, and an object in it.
     let map = objects.map();
     let (pg0, up0) = ec_placement(&map, "ec", "o0");
-    let (first, second) = (up0[1].unwrap() as usize, up0[2].unwrap() as usize);
-    let spare = (0..4).find(|o| !up0.contains(&Some(*o as u32))).unwrap();
+    // m of pg0's OSDs fail (not its primary), then one more.
+    let doomed: Vec<usize> = up0[1..=m].iter().map(|o| o.unwrap() as usize).collect();
+    let (first, second) = (doomed[0], up0[m + 1].unwrap() as usize);
+    let spare = (0..total).find(|o| !up0.contains(&Some(*o as u32))).unwrap();
 
     let check_all = |model: &BTreeMap<String, Vec<u8>>, when: &str| {
         runtime.block_on(async {
@@ -1454,30 +1475,35 @@ fn an_erasure_coded_pool_serves_from_any_k_shards_and_rebuilds_a_lost_one() {
     let big = listed.as_array().unwrap().iter().find(|o| o["name"] == "o6").unwrap().clone();
     assert_eq!(big["size"], 20_010, "listings give logical sizes: {listed}");
 
-    // One OSD of pg0 down: every PG keeps k shards. Reads go on; writes to a PG that lost
-    // a shard wait for min_size (k+1 = 3).
-    osds.kill(first);
-    // What it holds of o0 is a shard: 100,000 bytes are 13 stripes of 2 x 4 KiB chunks,
-    // so 13 chunks of 4 KiB on each shard.
+    // m OSDs of pg0 down: every PG keeps k shards. Reads go on; writes to a PG that lost
+    // a shard wait for min_size (k+1).
+    for &osd in &doomed {
+        osds.kill(osd);
+    }
+    // What the first held of o0 is a shard: 100,000 bytes are stripes of k 4 KiB chunks,
+    // one chunk of each on every shard.
     let dir = path_str(&osds.dirs[first]).to_owned();
     let held = c.json(&["osd", "store-tool", "--data", &dir, "list", &pg0.to_string()]);
     let shard = held.as_array().unwrap().iter().find(|o| o["name"] == "o0").unwrap().clone();
-    assert_eq!(shard["size"], 13 * 4096, "{held}");
-    c.ok(&["osd", "down", &first.to_string()]);
+    assert_eq!(shard["size"], 100_000u64.div_ceil(k as u64 * 4096) * 4096, "{held}");
+    let mut down = vec!["osd", "down"];
+    let names: Vec<String> = doomed.iter().map(|o| o.to_string()).collect();
+    down.extend(names.iter().map(String::as_str));
+    c.ok(&down);
     let status = c.wait_status("PGs peered or active", Duration::from_secs(60), |s| {
         let states = s["pg_summary"]["states"].as_object().unwrap();
-        s["osds"]["up"] == 3
+        s["osds"]["up"] == total - m
             && states.keys().all(|k| k.starts_with("active") || k.starts_with("peered"))
             && states.keys().any(|k| k.starts_with("peered"))
     });
     assert!(check_codes(&status).contains(&"PG_INACTIVE".to_owned()), "{status}");
-    check_all(&model, "with one OSD down");
+    check_all(&model, "with m OSDs down");
     let file = c.dir.path().join("refused.in");
     std::fs::write(&file, b"x").unwrap();
     let refused = c.fails(&["obj", "put", "ec", "o0", path_str(&file), "--timeout", "3"]);
-    assert!(refused.contains("min_size is 3"), "{refused}");
-    // min_size lowered to k: writes resume on two shards.
-    c.ok(&["pool", "set", "ec", "min_size", "2"]);
+    assert!(refused.contains(&format!("min_size is {}", k + 1)), "{refused}");
+    // min_size lowered to k: writes resume on k shards.
+    c.ok(&["pool", "set", "ec", "min_size", &ks]);
     c.wait_status("PGs active", Duration::from_secs(60), |s| {
         s["pg_summary"]["states"].as_object().unwrap().keys().all(|k| k.starts_with("active"))
     });
@@ -1489,10 +1515,10 @@ fn an_erasure_coded_pool_serves_from_any_k_shards_and_rebuilds_a_lost_one() {
         .block_on(objects.write_full("ec", &name("new"), Bytes::from(pattern(61, 50_000))))
         .unwrap();
     model.insert("new".into(), pattern(61, 50_000));
-    check_all(&model, "after writes on two shards");
+    check_all(&model, "after writes on k shards");
 
-    // A second OSD of pg0 down: one shard is left, fewer than k. The PG says it is down
-    // and refuses, rather than answer wrongly.
+    // One more OSD of pg0 down: fewer than k shards are left. The PG says it is down and
+    // refuses, rather than answer wrongly.
     osds.kill(second);
     c.ok(&["osd", "down", &second.to_string()]);
     c.wait_status(&format!("pg {pg0} down"), Duration::from_secs(60), |s| {
@@ -1500,16 +1526,21 @@ fn an_erasure_coded_pool_serves_from_any_k_shards_and_rebuilds_a_lost_one() {
     });
     let failed = c.fails(&["obj", "get", "ec", "o0", "/dev/null", "--timeout", "3"]);
     assert!(failed.contains("down"), "{failed}");
-    // It returns: everything is there, including what was written on two shards.
+    // It returns: everything is there, including what was written on k shards.
     osds.start(second);
-    wait_up(&c, 3);
+    wait_up(&c, (total - m) as u64);
     c.wait_status("PGs active again", Duration::from_secs(60), |s| {
         s["pg_summary"]["states"].as_object().unwrap().keys().all(|k| k.starts_with("active"))
     });
     check_all(&model, "after a shard returned");
 
-    // The first OSD is gone for good: marked out, its shards are rebuilt from the others
-    // onto the spare OSD (and, where it led a PG, a complete shard leads meanwhile).
+    // The first OSD is gone for good (the other failed ones return): marked out, its
+    // shards are rebuilt from the others onto the spare OSD (and, where it led a PG, a
+    // complete shard leads meanwhile).
+    for &osd in &doomed[1..] {
+        osds.start(osd);
+    }
+    wait_up(&c, (total - 1) as u64);
     c.ok(&["osd", "out", &first.to_string()]);
     wait_clean(&c, 4);
     let pgs = c.json(&["pg", "dump"])["pgs"].clone();
@@ -1518,11 +1549,24 @@ fn an_erasure_coded_pool_serves_from_any_k_shards_and_rebuilds_a_lost_one() {
         entry["acting"].as_array().unwrap().contains(&serde_json::json!(spare)),
         "pg {pg0} moved onto osd.{spare}: {entry}"
     );
-    // Only the rebuilt shard and one other are left for pg0: reads need it.
-    osds.kill(second);
-    c.ok(&["osd", "down", &second.to_string()]);
-    c.wait_status("osd down", Duration::from_secs(60), |s| {
-        s["osds"]["up"] == 2
+    // Only the rebuilt shard and k - 1 others are left for pg0: reads need it.
+    let others: Vec<usize> = entry["acting"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_u64().unwrap() as usize)
+        .filter(|&o| o != spare)
+        .take(m)
+        .collect();
+    let mut down = vec!["osd", "down"];
+    let names: Vec<String> = others.iter().map(|o| o.to_string()).collect();
+    down.extend(names.iter().map(String::as_str));
+    for &osd in &others {
+        osds.kill(osd);
+    }
+    c.ok(&down);
+    c.wait_status("m OSDs down", Duration::from_secs(60), |s| {
+        s["osds"]["up"] == total - 1 - m
             && s["pg_summary"]["states"]
                 .as_object()
                 .unwrap()
@@ -1532,4 +1576,77 @@ fn an_erasure_coded_pool_serves_from_any_k_shards_and_rebuilds_a_lost_one() {
     check_all(&model, "read through the rebuilt shards");
     drop(objects);
     drop(runtime);
+}
+
+/// Bit rot in one shard of an erasure-coded PG: reads decode around it (never serving
+/// its bytes), a deep scrub finds it, and recovery rebuilds the shard from the others.
+#[test]
+fn a_rotten_erasure_coded_shard_is_read_around_found_by_deep_scrub_and_rebuilt() {
+    let c = Cluster::start(3);
+    let mut osds = Osds::create(&c, 3);
+    wait_up(&c, 3);
+    c.ok(&["pool", "create", "ec", "erasure", "--k", "2", "--m", "1", "--pg-num", "1"]);
+    let work = c.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    // Shards of 151,552 bytes (block-file chunks) and of 8,192 (engine-held data).
+    let objects = [("whole", pattern(1, 300_000)), ("small", pattern(2, 10_000))];
+    for (name, data) in &objects {
+        put_in(&c, &work, "ec", name, data);
+    }
+    wait_clean(&c, 1);
+    let pg = only_pg(&c);
+    let id = pg["pg"].as_str().unwrap().to_owned();
+    let (primary, rotten) =
+        (pg["acting"][0].as_u64().unwrap() as usize, pg["acting"][1].as_u64().unwrap() as usize);
+    let created_stamp = pg["last_deep_scrub_ms"].as_i64().unwrap();
+
+    // Shard 1 holds data the primary reads directly: it rots while its OSD is stopped.
+    osds.kill(rotten);
+    let dir = osds.dirs[rotten].display().to_string();
+    for (name, offset) in [("whole", "70000"), ("small", "5000")] {
+        c.ok(&["osd", "store-tool", "--data", &dir, "corrupt", &id, name, "--offset", offset]);
+    }
+    osds.start(rotten);
+    wait_up(&c, 3);
+    wait_clean(&c, 1);
+    for (name, data) in &objects {
+        assert!(get_in(&c, &work, "ec", name) == *data, "{name} read around the rot");
+    }
+
+    c.ok(&["pg", "deep-scrub", &id]);
+    let pg = wait_pg(&c, "the deep scrub and its repair", |pg| {
+        let state: Vec<&str> =
+            pg["state"].as_array().unwrap().iter().map(|w| w.as_str().unwrap()).collect();
+        pg["last_deep_scrub_ms"].as_i64().unwrap() > created_stamp && state == ["active", "clean"]
+    });
+    assert_eq!(pg["last_scrub_errors"], 2, "{pg}");
+    let log = std::fs::read_to_string(osds.dirs[primary].join("osd.log")).unwrap();
+    for name in ["whole", "small"] {
+        let found = log.lines().any(|l| {
+            l.contains("scrub found bad copies")
+                && l.contains(&format!("object={name}"))
+                && l.contains(&format!("osd.{rotten}: unreadable"))
+        });
+        assert!(found, "no scrub finding for {name}:\n{log}");
+    }
+    // The rebuilt shard is right: with the primary gone, it and the third serve.
+    let stamp = pg["last_deep_scrub_ms"].as_i64().unwrap();
+    c.ok(&["pg", "deep-scrub", &id]);
+    let pg =
+        wait_pg(&c, "a second deep scrub", |pg| pg["last_deep_scrub_ms"].as_i64().unwrap() > stamp);
+    assert_eq!(pg["last_scrub_errors"], 0, "{pg}");
+    c.ok(&["pool", "set", "ec", "min_size", "2"]);
+    osds.kill(primary);
+    c.ok(&["osd", "down", &primary.to_string()]);
+    c.wait_status("the PG active on two shards", Duration::from_secs(60), |s| {
+        s["osds"]["up"] == 2
+            && s["pg_summary"]["states"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .all(|k| k.starts_with("active"))
+    });
+    for (name, data) in &objects {
+        assert!(get_in(&c, &work, "ec", name) == *data, "{name} read through the rebuilt shard");
+    }
 }

@@ -1931,10 +1931,10 @@ impl Pg {
             let none = wanted.iter().map(|_| Vec::new()).collect();
             return self.ec_complete(pending, none);
         }
+        let Some(source) = self.shard_source() else { return };
         // The object takes no other op until this one is done.
         *self.in_flight.entry(object.clone()).or_default() += 1;
         let available = self.readable_shards(&object);
-        let Some(source) = self.shard_source() else { return };
         let (interval, inbox) = (self.interval, self.inbox.clone());
         tokio::spawn(async move {
             let result = source.gather(&object, version, before.size, &wanted, available).await;
@@ -2018,7 +2018,13 @@ impl Pg {
             let _ = op.reply.send(Ok((response, Bytes::from(pieces.concat()))));
             return;
         }
-        let Some(ec) = self.ec.clone() else { return };
+        let (Some(ec), Some(mine)) =
+            (self.ec.clone(), self.ec.as_ref().and_then(|e| e.shard_of(self.me())))
+        else {
+            let why = format!("osd.{} holds no shard of pg {}", self.me(), self.id);
+            let _ = op.reply.send(Err(err(ErrorCode::Internal, why)));
+            return;
+        };
         let write = match ecw::translate(&ec.layout, before, &rep_ops, &executed.rep_data, old) {
             Ok(write) => write,
             Err(e) => {
@@ -2028,7 +2034,6 @@ impl Pg {
         };
         let mut shards: Vec<(Vec<proto::osd::RepOp>, Bytes)> =
             write.shards.into_iter().map(|s| (s.ops, Bytes::from(s.data))).collect();
-        let Some(mine) = ec.shard_of(self.me()) else { return };
         let head = self.log.head();
         let entry = self.next_entry(&op.object, reqid, &executed);
         let (my_ops, my_data) = std::mem::take(&mut shards[mine]);

@@ -114,7 +114,17 @@ pub fn decide(p: &Peering<'_>, is_up: impl Fn(u32) -> bool) -> Decision {
         return Decision::Probe(unasked);
     }
     for interval in relevant(p.past_intervals, les) {
-        if !interval.acting.iter().any(|o| p.infos.contains_key(o)) {
+        let represented = match p.erasure {
+            // Its writes can be read back only from k of its shards (Ceph's rule for
+            // erasure-coded PGs): fewer, and what it wrote may be lost or torn.
+            Some(e) => {
+                let answered =
+                    interval.acting.iter().filter(|o| p.infos.get(o).is_some_and(Option::is_some));
+                answered.count() >= e.k
+            }
+            None => interval.acting.iter().any(|o| p.infos.contains_key(o)),
+        };
+        if !represented {
             return Decision::Down { interval: interval.clone() };
         }
     }
@@ -132,9 +142,20 @@ pub fn decide(p: &Peering<'_>, is_up: impl Fn(u32) -> bool) -> Decision {
         p.me
     } else {
         let best_les = candidates.iter().map(|(_, i)| i.last_epoch_started).max().expect("some");
-        candidates
-            .iter()
-            .filter(|(_, i)| i.last_epoch_started == best_les)
+        let newest: Vec<&(u32, &PgInfo)> =
+            candidates.iter().filter(|(_, i)| i.last_epoch_started == best_les).collect();
+        // An erasure-coded write is readable only once k shards have it: the history
+        // is the newest that k shards reach, and entries past it (a write torn by a
+        // failed primary, never acknowledged) are rewound on the shards that have them.
+        let reached = p.erasure.and_then(|e| {
+            let mut heads: Vec<placement::Version> =
+                newest.iter().map(|(_, i)| i.last_update).collect();
+            heads.sort_unstable_by(|a, b| b.cmp(a));
+            heads.get(e.k - 1).copied()
+        });
+        newest
+            .into_iter()
+            .filter(|(_, i)| reached.is_none_or(|v| i.last_update <= v))
             .max_by_key(|(osd, i)| {
                 (
                     i.last_update,
@@ -564,5 +585,63 @@ mod tests {
         let p = Peering { infos: &infos, acting: &[1, 7], up: &[1, 7], ..p };
         let Decision::Plan(plan) = decide_all_up(&p) else { panic!("no plan") };
         assert!(!plan.active && plan.complete == 1, "{plan:?}");
+    }
+
+    #[test]
+    fn an_erasure_coded_write_on_fewer_than_k_shards_is_rewound() {
+        // osd.1 applied (5, 12) and failed before the other shards had it.
+        let infos = BTreeMap::from([
+            (1, info(5, (5, 12), (3, 1))),
+            (2, info(5, (5, 10), (3, 1))),
+            (7, info(5, (5, 10), (3, 1))),
+        ]);
+        let set = [Some(1), Some(2), Some(7)];
+        let p = Peering {
+            me: 1,
+            acting: &[1, 2, 7],
+            up: &[1, 2, 7],
+            min_size: 2,
+            size: 3,
+            erasure: Some(Erasure { k: 2, acting: &set, up: &set }),
+            infos: &infos,
+            past_intervals: &[],
+        };
+        let Decision::Plan(plan) = decide_all_up(&p) else { panic!("no plan") };
+        assert_eq!(plan.auth, 2, "the history two shards reach");
+        assert!(plan.log_recovery.contains(&1) && plan.active, "{plan:?}");
+        // Two shards have it: it stands.
+        let infos = BTreeMap::from([
+            (1, info(5, (5, 12), (3, 1))),
+            (2, info(5, (5, 12), (3, 1))),
+            (7, info(5, (5, 10), (3, 1))),
+        ]);
+        let Decision::Plan(plan) = decide_all_up(&Peering { infos: &infos, ..p }) else {
+            panic!("no plan")
+        };
+        assert_eq!(plan.auth, 1);
+    }
+
+    #[test]
+    fn an_erasure_coded_pg_is_down_until_k_shards_of_a_write_interval_answer() {
+        let infos = BTreeMap::from([(1, info(5, (5, 10), (3, 1))), (4, None)]);
+        let past = [interval(6, 8, &[1, 2, 3], true)];
+        let set = [Some(1), None, Some(4)];
+        let p = Peering {
+            me: 1,
+            acting: &[1, 4],
+            up: &[1, 4],
+            min_size: 2,
+            size: 3,
+            erasure: Some(Erasure { k: 2, acting: &set, up: &set }),
+            infos: &infos,
+            past_intervals: &past,
+        };
+        let down = decide(&p, |o| o != 2 && o != 3);
+        assert!(matches!(down, Decision::Down { .. }), "{down:?}");
+        // A replicated PG needs one copy of the interval.
+        assert!(matches!(
+            decide(&Peering { erasure: None, ..p }, |o| o != 2 && o != 3),
+            Decision::Plan(_)
+        ));
     }
 }
