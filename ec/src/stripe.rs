@@ -255,18 +255,25 @@ impl Layout {
         Ok(shards)
     }
 
-    /// Every shard's bytes (k data then m parity) for whole stripes of logical bytes
-    /// (`logical.len()` a multiple of the stripe width).
-    pub fn encode_stripes(&self, logical: &[u8]) -> Result<Vec<Vec<u8>>, EcError> {
+    /// Every shard's bytes (k data then m parity) for a run of whole stripes of logical
+    /// bytes, each `stripes` item one stripe wide: each chunk is copied once, straight to
+    /// its shard.
+    pub fn encode_stripes<'a>(
+        &self,
+        stripes: impl ExactSizeIterator<Item = &'a [u8]>,
+    ) -> Result<Vec<Vec<u8>>, EcError> {
         let width = self.width() as usize;
-        if logical.is_empty() || !logical.len().is_multiple_of(width) {
-            return Err(EcError::Mismatch { len: width, other: logical.len() });
-        }
         let chunk = self.chunk as usize;
-        let per_shard = logical.len() / self.k();
+        let per_shard = stripes.len() * chunk;
+        if per_shard == 0 {
+            return Err(EcError::Mismatch { len: width, other: 0 });
+        }
         let mut shards: Vec<Vec<u8>> =
             (0..self.k()).map(|_| Vec::with_capacity(per_shard)).collect();
-        for stripe in logical.chunks_exact(width) {
+        for stripe in stripes {
+            if stripe.len() != width {
+                return Err(EcError::Mismatch { len: width, other: stripe.len() });
+            }
             for (shard, piece) in shards.iter_mut().zip(stripe.chunks_exact(chunk)) {
                 shard.extend_from_slice(piece);
             }

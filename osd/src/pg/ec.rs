@@ -267,21 +267,23 @@ pub fn translate(
         }
     }
     // Runs of consecutive changed stripes, each encoded in one call.
-    let mut runs: Vec<(u64, Vec<u8>)> = Vec::new();
-    for (index, bytes) in sim.stripes {
+    let mut runs: Vec<(u64, Vec<&[u8]>)> = Vec::new();
+    for (&index, bytes) in &sim.stripes {
         match runs.last_mut() {
-            Some((first, run)) if *first + (run.len() as u64 / layout.width()) == index => {
-                run.extend_from_slice(&bytes);
-            }
-            _ => runs.push((index, bytes)),
+            Some((first, run)) if *first + run.len() as u64 == index => run.push(bytes),
+            _ => runs.push((index, vec![bytes.as_slice()])),
         }
     }
-    for (first, logical) in runs {
-        let encoded = layout.encode_stripes(&logical)?;
+    for (first, run) in runs {
+        let encoded = layout.encode_stripes(run.into_iter())?;
         for (shard, bytes) in shards.iter_mut().zip(encoded) {
             let offset = first * layout.chunk();
             shard.ops.push(RepOp::Write { offset, len: bytes.len() as u64 });
-            shard.data.extend_from_slice(&bytes);
+            if shard.data.is_empty() {
+                shard.data = bytes;
+            } else {
+                shard.data.extend_from_slice(&bytes);
+            }
         }
     }
     for shard in &mut shards {
