@@ -1579,7 +1579,8 @@ fn ec_round_trip(k: usize, m: usize) {
 }
 
 /// Bit rot in one shard of an erasure-coded PG: reads decode around it (never serving
-/// its bytes), a deep scrub finds it, and recovery rebuilds the shard from the others.
+/// its bytes) and have the shard rebuilt (read repair); a deep scrub finds what no read
+/// touched, and recovery rebuilds that too.
 #[test]
 fn a_rotten_erasure_coded_shard_is_read_around_found_by_deep_scrub_and_rebuilt() {
     let c = Cluster::start(3);
@@ -1589,7 +1590,11 @@ fn a_rotten_erasure_coded_shard_is_read_around_found_by_deep_scrub_and_rebuilt()
     let work = c.dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     // Shards of 151,552 bytes (block-file chunks) and of 8,192 (engine-held data).
-    let objects = [("whole", pattern(1, 300_000)), ("small", pattern(2, 10_000))];
+    let objects = [
+        ("whole", pattern(1, 300_000)),
+        ("small", pattern(2, 10_000)),
+        ("cold", pattern(3, 300_000)),
+    ];
     for (name, data) in &objects {
         put_in(&c, &work, "ec", name, data);
     }
@@ -1603,32 +1608,42 @@ fn a_rotten_erasure_coded_shard_is_read_around_found_by_deep_scrub_and_rebuilt()
     // Shard 1 holds data the primary reads directly: it rots while its OSD is stopped.
     osds.kill(rotten);
     let dir = osds.dirs[rotten].display().to_string();
-    for (name, offset) in [("whole", "70000"), ("small", "5000")] {
+    for (name, offset) in [("whole", "70000"), ("small", "5000"), ("cold", "1000")] {
         c.ok(&["osd", "store-tool", "--data", &dir, "corrupt", &id, name, "--offset", offset]);
     }
     osds.start(rotten);
     wait_up(&c, 3);
     wait_clean(&c, 1);
-    for (name, data) in &objects {
+    for (name, data) in &objects[..2] {
         assert!(get_in(&c, &work, "ec", name) == *data, "{name} read around the rot");
     }
+    wait_clean(&c, 1);
+    let primary_log = || std::fs::read_to_string(osds.dirs[primary].join("osd.log")).unwrap();
+    let log = primary_log();
+    for name in ["whole", "small"] {
+        let repaired = log.lines().any(|l| {
+            l.contains("shard is corrupt; rebuilding it")
+                && l.contains(&format!("object={name}"))
+                && l.contains(&format!("osd={rotten}"))
+        });
+        assert!(repaired, "no read repair of {name}:\n{log}");
+    }
 
+    // What no read touched, a deep scrub finds.
     c.ok(&["pg", "deep-scrub", &id]);
     let pg = wait_pg(&c, "the deep scrub and its repair", |pg| {
         let state: Vec<&str> =
             pg["state"].as_array().unwrap().iter().map(|w| w.as_str().unwrap()).collect();
         pg["last_deep_scrub_ms"].as_i64().unwrap() > created_stamp && state == ["active", "clean"]
     });
-    assert_eq!(pg["last_scrub_errors"], 2, "{pg}");
-    let log = std::fs::read_to_string(osds.dirs[primary].join("osd.log")).unwrap();
-    for name in ["whole", "small"] {
-        let found = log.lines().any(|l| {
-            l.contains("scrub found bad copies")
-                && l.contains(&format!("object={name}"))
-                && l.contains(&format!("osd.{rotten}: unreadable"))
-        });
-        assert!(found, "no scrub finding for {name}:\n{log}");
-    }
+    assert_eq!(pg["last_scrub_errors"], 1, "{pg}");
+    let log = primary_log();
+    let found = log.lines().any(|l| {
+        l.contains("scrub found bad copies")
+            && l.contains("object=cold")
+            && l.contains(&format!("osd.{rotten}: unreadable"))
+    });
+    assert!(found, "no scrub finding for cold:\n{log}");
     // The rebuilt shard is right: with the primary gone, it and the third serve.
     let stamp = pg["last_deep_scrub_ms"].as_i64().unwrap();
     c.ok(&["pg", "deep-scrub", &id]);

@@ -255,7 +255,8 @@ pub enum Event {
     EcGathered {
         interval: Epoch,
         op: Box<EcOp>,
-        result: Result<Vec<Vec<u8>>, RemoteError>,
+        /// The bytes, and the shards that failed their checksums.
+        result: Result<(Vec<Vec<u8>>, Vec<usize>), RemoteError>,
     },
 }
 
@@ -1979,7 +1980,7 @@ impl Pg {
         &mut self,
         interval: Epoch,
         pending: EcOp,
-        result: Result<Vec<Vec<u8>>, RemoteError>,
+        result: Result<(Vec<Vec<u8>>, Vec<usize>), RemoteError>,
     ) {
         if interval != self.interval {
             let _ = pending.op.reply.send(Err(err(
@@ -1996,10 +1997,25 @@ impl Pg {
             }
         }
         match result {
-            Ok(pieces) => self.ec_complete(pending, pieces),
+            Ok((pieces, corrupt)) => {
+                // Read repair: a shard that failed its checksums is missing there (no
+                // read uses it) and is rebuilt from the others once this op is done.
+                let version = pending.executed.prior;
+                for shard in corrupt {
+                    let osd = self.ec.as_ref().and_then(|e| e.acting.get(shard).copied().flatten());
+                    let Some(osd) = osd else { continue };
+                    tracing::error!(pg = %self.id, %object, osd, shard, "shard is corrupt; rebuilding it");
+                    self.missing.entry(osd).or_default().insert(object.clone(), version);
+                    self.shared.quarantined.fetch_add(1, Ordering::Relaxed);
+                }
+                self.ec_complete(pending, pieces);
+            }
             Err(e) => {
                 let _ = pending.op.reply.send(Err(e));
             }
+        }
+        if self.is_missing_anywhere(&object) && !self.recovering.contains(&object) {
+            self.recover(object.clone(), false);
         }
         if !self.in_flight.contains_key(&object) {
             self.scrub_gather_when_quiet();
@@ -2872,13 +2888,27 @@ impl ShardSource {
         if osd == self.shared.me {
             return read_shard(self.shared.store.as_ref(), self.c, object, version, &ranges);
         }
-        let request = PeerRequest::ReadShard { object: object.clone(), version, ranges };
-        match self.peers.call(osd, request, Bytes::new()).await {
-            Ok((PeerResponse::ShardRead, bulk)) => Ok(bulk.to_vec()),
+        // Not through `Peers::call`: the answer's error code matters (`Corrupt`).
+        let map = &self.peers.map;
+        let addr =
+            map.osd(placement::OsdId(osd)).and_then(|s| s.addr.clone()).ok_or_else(|| {
+                err(ErrorCode::Unavailable, format!("osd.{osd} has no address in the map"))
+            })?;
+        let request = Request::Peer {
+            pg: self.peers.pg,
+            epoch: map.epoch(),
+            interval: self.peers.interval,
+            request: PeerRequest::ReadShard { object: object.clone(), version, ranges },
+        };
+        match self.shared.conns.call(osd, &addr, &request, &[], PEER_TIMEOUT).await {
+            Ok((Response::Peer(PeerResponse::ShardRead), bulk)) => Ok(bulk.to_vec()),
             Ok((other, _)) => Err(err(
                 ErrorCode::Internal,
-                format!("osd.{osd} answered a shard read with {other:?}"),
+                format!("osd.{osd} answered a shard read with {}", other.name()),
             )),
+            Err(proto::error::TransportError::Remote { error, .. }) => {
+                Err(err(error.code, format!("osd.{osd}: {}", error.message)))
+            }
             Err(e) => Err(err(ErrorCode::Unavailable, format!("osd.{osd}: {e}"))),
         }
     }
@@ -2886,7 +2916,8 @@ impl ShardSource {
     /// The logical bytes of each of `ranges` of an object of `size` bytes at `version`,
     /// read from the shards `available` marks, decoding where a shard holding wanted
     /// bytes is not among them. A shard that fails to answer is left out and the ranges
-    /// planned again (a degraded read), until fewer than k are left.
+    /// planned again (a degraded read), until fewer than k are left. Also returns the
+    /// shards whose bytes failed their checksums (to be rebuilt).
     async fn gather(
         &self,
         object: &ObjectName,
@@ -2894,8 +2925,9 @@ impl ShardSource {
         size: u64,
         ranges: &[std::ops::Range<u64>],
         mut available: Vec<bool>,
-    ) -> Result<Vec<Vec<u8>>, RemoteError> {
+    ) -> Result<(Vec<Vec<u8>>, Vec<usize>), RemoteError> {
         let layout = &self.layout;
+        let mut corrupt = Vec::new();
         let unavailable = |e: ec::EcError| err(ErrorCode::Unavailable, format!("{object}: {e}"));
         loop {
             let plans = ranges
@@ -2925,6 +2957,9 @@ impl ShardSource {
                     }
                     Err(e) => {
                         tracing::info!(pg = %self.peers.pg, %object, shard, error = %e.message, "shard read failed; reading around it");
+                        if e.code == ErrorCode::Corrupt {
+                            corrupt.push(shard);
+                        }
                         available[shard] = false;
                         failed = true;
                     }
@@ -2947,7 +2982,7 @@ impl ShardSource {
                 }
                 out.push(layout.assemble(plan, shards).map_err(unavailable)?);
             }
-            return Ok(out);
+            return Ok((out, corrupt));
         }
     }
 }
