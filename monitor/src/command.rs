@@ -11,7 +11,7 @@ use placement::{
     BucketId, ItemId, MapChange, OsdId, OsdMap, PoolKind, PoolSetting, Reweight, RuleId, RuleKind,
     SimpleRule, Weight,
 };
-use proto::message::{PoolField, PoolSpec};
+use proto::message::{NewRule, PoolField, PoolSpec};
 use proto::{Command, ErrorCode, RemoteError};
 
 use crate::settings::Settings;
@@ -60,8 +60,8 @@ pub fn plan(
 ) -> Result<Vec<MapChange>, RemoteError> {
     let crush = map.crush();
     let changes = match command {
-        Command::PoolCreate { name, spec, pg_num, rule } => {
-            pool_create(map, settings, name, spec, *pg_num, rule.as_deref())?
+        Command::PoolCreate { name, spec, pg_num, rule, new_rule } => {
+            pool_create(map, settings, name, spec, *pg_num, rule.as_deref(), new_rule.as_ref())?
         }
         Command::PoolDelete { name } => vec![MapChange::PoolRemove { pool: pool_id(map, name)? }],
         Command::PoolSet { name, field } => {
@@ -162,6 +162,7 @@ fn pool_create(
     spec: &PoolSpec,
     pg_num: Option<u32>,
     rule: Option<&str>,
+    new_rule: Option<&NewRule>,
 ) -> Result<Vec<MapChange>, RemoteError> {
     let crush = map.crush();
     let mut changes = Vec::new();
@@ -186,10 +187,29 @@ fn pool_create(
         RuleKind::Replicated => DEFAULT_REPLICATED_RULE,
         RuleKind::Erasure => DEFAULT_ERASURE_RULE,
     };
-    let rule = match (rule, crush.rule_by_name(rule.unwrap_or(default_rule))) {
-        (_, Some(existing)) => existing.id,
-        (Some(named), None) => return Err(not_found(format!("no rule '{named}'"))),
-        (None, None) => {
+    let rule = match (rule, new_rule, crush.rule_by_name(rule.unwrap_or(default_rule))) {
+        (Some(_), Some(_), _) => {
+            return Err(invalid(
+                "name a rule, or a failure domain and class for a new one, not both",
+            ));
+        }
+        (None, Some(new), _) => {
+            if crush.rule_by_name(name).is_some() {
+                return Err(RemoteError::new(
+                    ErrorCode::AlreadyExists,
+                    format!("a rule named '{name}' exists: pass --rule {name} to use it"),
+                ));
+            }
+            let root = bucket_id(crush, DEFAULT_ROOT)?;
+            let failure_domain = crush.type_id(&new.failure_domain)?;
+            let class = new.class.as_deref();
+            let steps = SimpleRule { kind: rule_kind, root, failure_domain, class }.steps();
+            changes.push(MapChange::RuleCreate { name: name.to_owned(), kind: rule_kind, steps });
+            next_rule_id(crush)
+        }
+        (_, _, Some(existing)) => existing.id,
+        (Some(named), None, None) => return Err(not_found(format!("no rule '{named}'"))),
+        (None, None, None) => {
             // The default rule is made on first use, like Ceph's EC rules.
             let root = bucket_id(crush, DEFAULT_ROOT)?;
             let failure_domain = crush.type_id(DEFAULT_FAILURE_DOMAIN)?;

@@ -556,6 +556,7 @@ mod tests {
                 spec: PoolSpec::Replicated { size: 3, min_size: None },
                 pg_num: Some(8),
                 rule: None,
+                new_rule: None,
             },
             issued: None,
             at_ms: 1_000,
@@ -647,6 +648,49 @@ mod tests {
         assert!(state.map().is_up(OsdId(0)));
         let down_epoch = &state.history[state.history.len() - 2];
         assert_eq!(down_epoch.changes, vec![MapChange::OsdDown { osd: OsdId(0) }]);
+    }
+
+    #[test]
+    fn a_pool_can_have_a_rule_of_its_own_by_failure_domain_and_class() {
+        use proto::message::NewRule;
+        let mut state = genesis();
+        let command = |command| LogEntry::Command {
+            origin: admin(),
+            id: None,
+            command,
+            issued: None,
+            at_ms: 1_000,
+        };
+        let create = |name: &str, rule: Option<&str>, failure_domain: &str| Command::PoolCreate {
+            name: name.into(),
+            spec: PoolSpec::Erasure { k: 4, m: 2, min_size: None },
+            pg_num: Some(8),
+            rule: rule.map(str::to_owned),
+            new_rule: Some(NewRule { failure_domain: failure_domain.into(), class: None }),
+        };
+        state.apply(&command(create("ec", None, "osd"))).unwrap();
+        let map = state.map();
+        let rule = map.crush().rule_by_name("ec").expect("a rule named after the pool");
+        assert_eq!(map.pool_by_name("ec").unwrap().rule, rule.id);
+        let osd_type = map.crush().type_id("osd").unwrap();
+        assert!(
+            rule.steps.iter().any(
+                |s| matches!(s, placement::Step::Choose { type_id, .. } if *type_id == osd_type)
+            ),
+            "{:?}",
+            rule.steps
+        );
+        // Bad input changes nothing and says why.
+        let epoch = state.map().epoch();
+        for (bad, why) in [
+            (create("ec2", Some("ec"), "osd"), "not both"),
+            (create("ec", None, "osd"), "exists"),
+            (create("ec3", None, "galaxy"), "galaxy"),
+        ] {
+            let e = state.apply(&command(bad)).unwrap_err();
+            assert!(e.message.contains(why), "{e:?}");
+        }
+        assert_eq!(state.map().epoch(), epoch);
     }
 
     #[test]

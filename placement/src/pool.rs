@@ -115,10 +115,12 @@ impl ErasureProfile {
         let bad =
             |reason: String| MapError::invalid(format!("erasure-code profile '{name}'"), reason);
         check_k_m(self.k, self.m).map_err(bad)?;
+        // The OSDs' stripe planner takes chunks up to 1 MiB (a stripe is read and
+        // rewritten whole); a profile it could not serve is refused here.
         let unit = self.stripe_unit_bytes;
-        if !unit.is_power_of_two() || !(512..=1 << 24).contains(&unit) {
+        if !unit.is_power_of_two() || !(512..=1 << 20).contains(&unit) {
             return Err(bad(format!(
-                "stripe_unit_bytes {unit} is not a power of two in 512..=16 MiB"
+                "stripe_unit_bytes {unit} is not a power of two in 512..=1 MiB"
             )));
         }
         Ok(())
@@ -133,4 +135,21 @@ fn check_k_m(k: u8, m: u8) -> Result<(), String> {
         return Err(format!("k+m = {} is above {SHARDS_MAX}", usize::from(k) + usize::from(m)));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_profile_takes_only_stripe_units_the_osds_can_serve() {
+        let profile = |unit| ErasureProfile { k: 2, m: 1, stripe_unit_bytes: unit };
+        for good in [512, 4096, 1 << 20] {
+            profile(good).validate("p").unwrap();
+        }
+        for bad in [0, 100, 3000, 2 << 20, 1 << 24] {
+            let e = profile(bad).validate("p").unwrap_err();
+            assert!(e.to_string().contains("stripe_unit_bytes"), "{e}");
+        }
+    }
 }

@@ -226,6 +226,15 @@ pub enum PoolSpec {
     Erasure { k: u8, m: u8, min_size: Option<u8> },
 }
 
+/// A rule made for one pool (as Ceph makes one from an erasure-code profile's
+/// crush-failure-domain and crush-device-class): copies or shards on distinct
+/// `failure_domain`s under the default root, on OSDs of `class` if given.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewRule {
+    pub failure_domain: String,
+    pub class: Option<String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PoolField {
     Size(u8),
@@ -254,12 +263,14 @@ pub fn new_request_id() -> RequestId {
 /// two commands that race are decided in log order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Command {
-    /// A pool; `pg_num` defaults to what the autoscaler picks, `rule` to the default rule.
+    /// A pool; `pg_num` defaults to what the autoscaler picks, `rule` to the default rule,
+    /// unless `new_rule` asks for a rule of the pool's own, named after it.
     PoolCreate {
         name: String,
         spec: PoolSpec,
         pg_num: Option<u32>,
         rule: Option<String>,
+        new_rule: Option<NewRule>,
     },
     PoolDelete {
         name: String,

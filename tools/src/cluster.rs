@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use client::{ClientConfig, MonClient};
 use placement::{MapFlag, OsdMap, PoolKind, RuleKind};
-use proto::message::{PoolField, PoolSpec, Severity, StatusReport};
+use proto::message::{NewRule, PoolField, PoolSpec, Severity, StatusReport};
 use proto::{Command, CommandOutput, EntityName};
 
 use crate::Format;
@@ -168,6 +168,13 @@ pub enum PoolCommand {
         pg_num: Option<u32>,
         #[arg(long)]
         rule: Option<String>,
+        /// A rule of the pool's own (named after it) with copies or shards on distinct
+        /// buckets of this type (default host when --class is given).
+        #[arg(long, conflicts_with = "rule")]
+        failure_domain: Option<String>,
+        /// A rule of the pool's own on OSDs of this device class only.
+        #[arg(long, conflicts_with = "rule")]
+        class: Option<String>,
     },
     /// Delete a pool and everything in it.
     Delete {
@@ -555,7 +562,18 @@ pub async fn pool(connect: &Connect, command: PoolCommand) -> Result<()> {
             return Ok(());
         }
         PoolCommand::Df => return crate::pg::pool_df_command(connect).await,
-        PoolCommand::Create { name, kind, size, min_size, k, m, pg_num, rule } => {
+        PoolCommand::Create {
+            name,
+            kind,
+            size,
+            min_size,
+            k,
+            m,
+            pg_num,
+            rule,
+            failure_domain,
+            class,
+        } => {
             let spec = match (kind, size, k, m) {
                 (PoolType::Replicated, size, None, None) => {
                     PoolSpec::Replicated { size: size.unwrap_or(3), min_size }
@@ -566,7 +584,11 @@ pub async fn pool(connect: &Connect, command: PoolCommand) -> Result<()> {
                     bail!("an erasure pool needs --k and --m (and no --size)")
                 }
             };
-            Command::PoolCreate { name, spec, pg_num, rule }
+            let new_rule = (failure_domain.is_some() || class.is_some()).then(|| NewRule {
+                failure_domain: failure_domain.unwrap_or_else(|| "host".to_owned()),
+                class,
+            });
+            Command::PoolCreate { name, spec, pg_num, rule, new_rule }
         }
         PoolCommand::Delete { name, yes_i_really_mean_it } => {
             if !yes_i_really_mean_it {

@@ -1388,7 +1388,12 @@ fn ec_round_trip(k: usize, m: usize) {
     let mut osds = Osds::create(&c, total);
     wait_up(&c, total as u64);
     let (ks, ms) = (k.to_string(), m.to_string());
-    c.ok(&["pool", "create", "ec", "erasure", "--k", &ks, "--m", &ms, "--pg-num", "4"]);
+    let mut create = vec!["pool", "create", "ec", "erasure", "--k", &ks, "--m", &ms];
+    create.extend(["--pg-num", "4", "--failure-domain", "host"]);
+    c.ok(&create);
+    let rules = c.ok(&["rule", "ls"]);
+    let own = rules.lines().find(|l| l.split_whitespace().nth(1) == Some("ec"));
+    assert!(own.is_some_and(|l| l.contains("erasure")), "the pool's own rule: {rules}");
     wait_clean(&c, 4);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let config = client::ClientConfig::load(&c.config()).unwrap();

@@ -317,6 +317,7 @@ fn map_growth() -> Vec<Command> {
             spec: PoolSpec::Replicated { size: 3, min_size: None },
             pg_num: Some(PGS_PER_POOL),
             rule: None,
+            new_rule: None,
         });
     }
     commands
