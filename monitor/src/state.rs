@@ -528,6 +528,11 @@ mod tests {
         EntityName::client("admin").unwrap()
     }
 
+    /// `command` from the admin, as the log holds it.
+    fn command(command: Command) -> LogEntry {
+        LogEntry::Command { origin: admin(), id: None, command, issued: None, at_ms: 1_000 }
+    }
+
     fn genesis() -> ClusterState {
         let readonly = EntityName::client("viewer").unwrap();
         Genesis {
@@ -654,13 +659,6 @@ mod tests {
     fn a_pool_can_have_a_rule_of_its_own_by_failure_domain_and_class() {
         use proto::message::NewRule;
         let mut state = genesis();
-        let command = |command| LogEntry::Command {
-            origin: admin(),
-            id: None,
-            command,
-            issued: None,
-            at_ms: 1_000,
-        };
         let create = |name: &str, rule: Option<&str>, failure_domain: &str| Command::PoolCreate {
             name: name.into(),
             spec: PoolSpec::Erasure { k: 4, m: 2, min_size: None },
@@ -696,13 +694,6 @@ mod tests {
     #[test]
     fn pg_temp_requests_apply_only_from_the_primary_and_with_up_osds() {
         let mut state = genesis();
-        let command = |command| LogEntry::Command {
-            origin: admin(),
-            id: None,
-            command,
-            issued: None,
-            at_ms: 1_000,
-        };
         let osd = |event| LogEntry::Osd { origin: EntityName::mon("a").unwrap(), event, at_ms: 2 };
         for id in 0..5 {
             state.apply(&command(Command::OsdCreate { id: Some(id) })).unwrap();
