@@ -82,6 +82,21 @@ pub fn plan(
             vec![MapChange::RuleCreate { name: name.clone(), kind: *kind, steps }]
         }
         Command::RuleRemove { name } => vec![MapChange::RuleRemove { rule: rule_id(crush, name)? }],
+        Command::ProfileSet { name, profile } => match map.contents().erasure_profiles.get(name) {
+            Some(existing) if existing == profile => Vec::new(),
+            Some(existing) => {
+                return Err(RemoteError::new(
+                    ErrorCode::AlreadyExists,
+                    format!(
+                        "erasure-code profile '{name}' exists with k={} m={}; its pools keep \
+                         it, so remove it (no pool may use it) and set it again",
+                        existing.k, existing.m
+                    ),
+                ));
+            }
+            None => vec![MapChange::ProfileSet { name: name.clone(), profile: profile.clone() }],
+        },
+        Command::ProfileRemove { name } => vec![MapChange::ProfileRemove { name: name.clone() }],
         Command::CrushAddBucket { name, type_name, parent } => {
             let parent = parent.as_deref().map(|p| bucket_id(crush, p)).transpose()?;
             vec![MapChange::CrushAddBucket {
@@ -166,6 +181,8 @@ fn pool_create(
 ) -> Result<Vec<MapChange>, RemoteError> {
     let crush = map.crush();
     let mut changes = Vec::new();
+    // A profile with a failure domain or class gives its pools a rule of their own.
+    let mut from_profile: Option<NewRule> = None;
     let (kind, rule_kind) = match spec {
         PoolSpec::Replicated { size, min_size } => {
             let min_size = min_size.unwrap_or_else(|| default_min_size(*size, None));
@@ -174,15 +191,32 @@ fn pool_create(
         PoolSpec::Erasure { k, m, min_size } => {
             let profile = format!("k{k}m{m}");
             if !map.contents().erasure_profiles.contains_key(&profile) {
-                let value =
-                    ErasureProfile { k: *k, m: *m, stripe_unit_bytes: STRIPE_UNIT_BYTES_DEFAULT };
+                let value = ErasureProfile::new(*k, *m, STRIPE_UNIT_BYTES_DEFAULT);
                 changes.push(MapChange::ProfileSet { name: profile.clone(), profile: value });
             }
             let min_size =
                 min_size.unwrap_or_else(|| default_min_size(k.saturating_add(*m), Some(*k)));
             (PoolKind::Erasure { profile, k: *k, m: *m, min_size }, RuleKind::Erasure)
         }
+        PoolSpec::ErasureProfile { profile: name, min_size } => {
+            let profile = map
+                .contents()
+                .erasure_profiles
+                .get(name)
+                .ok_or_else(|| not_found(format!("no erasure-code profile '{name}'")))?;
+            let (k, m) = (profile.k, profile.m);
+            let min_size =
+                min_size.unwrap_or_else(|| default_min_size(k.saturating_add(m), Some(k)));
+            if rule.is_none() && (profile.failure_domain.is_some() || profile.class.is_some()) {
+                from_profile = Some(NewRule {
+                    failure_domain: profile.failure_domain.clone().unwrap_or_else(|| "host".into()),
+                    class: profile.class.clone(),
+                });
+            }
+            (PoolKind::Erasure { profile: name.clone(), k, m, min_size }, RuleKind::Erasure)
+        }
     };
+    let new_rule = new_rule.or(from_profile.as_ref());
     let default_rule = match rule_kind {
         RuleKind::Replicated => DEFAULT_REPLICATED_RULE,
         RuleKind::Erasure => DEFAULT_ERASURE_RULE,

@@ -362,6 +362,10 @@ impl ClusterState {
             }
             _ => {
                 let changes = command::plan(&self.map, &self.settings, command)?;
+                if changes.is_empty() {
+                    // Already so (a profile set again as it is): no new epoch.
+                    return Ok(CommandOutput::Epoch(self.map.epoch()));
+                }
                 Ok(CommandOutput::Epoch(self.commit(changes)?))
             }
         }
@@ -689,6 +693,49 @@ mod tests {
             assert!(e.message.contains(why), "{e:?}");
         }
         assert_eq!(state.map().epoch(), epoch);
+    }
+
+    #[test]
+    fn named_erasure_code_profiles_make_pools_with_their_failure_domain() {
+        let mut state = genesis();
+        let mut profile = placement::ErasureProfile::new(4, 2, 8192);
+        profile.failure_domain = Some("osd".into());
+        let set = |profile: &placement::ErasureProfile| Command::ProfileSet {
+            name: "wide".into(),
+            profile: profile.clone(),
+        };
+        state.apply(&command(set(&profile))).unwrap();
+        let epoch = state.map().epoch();
+        state.apply(&command(set(&profile))).unwrap();
+        assert_eq!(state.map().epoch(), epoch, "setting the same profile again changes nothing");
+        let other = placement::ErasureProfile::new(2, 1, 8192);
+        let e = state.apply(&command(set(&other))).unwrap_err();
+        assert_eq!(e.code, ErrorCode::AlreadyExists, "{e:?}");
+        let create = |profile: &str| Command::PoolCreate {
+            name: "archive".into(),
+            spec: PoolSpec::ErasureProfile { profile: profile.into(), min_size: None },
+            pg_num: Some(8),
+            rule: None,
+            new_rule: None,
+        };
+        let e = state.apply(&command(create("nope"))).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotFound, "{e:?}");
+        state.apply(&command(create("wide"))).unwrap();
+        let map = state.map();
+        let pool = map.pool_by_name("archive").unwrap();
+        assert!(
+            matches!(&pool.kind, placement::PoolKind::Erasure { profile, k: 4, m: 2, min_size: 5 } if profile == "wide")
+        );
+        let rule = map.crush().rule_by_name("archive").expect("the profile's rule");
+        assert_eq!(pool.rule, rule.id);
+        let osd_type = map.crush().type_id("osd").unwrap();
+        assert!(
+            rule.steps.iter().any(
+                |s| matches!(s, placement::Step::Choose { type_id, .. } if *type_id == osd_type)
+            )
+        );
+        let e = state.apply(&command(Command::ProfileRemove { name: "wide".into() })).unwrap_err();
+        assert!(e.message.contains("archive"), "a profile in use stays: {e:?}");
     }
 
     #[test]

@@ -645,11 +645,8 @@ fn build_profiles(desc: &Description) -> Result<BTreeMap<String, ErasureProfile>
     let mut profiles = BTreeMap::new();
     for p in &desc.profiles {
         let at = format!("profile '{}'", p.name);
-        let profile = ErasureProfile {
-            k: p.k,
-            m: p.m,
-            stripe_unit_bytes: p.stripe_unit_bytes.unwrap_or(STRIPE_UNIT_BYTES_DEFAULT),
-        };
+        let unit = p.stripe_unit_bytes.unwrap_or(STRIPE_UNIT_BYTES_DEFAULT);
+        let profile = ErasureProfile::new(p.k, p.m, unit);
         profile.validate(&p.name).map_err(in_map(&at))?;
         if profiles.insert(p.name.clone(), profile).is_some() {
             return Err(entry(at, "defined twice"));
@@ -787,8 +784,7 @@ fn pool_kind(
                 }
                 (None, Some(k), Some(m)) => {
                     let name = format!("k{k}m{m}");
-                    let profile =
-                        ErasureProfile { k, m, stripe_unit_bytes: STRIPE_UNIT_BYTES_DEFAULT };
+                    let profile = ErasureProfile::new(k, m, STRIPE_UNIT_BYTES_DEFAULT);
                     profile.validate(&name).map_err(in_map(at))?;
                     let existing = contents.erasure_profiles.entry(name.clone()).or_insert(profile);
                     if (existing.k, existing.m) != (k, m) {

@@ -107,14 +107,31 @@ pub struct ErasureProfile {
     pub m: u8,
     /// Bytes of each data chunk in a stripe.
     pub stripe_unit_bytes: u32,
+    /// Pools created from the profile get a rule of their own placing shards on distinct
+    /// buckets of this type (Ceph's crush-failure-domain), on OSDs of `class` if given
+    /// (crush-device-class); with neither, the default erasure rule.
+    #[serde(default)]
+    pub failure_domain: Option<String>,
+    #[serde(default)]
+    pub class: Option<String>,
 }
 
 impl ErasureProfile {
+    /// A profile for the default rule.
+    pub fn new(k: u8, m: u8, stripe_unit_bytes: u32) -> ErasureProfile {
+        ErasureProfile { k, m, stripe_unit_bytes, failure_domain: None, class: None }
+    }
+
     pub fn validate(&self, name: &str) -> Result<(), MapError> {
         crate::crush::map::check_name("erasure-code profile", name)?;
         let bad =
             |reason: String| MapError::invalid(format!("erasure-code profile '{name}'"), reason);
         check_k_m(self.k, self.m).map_err(bad)?;
+        for (what, value) in [("failure domain", &self.failure_domain), ("class", &self.class)] {
+            if let Some(value) = value {
+                crate::crush::map::check_name(what, value)?;
+            }
+        }
         // The OSDs' stripe planner takes chunks up to 1 MiB (a stripe is read and
         // rewritten whole); a profile it could not serve is refused here.
         let unit = self.stripe_unit_bytes;
@@ -143,7 +160,7 @@ mod tests {
 
     #[test]
     fn a_profile_takes_only_stripe_units_the_osds_can_serve() {
-        let profile = |unit| ErasureProfile { k: 2, m: 1, stripe_unit_bytes: unit };
+        let profile = |unit| ErasureProfile::new(2, 1, unit);
         for good in [512, 4096, 1 << 20] {
             profile(good).validate("p").unwrap();
         }

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use placement::{Epoch, MapFlag, PgId, RuleKind, Version};
+use placement::{Epoch, ErasureProfile, MapFlag, PgId, RuleKind, Version};
 use serde::{Deserialize, Serialize};
 
 use crate::entity::EntityName;
@@ -222,8 +222,20 @@ pub struct MapBundle {
 /// Where a replicated or erasure-coded pool keeps its data.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PoolSpec {
-    Replicated { size: u8, min_size: Option<u8> },
-    Erasure { k: u8, m: u8, min_size: Option<u8> },
+    Replicated {
+        size: u8,
+        min_size: Option<u8>,
+    },
+    Erasure {
+        k: u8,
+        m: u8,
+        min_size: Option<u8>,
+    },
+    /// From a named erasure-code profile, with its failure domain and class.
+    ErasureProfile {
+        profile: String,
+        min_size: Option<u8>,
+    },
 }
 
 /// A rule made for one pool (as Ceph makes one from an erasure-code profile's
@@ -288,6 +300,16 @@ pub enum Command {
         class: Option<String>,
     },
     RuleRemove {
+        name: String,
+    },
+    /// A named erasure-code profile (`ceph osd erasure-code-profile set`): setting one
+    /// that exists with other values is refused, since its pools keep theirs.
+    ProfileSet {
+        name: String,
+        profile: ErasureProfile,
+    },
+    /// Remove a profile no pool uses.
+    ProfileRemove {
         name: String,
     },
     CrushAddBucket {

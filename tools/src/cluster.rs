@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use client::{ClientConfig, MonClient};
-use placement::{MapFlag, OsdMap, PoolKind, RuleKind};
+use placement::pool::STRIPE_UNIT_BYTES_DEFAULT;
+use placement::{ErasureProfile, MapFlag, OsdMap, PoolKind, RuleKind};
 use proto::message::{NewRule, PoolField, PoolSpec, Severity, StatusReport};
 use proto::{Command, CommandOutput, EntityName};
 
@@ -116,6 +117,11 @@ pub enum OsdCommand {
     Set { flag: MapFlag },
     /// Clear a cluster flag.
     Unset { flag: MapFlag },
+    /// Named erasure-code profiles: set, ls, get, rm.
+    ErasureCodeProfile {
+        #[command(subcommand)]
+        command: ProfileCommand,
+    },
     /// Place an OSD in CRUSH: `cairn osd crush-set 3 1.0 root=default host=node1`.
     CrushSet {
         osd: u32,
@@ -125,6 +131,34 @@ pub enum OsdCommand {
         #[arg(long)]
         class: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+pub enum ProfileCommand {
+    /// A profile erasure-coded pools can be created from (`pool create P erasure
+    /// --profile NAME`).
+    Set {
+        name: String,
+        #[arg(long)]
+        k: u8,
+        #[arg(long)]
+        m: u8,
+        /// Bytes of each data chunk of a stripe: a power of two, 512 to 1 MiB.
+        #[arg(long, default_value_t = STRIPE_UNIT_BYTES_DEFAULT)]
+        stripe_unit: u32,
+        /// Its pools get a rule of their own with shards on distinct buckets of this type.
+        #[arg(long)]
+        failure_domain: Option<String>,
+        /// Its pools get a rule of their own on OSDs of this device class.
+        #[arg(long)]
+        class: Option<String>,
+    },
+    /// The profiles with their settings.
+    Ls,
+    /// One profile's settings.
+    Get { name: String },
+    /// Remove a profile no pool uses.
+    Rm { name: String },
 }
 
 #[derive(Subcommand)]
@@ -163,6 +197,9 @@ pub enum PoolCommand {
         k: Option<u8>,
         #[arg(long)]
         m: Option<u8>,
+        /// An erasure pool from a named profile (`osd erasure-code-profile set`).
+        #[arg(long, conflicts_with_all = ["k", "m", "size"])]
+        profile: Option<String>,
         /// Default: sized from the OSDs under the rule.
         #[arg(long)]
         pg_num: Option<u32>,
@@ -480,6 +517,46 @@ pub async fn osd(connect: &Connect, command: OsdCommand) -> Result<()> {
         OsdCommand::SetClass { osd, class } => Command::OsdSetClass { osd, class },
         OsdCommand::Set { flag } => Command::SetFlag { flag },
         OsdCommand::Unset { flag } => Command::ClearFlag { flag },
+        OsdCommand::ErasureCodeProfile { command } => match command {
+            ProfileCommand::Set { name, k, m, stripe_unit, failure_domain, class } => {
+                let mut profile = ErasureProfile::new(k, m, stripe_unit);
+                (profile.failure_domain, profile.class) = (failure_domain, class);
+                Command::ProfileSet { name, profile }
+            }
+            ProfileCommand::Rm { name } => Command::ProfileRemove { name },
+            ProfileCommand::Ls | ProfileCommand::Get { .. } => {
+                let map = connect.client()?.map().await?;
+                let profiles = &map.contents().erasure_profiles;
+                let shown: Vec<(&String, &ErasureProfile)> = match &command {
+                    ProfileCommand::Get { name } => {
+                        let profile = profiles
+                            .get(name)
+                            .with_context(|| format!("no erasure-code profile '{name}'"))?;
+                        vec![(name, profile)]
+                    }
+                    _ => profiles.iter().collect(),
+                };
+                match connect.format {
+                    Format::Json => print_json(&shown.into_iter().collect::<BTreeMap<_, _>>())?,
+                    Format::Plain => {
+                        for (name, p) in shown {
+                            let mut line = format!(
+                                "{name}: k={} m={} stripe_unit={}",
+                                p.k, p.m, p.stripe_unit_bytes
+                            );
+                            if let Some(fd) = &p.failure_domain {
+                                line += &format!(" failure_domain={fd}");
+                            }
+                            if let Some(class) = &p.class {
+                                line += &format!(" class={class}");
+                            }
+                            println!("{line}");
+                        }
+                    }
+                }
+                return Ok(());
+            }
+        },
         OsdCommand::CrushSet { osd, weight, location, class } => {
             let mut pairs = BTreeMap::new();
             for pair in location {
@@ -569,19 +646,25 @@ pub async fn pool(connect: &Connect, command: PoolCommand) -> Result<()> {
             min_size,
             k,
             m,
+            profile,
             pg_num,
             rule,
             failure_domain,
             class,
         } => {
-            let spec = match (kind, size, k, m) {
-                (PoolType::Replicated, size, None, None) => {
+            let spec = match (kind, size, k, m, profile) {
+                (PoolType::Replicated, size, None, None, None) => {
                     PoolSpec::Replicated { size: size.unwrap_or(3), min_size }
                 }
-                (PoolType::Erasure, None, Some(k), Some(m)) => PoolSpec::Erasure { k, m, min_size },
-                (PoolType::Replicated, _, _, _) => bail!("--k and --m are for erasure pools"),
-                (PoolType::Erasure, _, _, _) => {
-                    bail!("an erasure pool needs --k and --m (and no --size)")
+                (PoolType::Erasure, None, Some(k), Some(m), None) => {
+                    PoolSpec::Erasure { k, m, min_size }
+                }
+                (PoolType::Erasure, None, None, None, Some(profile)) => {
+                    PoolSpec::ErasureProfile { profile, min_size }
+                }
+                (PoolType::Replicated, ..) => bail!("--k, --m and --profile are for erasure pools"),
+                (PoolType::Erasure, ..) => {
+                    bail!("an erasure pool needs --k and --m, or --profile (and no --size)")
                 }
             };
             let new_rule = (failure_domain.is_some() || class.is_some()).then(|| NewRule {

@@ -1591,7 +1591,14 @@ fn a_rotten_erasure_coded_shard_is_read_around_found_by_deep_scrub_and_rebuilt()
     let c = Cluster::start(3);
     let mut osds = Osds::create(&c, 3);
     wait_up(&c, 3);
-    c.ok(&["pool", "create", "ec", "erasure", "--k", "2", "--m", "1", "--pg-num", "1"]);
+    // The pool comes from a named profile.
+    let set = ["osd", "erasure-code-profile", "set", "p21", "--k", "2", "--m", "1"];
+    c.ok(&set);
+    let listed = c.ok(&["osd", "erasure-code-profile", "ls"]);
+    assert!(listed.contains("p21: k=2 m=1 stripe_unit=4096"), "{listed}");
+    let refused = c.fails(&["osd", "erasure-code-profile", "set", "p21", "--k", "4", "--m", "2"]);
+    assert!(refused.contains("exists"), "{refused}");
+    c.ok(&["pool", "create", "ec", "erasure", "--profile", "p21", "--pg-num", "1"]);
     let work = c.dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     // Shards of 151,552 bytes (block-file chunks) and of 8,192 (engine-held data).
