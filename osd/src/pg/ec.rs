@@ -53,6 +53,9 @@ struct Sim<'a> {
     stripes: BTreeMap<u64, Vec<u8>>,
     meta: Vec<RepOp>,
     removed: bool,
+    /// Whether the stripes' bytes are kept; without, only which old bytes the ops need
+    /// is worked out (`reads`), and each stripe is an empty placeholder.
+    bytes: bool,
 }
 
 impl<'a> Sim<'a> {
@@ -70,7 +73,7 @@ impl<'a> Sim<'a> {
     ) -> Result<&mut Vec<u8>, EcError> {
         if !self.stripes.contains_key(&index) {
             let width = self.width();
-            let mut bytes = vec![0u8; width as usize];
+            let mut bytes = if self.bytes { vec![0u8; width as usize] } else { Vec::new() };
             let start = index * width;
             let old_end = (start + width).min(self.before.size).min(self.floor);
             if !whole && start < old_end {
@@ -81,7 +84,9 @@ impl<'a> Sim<'a> {
                         other: old.len(),
                     });
                 }
-                bytes[..old.len()].copy_from_slice(&old);
+                if self.bytes {
+                    bytes[..old.len()].copy_from_slice(&old);
+                }
             }
             self.stripes.insert(index, bytes);
         }
@@ -102,8 +107,11 @@ impl<'a> Sim<'a> {
             let start = index * width;
             let end = (start + width).min(range.end);
             let whole = at == start && end == start + width;
+            let keep = self.bytes;
             let stripe = self.stripe(index, whole, load)?;
-            f(&mut stripe[(at - start) as usize..(end - start) as usize], at..end);
+            if keep {
+                f(&mut stripe[(at - start) as usize..(end - start) as usize], at..end);
+            }
             at = end;
         }
         Ok(())
@@ -120,7 +128,11 @@ impl<'a> Sim<'a> {
             self.stripes.retain(|&index, _| index * width < size);
             if !size.is_multiple_of(width) {
                 let within = (size % width) as usize;
-                self.stripe(size / width, false, load)?[within..].fill(0);
+                let keep = self.bytes;
+                let stripe = self.stripe(size / width, false, load)?;
+                if keep {
+                    stripe[within..].fill(0);
+                }
             }
         }
         self.now.size = size;
@@ -194,6 +206,7 @@ fn simulate<'a>(
     before: Logical,
     ops: &[RepOp],
     data: &[u8],
+    bytes: bool,
     load: &mut dyn FnMut(Range<u64>) -> Result<Vec<u8>, EcError>,
 ) -> Result<Sim<'a>, EcError> {
     let floor = if before.exists { before.size } else { 0 };
@@ -206,6 +219,7 @@ fn simulate<'a>(
         stripes: BTreeMap::new(),
         meta: Vec::new(),
         removed: false,
+        bytes,
     };
     sim.run(ops, data, load)?;
     Ok(sim)
@@ -219,7 +233,7 @@ pub fn reads(
     data: &[u8],
 ) -> Result<Vec<Range<u64>>, EcError> {
     let mut wanted = Vec::new();
-    simulate(layout, before, ops, data, &mut |range| {
+    simulate(layout, before, ops, data, false, &mut |range| {
         let len = (range.end - range.start) as usize;
         wanted.push(range);
         Ok(vec![0; len])
@@ -237,7 +251,7 @@ pub fn translate(
     old: Vec<Vec<u8>>,
 ) -> Result<EcWrite, EcError> {
     let mut old = old.into_iter();
-    let sim = simulate(layout, before, ops, data, &mut |_| old.next().ok_or(EcError::Range))?;
+    let sim = simulate(layout, before, ops, data, true, &mut |_| old.next().ok_or(EcError::Range))?;
     if old.next().is_some() {
         return Err(EcError::Range);
     }
