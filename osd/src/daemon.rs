@@ -108,18 +108,6 @@ impl OsdConfig {
     }
 }
 
-/// The collection shard `osd` serves `pg` from: its position in an erasure-coded PG's
-/// acting set (else up set), `NO_SHARD` for a replicated pool or no position.
-fn shard_in(map: &OsdMap, pg: PgId, osd: OsdId) -> u8 {
-    let erasure = map.pool(pg.pool).is_some_and(|p| p.is_erasure());
-    let at = |set: &placement::OsdSet| set.iter().position(|o| o == Some(osd));
-    map.pg_mapping(pg)
-        .ok()
-        .filter(|_| erasure)
-        .and_then(|m| at(&m.acting).or_else(|| at(&m.up)))
-        .map_or(objectstore::NO_SHARD, |p| p as u8)
-}
-
 pub struct Osd {
     shared: Arc<Shared>,
     pgs: Mutex<HashMap<PgId, mpsc::Sender<Event>>>,
@@ -160,20 +148,18 @@ impl Osd {
         }
     }
 
-    /// The task of a PG, started if this OSD has none for it yet.
+    /// The task of a PG, started if this OSD has none for it yet (an erasure-coded PG
+    /// moves to its shard's collection with its first map).
     fn pg(&self, pg: PgId, map: &Arc<OsdMap>) -> mpsc::Sender<Event> {
-        self.pg_from(pg, None, map)
+        self.pg_from(pg, objectstore::NO_SHARD, map)
     }
 
     /// The task of a PG, started from the collection of `shard` (found on disk) if this
-    /// OSD has none yet; else from the shard its position in the map says.
-    fn pg_from(&self, pg: PgId, shard: Option<u8>, map: &Arc<OsdMap>) -> mpsc::Sender<Event> {
+    /// OSD has none yet.
+    fn pg_from(&self, pg: PgId, shard: u8, map: &Arc<OsdMap>) -> mpsc::Sender<Event> {
         let mut pgs = self.pgs.lock().expect("pgs lock");
         pgs.entry(pg)
-            .or_insert_with(|| {
-                let shard = shard.unwrap_or_else(|| shard_in(map, pg, OsdId(self.shared.me)));
-                Pg::spawn(pg, shard, self.shared.clone(), map.clone())
-            })
+            .or_insert_with(|| Pg::spawn(pg, shard, self.shared.clone(), map.clone()))
             .clone()
     }
 
@@ -650,7 +636,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     osd.set_map(&map_tx, first.clone());
     for c in osd.shared.store.collections()? {
         if first.pool(c.pg.pool).is_some_and(|p| c.pg.seed < p.pg_num) {
-            osd.pg_from(c.pg, Some(c.shard), &first);
+            osd.pg_from(c.pg, c.shard, &first);
         }
     }
     osd.apply_map(&first).await;

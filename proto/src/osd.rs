@@ -442,9 +442,9 @@ pub enum PeerRequest {
     /// sizes and digests; `deep` reads every byte. Answered with `ScrubMap`.
     ScrubMap { after: Option<ObjectName>, until: Option<ObjectName>, deep: bool },
     /// Erasure coding: these byte ranges (offset, length) of the receiver's shard of
-    /// `object`, which must be at `version`. Answered with `ShardRead`, the bytes in the
-    /// bulk payload, the ranges in order.
-    ReadShard { object: ObjectName, version: Version, ranges: Vec<(u64, u64)> },
+    /// `object`, which must be shard `shard` and at `version`. Answered with `ShardRead`,
+    /// the bytes in the bulk payload, the ranges in order.
+    ReadShard { object: ObjectName, shard: u8, version: Version, ranges: Vec<(u64, u64)> },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1625,11 +1625,21 @@ fn a_rotten_erasure_coded_shard_is_read_around_found_by_deep_scrub_and_rebuilt()
     }
     osds.start(rotten);
     wait_up(&c, 3);
-    wait_clean(&c, 1);
+    // Clean in a report of the map that has it back (an earlier one may still say clean),
+    // so that the reads below use its shard.
+    let back = c.status().unwrap()["epoch"].as_u64().unwrap();
+    wait_pg(&c, "the PG clean with the OSD back", |pg| {
+        pg["epoch"].as_u64().unwrap() >= back
+            && pg["state"] == serde_json::json!(["active", "clean"])
+    });
     for (name, data) in &objects[..2] {
         assert!(get_in(&c, &work, "ec", name) == *data, "{name} read around the rot");
     }
-    wait_clean(&c, 1);
+    // Both reads had their shard rebuilt (a report from before them may still say clean).
+    wait_pg(&c, "the read repairs", |pg| {
+        pg["recovered_objects"].as_u64().unwrap() >= 2
+            && pg["state"] == serde_json::json!(["active", "clean"])
+    });
     let primary_log = || std::fs::read_to_string(osds.dirs[primary].join("osd.log")).unwrap();
     let log = primary_log();
     for name in ["whole", "small"] {

@@ -525,7 +525,9 @@ impl Pg {
     /// removed (this OSD starts the new one empty and is backfilled); any k others
     /// still hold every object.
     fn switch_shard(&mut self, shard: u8) {
-        tracing::warn!(pg = %self.id, from = self.c.shard, to = shard, "shard position changed; starting the new shard empty");
+        if self.exists {
+            tracing::warn!(pg = %self.id, from = self.c.shard, to = shard, "shard position changed; starting the new shard empty");
+        }
         self.remove_collection();
         self.c = CollectionId { pg: self.id, shard };
         (self.exists, self.info, self.log) = load(self.shared.store.as_ref(), self.c);
@@ -1329,6 +1331,12 @@ impl Pg {
                     return;
                 }
             };
+            if self.ec.is_some() && self.in_flight.contains_key(&object) {
+                // An erasure-coded op on it is gathering or committing: its shards are
+                // rebuilt once it is done (`release` walks on), never from a version it
+                // is about to replace.
+                return;
+            }
             let theirs = self.bf.queue.remove(&key).map(|(_, v)| v).unwrap_or_default();
             let targets: Vec<u32> =
                 self.backfill.iter().copied().filter(|t| theirs.get(t) != ours.as_ref()).collect();
@@ -1357,13 +1365,13 @@ impl Pg {
                 if shared.space.backfillfull_among(&targets).is_some() {
                     return Ok(None);
                 }
-                if let Some((source, sources, targets)) = erasure {
-                    // The primary's own shard says which version (or none) the object has.
-                    let oid = object_id(&object);
-                    let meta = shared.store.stat(c, &oid).map_err(|e| e.to_string())?;
-                    let want = meta.map_or(Version::ZERO, |m| m.version);
+                // The primary's own shard says which version the object has; an object it
+                // lacks is removed from the targets below, as for copies.
+                let oid = object_id(&object);
+                let meta = shared.store.stat(c, &oid).map_err(|e| e.to_string())?;
+                if let (Some((source, sources, shard_targets)), Some(meta)) = (erasure, meta) {
                     let (bytes, full) = source
-                        .rebuild(&object, Some(want), &sources, &targets)
+                        .rebuild(&object, Some(meta.version), &sources, &shard_targets)
                         .await
                         .map_err(|e| format!("{e:?}"))?;
                     for osd in full {
@@ -1702,6 +1710,10 @@ impl Pg {
     }
 
     fn release(&mut self, object: &ObjectName) {
+        if self.ec.is_some() && self.bf.batch.is_some() && !self.in_flight.contains_key(object) {
+            // The walk may be waiting for this object (`walk`).
+            self.walk();
+        }
         if self.state != State::Active {
             // Peering again: held ops wait with the rest and are replayed on activation.
             if let Some(queue) = self.held.remove(object) {
@@ -1997,10 +2009,16 @@ impl Pg {
             }
         }
         match result {
+            Ok(_) if self.state != State::Active => {
+                // Peering again (a write failed to commit): the op waits to run anew.
+                self.waiting.push_back(pending.op);
+            }
             Ok((pieces, corrupt)) => {
                 // Read repair: a shard that failed its checksums is missing there (no
-                // read uses it) and is rebuilt from the others once this op is done.
+                // read uses it) and is rebuilt from the others; a read is answered now,
+                // a write waits for the rebuild and runs anew (its changes would race it).
                 let version = pending.executed.prior;
+                let retry = !corrupt.is_empty() && !pending.rep_ops.is_empty();
                 for shard in corrupt {
                     let osd = self.ec.as_ref().and_then(|e| e.acting.get(shard).copied().flatten());
                     let Some(osd) = osd else { continue };
@@ -2008,7 +2026,11 @@ impl Pg {
                     self.missing.entry(osd).or_default().insert(object.clone(), version);
                     self.shared.quarantined.fetch_add(1, Ordering::Relaxed);
                 }
-                self.ec_complete(pending, pieces);
+                if retry {
+                    self.held.entry(object.clone()).or_default().push_front(pending.op);
+                } else {
+                    self.ec_complete(pending, pieces);
+                }
             }
             Err(e) => {
                 let _ = pending.op.reply.send(Err(e));
@@ -2188,11 +2210,19 @@ impl Pg {
                         .map(|(s, b)| (Response::Peer(PeerResponse::Object(s)), b)),
                 );
             }
-            PeerRequest::ReadShard { object, version, ranges } => {
+            PeerRequest::ReadShard { object, shard, version, ranges } => {
                 let (store, c) = (self.shared.store.as_ref(), self.c);
-                let _ = reply.send(
+                let answer = if shard != c.shard {
+                    // This OSD's position changed: it holds another shard now.
+                    Err(err(
+                        ErrorCode::StaleEpoch,
+                        format!("osd.{} holds {c}, not shard {shard}", self.me()),
+                    ))
+                } else {
                     read_shard(store, c, &object, version, &ranges)
-                        .map(|b| (Response::Peer(PeerResponse::ShardRead), Bytes::from(b))),
+                };
+                let _ = reply.send(
+                    answer.map(|b| (Response::Peer(PeerResponse::ShardRead), Bytes::from(b))),
                 );
             }
             _ if interval != self.interval => {
@@ -2898,7 +2928,12 @@ impl ShardSource {
             pg: self.peers.pg,
             epoch: map.epoch(),
             interval: self.peers.interval,
-            request: PeerRequest::ReadShard { object: object.clone(), version, ranges },
+            request: PeerRequest::ReadShard {
+                object: object.clone(),
+                shard: shard as u8,
+                version,
+                ranges,
+            },
         };
         match self.shared.conns.call(osd, &addr, &request, &[], PEER_TIMEOUT).await {
             Ok((Response::Peer(PeerResponse::ShardRead), bulk)) => Ok(bulk.to_vec()),
@@ -3010,9 +3045,9 @@ impl ShardSource {
 
     /// Rebuilds `object`'s shards on `targets` (OSD, shard) from k of the shards
     /// `sources` (read whole and decoded), at `want` or newer, or at whatever version
-    /// they agree on (`None`); an object `want` says is gone (`Some(ZERO)`) is removed
-    /// from the targets. Returns the bytes written and the targets that said they are
-    /// now backfillfull.
+    /// they agree on (`None` or `ZERO`, as a repair of an unreadable copy asks); with no
+    /// version wanted, k sources without the object remove it from the targets. Returns
+    /// the bytes written and the targets that said they are now backfillfull.
     async fn rebuild(
         &self,
         object: &ObjectName,
@@ -3024,13 +3059,13 @@ impl ShardSource {
         use RecoveryError::{Failed, Unfound};
         let mut shards: Vec<Option<Vec<u8>>> = vec![None; layout.shards()];
         let mut state: Option<ObjectState> = None;
-        if want == Some(Version::ZERO) {
-            state =
-                Some(ObjectState { object: object.clone(), version: Version::ZERO, body: None });
-        }
+        // Sources that have no such object: with no version wanted (ZERO: whatever the
+        // shards hold), their agreement removes it from the targets.
+        let want = want.filter(|&w| w != Version::ZERO);
+        let mut absent = 0;
         let mut found = 0;
         for &shard in sources {
-            if found == layout.k() || state.as_ref().is_some_and(|s| s.body.is_none()) {
+            if found == layout.k() {
                 break;
             }
             let (got, bulk) = match self.pull(shard, object).await {
@@ -3045,15 +3080,27 @@ impl ShardSource {
                 (None, Some(w)) => got.version >= w,
                 (None, None) => true,
             };
-            if !agrees || got.body.is_none() {
+            if got.body.is_none() {
+                absent += 1;
+                continue;
+            }
+            if !agrees {
                 continue;
             }
             shards[shard] = Some(bulk.to_vec());
             state = Some(got);
             found += 1;
         }
-        let Some(state) = state else {
-            return Err(Unfound(format!("no shard of {object} at the version wanted answered")));
+        let state = match state {
+            Some(state) => state,
+            None if want.is_none() && absent >= layout.k() => {
+                ObjectState { object: object.clone(), version: Version::ZERO, body: None }
+            }
+            None => {
+                return Err(Unfound(format!(
+                    "no shard of {object} at the version wanted answered"
+                )));
+            }
         };
         if state.body.is_some() {
             if found < layout.k() {
