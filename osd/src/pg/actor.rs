@@ -1710,7 +1710,11 @@ impl Pg {
     }
 
     fn release(&mut self, object: &ObjectName) {
-        if self.ec.is_some() && self.bf.batch.is_some() && !self.in_flight.contains_key(object) {
+        if self.ec.is_some()
+            && self.state == State::Active
+            && self.bf.batch.is_some()
+            && !self.in_flight.contains_key(object)
+        {
             // The walk may be waiting for this object (`walk`).
             self.walk();
         }
