@@ -1623,6 +1623,10 @@ fn a_rotten_erasure_coded_shard_is_read_around_found_by_deep_scrub_and_rebuilt()
     for (name, offset) in [("whole", "70000"), ("small", "5000"), ("cold", "1000")] {
         c.ok(&["osd", "store-tool", "--data", &dir, "corrupt", &id, name, "--offset", offset]);
     }
+    // Marked down now, so that its return is an epoch of its own (a restart the monitors
+    // have not noticed is first marked down, then up, an epoch or two later).
+    c.ok(&["osd", "down", &rotten.to_string()]);
+    wait_up(&c, 2);
     osds.start(rotten);
     wait_up(&c, 3);
     // Clean in a report of the map that has it back (an earlier one may still say clean),

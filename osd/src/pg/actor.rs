@@ -548,6 +548,15 @@ impl Pg {
         self.primary == Some(self.me())
     }
 
+    /// Whether the acting set is not the up set (an override is in place): by position
+    /// for an erasure-coded PG, where the same OSDs in other places differ.
+    fn remapped(&self) -> bool {
+        match &self.ec {
+            Some(ec) => ec.acting != ec.up,
+            None => self.acting != self.up,
+        }
+    }
+
     fn handle(&mut self, event: Event) {
         match event {
             Event::Map(map) => self.new_map(map),
@@ -586,7 +595,7 @@ impl Pg {
                 }
                 if !self.backfill.is_empty() {
                     self.kick_backfill();
-                } else if self.bf.end && self.acting != self.up && self.state == State::Active {
+                } else if self.bf.end && self.remapped() && self.state == State::Active {
                     self.end_override();
                 }
             }
@@ -986,7 +995,7 @@ impl Pg {
             && self.degraded_objects() == 0
             && self.writers.len() >= self.size
             && self.backfill.is_empty()
-            && self.acting == self.up
+            && !self.remapped()
         {
             self.clean();
         }
@@ -1471,7 +1480,7 @@ impl Pg {
                 self.writers.push(osd);
             }
         }
-        if self.acting != self.up {
+        if self.remapped() {
             self.end_override();
         }
         self.kick_recovery();
@@ -1503,7 +1512,7 @@ impl Pg {
                 // taking writes serves reads only: peered, as Ceph says, not active.
                 let writable = self.ec.is_none() || self.writers.len() >= self.min_size;
                 let mut words = vec![if writable { "active" } else { "peered" }];
-                let remapped = self.acting != self.up;
+                let remapped = self.remapped();
                 let short = self.acting.len() < self.size;
                 let missing = self.degraded_objects() > 0;
                 let filling = self.backfill.iter().any(|o| self.acting.contains(o));
