@@ -537,6 +537,26 @@ mod tests {
         assert!(plan.backfill.is_empty() && plan.strays.is_empty());
     }
 
+    /// An erasure-coded 2+1 PG whose acting and up sets are `flat` (positions `set`).
+    fn ec_2_1<'a>(
+        me: u32,
+        flat: &'a [u32],
+        set: &'a [Option<u32>],
+        infos: &'a BTreeMap<u32, Option<PgInfo>>,
+        past_intervals: &'a [PastInterval],
+    ) -> Peering<'a> {
+        Peering {
+            me,
+            acting: flat,
+            up: flat,
+            min_size: 2,
+            size: 3,
+            erasure: Some(Erasure { k: 2, acting: set, up: set }),
+            infos,
+            past_intervals,
+        }
+    }
+
     #[test]
     fn an_erasure_coded_pg_keeps_shard_positions_and_a_complete_shard_leads() {
         // osd.7 replaced osd.0 at position 0 (the primary's) and holds nothing yet.
@@ -546,16 +566,7 @@ mod tests {
             (7, None),
         ]);
         let up = [Some(7), Some(1), Some(2)];
-        let p = Peering {
-            me: 7,
-            acting: &[7, 1, 2],
-            up: &[7, 1, 2],
-            min_size: 2,
-            size: 3,
-            erasure: Some(Erasure { k: 2, acting: &up, up: &up }),
-            infos: &infos,
-            past_intervals: &[],
-        };
+        let p = ec_2_1(7, &[7, 1, 2], &up, &infos, &[]);
         let Decision::Plan(plan) = decide_all_up(&p) else { panic!("no plan") };
         // Position 0 stays empty while osd.7 is rebuilt; osd.1 leads from position 1.
         assert_eq!(plan.want_acting, Some(vec![None, Some(1), Some(2)]));
@@ -596,16 +607,7 @@ mod tests {
             (7, info(5, (5, 10), (3, 1))),
         ]);
         let set = [Some(1), Some(2), Some(7)];
-        let p = Peering {
-            me: 1,
-            acting: &[1, 2, 7],
-            up: &[1, 2, 7],
-            min_size: 2,
-            size: 3,
-            erasure: Some(Erasure { k: 2, acting: &set, up: &set }),
-            infos: &infos,
-            past_intervals: &[],
-        };
+        let p = ec_2_1(1, &[1, 2, 7], &set, &infos, &[]);
         let Decision::Plan(plan) = decide_all_up(&p) else { panic!("no plan") };
         assert_eq!(plan.auth, 2, "the history two shards reach");
         assert!(plan.log_recovery.contains(&1) && plan.active, "{plan:?}");
@@ -626,16 +628,7 @@ mod tests {
         let infos = BTreeMap::from([(1, info(5, (5, 10), (3, 1))), (4, None)]);
         let past = [interval(6, 8, &[1, 2, 3], true)];
         let set = [Some(1), None, Some(4)];
-        let p = Peering {
-            me: 1,
-            acting: &[1, 4],
-            up: &[1, 4],
-            min_size: 2,
-            size: 3,
-            erasure: Some(Erasure { k: 2, acting: &set, up: &set }),
-            infos: &infos,
-            past_intervals: &past,
-        };
+        let p = ec_2_1(1, &[1, 4], &set, &infos, &past);
         let down = decide(&p, |o| o != 2 && o != 3);
         assert!(matches!(down, Decision::Down { .. }), "{down:?}");
         // A replicated PG needs one copy of the interval.
