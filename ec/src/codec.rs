@@ -149,6 +149,57 @@ impl Codec {
     }
 }
 
+/// What a parity check of one run of shards found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parity {
+    /// The parity shards are what the data shards encode to.
+    Consistent,
+    /// Every shard but this one agrees: it is the bad one.
+    Bad(usize),
+    /// The shards disagree and no single shard explains it (with m = 1 any one could).
+    Undecided,
+}
+
+impl Codec {
+    /// Checks k + m shards of one length (data then parity) against each other. On a
+    /// mismatch, each shard in turn is set aside and the others decoded: the shard whose
+    /// absence makes the rest agree is the bad one, if exactly one does (it takes m >= 2:
+    /// with m = 1, the other k shards always agree with themselves).
+    pub fn check(&self, shards: &[&[u8]]) -> Result<Parity, EcError> {
+        let (k, n) = (self.k, self.k + self.m);
+        if shards.len() != n {
+            return Err(EcError::ShardCount { got: shards.len(), want: n });
+        }
+        if self.encode(&shards[..k])?.iter().zip(&shards[k..]).all(|(p, s)| p[..] == s[..]) {
+            return Ok(Parity::Consistent);
+        }
+        let mut explains = Vec::new();
+        for aside in 0..n {
+            // Decode everything from the first k others, then compare the rest.
+            let mut used = 0;
+            let mut partial: Vec<Option<Vec<u8>>> = shards
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let take = i != aside && used < k;
+                    used += usize::from(take);
+                    take.then(|| s.to_vec())
+                })
+                .collect();
+            self.reconstruct(&mut partial)?;
+            let agree =
+                (0..n).filter(|&i| i != aside).all(|i| partial[i].as_deref() == Some(shards[i]));
+            if agree {
+                explains.push(aside);
+            }
+        }
+        Ok(match explains[..] {
+            [bad] => Parity::Bad(bad),
+            _ => Parity::Undecided,
+        })
+    }
+}
+
 fn codec_error(e: reed_solomon_simd::Error) -> EcError {
     EcError::Codec(e.to_string())
 }
@@ -210,6 +261,40 @@ mod tests {
         let part: Vec<&[u8]> = data.iter().map(|d| &d[64..128]).collect();
         let parity = codec.encode(&part).unwrap();
         assert!(parity[1][..] == whole[1][64..128]);
+    }
+
+    fn view(all: &[Vec<u8>]) -> Vec<&[u8]> {
+        all.iter().map(Vec::as_slice).collect()
+    }
+
+    #[test]
+    fn a_parity_check_finds_the_one_bad_shard_when_m_allows() {
+        for (k, m) in [(2, 2), (4, 2), (3, 3)] {
+            let codec = Codec::new(k, m).unwrap();
+            let data = shards(k, 256, 5);
+            let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+            let all: Vec<Vec<u8>> =
+                data.iter().cloned().chain(codec.encode(&refs).unwrap()).collect();
+            assert_eq!(codec.check(&view(&all)).unwrap(), Parity::Consistent);
+            for bad in 0..k + m {
+                let mut wrong = all.clone();
+                wrong[bad][100] ^= 0x5a;
+                assert_eq!(codec.check(&view(&wrong)).unwrap(), Parity::Bad(bad), "k={k} m={m}");
+            }
+        }
+        // With m = 1 a mismatch is found but any shard could be the bad one.
+        let codec = Codec::new(2, 1).unwrap();
+        let data = shards(2, 128, 9);
+        let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+        let mut all: Vec<Vec<u8>> =
+            data.iter().cloned().chain(codec.encode(&refs).unwrap()).collect();
+        assert_eq!(codec.check(&view(&all)).unwrap(), Parity::Consistent);
+        all[1][3] ^= 1;
+        assert_eq!(codec.check(&view(&all)).unwrap(), Parity::Undecided);
+        assert!(matches!(
+            codec.check(&view(&all)[..2]),
+            Err(EcError::ShardCount { got: 2, want: 3 })
+        ));
     }
 
     #[test]

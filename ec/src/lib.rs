@@ -5,7 +5,7 @@
 pub mod codec;
 pub mod stripe;
 
-pub use codec::Codec;
+pub use codec::{Codec, Parity};
 pub use stripe::{Layout, ReadPlan, WritePlan};
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

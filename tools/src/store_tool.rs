@@ -34,6 +34,16 @@ pub enum StoreToolCommand {
         #[arg(long)]
         offset: u64,
     },
+    /// Writes FILE's bytes over an object's at OFFSET, with fresh checksums and the
+    /// version left as it was: a copy that reads clean but holds other bytes (what a bug
+    /// or a mistaken hand leaves), which only a deep scrub's comparison finds.
+    SetBytes {
+        pg: PgId,
+        object: String,
+        #[arg(long)]
+        offset: u64,
+        file: PathBuf,
+    },
 }
 
 type Store = KvObjectStore<RocksEngine>;
@@ -188,6 +198,31 @@ pub fn run(dir: &Path, format: Format, command: StoreToolCommand) -> Result<()> 
             match format {
                 Format::Json => print_json(&serde_json::json!({ "corrupted": place }))?,
                 Format::Plain => println!("flipped byte {offset} of '{object}': {place}"),
+            }
+        }
+        StoreToolCommand::SetBytes { pg, object, offset, file } => {
+            let (c, oid) = existing(&store, pg, &object)?;
+            let data = std::fs::read(&file).with_context(|| format!("read {}", file.display()))?;
+            let size = store.stat(c, &oid)?.context("the object went away")?.size;
+            if offset.checked_add(data.len() as u64).is_none_or(|end| end > size) {
+                anyhow::bail!(
+                    "{} bytes at {offset} run past the end of '{object}' ({size} bytes): \
+                     set-bytes overwrites, it does not grow an object",
+                    data.len()
+                );
+            }
+            let mut txn = objectstore::Transaction::default();
+            txn.ops.push(objectstore::TxOp::Write {
+                c,
+                oid,
+                offset,
+                data: bytes::Bytes::from(data.clone()),
+            });
+            store.apply(&txn)?;
+            store.sync()?;
+            match format {
+                Format::Json => print_json(&serde_json::json!({ "written": data.len() }))?,
+                Format::Plain => println!("wrote {} bytes at {offset} of '{object}'", data.len()),
             }
         }
     }

@@ -1583,6 +1583,39 @@ fn ec_round_trip(k: usize, m: usize) {
     drop(runtime);
 }
 
+/// Writes `objects` to pool ec (one PG) and waits until it is clean: its id, primary, the
+/// OSD of shard 1 and its deep-scrub stamp.
+fn fill_ec_pg(
+    c: &Cluster,
+    work: &std::path::Path,
+    objects: &[(&str, Vec<u8>)],
+) -> (String, usize, usize, i64) {
+    for (name, data) in objects {
+        put_in(c, work, "ec", name, data);
+    }
+    wait_clean(c, 1);
+    let pg = only_pg(c);
+    let osd = |i: usize| pg["acting"][i].as_u64().unwrap() as usize;
+    let stamp = pg["last_deep_scrub_ms"].as_i64().unwrap();
+    (pg["pg"].as_str().unwrap().to_owned(), osd(0), osd(1), stamp)
+}
+
+/// Starts the stopped `osd` again after marking it down, so that its return is an epoch of
+/// its own (a restart the monitors have not noticed is first marked down, then up, an
+/// epoch or two later), and waits until the single PG is clean in a report of that map
+/// (an earlier one may still say clean), so that what follows uses its copy.
+fn restart_in_new_epoch(c: &Cluster, osds: &mut Osds, osd: usize, total: u64) {
+    c.ok(&["osd", "down", &osd.to_string()]);
+    wait_up(c, total - 1);
+    osds.start(osd);
+    wait_up(c, total);
+    let back = c.status().unwrap()["epoch"].as_u64().unwrap();
+    wait_pg(c, "the PG clean with the OSD back", |pg| {
+        pg["epoch"].as_u64().unwrap() >= back
+            && pg["state"] == serde_json::json!(["active", "clean"])
+    });
+}
+
 /// Bit rot in one shard of an erasure-coded PG: reads decode around it (never serving
 /// its bytes) and have the shard rebuilt (read repair); a deep scrub finds what no read
 /// touched, and recovery rebuilds that too.
@@ -1607,15 +1640,7 @@ fn a_rotten_erasure_coded_shard_is_read_around_found_by_deep_scrub_and_rebuilt()
         ("small", pattern(2, 10_000)),
         ("cold", pattern(3, 300_000)),
     ];
-    for (name, data) in &objects {
-        put_in(&c, &work, "ec", name, data);
-    }
-    wait_clean(&c, 1);
-    let pg = only_pg(&c);
-    let id = pg["pg"].as_str().unwrap().to_owned();
-    let (primary, rotten) =
-        (pg["acting"][0].as_u64().unwrap() as usize, pg["acting"][1].as_u64().unwrap() as usize);
-    let created_stamp = pg["last_deep_scrub_ms"].as_i64().unwrap();
+    let (id, primary, rotten, created_stamp) = fill_ec_pg(&c, &work, &objects);
 
     // Shard 1 holds data the primary reads directly: it rots while its OSD is stopped.
     osds.kill(rotten);
@@ -1623,19 +1648,7 @@ fn a_rotten_erasure_coded_shard_is_read_around_found_by_deep_scrub_and_rebuilt()
     for (name, offset) in [("whole", "70000"), ("small", "5000"), ("cold", "1000")] {
         c.ok(&["osd", "store-tool", "--data", &dir, "corrupt", &id, name, "--offset", offset]);
     }
-    // Marked down now, so that its return is an epoch of its own (a restart the monitors
-    // have not noticed is first marked down, then up, an epoch or two later).
-    c.ok(&["osd", "down", &rotten.to_string()]);
-    wait_up(&c, 2);
-    osds.start(rotten);
-    wait_up(&c, 3);
-    // Clean in a report of the map that has it back (an earlier one may still say clean),
-    // so that the reads below use its shard.
-    let back = c.status().unwrap()["epoch"].as_u64().unwrap();
-    wait_pg(&c, "the PG clean with the OSD back", |pg| {
-        pg["epoch"].as_u64().unwrap() >= back
-            && pg["state"] == serde_json::json!(["active", "clean"])
-    });
+    restart_in_new_epoch(&c, &mut osds, rotten, 3);
     for (name, data) in &objects[..2] {
         assert!(get_in(&c, &work, "ec", name) == *data, "{name} read around the rot");
     }
@@ -1690,4 +1703,58 @@ fn a_rotten_erasure_coded_shard_is_read_around_found_by_deep_scrub_and_rebuilt()
     for (name, data) in &objects {
         assert!(get_in(&c, &work, "ec", name) == *data, "{name} read through the rebuilt shard");
     }
+}
+
+/// A shard whose bytes read clean (their checksums fit) but are not what the others
+/// encode to, as a bug or a mistaken hand would leave: only a deep scrub's parity check
+/// sees it, and with m = 2 it tells which shard is wrong, which recovery then rebuilds.
+#[test]
+fn a_shard_that_disagrees_with_parity_is_found_by_deep_scrub_and_rebuilt() {
+    let c = Cluster::start(3);
+    let mut osds = Osds::create(&c, 4);
+    wait_up(&c, 4);
+    c.ok(&["pool", "create", "ec", "erasure", "--k", "2", "--m", "2", "--pg-num", "1"]);
+    let work = c.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let objects = [("forged", pattern(4, 300_000)), ("plain", pattern(5, 10_000))];
+    let (id, primary, victim, stamp) = fill_ec_pg(&c, &work, &objects);
+
+    // Shard 1 (data) gets other bytes, checksummed, at the same version.
+    osds.kill(victim);
+    let forged = work.join("forged.bytes");
+    std::fs::write(&forged, [0xab; 100]).unwrap();
+    let dir = osds.dirs[victim].display().to_string();
+    let set = ["osd", "store-tool", "--data", &dir, "set-bytes", &id, "forged", "--offset", "4096"];
+    let mut set = set.to_vec();
+    set.push(path_str(&forged));
+    c.ok(&set);
+    // Past the end is refused: set-bytes never grows an object.
+    let mut past = set.clone();
+    past[8] = "151500";
+    let refused = c.fails(&past);
+    assert!(refused.contains("run past the end"), "{refused}");
+    restart_in_new_epoch(&c, &mut osds, victim, 4);
+
+    c.ok(&["pg", "deep-scrub", &id]);
+    let pg = wait_pg(&c, "the deep scrub and its repair", |pg| {
+        pg["last_deep_scrub_ms"].as_i64().unwrap() > stamp
+            && pg["state"] == serde_json::json!(["active", "clean"])
+    });
+    assert_eq!(pg["last_scrub_errors"], 1, "{pg}");
+    let log = std::fs::read_to_string(osds.dirs[primary].join("osd.log")).unwrap();
+    let found = log.lines().any(|l| {
+        l.contains("scrub found bad copies")
+            && l.contains("object=forged")
+            && l.contains(&format!("osd.{victim}: shard 1 disagrees"))
+    });
+    assert!(found, "no parity finding for forged:\n{log}");
+    wait_pg(&c, "the rebuild", |pg| pg["recovered_objects"].as_u64().unwrap() >= 1);
+    for (name, data) in &objects {
+        assert!(get_in(&c, &work, "ec", name) == *data, "{name} after the rebuild");
+    }
+    let stamp = pg["last_deep_scrub_ms"].as_i64().unwrap();
+    c.ok(&["pg", "deep-scrub", &id]);
+    let pg =
+        wait_pg(&c, "a second deep scrub", |pg| pg["last_deep_scrub_ms"].as_i64().unwrap() > stamp);
+    assert_eq!(pg["last_scrub_errors"], 0, "{pg}");
 }

@@ -2615,7 +2615,7 @@ impl Pg {
         let me = self.me();
         let others: Vec<u32> = self.acting.iter().copied().filter(|&o| o != me).collect();
         let (peers, store, c) = (self.peers(), self.shared.store.clone(), self.c);
-        let erasure = self.ec.is_some();
+        let source = self.shard_source();
         tokio::spawn(async move {
             let gather = async {
                 let (a, u) = (after.clone(), until.clone());
@@ -2638,15 +2638,25 @@ impl Pg {
                         }
                     }
                 }
-                if erasure {
-                    // Shards hold different bytes: each is checked against its own
-                    // checksums as it is read (a bad one reads as an error), and the
-                    // copies are compared by version, size and metadata.
-                    for copy in maps.values_mut().flatten() {
-                        copy.data_digest = None;
+                let Some(source) = source else { return Ok(scrub::compare(me, &maps)) };
+                // Shards hold different bytes: each is checked against its own checksums
+                // as it is read (a bad one reads as an error), and the copies are
+                // compared by version, size and metadata; then a deep scrub checks that
+                // the parity of every object the shards agree on fits its data.
+                for copy in maps.values_mut().flatten() {
+                    copy.data_digest = None;
+                }
+                let mut found = scrub::compare(me, &maps);
+                if deep {
+                    let flagged: BTreeSet<ObjectName> =
+                        found.iter().map(|f| f.object.clone()).collect();
+                    for copy in maps.get(&me).into_iter().flatten() {
+                        if copy.size > 0 && !flagged.contains(&copy.object) {
+                            found.extend(source.check_parity(me, copy).await);
+                        }
                     }
                 }
-                Ok(scrub::compare(me, &maps))
+                Ok(found)
             };
             let result = gather.await;
             peers.report(Event::ScrubChunk { interval: peers.interval, result }).await;
@@ -3036,6 +3046,76 @@ impl ShardSource {
 }
 
 impl ShardSource {
+    /// A deep scrub's parity check of an object whose shards agree on `copy`'s version
+    /// and size: every shard is read whole, a run of stripes at a time, and the parity
+    /// compared with what the data encodes to. A mismatch one shard explains marks that
+    /// shard bad (repair rebuilds it from the others); one none does (m = 1) is reported
+    /// without an authority. An object that cannot be read is left to the next scrub.
+    async fn check_parity(
+        &self,
+        primary: u32,
+        copy: &proto::osd::ScrubObject,
+    ) -> Option<scrub::Inconsistency> {
+        let (object, version) = (&copy.object, copy.version);
+        let chunk = self.layout.chunk();
+        let step = (SCRUB_READ_BYTES / chunk).max(1) * chunk;
+        let mut offset = 0;
+        while offset < copy.size {
+            let len = step.min(copy.size - offset);
+            let reads = (0..self.layout.shards())
+                .map(|shard| self.read(shard, object, version, vec![(offset, len)]));
+            let shards = match futures::future::try_join_all(reads).await {
+                Ok(shards) => shards,
+                Err(e) => {
+                    tracing::warn!(pg = %self.peers.pg, %object, error = %e.message, "parity check skipped: a shard could not be read");
+                    return None;
+                }
+            };
+            let views: Vec<&[u8]> = shards.iter().map(Vec::as_slice).collect();
+            let verdict = match self.layout.codec().check(&views) {
+                Ok(verdict) => verdict,
+                Err(e) => {
+                    tracing::warn!(pg = %self.peers.pg, %object, error = %e, "parity check skipped");
+                    return None;
+                }
+            };
+            let osd = |shard: usize| self.osds[shard].unwrap_or(u32::MAX);
+            let bad = match verdict {
+                ec::Parity::Consistent => {
+                    offset += len;
+                    continue;
+                }
+                ec::Parity::Bad(shard) => vec![scrub::BadCopy {
+                    osd: osd(shard),
+                    why: format!(
+                        "shard {shard} disagrees with the other shards' parity at shard offset {offset}"
+                    ),
+                }],
+                ec::Parity::Undecided => (self.layout.k()..self.layout.shards())
+                    .map(|shard| scrub::BadCopy {
+                        osd: osd(shard),
+                        why: format!(
+                            "parity shard {shard} does not fit the data shards at shard offset \
+                             {offset}, and m = {} cannot tell which shard is wrong",
+                            self.layout.m()
+                        ),
+                    })
+                    .collect(),
+            };
+            // The authority is only a flag here (repair rebuilds from the shards not
+            // marked bad): a good shard's OSD, the primary's unless it is the bad one.
+            let auth = match verdict {
+                ec::Parity::Bad(shard) if osd(shard) == primary => {
+                    self.osds.iter().flatten().copied().find(|&o| o != primary)
+                }
+                ec::Parity::Bad(_) => Some(primary),
+                _ => None,
+            };
+            return Some(scrub::Inconsistency { object: object.clone(), version, auth, bad });
+        }
+        None
+    }
+
     /// The whole of one shard's copy of `object`.
     async fn pull(
         &self,
