@@ -94,7 +94,10 @@ fn check(store: &impl ObjectStore, model: &BTreeMap<u8, Vec<u8>>) {
     for obj in 0..3u8 {
         let meta = store.stat(coll(), &oid(obj)).unwrap();
         match model.get(&obj) {
-            None => assert!(meta.is_none(), "obj{obj} should not exist"),
+            None => {
+                assert!(meta.is_none(), "obj{obj} should not exist");
+                assert!(store.stat_read(coll(), &oid(obj), 0, 1).unwrap().is_none());
+            }
             Some(data) => {
                 assert_eq!(meta.unwrap().size, data.len() as u64, "size of obj{obj}");
                 let whole = store.read(coll(), &oid(obj), 0, u64::MAX).unwrap();
@@ -103,6 +106,10 @@ fn check(store: &impl ObjectStore, model: &BTreeMap<u8, Vec<u8>>) {
                 let part = store.read(coll(), &oid(obj), mid, CHUNK_BYTES + 7).unwrap();
                 let end = (mid as usize + CHUNK_BYTES as usize + 7).min(data.len());
                 assert!(part[..] == data[mid as usize..end], "a piece of obj{obj}");
+                let (meta, piece) =
+                    store.stat_read(coll(), &oid(obj), mid, CHUNK_BYTES + 7).unwrap().unwrap();
+                assert_eq!(meta.size, data.len() as u64, "stat_read's size of obj{obj}");
+                assert!(piece == part, "stat_read's piece of obj{obj}");
             }
         }
     }

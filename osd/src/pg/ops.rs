@@ -87,9 +87,20 @@ pub fn execute(
 ) -> Result<Executed, RemoteError> {
     let oid = object_id(name);
     oid.validate().map_err(store_error)?;
-    let meta: Option<ObjectMeta> = store.stat(c, &oid).map_err(store_error)?;
-    execute_on(store, c, name, ops, bulk, meta, &mut |offset, len| {
-        store.read(c, &oid, offset, len).map_err(store_error)
+    // A lone read, the commonest op, looks the object up once.
+    let (meta, mut read_ahead) = match ops {
+        [ObjectOp::Read { offset, len }] => {
+            let len = (*len).min(READ_BYTES_MAX);
+            match store.stat_read(c, &oid, *offset, len).map_err(store_error)? {
+                Some((meta, bytes)) => (Some(meta), Some((*offset, len, bytes))),
+                None => (None, None),
+            }
+        }
+        _ => (store.stat(c, &oid).map_err(store_error)?, None),
+    };
+    execute_on(store, c, name, ops, bulk, meta, &mut |offset, len| match read_ahead.take() {
+        Some((at, wanted, bytes)) if (at, wanted) == (offset, len) => Ok(bytes),
+        _ => store.read(c, &oid, offset, len).map_err(store_error),
     })
 }
 
