@@ -521,16 +521,36 @@ impl Pg {
     }
 
     /// Moves to another shard's collection: this OSD's position in an erasure-coded PG
-    /// changed, so the shard it held is not the one it serves now. The old shard is
-    /// removed (this OSD starts the new one empty and is backfilled); any k others
-    /// still hold every object.
+    /// changed, so the shard it held is not the one it serves now. The new position's
+    /// collection is used as it is (empty, or what this OSD kept from an earlier time at
+    /// that position) and recovered or backfilled. The old shard is kept until the PG is
+    /// clean (`remove_other_shards`): until every position is complete again, it may be
+    /// the only copy of that shard left, and a move back finds it.
     fn switch_shard(&mut self, shard: u8) {
         if self.exists {
-            tracing::warn!(pg = %self.id, from = self.c.shard, to = shard, "shard position changed; starting the new shard empty");
+            tracing::warn!(pg = %self.id, from = self.c.shard, to = shard, "shard position changed; the old shard is kept until the PG is clean");
         }
-        self.remove_collection();
         self.c = CollectionId { pg: self.id, shard };
         (self.exists, self.info, self.log) = load(self.shared.store.as_ref(), self.c);
+    }
+
+    /// Removes this PG's collections other than the current one: shards this OSD held at
+    /// another position, once the PG no longer needs them (clean, or a stray).
+    fn remove_other_shards(&self) {
+        let others: Vec<CollectionId> = match self.shared.store.collections() {
+            Ok(all) => all.into_iter().filter(|c| c.pg == self.id && *c != self.c).collect(),
+            Err(e) => {
+                tracing::error!(pg = %self.id, error = %e, "cannot list collections");
+                return;
+            }
+        };
+        for c in others {
+            tracing::info!(pg = %self.id, collection = %c, "removing a shard this OSD held at another position");
+            let txn = Transaction { ops: vec![TxOp::RemoveCollection(c)] };
+            if let Err(e) = self.shared.store.apply(&txn) {
+                tracing::error!(pg = %self.id, collection = %c, error = %e, "cannot remove an old shard");
+            }
+        }
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<Event>, map: Arc<OsdMap>) {
@@ -633,6 +653,7 @@ impl Pg {
         let Some(pool) = map.pool(self.id.pool) else {
             // The pool was deleted: the PG goes with it.
             self.remove_collection();
+            self.remove_other_shards();
             self.map = map;
             return;
         };
@@ -1598,6 +1619,7 @@ impl Pg {
         self.info.last_complete = self.log.head();
         let ops = vec![persist::trim_to(self.c, tail), persist::put_info(self.c, &self.info)];
         self.ensure_collection_and(ops);
+        self.remove_other_shards();
         let info = self.info.clone();
         let peers: Vec<u32> = self.acting.iter().copied().filter(|&o| o != self.me()).collect();
         let strays = std::mem::take(&mut self.strays);
@@ -2329,6 +2351,7 @@ impl Pg {
                     persist::trim_to(self.c, tail),
                     persist::put_info(self.c, &self.info),
                 ]);
+                self.remove_other_shards();
                 let _ = reply.send(answer(PeerResponse::Done));
             }
             PeerRequest::ScrubMap { after, until, deep } => {
@@ -2374,6 +2397,7 @@ impl Pg {
                 }
                 tracing::info!(pg = %self.id, "removing a stray copy");
                 self.remove_collection();
+                self.remove_other_shards();
                 self.info = PgInfo::default();
                 self.log = PgLog::default();
                 let _ = reply.send(answer(PeerResponse::Done));
