@@ -1,7 +1,8 @@
 //! `cairn osd store-tool --data DIR ...`: a stopped OSD's object store, offline (as Ceph's
 //! `ceph-objectstore-tool`): list its PGs and objects, dump an object's metadata and where
 //! its chunks live, read an object out (checksums checked), and corrupt one stored byte
-//! behind its checksum to rehearse detection and repair.
+//! behind its checksum or overwrite bytes with fresh checksums, to rehearse detection and
+//! repair.
 
 use std::path::{Path, PathBuf};
 
@@ -211,18 +212,14 @@ pub fn run(dir: &Path, format: Format, command: StoreToolCommand) -> Result<()> 
                     data.len()
                 );
             }
+            let written = data.len();
             let mut txn = objectstore::Transaction::default();
-            txn.ops.push(objectstore::TxOp::Write {
-                c,
-                oid,
-                offset,
-                data: bytes::Bytes::from(data.clone()),
-            });
+            txn.ops.push(objectstore::TxOp::Write { c, oid, offset, data: data.into() });
             store.apply(&txn)?;
             store.sync()?;
             match format {
-                Format::Json => print_json(&serde_json::json!({ "written": data.len() }))?,
-                Format::Plain => println!("wrote {} bytes at {offset} of '{object}'", data.len()),
+                Format::Json => print_json(&serde_json::json!({ "written": written }))?,
+                Format::Plain => println!("wrote {written} bytes at {offset} of '{object}'"),
             }
         }
     }

@@ -3103,7 +3103,8 @@ impl ShardSource {
                     return None;
                 }
             };
-            let osd = |shard: usize| self.osds[shard].unwrap_or(u32::MAX);
+            // Every shard was read, so every position has an OSD.
+            let osd = |shard: usize| self.osds.get(shard).copied().flatten().unwrap_or(u32::MAX);
             let bad = match verdict {
                 ec::Parity::Consistent => {
                     offset += len;
