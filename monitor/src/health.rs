@@ -573,6 +573,7 @@ mod tests {
             acting: vec![0, 1],
             epoch: Epoch(5),
             last_update: Default::default(),
+            log_entries: 0,
             objects: 10,
             bytes: 100,
             degraded,

@@ -489,6 +489,8 @@ pub struct PgStat {
     pub acting: Vec<u32>,
     pub epoch: Epoch,
     pub last_update: Version,
+    /// Entries in the primary's PG log (Ceph's LOG column).
+    pub log_entries: u64,
     pub objects: u64,
     pub bytes: u64,
     /// Object copies that should exist and do not (missing on an acting OSD).

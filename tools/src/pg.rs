@@ -97,11 +97,12 @@ pub fn render_stat(stats: &ClusterPgStats) -> String {
 
 pub fn render_dump(stats: &ClusterPgStats) -> String {
     let mut out = format!(
-        "{:<8} {:<32} {:>8} {:>10} {:>8} {:>9} {:>7} {:<14} {:<14} {:>10} {:>6}\n",
+        "{:<8} {:<32} {:>8} {:>10} {:>6} {:>8} {:>9} {:>7} {:<14} {:<14} {:>10} {:>6}\n",
         "PG",
         "STATE",
         "OBJECTS",
         "BYTES",
+        "LOG",
         "DEGRADED",
         "MISPLACED",
         "UNFOUND",
@@ -113,11 +114,12 @@ pub fn render_dump(stats: &ClusterPgStats) -> String {
     for p in &stats.pgs {
         let _ = writeln!(
             out,
-            "{:<8} {:<32} {:>8} {:>10} {:>8} {:>9} {:>7} {:<14} {:<14} {:>10} {:>6}",
+            "{:<8} {:<32} {:>8} {:>10} {:>6} {:>8} {:>9} {:>7} {:<14} {:<14} {:>10} {:>6}",
             p.pg.to_string(),
             p.state.join("+"),
             p.objects,
             bytes(p.bytes),
+            p.log_entries,
             p.degraded,
             p.misplaced,
             p.unfound,

@@ -1758,3 +1758,80 @@ fn a_shard_that_disagrees_with_parity_is_found_by_deep_scrub_and_rebuilt() {
         wait_pg(&c, "a second deep scrub", |pg| pg["last_deep_scrub_ms"].as_i64().unwrap() > stamp);
     assert_eq!(pg["last_scrub_errors"], 0, "{pg}");
 }
+
+/// A clean PG's log is trimmed as writes go on (it used to grow by an entry per write for
+/// as long as the PG stayed clean), and stays bounded while degraded too; an OSD that
+/// returns after the log moved past it is backfilled, and every object reads back.
+#[test]
+fn a_pg_log_stays_bounded_under_writes_and_a_copy_it_left_behind_is_backfilled() {
+    use osd::pg::log::{LOG_ENTRIES_KEPT, LOG_ENTRIES_MAX};
+
+    let c = Cluster::start(3);
+    let mut osds = Osds::create(&c, 3);
+    wait_up(&c, 3);
+    c.ok(&["pool", "create", "rbd", "replicated", "--size", "3", "--pg-num", "1"]);
+    wait_clean(&c, 1);
+    // Writes new objects (a bench run of its own each second) until `objects` there are:
+    // the log never holds more than `most` entries meanwhile. Returns the PG and the runs.
+    let write_until = |phase: &str, objects: u64, most: usize| {
+        let mut runs = Vec::new();
+        for i in 0..100 {
+            let pg = only_pg(&c);
+            let entries = pg["log_entries"].as_u64().unwrap() as usize;
+            assert!(entries <= most, "{entries} log entries, at most {most} expected: {pg}");
+            if pg["objects"].as_u64().unwrap() >= objects {
+                return (pg, runs);
+            }
+            let run = format!("{phase}{i}");
+            let args = ["bench", "rbd", "1", "write", "-b", "4K", "-t", "16", "--no-cleanup"];
+            c.ok(&args.into_iter().chain(["--run-name", &run]).collect::<Vec<_>>());
+            runs.push(run);
+        }
+        panic!("100 bench runs did not write {objects} objects");
+    };
+    let kept = LOG_ENTRIES_KEPT as u64;
+    let (pg, mut runs) = write_until("clean", 2 * kept + 500, 2 * LOG_ENTRIES_KEPT);
+    let entries = pg["log_entries"].as_u64().unwrap();
+    assert!(entries >= kept && entries < pg["objects"].as_u64().unwrap(), "trimmed: {pg}");
+
+    // A replica stops; writes go on until its last entry has been trimmed away (the
+    // degraded log keeps up to LOG_ENTRIES_MAX).
+    let replica = pg["acting"][1].as_u64().unwrap() as usize;
+    osds.kill(replica);
+    c.ok(&["osd", "down", &replica.to_string()]);
+    wait_up(&c, 2);
+    let before = pg["objects"].as_u64().unwrap();
+    let (pg, more) =
+        write_until("degraded", before + LOG_ENTRIES_MAX as u64 + 500, LOG_ENTRIES_MAX);
+    runs.extend(more);
+    assert!(pg["log_entries"].as_u64().unwrap() >= (LOG_ENTRIES_MAX as u64) - kept, "{pg}");
+    // It returns behind the log: backfilled, clean, and every object reads back.
+    osds.start(replica);
+    wait_up(&c, 3);
+    let back = c.status().unwrap()["epoch"].as_u64().unwrap();
+    wait_pg(&c, "the returning copy backfilled", |pg| {
+        pg["epoch"].as_u64().unwrap() >= back
+            && pg["state"] == serde_json::json!(["active", "clean"])
+    });
+    let log = std::fs::read_to_string(osds.dirs[replica].join("osd.log")).unwrap();
+    assert!(log.contains("backfill of this copy done"), "not backfilled:\n{log}");
+    // The backfilled copy holds every object at the primary's version.
+    let listed = c.json(&["obj", "ls", "rbd"]);
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len() as u64, only_pg(&c)["objects"].as_u64().unwrap());
+    assert!(listed.len() > runs.len() * 16, "{} objects from {} runs", listed.len(), runs.len());
+    osds.kill(replica);
+    let dir = osds.dirs[replica].display().to_string();
+    let held = c.json(&["osd", "store-tool", "--data", &dir, "list", pg["pg"].as_str().unwrap()]);
+    let held: std::collections::BTreeMap<&str, &serde_json::Value> = held
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["name"].as_str().unwrap(), &o["version"]))
+        .collect();
+    assert_eq!(held.len(), listed.len(), "objects on the backfilled copy");
+    for object in listed {
+        let name = object["name"].as_str().unwrap();
+        assert!(held.contains_key(name), "{name} is not on the backfilled copy");
+    }
+}

@@ -1587,6 +1587,7 @@ impl Pg {
             acting: self.acting.clone(),
             epoch: self.map.epoch(),
             last_update: self.log.head(),
+            log_entries: self.log.len() as u64,
             objects,
             bytes: self.info.stats.bytes,
             degraded: self.degraded_objects() + absent * objects + filling,
@@ -2150,7 +2151,22 @@ impl Pg {
         self.exists = true;
         self.info = info;
         self.log.append(entry.clone());
+        self.trim_log();
         Ok(())
+    }
+
+    /// Keeps the log bounded while writes go on (`log::trim_keep`): without this it was
+    /// trimmed only when the PG became clean, and grew by an entry per write, in memory
+    /// and on disk, for as long as the interval lasted.
+    fn trim_log(&mut self) {
+        let clean = self.info.last_epoch_clean == self.interval;
+        let Some(keep) = super::log::trim_keep(self.log.len(), clean) else { return };
+        let tail = self.log.trim(keep);
+        self.info.log_tail = tail;
+        self.ensure_collection_and(vec![
+            persist::trim_to(self.c, tail),
+            persist::put_info(self.c, &self.info),
+        ]);
     }
 
     fn committed(

@@ -17,6 +17,20 @@ pub const LOG_ENTRIES_KEPT: usize = 3000;
 /// Entries a log keeps at most while the PG is not clean.
 pub const LOG_ENTRIES_MAX: usize = 10_000;
 
+/// How many entries a log of `len` entries keeps when one more is appended, if it is to
+/// be trimmed now. A clean PG's log is trimmed to `LOG_ENTRIES_KEPT` once it holds twice
+/// that (one range delete per `LOG_ENTRIES_KEPT` writes); any other's once it passes
+/// `LOG_ENTRIES_MAX`, by as much. Either way the log stays bounded however long writes go
+/// on, and keeps far more entries than writes can be in flight, so only entries every
+/// copy committed are trimmed. A copy the trim leaves behind is backfilled.
+pub fn trim_keep(len: usize, clean: bool) -> Option<usize> {
+    if clean {
+        (len > 2 * LOG_ENTRIES_KEPT).then_some(LOG_ENTRIES_KEPT)
+    } else {
+        (len > LOG_ENTRIES_MAX).then_some(LOG_ENTRIES_MAX - LOG_ENTRIES_KEPT)
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PgLog {
     /// Entries after this version are in the log.
@@ -186,6 +200,25 @@ mod tests {
             reqid: Some(ReqId { client: "client.t".into(), id: epoch * 1000 + seq }),
             delta: Default::default(),
         }
+    }
+
+    #[test]
+    fn a_log_is_trimmed_in_steps_and_stays_bounded() {
+        assert_eq!(trim_keep(2 * LOG_ENTRIES_KEPT, true), None);
+        assert_eq!(trim_keep(2 * LOG_ENTRIES_KEPT + 1, true), Some(LOG_ENTRIES_KEPT));
+        assert_eq!(trim_keep(2 * LOG_ENTRIES_KEPT + 1, false), None);
+        assert_eq!(trim_keep(LOG_ENTRIES_MAX + 1, false), Some(LOG_ENTRIES_MAX - LOG_ENTRIES_KEPT));
+        // Appending forever to a clean PG's log never holds more than twice what it keeps.
+        let mut log = PgLog::default();
+        for seq in 1..=5 * LOG_ENTRIES_KEPT as u64 {
+            log.append(entry(1, seq, "o", (1, seq - 1), LogOp::Modify));
+            if let Some(keep) = trim_keep(log.len(), true) {
+                log.trim(keep);
+            }
+            assert!(log.len() <= 2 * LOG_ENTRIES_KEPT);
+        }
+        assert!(log.len() >= LOG_ENTRIES_KEPT);
+        assert_eq!(log.head(), Version::new(1, 5 * LOG_ENTRIES_KEPT as u64));
     }
 
     #[test]
