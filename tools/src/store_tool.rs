@@ -22,15 +22,15 @@ const LIST_PAGE: usize = 1024;
 #[derive(Subcommand)]
 pub enum StoreToolCommand {
     /// The PGs this OSD holds, or the objects of one PG.
-    List { pg: Option<PgId> },
+    List { pg: Option<PgArg> },
     /// An object's size, version, xattrs and where each stored chunk lives.
-    Dump { pg: PgId, object: String },
+    Dump { pg: PgArg, object: String },
     /// Reads an object to FILE, every chunk checked against its checksum.
-    Get { pg: PgId, object: String, file: PathBuf },
+    Get { pg: PgArg, object: String, file: PathBuf },
     /// Flips every bit of the stored byte at OFFSET of an object, leaving its checksum
     /// as it was (bit rot, on purpose).
     Corrupt {
-        pg: PgId,
+        pg: PgArg,
         object: String,
         #[arg(long)]
         offset: u64,
@@ -39,12 +39,48 @@ pub enum StoreToolCommand {
     /// version left as it was: a copy that reads clean but holds other bytes (what a bug
     /// or a mistaken hand leaves), which only a deep scrub's comparison finds.
     SetBytes {
-        pg: PgId,
+        pg: PgArg,
         object: String,
         #[arg(long)]
         offset: u64,
         file: PathBuf,
     },
+}
+
+/// A PG as `list` prints its collections: `POOL.SEED`, or `POOL.SEEDsN` for shard N of an
+/// erasure-coded PG (needed only where this OSD holds more than one shard of it, as after
+/// its position in the PG moved).
+#[derive(Clone, Copy, Debug)]
+pub struct PgArg {
+    pg: PgId,
+    shard: Option<u8>,
+}
+
+impl std::str::FromStr for PgArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        // Seeds are hex, so an `s` can only start the shard.
+        let (pg, shard) = match s.split_once('s') {
+            Some((pg, shard)) => {
+                let shard = shard.parse().map_err(|_| {
+                    format!("'{s}': the shard after 's' must be a number from 0 to 254")
+                })?;
+                (pg, Some(shard))
+            }
+            None => (s, None),
+        };
+        Ok(PgArg { pg: pg.parse()?, shard })
+    }
+}
+
+impl std::fmt::Display for PgArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.shard {
+            Some(shard) => write!(f, "{}s{shard}", self.pg),
+            None => write!(f, "{}", self.pg),
+        }
+    }
 }
 
 type Store = KvObjectStore<RocksEngine>;
@@ -71,17 +107,32 @@ fn head(namespace: &str, name: &str) -> ObjectId {
     }
 }
 
-/// This OSD's collection of `pg`: its copy, or for an erasure-coded pool its shard.
-fn held(store: &Store, pg: PgId) -> Result<CollectionId> {
-    match store.collections()?.into_iter().find(|c| c.pg == pg) {
-        Some(c) => Ok(c),
-        None => anyhow::bail!("this OSD holds no copy of pg {pg}"),
+/// This OSD's collection of `pg`: its copy, or for an erasure-coded pool its shard (the
+/// one named, where it holds several).
+fn held(store: &Store, pg: PgArg) -> Result<CollectionId> {
+    let found: Vec<CollectionId> = store
+        .collections()?
+        .into_iter()
+        .filter(|c| c.pg == pg.pg && pg.shard.is_none_or(|s| s == c.shard))
+        .collect();
+    match found[..] {
+        [c] => Ok(c),
+        [] => anyhow::bail!("this OSD holds no copy of pg {pg}"),
+        _ => {
+            let names: Vec<String> = found.iter().map(|c| c.to_string()).collect();
+            anyhow::bail!(
+                "this OSD holds {} shards of pg {pg} ({}; one kept after its position moved): \
+                 name one",
+                found.len(),
+                names.join(", ")
+            )
+        }
     }
 }
 
 /// The object, or a clear error naming the PG and what it holds. `name` is as `list`
 /// prints it: `NAME`, or `NAMESPACE/NAME` for an object in a namespace.
-fn existing(store: &Store, pg: PgId, name: &str) -> Result<(CollectionId, ObjectId)> {
+fn existing(store: &Store, pg: PgArg, name: &str) -> Result<(CollectionId, ObjectId)> {
     let c = held(store, pg)?;
     let mut candidates = vec![head("", name)];
     if let Some((namespace, rest)) = name.split_once('/') {

@@ -1733,6 +1733,14 @@ fn a_shard_that_disagrees_with_parity_is_found_by_deep_scrub_and_rebuilt() {
     past[8] = "151500";
     let refused = c.fails(&past);
     assert!(refused.contains("run past the end"), "{refused}");
+    // A shard can be named: this OSD holds shard 1 only.
+    let shard = |s: &str| format!("{id}s{s}");
+    let listed = c.ok(&["osd", "store-tool", "--data", &dir, "list", &shard("1")]);
+    assert!(listed.contains("forged"), "{listed}");
+    let other = c.fails(&["osd", "store-tool", "--data", &dir, "list", &shard("3")]);
+    assert!(other.contains(&format!("holds no copy of pg {}", shard("3"))), "{other}");
+    let bad = c.fails(&["osd", "store-tool", "--data", &dir, "list", &shard("x")]);
+    assert!(bad.contains("must be a number"), "{bad}");
     restart_in_new_epoch(&c, &mut osds, victim, 4);
 
     c.ok(&["pg", "deep-scrub", &id]);
