@@ -449,7 +449,14 @@ pub enum PeerRequest {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PeerResponse {
-    Info(Option<PgInfo>),
+    /// The receiver's info of the PG (`None`: it has no copy), and for an erasure-coded
+    /// PG the shard position its copy is for (`u8::MAX` for a replicated one) and whether
+    /// it also keeps a shard of another position (from before its position moved).
+    Info {
+        info: Option<PgInfo>,
+        shard: u8,
+        kept: bool,
+    },
     Log {
         entries: Vec<LogEntry>,
         tail: Version,

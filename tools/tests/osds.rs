@@ -1843,3 +1843,40 @@ fn a_pg_log_stays_bounded_under_writes_and_a_copy_it_left_behind_is_backfilled()
         assert!(held.contains_key(name), "{name} is not on the backfilled copy");
     }
 }
+
+/// Two OSDs of an erasure-coded 2+1 PG marked out at once: their replacements hold
+/// nothing and only one shard is left in the up set, but the two still hold theirs. They
+/// keep serving at their positions while the replacements are rebuilt (it was `down`),
+/// then their copies are removed as strays.
+#[test]
+fn an_ec_pg_whose_two_osds_are_marked_out_at_once_serves_from_them_while_rebuilding() {
+    let c = Cluster::start(3);
+    let mut osds = Osds::create(&c, 5);
+    wait_up(&c, 5);
+    c.ok(&["pool", "create", "ec", "erasure", "--k", "2", "--m", "1", "--pg-num", "1"]);
+    let work = c.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let objects = [("a", pattern(7, 300_000)), ("b", pattern(8, 5_000)), ("c", pattern(9, 1))];
+    let (id, first, second, _) = fill_ec_pg(&c, &work, &objects);
+    c.ok(&["osd", "out", &first.to_string(), &second.to_string()]);
+    let pg = wait_pg(&c, "the PG clean without the two", |pg| {
+        let acting = pg["acting"].as_array().unwrap();
+        pg["state"] == serde_json::json!(["active", "clean"])
+            && !acting.contains(&serde_json::json!(first))
+            && !acting.contains(&serde_json::json!(second))
+    });
+    assert_eq!(pg["up"], pg["acting"], "{pg}");
+    // The first led the override and backfilled the replacements.
+    wait_log(&osds.dirs[first], "backfill done", &format!("pg={id}"));
+    // The two held strays, removed once the PG was clean; what they held was rebuilt.
+    for osd in [first, second] {
+        wait_log(&osds.dirs[osd], "removed a stray copy", &format!("pg={id}"));
+        osds.kill(osd);
+        let dir = osds.dirs[osd].display().to_string();
+        let listed = c.ok(&["osd", "store-tool", "--data", &dir, "list"]);
+        assert!(!listed.lines().any(|l| l.starts_with(&id)), "osd.{osd} still holds {listed}");
+    }
+    for (name, data) in &objects {
+        assert!(get_in(&c, &work, "ec", name) == *data, "{name} from the rebuilt shards");
+    }
+}

@@ -534,17 +534,23 @@ impl Pg {
         (self.exists, self.info, self.log) = load(self.shared.store.as_ref(), self.c);
     }
 
-    /// Removes this PG's collections other than the current one: shards this OSD held at
-    /// another position, once the PG no longer needs them (clean, or a stray).
-    fn remove_other_shards(&self) {
-        let others: Vec<CollectionId> = match self.shared.store.collections() {
+    /// This PG's collections other than the current one: shards this OSD held at another
+    /// position. A store that cannot list them counts as keeping one (peering then assumes
+    /// the least).
+    fn other_shards(&self) -> Vec<CollectionId> {
+        match self.shared.store.collections() {
             Ok(all) => all.into_iter().filter(|c| c.pg == self.id && *c != self.c).collect(),
             Err(e) => {
                 tracing::error!(pg = %self.id, error = %e, "cannot list collections");
-                return;
+                vec![self.c]
             }
-        };
-        for c in others {
+        }
+    }
+
+    /// Removes this PG's collections other than the current one (`other_shards`), once the
+    /// PG no longer needs them (clean, or a stray).
+    fn remove_other_shards(&self) {
+        for c in self.other_shards().into_iter().filter(|&c| c != self.c) {
             tracing::info!(pg = %self.id, collection = %c, "removing a shard this OSD held at another position");
             let txn = Transaction { ops: vec![TxOp::RemoveCollection(c)] };
             if let Err(e) = self.shared.store.apply(&txn) {
@@ -2245,7 +2251,12 @@ impl Pg {
         match request {
             // Queries are answered in any interval: they only read.
             PeerRequest::Query => {
-                let _ = reply.send(answer(PeerResponse::Info(self.my_info())));
+                let info = PeerResponse::Info {
+                    info: self.my_info(),
+                    shard: self.c.shard,
+                    kept: !self.other_shards().is_empty(),
+                };
+                let _ = reply.send(answer(info));
             }
             PeerRequest::GetLog { after } => {
                 let entries = self.log.entries_after(after, usize::MAX);
@@ -2411,9 +2422,9 @@ impl Pg {
                     )));
                     return;
                 }
-                tracing::info!(pg = %self.id, "removing a stray copy");
                 self.remove_collection();
                 self.remove_other_shards();
+                tracing::info!(pg = %self.id, "removed a stray copy");
                 self.info = PgInfo::default();
                 self.log = PgLog::default();
                 let _ = reply.send(answer(PeerResponse::Done));
@@ -3422,6 +3433,15 @@ struct PeeringTask {
 impl PeeringTask {
     async fn run(self) -> Result<Peered, String> {
         let mut infos = BTreeMap::from([(self.me, self.mine.clone())]);
+        // The shard position each answering OSD's copy is for (erasure-coded PGs).
+        let mut held: BTreeMap<u32, usize> = BTreeMap::new();
+        // OSDs that keep a shard of another position besides the one they answered for.
+        let mut kept: BTreeSet<u32> = BTreeSet::new();
+        if let Some(e) = &self.erasure
+            && let Some(mine) = e.shard_of(self.me)
+        {
+            held.insert(self.me, mine);
+        }
         let plan = loop {
             let past = peering::merge_intervals(
                 infos.values().flatten().map(|i| i.past_intervals.as_slice()),
@@ -3436,6 +3456,8 @@ impl PeeringTask {
                     k: e.layout.k(),
                     acting: &e.acting,
                     up: &e.up,
+                    held: &held,
+                    kept: &kept,
                 }),
                 infos: &infos,
                 past_intervals: &past,
@@ -3459,7 +3481,13 @@ impl PeeringTask {
                     });
                     for (osd, answer) in futures::future::join_all(queries).await {
                         match answer {
-                            Ok((PeerResponse::Info(info), _)) => {
+                            Ok((PeerResponse::Info { info, shard, kept: other }, _)) => {
+                                if shard != objectstore::NO_SHARD {
+                                    held.insert(osd, usize::from(shard));
+                                }
+                                if other {
+                                    kept.insert(osd);
+                                }
                                 infos.insert(osd, info);
                             }
                             Ok((other, _)) => {

@@ -22,6 +22,12 @@ pub struct Erasure<'a> {
     pub k: usize,
     pub acting: &'a [Option<u32>],
     pub up: &'a [Option<u32>],
+    /// The shard position each answering OSD's copy is for (a stray's too: the position
+    /// it held).
+    pub held: &'a BTreeMap<u32, usize>,
+    /// Answering OSDs that keep a shard of another position (from before their position
+    /// moved) besides the copy they answered for.
+    pub kept: &'a BTreeSet<u32>,
 }
 
 /// What a PG's primary knows when it decides.
@@ -96,8 +102,23 @@ pub fn merge_intervals<'a>(
 }
 
 /// The intervals that matter: may have accepted writes, and ended at or after `les`.
-fn relevant(past: &[PastInterval], les: Epoch) -> impl Iterator<Item = &PastInterval> {
-    past.iter().filter(move |i| i.maybe_went_rw && i.last >= les)
+/// An interval whose primary answered that it holds nothing of the PG took none
+/// (`never_active`).
+fn relevant<'a>(p: &'a Peering<'a>, les: Epoch) -> impl Iterator<Item = &'a PastInterval> + 'a {
+    p.past_intervals.iter().filter(move |i| i.maybe_went_rw && i.last >= les && !never_active(p, i))
+}
+
+/// Whether an interval's primary says the PG did not go active in it: a PG goes active
+/// only on its primary, which first creates its copy and records the interval there. So a
+/// primary that answered with no copy at all (no shard kept elsewhere either) took no
+/// writes then. Without this, an interval that only asked for another acting set (as when
+/// an erasure-coded PG's up set holds too few shards) would look like one that wrote on
+/// OSDs holding nothing, and the PG would be down for good.
+fn never_active(p: &Peering<'_>, interval: &PastInterval) -> bool {
+    let kept = |o: &u32| p.erasure.is_some_and(|e| e.kept.contains(o));
+    interval
+        .primary
+        .is_some_and(|primary| matches!(p.infos.get(&primary), Some(None)) && !kept(&primary))
 }
 
 pub fn decide(p: &Peering<'_>, is_up: impl Fn(u32) -> bool) -> Decision {
@@ -105,7 +126,7 @@ pub fn decide(p: &Peering<'_>, is_up: impl Fn(u32) -> bool) -> Decision {
     // Everyone who might know something and can answer.
     let mut probe: BTreeSet<u32> = p.acting.iter().chain(p.up).copied().collect();
     probe.insert(p.me);
-    for interval in relevant(p.past_intervals, les) {
+    for interval in relevant(p, les) {
         probe.extend(interval.acting.iter().copied().filter(|&o| is_up(o)));
     }
     let unasked: BTreeSet<u32> =
@@ -113,7 +134,7 @@ pub fn decide(p: &Peering<'_>, is_up: impl Fn(u32) -> bool) -> Decision {
     if !unasked.is_empty() {
         return Decision::Probe(unasked);
     }
-    for interval in relevant(p.past_intervals, les) {
+    for interval in relevant(p, les) {
         let represented = match p.erasure {
             // Its writes can be read back only from k of its shards (Ceph's rule for
             // erasure-coded PGs): fewer, and what it wrote may be lost or torn.
@@ -182,21 +203,32 @@ pub fn decide(p: &Peering<'_>, is_up: impl Fn(u32) -> bool) -> Decision {
     let has_copy = |osd: &u32| p.infos.get(osd).is_some_and(Option::is_some);
     let want_acting = if let Some(e) = p.erasure {
         // Shards keep their positions. Where the up OSD must be rebuilt, a complete
-        // shard acting there now keeps serving; and the positions before the first
-        // complete shard are left empty, so that a complete shard leads (the up OSDs
-        // there are rebuilt as backfill targets meanwhile). Nothing else is overridden:
-        // a shard is rebuilt in place from any k others.
+        // shard of that position keeps serving: the one acting there now, else one an
+        // OSD outside the sets still holds (as when two OSDs of a PG are marked out at
+        // once). The positions before the first complete shard are left empty, so that a
+        // complete shard leads (the up OSDs there are rebuilt as backfill targets
+        // meanwhile). Nothing else is overridden: a shard is rebuilt in place from any k
+        // others.
         let complete_up = |o: &Option<u32>| o.is_some_and(|o| complete(o) && is_up(o));
+        let holds = |o: u32, i: usize| e.held.get(&o) == Some(&i) && has_copy(&o);
+        let in_sets = |o: u32| e.up.contains(&Some(o)) || e.acting.contains(&Some(o));
         let mut led = false;
         let want: Vec<Option<u32>> =
             e.up.iter()
                 .enumerate()
                 .map(|(i, &up)| {
                     let acting = e.acting.get(i).copied().flatten();
+                    let stray = p
+                        .infos
+                        .keys()
+                        .copied()
+                        .find(|&o| !in_sets(o) && holds(o, i) && complete_up(&Some(o)));
                     let pick = if complete_up(&up) {
                         up
-                    } else if complete_up(&acting) && has_copy(&acting.unwrap_or(u32::MAX)) {
+                    } else if complete_up(&acting) && acting.is_some_and(|o| holds(o, i)) {
                         acting
+                    } else if stray.is_some() {
+                        stray
                     } else if led {
                         up
                     } else {
@@ -287,6 +319,8 @@ mod tests {
             maybe_went_rw: rw,
         }
     }
+
+    static NONE_KEPT: BTreeSet<u32> = BTreeSet::new();
 
     fn decide_all_up(p: &Peering<'_>) -> Decision {
         decide(p, |_| true)
@@ -551,10 +585,22 @@ mod tests {
             up: flat,
             min_size: 2,
             size: 3,
-            erasure: Some(Erasure { k: 2, acting: set, up: set }),
+            erasure: Some(Erasure {
+                k: 2,
+                acting: set,
+                up: set,
+                held: positions(set),
+                kept: &NONE_KEPT,
+            }),
             infos,
             past_intervals,
         }
+    }
+
+    /// Each OSD of `set` holding the shard of its position (leaked: test-only).
+    fn positions(set: &[Option<u32>]) -> &'static BTreeMap<u32, usize> {
+        let held = set.iter().enumerate().filter_map(|(i, o)| o.map(|o| (o, i))).collect();
+        Box::leak(Box::new(held))
     }
 
     #[test]
@@ -575,7 +621,13 @@ mod tests {
         let p = Peering {
             me: 1,
             acting: &[1, 2],
-            erasure: Some(Erasure { k: 2, acting: &acting, up: &up }),
+            erasure: Some(Erasure {
+                k: 2,
+                acting: &acting,
+                up: &up,
+                held: positions(&up),
+                kept: &NONE_KEPT,
+            }),
             ..p
         };
         let Decision::Plan(plan) = decide_all_up(&p) else { panic!("no plan") };
@@ -587,7 +639,13 @@ mod tests {
         let p = Peering {
             acting: &[1, 7, 2],
             up: &[1, 7, 2],
-            erasure: Some(Erasure { k: 2, acting: &up, up: &up }),
+            erasure: Some(Erasure {
+                k: 2,
+                acting: &up,
+                up: &up,
+                held: positions(&up),
+                kept: &NONE_KEPT,
+            }),
             ..p
         };
         let Decision::Plan(plan) = decide_all_up(&p) else { panic!("no plan") };
@@ -596,6 +654,92 @@ mod tests {
         let p = Peering { infos: &infos, acting: &[1, 7], up: &[1, 7], ..p };
         let Decision::Plan(plan) = decide_all_up(&p) else { panic!("no plan") };
         assert!(!plan.active && plan.complete == 1, "{plan:?}");
+    }
+
+    #[test]
+    fn complete_shards_outside_the_sets_serve_at_their_positions() {
+        // osd.0 and osd.1 (positions 0 and 1) were marked out at once: osd.5 and osd.6
+        // replace them and hold nothing; osd.2 alone has its shard in the up set.
+        let infos = BTreeMap::from([
+            (0, info(5, (5, 10), (3, 1))),
+            (1, info(5, (5, 10), (3, 1))),
+            (2, info(5, (5, 10), (3, 1))),
+            (5, None),
+            (6, None),
+        ]);
+        let up = [Some(5), Some(6), Some(2)];
+        let held = BTreeMap::from([(0, 0), (1, 1), (2, 2)]);
+        let p = Peering {
+            erasure: Some(Erasure { k: 2, acting: &up, up: &up, held: &held, kept: &NONE_KEPT }),
+            ..ec_2_1(5, &[5, 6, 2], &up, &infos, &[])
+        };
+        let Decision::Plan(plan) = decide_all_up(&p) else { panic!("no plan") };
+        assert_eq!(plan.want_acting, Some(vec![Some(0), Some(1), Some(2)]));
+        // With that acting set, osd.0 leads and osd.5 and osd.6 are rebuilt.
+        let acting = [Some(0), Some(1), Some(2)];
+        let p = Peering {
+            me: 0,
+            acting: &[0, 1, 2],
+            erasure: Some(Erasure {
+                k: 2,
+                acting: &acting,
+                up: &up,
+                held: &held,
+                kept: &NONE_KEPT,
+            }),
+            ..p
+        };
+        let Decision::Plan(plan) = decide_all_up(&p) else { panic!("no plan") };
+        assert_eq!(plan.want_acting, None);
+        assert!(plan.active, "{plan:?}");
+        assert_eq!(plan.backfill, vec![5, 6]);
+        // A stray's shard serves only at its own position.
+        let held = BTreeMap::from([(0, 1), (1, 0), (2, 2)]);
+        let p = Peering {
+            me: 5,
+            acting: &[5, 6, 2],
+            erasure: Some(Erasure { k: 2, acting: &up, up: &up, held: &held, kept: &NONE_KEPT }),
+            ..p
+        };
+        let Decision::Plan(plan) = decide_all_up(&p) else { panic!("no plan") };
+        assert_eq!(plan.want_acting, Some(vec![Some(1), Some(0), Some(2)]));
+    }
+
+    #[test]
+    fn an_interval_whose_primary_never_activated_took_no_writes() {
+        // Interval 10-17 on osd.0, 2 and 3 went active; 18-18 on osd.4, 1 and 3 (whose
+        // first two hold nothing) only asked for the old acting set back.
+        let infos = BTreeMap::from([
+            (0, info(10, (10, 3), (10, 1))),
+            (2, info(10, (10, 3), (10, 1))),
+            (3, info(10, (10, 3), (10, 1))),
+            (4, None),
+            (1, None),
+        ]);
+        let past = [interval(10, 17, &[0, 2, 3], true), interval(18, 18, &[4, 1, 3], true)];
+        let acting = [Some(0), Some(2), Some(3)];
+        let up = [Some(4), Some(1), Some(3)];
+        let held = BTreeMap::from([(0, 0), (2, 1), (3, 2)]);
+        let p = Peering {
+            erasure: Some(Erasure {
+                k: 2,
+                acting: &acting,
+                up: &up,
+                held: &held,
+                kept: &NONE_KEPT,
+            }),
+            up: &[4, 1, 3],
+            ..ec_2_1(0, &[0, 2, 3], &acting, &infos, &past)
+        };
+        let Decision::Plan(plan) = decide_all_up(&p) else { panic!("not a plan") };
+        assert!(plan.active, "{plan:?}");
+        assert_eq!(plan.backfill, vec![4, 1]);
+        // Had osd.4 kept a shard from another position, it may have gone active then
+        // and written on one shard only: down.
+        let kept = BTreeSet::from([4]);
+        let e = Erasure { kept: &kept, ..p.erasure.unwrap() };
+        let down = decide_all_up(&Peering { erasure: Some(e), ..p });
+        assert!(matches!(down, Decision::Down { .. }), "{down:?}");
     }
 
     #[test]
