@@ -322,6 +322,16 @@ mod tests {
 
     static NONE_KEPT: BTreeSet<u32> = BTreeSet::new();
 
+    /// Answers from OSDs holding `copy` and from OSDs holding nothing.
+    fn copies(
+        holding: &[u32],
+        empty: &[u32],
+        copy: Option<PgInfo>,
+    ) -> BTreeMap<u32, Option<PgInfo>> {
+        let held = holding.iter().map(|&o| (o, copy.clone()));
+        held.chain(empty.iter().map(|&o| (o, None))).collect()
+    }
+
     fn decide_all_up(p: &Peering<'_>) -> Decision {
         decide(p, |_| true)
     }
@@ -660,13 +670,7 @@ mod tests {
     fn complete_shards_outside_the_sets_serve_at_their_positions() {
         // osd.0 and osd.1 (positions 0 and 1) were marked out at once: osd.5 and osd.6
         // replace them and hold nothing; osd.2 alone has its shard in the up set.
-        let infos = BTreeMap::from([
-            (0, info(5, (5, 10), (3, 1))),
-            (1, info(5, (5, 10), (3, 1))),
-            (2, info(5, (5, 10), (3, 1))),
-            (5, None),
-            (6, None),
-        ]);
+        let infos = copies(&[0, 1, 2], &[5, 6], info(5, (5, 10), (3, 1)));
         let up = [Some(5), Some(6), Some(2)];
         let held = BTreeMap::from([(0, 0), (1, 1), (2, 2)]);
         let p = Peering {
@@ -709,13 +713,7 @@ mod tests {
     fn an_interval_whose_primary_never_activated_took_no_writes() {
         // Interval 10-17 on osd.0, 2 and 3 went active; 18-18 on osd.4, 1 and 3 (whose
         // first two hold nothing) only asked for the old acting set back.
-        let infos = BTreeMap::from([
-            (0, info(10, (10, 3), (10, 1))),
-            (2, info(10, (10, 3), (10, 1))),
-            (3, info(10, (10, 3), (10, 1))),
-            (4, None),
-            (1, None),
-        ]);
+        let infos = copies(&[0, 2, 3], &[4, 1], info(10, (10, 3), (10, 1)));
         let past = [interval(10, 17, &[0, 2, 3], true), interval(18, 18, &[4, 1, 3], true)];
         let acting = [Some(0), Some(2), Some(3)];
         let up = [Some(4), Some(1), Some(3)];
