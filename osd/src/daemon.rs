@@ -17,7 +17,7 @@ use bytes::Bytes;
 use client::config::OsdTransport;
 use client::osd_conn::OsdConnections;
 use client::{ClientConfig, MonClient};
-use objectstore::{BlockFile, KvObjectStore, ObjectStore};
+use objectstore::{BlockFile, KvObjectStore, ObjectStore, Transaction, TxOp};
 use placement::{Epoch, OsdId, OsdMap, PgId};
 use proto::error::{ErrorCode, RemoteError};
 use proto::frame::Limits;
@@ -555,6 +555,23 @@ pub fn tune_allocator() {
 }
 
 /// Runs the OSD in `dir` until the process is stopped.
+/// Where the store records the map epoch it first served at.
+const BORN_KEY: &[u8] = b"born_epoch";
+
+/// The map epoch this store first served at: recorded (durably) at its first start, with
+/// the map it starts with. A store from before the record existed counts from now.
+fn born_epoch(store: &dyn ObjectStore, now: Epoch) -> anyhow::Result<Epoch> {
+    if let Some(value) = store.osd_get(BORN_KEY)? {
+        let bytes = <[u8; 8]>::try_from(value.as_slice())
+            .map_err(|_| anyhow::anyhow!("the store's born_epoch record is not 8 bytes"))?;
+        return Ok(Epoch(u64::from_le_bytes(bytes)));
+    }
+    let put = TxOp::OsdPut { key: BORN_KEY.to_vec(), value: now.0.to_le_bytes().to_vec() };
+    store.apply(&Transaction { ops: vec![put] })?;
+    store.sync()?;
+    Ok(now)
+}
+
 pub async fn run(dir: &Path) -> anyhow::Result<()> {
     let config = OsdConfig::load(dir)?;
     let client_config =
@@ -612,6 +629,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         last_recovery_ms: Default::default(),
         last_backfill_ms: Default::default(),
         last_scrub_ms: Default::default(),
+        born: AtomicU64::new(u64::MAX),
         quarantined: Default::default(),
     });
     shared.space.measure(shared.store.as_ref());
@@ -633,6 +651,8 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     // The first map, then boot: PGs that already exist here start from it.
     let first = mon.map().await.context("fetch the map from the monitors")?;
     let first = Arc::new(first);
+    let born = born_epoch(osd.shared.store.as_ref(), first.epoch())?;
+    osd.shared.born.store(born.0, Ordering::Relaxed);
     osd.set_map(&map_tx, first.clone());
     for c in osd.shared.store.collections()? {
         if first.pool(c.pg.pool).is_some_and(|p| c.pg.seed < p.pg_num) {

@@ -450,12 +450,15 @@ pub enum PeerRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PeerResponse {
     /// The receiver's info of the PG (`None`: it has no copy), and for an erasure-coded
-    /// PG the shard position its copy is for (`u8::MAX` for a replicated one) and whether
-    /// it also keeps a shard of another position (from before its position moved).
+    /// PG the shard position its copy is for (`u8::MAX` for a replicated one), whether it
+    /// also keeps a shard of another position (from before its position moved), and the
+    /// map epoch its store first served at.
     Info {
-        info: Option<PgInfo>,
+        /// Boxed: the largest answer otherwise, and every response would be its size.
+        info: Option<Box<PgInfo>>,
         shard: u8,
         kept: bool,
+        born: Epoch,
     },
     Log {
         entries: Vec<LogEntry>,

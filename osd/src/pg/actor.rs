@@ -116,6 +116,10 @@ pub struct Shared {
     pub last_recovery_ms: AtomicI64,
     pub last_backfill_ms: AtomicI64,
     pub last_scrub_ms: AtomicI64,
+    /// The map epoch this OSD's store first served at (`u64::MAX` until known): it has
+    /// existed since then, so an answer that it holds nothing of a PG covers every
+    /// interval after it (see `peering::Erasure::born`).
+    pub born: AtomicU64,
     /// Copies found bad (a checksum failure on read, or by a scrub this OSD led) and set
     /// aside since it started.
     pub quarantined: AtomicU64,
@@ -2252,9 +2256,10 @@ impl Pg {
             // Queries are answered in any interval: they only read.
             PeerRequest::Query => {
                 let info = PeerResponse::Info {
-                    info: self.my_info(),
+                    info: self.my_info().map(Box::new),
                     shard: self.c.shard,
                     kept: !self.other_shards().is_empty(),
+                    born: Epoch(self.shared.born.load(Ordering::Relaxed)),
                 };
                 let _ = reply.send(answer(info));
             }
@@ -3435,8 +3440,10 @@ impl PeeringTask {
         let mut infos = BTreeMap::from([(self.me, self.mine.clone())]);
         // The shard position each answering OSD's copy is for (erasure-coded PGs).
         let mut held: BTreeMap<u32, usize> = BTreeMap::new();
-        // OSDs that keep a shard of another position besides the one they answered for.
+        // OSDs that keep a shard of another position besides the one they answered for,
+        // and the epoch each answering OSD's store first served at.
         let mut kept: BTreeSet<u32> = BTreeSet::new();
+        let mut born: BTreeMap<u32, Epoch> = BTreeMap::new();
         if let Some(e) = &self.erasure
             && let Some(mine) = e.shard_of(self.me)
         {
@@ -3458,6 +3465,7 @@ impl PeeringTask {
                     up: &e.up,
                     held: &held,
                     kept: &kept,
+                    born: &born,
                 }),
                 infos: &infos,
                 past_intervals: &past,
@@ -3481,14 +3489,15 @@ impl PeeringTask {
                     });
                     for (osd, answer) in futures::future::join_all(queries).await {
                         match answer {
-                            Ok((PeerResponse::Info { info, shard, kept: other }, _)) => {
+                            Ok((PeerResponse::Info { info, shard, kept: other, born: b }, _)) => {
+                                born.insert(osd, b);
                                 if shard != objectstore::NO_SHARD {
                                     held.insert(osd, usize::from(shard));
                                 }
                                 if other {
                                     kept.insert(osd);
                                 }
-                                infos.insert(osd, info);
+                                infos.insert(osd, info.map(|i| *i));
                             }
                             Ok((other, _)) => {
                                 return Err(format!("osd.{osd} answered a query with {other:?}"));

@@ -28,6 +28,9 @@ pub struct Erasure<'a> {
     /// Answering OSDs that keep a shard of another position (from before their position
     /// moved) besides the copy they answered for.
     pub kept: &'a BTreeSet<u32>,
+    /// The map epoch each answering OSD's store first served at: an answer of "nothing"
+    /// says nothing about intervals before it (the OSD may have been re-created since).
+    pub born: &'a BTreeMap<u32, Epoch>,
 }
 
 /// What a PG's primary knows when it decides.
@@ -108,17 +111,20 @@ fn relevant<'a>(p: &'a Peering<'a>, les: Epoch) -> impl Iterator<Item = &'a Past
     p.past_intervals.iter().filter(move |i| i.maybe_went_rw && i.last >= les && !never_active(p, i))
 }
 
-/// Whether an interval's primary says the PG did not go active in it: a PG goes active
-/// only on its primary, which first creates its copy and records the interval there. So a
-/// primary that answered with no copy at all (no shard kept elsewhere either) took no
-/// writes then. Without this, an interval that only asked for another acting set (as when
-/// an erasure-coded PG's up set holds too few shards) would look like one that wrote on
-/// OSDs holding nothing, and the PG would be down for good.
+/// Whether an erasure-coded PG's interval never went active, by its primary's word: a PG
+/// goes active only on its primary, which first creates its copy and records the interval
+/// there. So a primary that answered with no copy at all (no shard kept elsewhere either),
+/// from a store that existed when the interval began, took no writes then. Without this,
+/// an interval that only asked for another acting set (as when the up set holds too few
+/// shards) would look like one that wrote on OSDs holding nothing, and the PG would be
+/// down for good. (A replicated PG needs any one answer per interval, so it has no need.)
 fn never_active(p: &Peering<'_>, interval: &PastInterval) -> bool {
-    let kept = |o: &u32| p.erasure.is_some_and(|e| e.kept.contains(o));
-    interval
-        .primary
-        .is_some_and(|primary| matches!(p.infos.get(&primary), Some(None)) && !kept(&primary))
+    let Some(e) = p.erasure else { return false };
+    interval.primary.is_some_and(|primary| {
+        matches!(p.infos.get(&primary), Some(None))
+            && !e.kept.contains(&primary)
+            && e.born.get(&primary).is_some_and(|&b| b <= interval.first)
+    })
 }
 
 pub fn decide(p: &Peering<'_>, is_up: impl Fn(u32) -> bool) -> Decision {
@@ -321,6 +327,9 @@ mod tests {
     }
 
     static NONE_KEPT: BTreeSet<u32> = BTreeSet::new();
+    /// Every OSD's store as old as the tests' histories.
+    static BORN_EARLY: std::sync::LazyLock<BTreeMap<u32, Epoch>> =
+        std::sync::LazyLock::new(|| (0..10).map(|o| (o, Epoch(1))).collect());
 
     /// Answers from OSDs holding `copy` and from OSDs holding nothing.
     fn copies(
@@ -601,6 +610,7 @@ mod tests {
                 up: set,
                 held: positions(set),
                 kept: &NONE_KEPT,
+                born: &BORN_EARLY,
             }),
             infos,
             past_intervals,
@@ -637,6 +647,7 @@ mod tests {
                 up: &up,
                 held: positions(&up),
                 kept: &NONE_KEPT,
+                born: &BORN_EARLY,
             }),
             ..p
         };
@@ -655,6 +666,7 @@ mod tests {
                 up: &up,
                 held: positions(&up),
                 kept: &NONE_KEPT,
+                born: &BORN_EARLY,
             }),
             ..p
         };
@@ -674,7 +686,14 @@ mod tests {
         let up = [Some(5), Some(6), Some(2)];
         let held = BTreeMap::from([(0, 0), (1, 1), (2, 2)]);
         let p = Peering {
-            erasure: Some(Erasure { k: 2, acting: &up, up: &up, held: &held, kept: &NONE_KEPT }),
+            erasure: Some(Erasure {
+                k: 2,
+                acting: &up,
+                up: &up,
+                held: &held,
+                kept: &NONE_KEPT,
+                born: &BORN_EARLY,
+            }),
             ..ec_2_1(5, &[5, 6, 2], &up, &infos, &[])
         };
         let Decision::Plan(plan) = decide_all_up(&p) else { panic!("no plan") };
@@ -690,6 +709,7 @@ mod tests {
                 up: &up,
                 held: &held,
                 kept: &NONE_KEPT,
+                born: &BORN_EARLY,
             }),
             ..p
         };
@@ -702,7 +722,14 @@ mod tests {
         let p = Peering {
             me: 5,
             acting: &[5, 6, 2],
-            erasure: Some(Erasure { k: 2, acting: &up, up: &up, held: &held, kept: &NONE_KEPT }),
+            erasure: Some(Erasure {
+                k: 2,
+                acting: &up,
+                up: &up,
+                held: &held,
+                kept: &NONE_KEPT,
+                born: &BORN_EARLY,
+            }),
             ..p
         };
         let Decision::Plan(plan) = decide_all_up(&p) else { panic!("no plan") };
@@ -725,6 +752,7 @@ mod tests {
                 up: &up,
                 held: &held,
                 kept: &NONE_KEPT,
+                born: &BORN_EARLY,
             }),
             up: &[4, 1, 3],
             ..ec_2_1(0, &[0, 2, 3], &acting, &infos, &past)
@@ -736,6 +764,11 @@ mod tests {
         // and written on one shard only: down.
         let kept = BTreeSet::from([4]);
         let e = Erasure { kept: &kept, ..p.erasure.unwrap() };
+        let down = decide_all_up(&Peering { erasure: Some(e), ..p });
+        assert!(matches!(down, Decision::Down { .. }), "{down:?}");
+        // Nor does an osd.4 whose store is newer than the interval (re-created since).
+        let born = BTreeMap::from([(4, Epoch(19))]);
+        let e = Erasure { born: &born, ..p.erasure.unwrap() };
         let down = decide_all_up(&Peering { erasure: Some(e), ..p });
         assert!(matches!(down, Decision::Down { .. }), "{down:?}");
     }
