@@ -718,20 +718,9 @@ mod tests {
         assert!(plan.active, "{plan:?}");
         assert_eq!(plan.backfill, vec![5, 6]);
         // A stray's shard serves only at its own position.
-        let held = BTreeMap::from([(0, 1), (1, 0), (2, 2)]);
-        let p = Peering {
-            me: 5,
-            acting: &[5, 6, 2],
-            erasure: Some(Erasure {
-                k: 2,
-                acting: &up,
-                up: &up,
-                held: &held,
-                kept: &NONE_KEPT,
-                born: &BORN_EARLY,
-            }),
-            ..p
-        };
+        let swapped = BTreeMap::from([(0, 1), (1, 0), (2, 2)]);
+        let e = Erasure { acting: &up, held: &swapped, ..p.erasure.unwrap() };
+        let p = Peering { me: 5, acting: &[5, 6, 2], erasure: Some(e), ..p };
         let Decision::Plan(plan) = decide_all_up(&p) else { panic!("no plan") };
         assert_eq!(plan.want_acting, Some(vec![Some(1), Some(0), Some(2)]));
     }
