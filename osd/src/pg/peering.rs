@@ -641,14 +641,7 @@ mod tests {
         let p = Peering {
             me: 1,
             acting: &[1, 2],
-            erasure: Some(Erasure {
-                k: 2,
-                acting: &acting,
-                up: &up,
-                held: positions(&up),
-                kept: &NONE_KEPT,
-                born: &BORN_EARLY,
-            }),
+            erasure: Some(Erasure { acting: &acting, ..p.erasure.unwrap() }),
             ..p
         };
         let Decision::Plan(plan) = decide_all_up(&p) else { panic!("no plan") };
@@ -703,14 +696,7 @@ mod tests {
         let p = Peering {
             me: 0,
             acting: &[0, 1, 2],
-            erasure: Some(Erasure {
-                k: 2,
-                acting: &acting,
-                up: &up,
-                held: &held,
-                kept: &NONE_KEPT,
-                born: &BORN_EARLY,
-            }),
+            erasure: Some(Erasure { acting: &acting, ..p.erasure.unwrap() }),
             ..p
         };
         let Decision::Plan(plan) = decide_all_up(&p) else { panic!("no plan") };
