@@ -539,22 +539,26 @@ impl Pg {
     }
 
     /// This PG's collections other than the current one: shards this OSD held at another
-    /// position. A store that cannot list them counts as keeping one (peering then assumes
-    /// the least).
-    fn other_shards(&self) -> Vec<CollectionId> {
-        match self.shared.store.collections() {
-            Ok(all) => all.into_iter().filter(|c| c.pg == self.id && *c != self.c).collect(),
-            Err(e) => {
-                tracing::error!(pg = %self.id, error = %e, "cannot list collections");
-                vec![self.c]
-            }
+    /// position. A replicated PG has only its one collection, so the store is not listed.
+    fn other_shards(&self) -> Result<Vec<CollectionId>, StoreError> {
+        if self.c.shard == objectstore::NO_SHARD {
+            return Ok(Vec::new());
         }
+        let all = self.shared.store.collections()?;
+        Ok(all.into_iter().filter(|c| c.pg == self.id && *c != self.c).collect())
     }
 
     /// Removes this PG's collections other than the current one (`other_shards`), once the
     /// PG no longer needs them (clean, or a stray).
     fn remove_other_shards(&self) {
-        for c in self.other_shards().into_iter().filter(|&c| c != self.c) {
+        let others = match self.other_shards() {
+            Ok(others) => others,
+            Err(e) => {
+                tracing::error!(pg = %self.id, error = %e, "cannot list collections; old shards stay");
+                return;
+            }
+        };
+        for c in others {
             tracing::info!(pg = %self.id, collection = %c, "removing a shard this OSD held at another position");
             let txn = Transaction { ops: vec![TxOp::RemoveCollection(c)] };
             if let Err(e) = self.shared.store.apply(&txn) {
@@ -2258,7 +2262,9 @@ impl Pg {
                 let info = PeerResponse::Info {
                     info: self.my_info().map(Box::new),
                     shard: self.c.shard,
-                    kept: !self.other_shards().is_empty(),
+                    // A store that cannot list its collections says it keeps one:
+                    // peering then assumes the least.
+                    kept: self.other_shards().map_or(true, |others| !others.is_empty()),
                     born: Epoch(self.shared.born.load(Ordering::Relaxed)),
                 };
                 let _ = reply.send(answer(info));
