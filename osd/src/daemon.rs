@@ -21,6 +21,7 @@ use objectstore::{BlockFile, KvObjectStore, ObjectStore, Transaction, TxOp};
 use placement::{Epoch, OsdId, OsdMap, PgId};
 use proto::error::{ErrorCode, RemoteError};
 use proto::frame::Limits;
+use proto::identity::Credentials;
 use proto::message::{Request, Response};
 use proto::osd::{OSD_BULK_BYTES_MAX, ObjectOp, OsdStat, PgStat};
 use proto::rpc::{self, Reply};
@@ -79,7 +80,8 @@ pub const PG_TEMP_REQUEST_MAX: usize = 1024;
 #[serde(deny_unknown_fields)]
 pub struct OsdConfig {
     pub id: u32,
-    /// Where it serves clients and peers (`ip:port`).
+    /// Where it serves clients and peers (`ip:port`); port 0 for one the system picks at
+    /// each start, which the OSD boots with.
     pub addr: String,
     /// The space the OSD may fill, in bytes, as a block device's size bounds a Ceph OSD;
     /// without it, the filesystem its store is on. Either way the OSD is full when what is
@@ -558,6 +560,31 @@ pub fn tune_allocator() {
 /// Where the store records the map epoch it first served at.
 const BORN_KEY: &[u8] = b"born_epoch";
 
+/// Tries at a port the system picks, for an OSD configured with port 0: the TCP port of
+/// the same number may be taken.
+const PICK_PORT_TRIES: usize = 16;
+
+/// The OSD's QUIC endpoint and its TCP one for the data path, at the same port. Port 0
+/// in the configuration means one the system picks at each start (the OSD boots with
+/// it, so clients and peers learn it from the map), as Ceph's OSDs pick theirs.
+fn listen(
+    addr: SocketAddr,
+    credentials: &Credentials,
+) -> anyhow::Result<(Arc<dyn Endpoint>, Arc<dyn Endpoint>)> {
+    let tries = if addr.port() == 0 { PICK_PORT_TRIES } else { 1 };
+    let mut last = None;
+    for _ in 0..tries {
+        let quic = QuicEndpoint::bind(addr, credentials, &Tuning::default(), true)
+            .with_context(|| format!("listen on {addr}"))?;
+        let at = quic.local_addr();
+        match TcpEndpoint::bind(at, credentials) {
+            Ok(tcp) => return Ok((Arc::new(quic), Arc::new(tcp))),
+            Err(e) => last = Some(anyhow::Error::new(e).context(format!("listen on {at} (TCP)"))),
+        }
+    }
+    Err(last.expect("at least one try"))
+}
+
 /// The map epoch this store first served at: recorded (durably) at its first start, with
 /// the map it starts with. A store from before the record existed counts from now.
 fn born_epoch(store: &dyn ObjectStore, now: Epoch) -> anyhow::Result<Epoch> {
@@ -593,15 +620,8 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     let store = KvObjectStore::with_blocks(engine, blocks)
         .with_context(|| format!("read the object store in {}", store_dir.display()))?;
     let store: Arc<dyn ObjectStore> = Arc::new(store);
-    let addr: SocketAddr = config.addr.parse()?;
-    let endpoint: Arc<dyn Endpoint> = Arc::new(
-        QuicEndpoint::bind(addr, &credentials, &Tuning::default(), true)
-            .with_context(|| format!("listen on {addr}"))?,
-    );
-    // The data path (clients and peer OSDs) also comes over TCP, at the same port.
-    let tcp: Arc<dyn Endpoint> = Arc::new(
-        TcpEndpoint::bind(addr, &credentials).with_context(|| format!("listen on {addr} (TCP)"))?,
-    );
+    let (endpoint, tcp) = listen(config.addr.parse()?, &credentials)?;
+    let addr = endpoint.local_addr();
     let to_osds = match client_config.osd_transport {
         OsdTransport::Tcp => tcp.clone(),
         OsdTransport::Quic => endpoint.clone(),
@@ -660,9 +680,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         }
     }
     osd.apply_map(&first).await;
-    mon.send(Request::OsdBoot { osd: config.id, addr: config.addr.clone() })
-        .await
-        .context("boot")?;
+    mon.send(Request::OsdBoot { osd: config.id, addr: addr.to_string() }).await.context("boot")?;
     tracing::info!(osd = config.id, %addr, epoch = %first.epoch(), "booted");
     let pid_path = dir.join(PID_FILE);
     std::fs::write(&pid_path, std::process::id().to_string())
@@ -670,7 +688,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let me = OsdId(config.id);
     let beacon = {
-        let (mon, osd, addr) = (mon.clone(), osd.clone(), config.addr.clone());
+        let (mon, osd, addr) = (mon.clone(), osd.clone(), addr.to_string());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(BEACON_INTERVAL);
             let mut booted = Instant::now();

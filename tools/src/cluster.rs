@@ -77,8 +77,9 @@ pub enum OsdCommand {
         id: Option<u32>,
         #[arg(long)]
         data: Option<PathBuf>,
-        /// Where it will serve (`ip:port`).
-        #[arg(long, default_value = "127.0.0.1:6800")]
+        /// Where it will serve (`ip:port`). Port 0 (the default) picks a free one at each
+        /// start; the OSD boots with it, so clients and peers find it in the map.
+        #[arg(long, default_value = "127.0.0.1:0")]
         addr: String,
         /// The CRUSH host bucket it goes under (created if missing).
         #[arg(long)]

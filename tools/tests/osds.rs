@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{BIN, Cluster, free_port, path_str};
+use common::{BIN, Cluster, path_str};
 
 struct Osds {
     dirs: Vec<PathBuf>,
@@ -36,8 +36,9 @@ impl Osds {
     fn prepare(&mut self, c: &Cluster, extra: &[&str]) -> usize {
         let i = self.dirs.len();
         let dir = c.dir.path().join(format!("osd{i}"));
-        let addr = format!("127.0.0.1:{}", free_port());
-        let mut args = vec!["osd", "create", "--data", path_str(&dir), "--addr", &addr];
+        // Port 0: the OSD binds a free port at each start. A port picked here could be
+        // taken (by any connection's local end) before the OSD starts.
+        let mut args = vec!["osd", "create", "--data", path_str(&dir), "--addr", "127.0.0.1:0"];
         args.extend(extra);
         c.ok(&args);
         self.dirs.push(dir);
