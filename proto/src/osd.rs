@@ -422,8 +422,15 @@ pub enum PeerRequest {
     /// objects the replica is missing.
     Activate { info: PgInfo, entries: Vec<LogEntry>, backfill: bool },
     /// A client write, replicated. Applied after the entry before it (`entry.prior` on
-    /// the PG log, i.e. `after`).
-    Replicate { after: Version, entry: LogEntry, ops: Vec<RepOp>, backfill_only: bool },
+    /// the PG log, i.e. `after`). Every entry before `committed_before` is committed on
+    /// every copy: an erasure-coded shard drops its rollback stashes for them.
+    Replicate {
+        after: Version,
+        committed_before: Version,
+        entry: LogEntry,
+        ops: Vec<RepOp>,
+        backfill_only: bool,
+    },
     /// Recovery/backfill: take this object's state.
     Push { state: ObjectState },
     /// Recovery: send me this object's state.

@@ -1881,3 +1881,88 @@ fn an_ec_pg_whose_two_osds_are_marked_out_at_once_serves_from_them_while_rebuild
         assert!(get_in(&c, &work, "ec", name) == *data, "{name} from the rebuilt shards");
     }
 }
+
+/// A write torn by its primary's failure: it reached the primary's shard and one other,
+/// never the third, and then the primary and the third OSD died. The one shard that is
+/// up again with the write cannot decode it, and the old version's other shard is the
+/// only one left of that: the shard that has the write puts its own old bytes back from
+/// the stash it kept (peering has it do so), and the object reads back as it was. The
+/// old primary, back, does the same with its shard, and a deep scrub finds all three
+/// agree.
+#[test]
+fn a_write_torn_by_a_failed_primary_is_rolled_back_from_the_shards_stashes() {
+    use bytes::Bytes;
+    use proto::osd::{ObjectName, ObjectOp, OpResult};
+
+    let c = Cluster::start(3);
+    let mut osds = Osds::create(&c, 3);
+    wait_up(&c, 3);
+    c.ok(&["pool", "create", "ec", "erasure", "--k", "2", "--m", "1", "--pg-num", "1"]);
+    let work = c.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let old = pattern(7, 300_000);
+    put_in(&c, &work, "ec", "torn", &old);
+    wait_clean(&c, 1);
+    let pg = only_pg(&c);
+    let osd = |i: usize| pg["acting"][i].as_u64().unwrap() as usize;
+    let (primary, kept, late) = (osd(0), osd(1), osd(2));
+
+    // The third shard's OSD hangs; nodown keeps it in the map, so the primary holds the
+    // write (applied on its shard and the second) until the op is slow.
+    c.ok(&["config", "set", "osd.op_complaint_time", "1"]);
+    c.ok(&["osd", "set", "nodown"]);
+    osds.signal(late, libc::SIGSTOP);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let config = client::ClientConfig::load(&c.config()).unwrap();
+    let objects = std::sync::Arc::new(runtime.block_on(async {
+        let mon = std::sync::Arc::new(client::MonClient::connect(config).unwrap());
+        client::objects::Objects::new(mon).await.unwrap()
+    }));
+    let name = ObjectName { namespace: String::new(), name: b"torn".to_vec() };
+    // Part of some stripes (read, modified, written) and whole others, and an xattr.
+    let ops = vec![
+        ObjectOp::Write { offset: 100_000, len: 50_000 },
+        ObjectOp::SetXattr { name: "v".into(), value: b"2".to_vec() },
+    ];
+    let (client, torn) = (objects.clone(), name.clone());
+    let data = Bytes::from(pattern(8, 50_000));
+    let writer = runtime.spawn(async move { client.op("ec", &torn, ops, data).await });
+    c.wait_status("SLOW_OPS", Duration::from_secs(30), |s| {
+        check_codes(s).contains(&"SLOW_OPS".to_owned())
+    });
+    // The client gives up (were it to resend, the write would rightly be applied anew),
+    // and the primary and the hung OSD die.
+    writer.abort();
+    osds.kill(primary);
+    osds.kill(late);
+    c.ok(&["osd", "unset", "nodown"]);
+    for gone in [primary, late] {
+        c.ok(&["osd", "down", &gone.to_string()]);
+    }
+    wait_up(&c, 1);
+
+    // The hung OSD returns: with the second shard it is k shards, of two versions.
+    osds.start(late);
+    wait_up(&c, 2);
+    wait_log(&osds.dirs[kept], "rolled back a torn write from its stash", "object=torn");
+    assert!(get_in(&c, &work, "ec", "torn") == old, "the object as it was before the torn write");
+    let answer =
+        runtime.block_on(objects.op("ec", &name, vec![ObjectOp::GetXattrs], Bytes::new())).unwrap();
+    let OpResult::Xattrs(xattrs) = &answer.results[0] else { panic!("{answer:?}") };
+    assert!(xattrs.is_empty(), "the torn write's xattr is gone: {xattrs:?}");
+
+    // The old primary returns and rolls its shard back too: all three agree.
+    osds.start(primary);
+    wait_up(&c, 3);
+    let back = c.status().unwrap()["epoch"].as_u64().unwrap();
+    wait_log(&osds.dirs[primary], "rolled back a torn write from its stash", "object=torn");
+    let pg = wait_pg(&c, "the PG clean with all three", |pg| {
+        pg["epoch"].as_u64().unwrap() >= back
+            && pg["state"] == serde_json::json!(["active", "clean"])
+    });
+    let stamp = pg["last_deep_scrub_ms"].as_i64().unwrap();
+    c.ok(&["pg", "deep-scrub", pg["pg"].as_str().unwrap()]);
+    let pg = wait_pg(&c, "a deep scrub", |pg| pg["last_deep_scrub_ms"].as_i64().unwrap() > stamp);
+    assert_eq!(pg["last_scrub_errors"], 0, "{pg}");
+    assert!(get_in(&c, &work, "ec", "torn") == old, "the object read from all three shards");
+}

@@ -38,6 +38,7 @@ use super::log::{LOG_ENTRIES_KEPT, PgLog};
 use super::ops::{self, object_id, object_name, store_error};
 use super::peering::{self, Decision, Plan};
 use super::persist;
+use super::rollback::{self, Rollback};
 use super::scrub;
 use crate::space::Space;
 use crate::syncer::Syncer;
@@ -373,6 +374,11 @@ pub struct Pg {
     in_flight: HashMap<ObjectName, u32>,
     /// Replica: replicated writes waiting for their predecessor, by predecessor version.
     pending: BTreeMap<Version, (Epoch, PeerRequest, Bytes, Reply)>,
+    /// Erasure-coded shard: the log entries whose rollback stash it keeps (`rollback`).
+    rollbacks: BTreeSet<Version>,
+    /// Erasure-coded primary: entries sent to the shards and not yet committed by all,
+    /// so the shards keep their stashes.
+    uncommitted: BTreeSet<Version>,
     /// The scrub in progress (primary), and whether one waits for the OSD's slot.
     scrub: Option<ScrubRun>,
     scrub_queued: bool,
@@ -483,7 +489,7 @@ impl Pg {
     ) -> mpsc::Sender<Event> {
         let (tx, rx) = mpsc::channel(WAITING_OPS_MAX * 2);
         let c = CollectionId { pg: id, shard };
-        let (exists, info, log) = load(shared.store.as_ref(), c);
+        let (exists, info, log, rollbacks) = load(shared.store.as_ref(), c);
         let pg = Pg {
             id,
             c,
@@ -519,6 +525,8 @@ impl Pg {
             held: HashMap::new(),
             in_flight: HashMap::new(),
             pending: BTreeMap::new(),
+            rollbacks,
+            uncommitted: BTreeSet::new(),
         };
         tokio::spawn(pg.run(rx, map));
         tx
@@ -535,7 +543,8 @@ impl Pg {
             tracing::warn!(pg = %self.id, from = self.c.shard, to = shard, "shard position changed; the old shard is kept until the PG is clean");
         }
         self.c = CollectionId { pg: self.id, shard };
-        (self.exists, self.info, self.log) = load(self.shared.store.as_ref(), self.c);
+        (self.exists, self.info, self.log, self.rollbacks) =
+            load(self.shared.store.as_ref(), self.c);
     }
 
     /// This PG's collections other than the current one: shards this OSD held at another
@@ -774,6 +783,7 @@ impl Pg {
                 tracing::error!(pg = %self.id, error = %e, "cannot remove the PG's collection");
             }
             self.exists = false;
+            self.rollbacks.clear();
         }
     }
 
@@ -803,6 +813,8 @@ impl Pg {
     }
 
     fn start_peering(&mut self) {
+        // Peering rolls every entry forward or back: none is waiting to commit.
+        self.uncommitted.clear();
         let interval = self.interval;
         let inbox = self.inbox.clone();
         let task = PeeringTask {
@@ -952,16 +964,21 @@ impl Pg {
         });
     }
 
-    /// Merges an authoritative log into ours: rewinds divergent changes, removes what the
-    /// authority deleted, persists the result. Returns what we must recover.
+    /// Merges an authoritative log into ours: rewinds divergent changes (an
+    /// erasure-coded shard puts back what it stashed, where it can), removes what the
+    /// authority deleted, persists the result in one transaction. Returns what we must
+    /// recover. The merged history is every copy's from now on: no stash is needed after.
     fn merge_log(
         &mut self,
         tail: Version,
         entries: &[LogEntry],
     ) -> Result<BTreeMap<ObjectName, Version>, String> {
         let before: Vec<Version> = self.log.entries().map(|e| e.version).collect();
-        let merge = self.log.merge_authoritative(tail, entries);
-        let mut ops = Vec::new();
+        let mut merge = self.log.merge_authoritative(tail, entries);
+        let mut ops = self.roll_back(&mut merge).map_err(|e| e.to_string())?;
+        if !self.rollbacks.is_empty() {
+            ops.push(persist::clear_rollbacks(self.c));
+        }
         for entry in &merge.divergent {
             ops.push(persist::delete_entry(self.c, entry.version));
         }
@@ -979,7 +996,66 @@ impl Pg {
             self.exists = true;
         }
         self.shared.store.apply(&Transaction { ops }).map_err(|e| e.to_string())?;
+        self.rollbacks.clear();
         Ok(merge.missing)
+    }
+
+    /// The ops that undo this shard's divergent writes from their stashes, for each
+    /// object whose every divergent entry has one and which is at the newest of them (a
+    /// copy not at that version was not written by them alone). An object put back at the
+    /// version the merge wants is no longer missing; any other is recovered as before.
+    fn roll_back(&self, merge: &mut super::log::Merge) -> Result<Vec<TxOp>, StoreError> {
+        let mut ops = Vec::new();
+        if self.rollbacks.is_empty() {
+            return Ok(ops);
+        }
+        let store = self.shared.store.as_ref();
+        // Newest first, as the merge rewound them.
+        let mut by_object: BTreeMap<&ObjectName, Vec<&LogEntry>> = BTreeMap::new();
+        for entry in &merge.divergent {
+            by_object.entry(&entry.object).or_default().push(entry);
+        }
+        let mut restored = Vec::new();
+        for (object, entries) in by_object {
+            if !entries.iter().all(|e| self.rollbacks.contains(&e.version)) {
+                continue;
+            }
+            let oid = object_id(object);
+            let meta = store.stat(self.c, &oid)?;
+            let newest = entries[0];
+            let at_newest = match newest.op {
+                LogOp::Modify => meta.as_ref().is_some_and(|m| m.version == newest.version),
+                LogOp::Delete => meta.is_none(),
+            };
+            if !at_newest {
+                continue;
+            }
+            let mut stashes: Vec<Rollback> = Vec::new();
+            for entry in &entries {
+                match persist::get_rollback(store, self.c, entry.version)? {
+                    Some(stash) => stashes.push(stash),
+                    None => break,
+                }
+            }
+            if stashes.len() != entries.len() {
+                continue;
+            }
+            let mut xattrs_now = meta.map(|m| m.xattrs);
+            for stash in &stashes {
+                ops.extend(rollback::restore(self.c, &oid, stash, xattrs_now.as_ref()));
+                xattrs_now = stash.prior.as_ref().map(|p| p.xattrs.clone());
+            }
+            let version =
+                stashes.last().and_then(|s| s.prior.as_ref()).map_or(Version::ZERO, |p| p.version);
+            restored.push((object.clone(), version, entries.len()));
+        }
+        for (object, version, entries) in restored {
+            if merge.missing.get(&object) == Some(&version) {
+                merge.missing.remove(&object);
+            }
+            tracing::info!(pg = %self.id, %object, %version, entries, "rolled back a torn write from its stash");
+        }
+        Ok(ops)
     }
 
     fn activated(&mut self, result: Result<BTreeMap<u32, BTreeMap<ObjectName, Version>>, String>) {
@@ -1827,7 +1903,8 @@ impl Pg {
         let mut rep_ops = executed.rep_ops;
         rep_ops.push(proto::osd::RepOp::SetVersion { mtime_ms: now_ms() });
         let data = executed.rep_data;
-        if let Err(e) = self.apply_entry(&entry, Some((&rep_ops, &data))) {
+        let committed_before = self.committed_before(entry.version);
+        if let Err(e) = self.apply_entry(&entry, Some((&rep_ops, &data)), committed_before) {
             if e.code == ErrorCode::Corrupt {
                 return self.repair(op, e);
             }
@@ -1841,7 +1918,7 @@ impl Pg {
             .into_iter()
             .map(|(osd, backfill_only)| (osd, backfill_only, rep_ops.clone(), data.clone()))
             .collect();
-        self.send_entry(head, entry, peers, executed.results, op.reply);
+        self.send_entry(head, entry, committed_before, peers, executed.results, op.reply);
     }
 
     /// The log entry of a write the primary executed.
@@ -1856,6 +1933,12 @@ impl Pg {
         }
     }
 
+    /// The version before which every entry is committed on every copy, for an entry at
+    /// `version` about to be sent: the oldest one still on its way, else this one.
+    fn committed_before(&self, version: Version) -> Version {
+        self.uncommitted.first().copied().unwrap_or(version)
+    }
+
     /// Sends an entry the primary applied to its peers, each with its own changes
     /// (`backfill_only`: the log entry alone), and answers the client once every copy
     /// and this one are durable.
@@ -1863,11 +1946,13 @@ impl Pg {
         &mut self,
         head: Version,
         entry: LogEntry,
+        committed_before: Version,
         peers: Vec<(u32, bool, Vec<proto::osd::RepOp>, Bytes)>,
         results: Vec<proto::osd::OpResult>,
         reply: Reply,
     ) {
         *self.in_flight.entry(entry.object.clone()).or_default() += 1;
+        self.uncommitted.insert(entry.version);
         let (interval, inbox, shared, map, pg) =
             (self.interval, self.inbox.clone(), self.shared.clone(), self.map.clone(), self.id);
         tokio::spawn(async move {
@@ -1876,6 +1961,7 @@ impl Pg {
             let remote = peers.into_iter().map(|(osd, backfill_only, ops, data)| {
                 let request = PeerRequest::Replicate {
                     after: head,
+                    committed_before,
                     entry: entry.clone(),
                     ops: if backfill_only { Vec::new() } else { ops },
                     backfill_only,
@@ -2125,7 +2211,8 @@ impl Pg {
         let head = self.log.head();
         let entry = self.next_entry(&op.object, reqid, &executed);
         let (my_ops, my_data) = std::mem::take(&mut shards[mine]);
-        if let Err(e) = self.apply_entry(&entry, Some((&my_ops, &my_data))) {
+        let committed_before = self.committed_before(entry.version);
+        if let Err(e) = self.apply_entry(&entry, Some((&my_ops, &my_data)), committed_before) {
             let _ = op.reply.send(Err(e));
             return;
         }
@@ -2137,24 +2224,38 @@ impl Pg {
                 Some((osd, backfill_only, ops, data))
             })
             .collect();
-        self.send_entry(head, entry, peers, executed.results, op.reply);
+        self.send_entry(head, entry, committed_before, peers, executed.results, op.reply);
     }
 
     /// Applies a log entry and its changes (none on a backfill target that does not have
-    /// the object yet) to the local store, not yet durably.
+    /// the object yet) to the local store, not yet durably. An erasure-coded shard keeps
+    /// what the changes overwrite (`rollback`) in the same transaction, and drops the
+    /// stashes of entries before `committed_before`, which every shard has.
     fn apply_entry(
         &mut self,
         entry: &LogEntry,
         change: Option<(&[proto::osd::RepOp], &Bytes)>,
+        committed_before: Version,
     ) -> Result<(), RemoteError> {
         let mut txn = Transaction::new();
         if !self.exists {
             txn.push(TxOp::CreateCollection(self.c));
         }
+        let erasure = self.c.shard != objectstore::NO_SHARD;
+        let stashed = erasure && change.is_some();
         if let Some((rep_ops, data)) = change {
             self.shared.space.wrote(data.len() as u64);
             let oid = object_id(&entry.object);
+            if erasure {
+                let store = self.shared.store.as_ref();
+                let stash = rollback::stash(store, self.c, &oid, rep_ops).map_err(store_error)?;
+                txn.push(persist::put_rollback(self.c, entry.version, &stash));
+            }
             ops::transaction(self.c, &oid, rep_ops, data, entry.version, &mut txn)?;
+        }
+        let done: Vec<Version> = self.rollbacks.range(..committed_before).copied().collect();
+        for &version in &done {
+            txn.push(persist::delete_rollback(self.c, version));
         }
         txn.push(persist::put_entry(self.c, entry));
         let mut info = self.info.clone();
@@ -2164,6 +2265,12 @@ impl Pg {
         apply_waiting(&*self.shared.store, &txn).map_err(store_error)?;
         self.exists = true;
         self.info = info;
+        for version in done {
+            self.rollbacks.remove(&version);
+        }
+        if stashed {
+            self.rollbacks.insert(entry.version);
+        }
         self.log.append(entry.clone());
         self.trim_log();
         Ok(())
@@ -2192,6 +2299,7 @@ impl Pg {
         reply: Reply,
     ) {
         let _ = reply.send(Ok((Response::Ack, Bytes::new())));
+        self.uncommitted.remove(&version);
         if interval != self.interval {
             return;
         }
@@ -2334,7 +2442,7 @@ impl Pg {
                 };
                 let _ = reply.send(result.map(|r| (Response::Peer(r), Bytes::new())));
             }
-            PeerRequest::Replicate { after, entry, ops, backfill_only } => {
+            PeerRequest::Replicate { after, committed_before, entry, ops, backfill_only } => {
                 if after > self.log.head() {
                     if self.pending.len() >= PENDING_REPLICATIONS_MAX {
                         let _ = reply.send(Err(err(
@@ -2347,22 +2455,35 @@ impl Pg {
                         after,
                         (
                             interval,
-                            PeerRequest::Replicate { after, entry, ops, backfill_only },
+                            PeerRequest::Replicate {
+                                after,
+                                committed_before,
+                                entry,
+                                ops,
+                                backfill_only,
+                            },
                             bulk,
                             reply,
                         ),
                     );
                     return;
                 }
-                self.replicate(entry, ops, bulk, backfill_only, reply);
+                self.replicate(entry, committed_before, ops, bulk, backfill_only, reply);
                 // Writes that were waiting for this one.
                 while let Some(next) = self.pending.first_key_value().map(|(v, _)| *v) {
                     if next > self.log.head() {
                         break;
                     }
                     let (_, request, bulk, reply) = self.pending.remove(&next).expect("present");
-                    if let PeerRequest::Replicate { entry, ops, backfill_only, .. } = request {
-                        self.replicate(entry, ops, bulk, backfill_only, reply);
+                    if let PeerRequest::Replicate {
+                        entry,
+                        committed_before,
+                        ops,
+                        backfill_only,
+                        ..
+                    } = request
+                    {
+                        self.replicate(entry, committed_before, ops, bulk, backfill_only, reply);
                     }
                 }
             }
@@ -2459,7 +2580,7 @@ impl Pg {
             ..info
         };
         info.log_tail = log.tail();
-        let mut ops = vec![persist::clear_log(self.c)];
+        let mut ops = vec![persist::clear_log(self.c), persist::clear_rollbacks(self.c)];
         ops.extend(log.entries().map(|e| persist::put_entry(self.c, e)));
         ops.push(persist::put_info(self.c, &info));
         if !self.exists {
@@ -2469,6 +2590,7 @@ impl Pg {
         self.exists = true;
         self.info = info;
         self.log = log;
+        self.rollbacks.clear();
         tracing::info!(pg = %self.id, "backfill of this copy starts");
         Ok(())
     }
@@ -2499,6 +2621,7 @@ impl Pg {
     fn replicate(
         &mut self,
         entry: LogEntry,
+        committed_before: Version,
         rep_ops: Vec<proto::osd::RepOp>,
         bulk: Bytes,
         log_only: bool,
@@ -2510,7 +2633,7 @@ impl Pg {
             return;
         }
         let change = (!log_only).then_some((rep_ops.as_slice(), &bulk));
-        if let Err(e) = self.apply_entry(&entry, change) {
+        if let Err(e) = self.apply_entry(&entry, change, committed_before) {
             let _ = reply.send(Err(e));
             return;
         }
@@ -2914,19 +3037,7 @@ pub fn read_state(
         ));
     };
     let data = store.read(c, &oid, 0, meta.size).map_err(store_error)?;
-    let mut omap = Vec::new();
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page = store
-            .omap_list(c, &oid, after.as_deref(), objectstore::store::SCAN_ENTRIES_MAX)
-            .map_err(store_error)?;
-        let done = page.len() < objectstore::store::SCAN_ENTRIES_MAX;
-        after = page.last().map(|(k, _)| k.clone());
-        omap.extend(page);
-        if done {
-            break;
-        }
-    }
+    let omap = rollback::omap_all(store, c, &oid).map_err(store_error)?;
     let body = ObjectBody { size: meta.size, mtime_ms: meta.mtime_ms, xattrs: meta.xattrs, omap };
     Ok((
         ObjectState { object: object.clone(), version: meta.version, body: Some(body) },
@@ -3335,16 +3446,24 @@ fn read_shard(
 }
 
 /// A PG's info and log from its collection, if it has one.
-fn load(store: &dyn ObjectStore, c: CollectionId) -> (bool, PgInfo, PgLog) {
+/// A collection's info, log and rollback stashes (`Loaded::exists`: whether it has an info).
+fn load(store: &dyn ObjectStore, c: CollectionId) -> Loaded {
+    let rollbacks = persist::rollback_versions(store, c).unwrap_or_else(|e| {
+        tracing::error!(%c, error = %e, "cannot list the PG's rollback stashes; none kept");
+        Vec::new()
+    });
+    let rollbacks = rollbacks.into_iter().collect();
     match persist::load(store, c) {
-        Ok(Some((info, log))) => (true, info, log),
-        Ok(None) => (false, PgInfo::default(), PgLog::default()),
+        Ok(Some((info, log))) => (true, info, log, rollbacks),
+        Ok(None) => (false, PgInfo::default(), PgLog::default(), rollbacks),
         Err(e) => {
             tracing::error!(%c, error = %e, "cannot load the PG's log; serving it empty");
-            (false, PgInfo::default(), PgLog::default())
+            (false, PgInfo::default(), PgLog::default(), rollbacks)
         }
     }
 }
+
+type Loaded = (bool, PgInfo, PgLog, BTreeSet<Version>);
 
 /// The other OSDs of `copies` (flagged `false`) and the backfill targets (flagged
 /// `backfill_flag`), the shape in which activation and replication address their peers.

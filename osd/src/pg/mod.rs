@@ -6,4 +6,5 @@ pub mod log;
 pub mod ops;
 pub mod peering;
 pub mod persist;
+pub mod rollback;
 pub mod scrub;
