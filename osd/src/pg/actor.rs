@@ -1003,7 +1003,8 @@ impl Pg {
     /// The ops that undo this shard's divergent writes from their stashes, for each
     /// object whose every divergent entry has one and which is at the newest of them (a
     /// copy not at that version was not written by them alone). An object put back at the
-    /// version the merge wants is no longer missing; any other is recovered as before.
+    /// version the merge wants is no longer missing; any other is recovered as before. An
+    /// object the divergent entries created is removed by the merge, and needs none.
     fn roll_back(&self, merge: &mut super::log::Merge) -> Result<Vec<TxOp>, StoreError> {
         let mut ops = Vec::new();
         if self.rollbacks.is_empty() {
@@ -1017,7 +1018,8 @@ impl Pg {
         }
         let mut restored = Vec::new();
         for (object, entries) in by_object {
-            if !entries.iter().all(|e| self.rollbacks.contains(&e.version)) {
+            let created = entries.last().is_some_and(|e| e.prior_version == Version::ZERO);
+            if created || !entries.iter().all(|e| self.rollbacks.contains(&e.version)) {
                 continue;
             }
             let oid = object_id(object);
@@ -2229,8 +2231,9 @@ impl Pg {
 
     /// Applies a log entry and its changes (none on a backfill target that does not have
     /// the object yet) to the local store, not yet durably. An erasure-coded shard keeps
-    /// what the changes overwrite (`rollback`) in the same transaction, and drops the
-    /// stashes of entries before `committed_before`, which every shard has.
+    /// what the changes overwrite (`rollback`) in the same transaction, unless the entry
+    /// creates the object (undone by removing it, as `merge_authoritative` says), and
+    /// drops the stashes of entries before `committed_before`, which every shard has.
     fn apply_entry(
         &mut self,
         entry: &LogEntry,
@@ -2242,11 +2245,11 @@ impl Pg {
             txn.push(TxOp::CreateCollection(self.c));
         }
         let erasure = self.c.shard != objectstore::NO_SHARD;
-        let stashed = erasure && change.is_some();
+        let stashed = erasure && change.is_some() && entry.prior_version != Version::ZERO;
         if let Some((rep_ops, data)) = change {
             self.shared.space.wrote(data.len() as u64);
             let oid = object_id(&entry.object);
-            if erasure {
+            if stashed {
                 let store = self.shared.store.as_ref();
                 let stash = rollback::stash(store, self.c, &oid, rep_ops).map_err(store_error)?;
                 txn.push(persist::put_rollback(self.c, entry.version, &stash));
