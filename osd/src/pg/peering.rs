@@ -171,12 +171,20 @@ pub fn decide(p: &Peering<'_>, is_up: impl Fn(u32) -> bool) -> Decision {
         let best_les = candidates.iter().map(|(_, i)| i.last_epoch_started).max().expect("some");
         let newest: Vec<&(u32, &PgInfo)> =
             candidates.iter().filter(|(_, i)| i.last_epoch_started == best_les).collect();
-        // An erasure-coded write is readable only once k shards have it: the history
-        // is the newest that k shards reach, and entries past it (a write torn by a
-        // failed primary, never acknowledged) are rewound on the shards that have them.
+        // An erasure-coded write is readable only once k distinct shards have it: the
+        // history is the newest that k shard positions reach (two copies of one
+        // position, such as a stray's and its replacement's, count once), and entries
+        // past it (a write torn by a failed primary, never acknowledged) are rewound on
+        // the shards that have them.
         let reached = p.erasure.and_then(|e| {
-            let mut heads: Vec<placement::Version> =
-                newest.iter().map(|(_, i)| i.last_update).collect();
+            let mut heads: BTreeMap<usize, placement::Version> = BTreeMap::new();
+            for (osd, info) in &newest {
+                if let Some(&position) = e.held.get(osd) {
+                    let head = heads.entry(position).or_default();
+                    *head = (*head).max(info.last_update);
+                }
+            }
+            let mut heads: Vec<placement::Version> = heads.into_values().collect();
             heads.sort_unstable_by(|a, b| b.cmp(a));
             heads.get(e.k - 1).copied()
         });
@@ -771,6 +779,19 @@ mod tests {
             panic!("no plan")
         };
         assert_eq!(plan.auth, 1);
+        // Two copies of one position count once: osd.3, a stray holding position 0 as
+        // osd.1 does, has the write too, but only one shard position does.
+        let infos = BTreeMap::from([
+            (1, info(5, (5, 12), (3, 1))),
+            (2, info(5, (5, 10), (3, 1))),
+            (3, info(5, (5, 12), (3, 1))),
+            (7, info(5, (5, 10), (3, 1))),
+        ]);
+        let held = BTreeMap::from([(1, 0), (2, 1), (3, 0), (7, 2)]);
+        let e = Erasure { held: &held, ..p.erasure.unwrap() };
+        let p = Peering { infos: &infos, erasure: Some(e), ..p };
+        let Decision::Plan(plan) = decide_all_up(&p) else { panic!("no plan") };
+        assert_eq!(plan.auth, 2, "{plan:?}");
     }
 
     #[test]
