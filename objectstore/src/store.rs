@@ -72,6 +72,19 @@ pub trait ObjectStore: Send + Sync + 'static {
         after: Option<&[u8]>,
         max: usize,
     ) -> Result<Entries, StoreError>;
+    /// An object's whole omap, in key order (`omap_list` page by page).
+    fn omap_all(&self, c: CollectionId, oid: &ObjectId) -> Result<Entries, StoreError> {
+        let mut omap = Vec::new();
+        loop {
+            let after = omap.last().map(|(k, _): &(Vec<u8>, Vec<u8>)| k.clone());
+            let page = self.omap_list(c, oid, after.as_deref(), SCAN_ENTRIES_MAX)?;
+            let done = page.len() < SCAN_ENTRIES_MAX;
+            omap.extend(page);
+            if done {
+                return Ok(omap);
+            }
+        }
+    }
     /// Objects after `after` (or from the first), at most `max`, in key order: a listing
     /// resumed from the last id seen is stable while objects come and go.
     fn list(

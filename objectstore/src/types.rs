@@ -110,7 +110,8 @@ pub struct ObjectMeta {
     pub version: Version,
     pub mtime_ms: i64,
     pub xattrs: BTreeMap<String, Vec<u8>>,
-    /// Keys in its omap (so `stat` and `remove` need not scan).
+    /// Not maintained (always 0; count with `omap_list`): kept so that the onode
+    /// record's encoding stays as it is.
     pub omap_keys: u64,
 }
 

@@ -279,6 +279,24 @@ fn omap_set_list_remove_and_clear() {
 }
 
 #[test]
+fn a_whole_omap_is_read_across_pages() {
+    let store = KvObjectStore::new(MemoryEngine::new());
+    let (c, o) = (coll(), oid(0));
+    let n = objectstore::store::SCAN_ENTRIES_MAX as u32 * 2 + 3;
+    let entries: Vec<(Vec<u8>, Vec<u8>)> =
+        (0..n).map(|i| (i.to_be_bytes().to_vec(), i.to_le_bytes().to_vec())).collect();
+    let mut txn = Transaction::new();
+    txn.push(TxOp::Create { c, oid: o.clone(), exclusive: true }).push(TxOp::OmapSet {
+        c,
+        oid: o.clone(),
+        entries: entries.clone(),
+    });
+    store.apply(&txn).unwrap();
+    assert_eq!(store.omap_all(c, &o).unwrap(), entries);
+    assert!(matches!(store.omap_all(c, &oid(1)), Err(StoreError::NotFound(_))));
+}
+
+#[test]
 fn collections_are_registered_and_removed_whole() {
     let store = KvObjectStore::new(MemoryEngine::new());
     let a = coll();

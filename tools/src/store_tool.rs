@@ -209,7 +209,7 @@ pub fn run(dir: &Path, format: Format, command: StoreToolCommand) -> Result<()> 
                 version: meta.version.to_string(),
                 mtime_ms: meta.mtime_ms,
                 xattrs: meta.xattrs.keys().cloned().collect(),
-                omap_keys: meta.omap_keys,
+                omap_keys: store.omap_all(c, &oid)?.len() as u64,
                 chunks: store.chunk_places(c, &oid)?,
             };
             match format {

@@ -3040,7 +3040,7 @@ pub fn read_state(
         ));
     };
     let data = store.read(c, &oid, 0, meta.size).map_err(store_error)?;
-    let omap = rollback::omap_all(store, c, &oid).map_err(store_error)?;
+    let omap = store.omap_all(c, &oid).map_err(store_error)?;
     let body = ObjectBody { size: meta.size, mtime_ms: meta.mtime_ms, xattrs: meta.xattrs, omap };
     Ok((
         ObjectState { object: object.clone(), version: meta.version, body: Some(body) },

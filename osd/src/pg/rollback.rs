@@ -95,7 +95,7 @@ pub fn stash(
     for (start, end) in changed(ops, meta.size) {
         extents.push((start, store.read(c, oid, start, end - start)?));
     }
-    let omap = if touches_omap(ops) { Some(omap_all(store, c, oid)?) } else { None };
+    let omap = if touches_omap(ops) { Some(store.omap_all(c, oid)?) } else { None };
     Ok(Rollback {
         prior: Some(Prior {
             version: meta.version,
@@ -106,26 +106,6 @@ pub fn stash(
             omap,
         }),
     })
-}
-
-/// An object's whole omap, in key order.
-pub fn omap_all(
-    store: &dyn ObjectStore,
-    c: CollectionId,
-    oid: &ObjectId,
-) -> Result<Entries, StoreError> {
-    let mut omap = Vec::new();
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page =
-            store.omap_list(c, oid, after.as_deref(), objectstore::store::SCAN_ENTRIES_MAX)?;
-        let done = page.len() < objectstore::store::SCAN_ENTRIES_MAX;
-        after = page.last().map(|(k, _)| k.clone());
-        omap.extend(page);
-        if done {
-            return Ok(omap);
-        }
-    }
 }
 
 /// The ops that put `oid` back as `rollback` found it, given the xattr names it has now
