@@ -8,7 +8,8 @@
 #
 #   Usage: bench/scripts/osd-bench.sh [SECS]   (default 20; CAIRN_BIN to pick the binary,
 #          OSD_TRANSPORT=quic to reach OSDs over QUIC instead of TCP,
-#          POOL="erasure --k 2 --m 1" PG_NUM=32 for the reference's erasure-coded pool)
+#          POOL="erasure --k 2 --m 1" PG_NUM=32 for the reference's erasure-coded pool,
+#          OSDS=6 POOL="erasure --k 4 --m 2" for a pool that needs more than 3 OSDs)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS="${1:-20}"
@@ -23,13 +24,13 @@ cleanup() {
 trap cleanup EXIT
 load1() { cut -d' ' -f1 /proc/loadavg; }
 
-"$BIN" dev up --base-port 16789 > dev-up.log
+"$BIN" dev up --base-port 16789 --osds "${OSDS:-3}" > dev-up.log
 if [ "${OSD_TRANSPORT:-tcp}" != tcp ]; then
   "$BIN" dev down > /dev/null
   for f in cairn-data/client.toml cairn-data/osd.*/client.toml; do
     sed -i "1i osd_transport = \"$OSD_TRANSPORT\"" "$f"
   done
-  "$BIN" dev up --base-port 16789 >> dev-up.log
+  "$BIN" dev up --base-port 16789 --osds "${OSDS:-3}" >> dev-up.log
 fi
 # shellcheck disable=SC2086 # POOL is several words on purpose
 "$BIN" pool create bench ${POOL:---size 3} --pg-num "${PG_NUM:-64}" > /dev/null

@@ -433,8 +433,9 @@ pub enum PeerRequest {
     },
     /// Recovery/backfill: take this object's state.
     Push { state: ObjectState },
-    /// Recovery: send me this object's state.
-    Pull { object: ObjectName },
+    /// Recovery: send me this object's state from shard `shard` (`u8::MAX` for a
+    /// replicated PG's copy); an OSD that holds another shard of the PG refuses.
+    Pull { object: ObjectName, shard: u8 },
     /// Backfill: your objects after `after` and up to `until` (to the end if `None`), in
     /// store order, with their versions; at most `max`. Answered with `Scanned`.
     Scan { after: Option<ObjectName>, until: Option<ObjectName>, max: u32 },

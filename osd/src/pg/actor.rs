@@ -1155,7 +1155,8 @@ impl Pg {
                     let source = source.filter(|&s| s != me).ok_or_else(|| {
                         RecoveryError::Unfound(format!("no other copy of {object} is reachable"))
                     })?;
-                    let request = PeerRequest::Pull { object: object.clone() };
+                    let request =
+                        PeerRequest::Pull { object: object.clone(), shard: objectstore::NO_SHARD };
                     let (response, bulk) = call_peer(
                         &shared.conns,
                         &map,
@@ -2388,20 +2389,22 @@ impl Pg {
                     more: false,
                 }));
             }
-            PeerRequest::Pull { object } => {
-                let _ = reply.send(
+            PeerRequest::Pull { object, shard } => {
+                let answer = if shard != self.c.shard {
+                    // A pull is answered in any interval: this OSD may hold another
+                    // position's shard by now, which is no copy of the one wanted.
+                    Err(self.not_shard(shard))
+                } else {
                     read_state(self.shared.store.as_ref(), self.c, &object)
-                        .map(|(s, b)| (Response::Peer(PeerResponse::Object(s)), b)),
-                );
+                };
+                let _ =
+                    reply.send(answer.map(|(s, b)| (Response::Peer(PeerResponse::Object(s)), b)));
             }
             PeerRequest::ReadShard { object, shard, version, ranges } => {
                 let (store, c) = (self.shared.store.as_ref(), self.c);
                 let answer = if shard != c.shard {
                     // This OSD's position changed: it holds another shard now.
-                    Err(err(
-                        ErrorCode::StaleEpoch,
-                        format!("osd.{} holds {c}, not shard {shard}", self.me()),
-                    ))
+                    Err(self.not_shard(shard))
                 } else {
                     read_shard(store, c, &object, version, &ranges)
                 };
@@ -2565,6 +2568,11 @@ impl Pg {
                 let _ = reply.send(answer(PeerResponse::Done));
             }
         }
+    }
+
+    /// The answer to a request for a shard this OSD does not hold (its position changed).
+    fn not_shard(&self, shard: u8) -> RemoteError {
+        err(ErrorCode::StaleEpoch, format!("osd.{} holds {}, not shard {shard}", self.me(), self.c))
     }
 
     /// A backfill target starts over: the primary's log and info, marked incomplete, and
@@ -3305,7 +3313,11 @@ impl ShardSource {
         }
         match self
             .peers
-            .call(osd, PeerRequest::Pull { object: object.clone() }, Bytes::new())
+            .call(
+                osd,
+                PeerRequest::Pull { object: object.clone(), shard: shard as u8 },
+                Bytes::new(),
+            )
             .await?
         {
             (PeerResponse::Object(state), bulk) => Ok((state, bulk)),
