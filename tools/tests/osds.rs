@@ -1706,17 +1706,23 @@ fn a_rotten_erasure_coded_shard_is_read_around_found_by_deep_scrub_and_rebuilt()
     }
 }
 
+/// A cluster of `n` OSDs with pool ec (k+m, one PG) and a work folder.
+fn ec_cluster(n: usize, k: &str, m: &str) -> (Cluster, Osds, PathBuf) {
+    let c = Cluster::start(3);
+    let osds = Osds::create(&c, n);
+    wait_up(&c, n as u64);
+    c.ok(&["pool", "create", "ec", "erasure", "--k", k, "--m", m, "--pg-num", "1"]);
+    let work = c.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    (c, osds, work)
+}
+
 /// A shard whose bytes read clean (their checksums fit) but are not what the others
 /// encode to, as a bug or a mistaken hand would leave: only a deep scrub's parity check
 /// sees it, and with m = 2 it tells which shard is wrong, which recovery then rebuilds.
 #[test]
 fn a_shard_that_disagrees_with_parity_is_found_by_deep_scrub_and_rebuilt() {
-    let c = Cluster::start(3);
-    let mut osds = Osds::create(&c, 4);
-    wait_up(&c, 4);
-    c.ok(&["pool", "create", "ec", "erasure", "--k", "2", "--m", "2", "--pg-num", "1"]);
-    let work = c.dir.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
+    let (c, mut osds, work) = ec_cluster(4, "2", "2");
     let objects = [("forged", pattern(4, 300_000)), ("plain", pattern(5, 10_000))];
     let (id, primary, victim, stamp) = fill_ec_pg(&c, &work, &objects);
 
@@ -1894,12 +1900,7 @@ fn a_write_torn_by_a_failed_primary_is_rolled_back_from_the_shards_stashes() {
     use bytes::Bytes;
     use proto::osd::{ObjectName, ObjectOp, OpResult};
 
-    let c = Cluster::start(3);
-    let mut osds = Osds::create(&c, 3);
-    wait_up(&c, 3);
-    c.ok(&["pool", "create", "ec", "erasure", "--k", "2", "--m", "1", "--pg-num", "1"]);
-    let work = c.dir.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
+    let (c, mut osds, work) = ec_cluster(3, "2", "1");
     let old = pattern(7, 300_000);
     put_in(&c, &work, "ec", "torn", &old);
     wait_clean(&c, 1);
@@ -1965,4 +1966,27 @@ fn a_write_torn_by_a_failed_primary_is_rolled_back_from_the_shards_stashes() {
     let pg = wait_pg(&c, "a deep scrub", |pg| pg["last_deep_scrub_ms"].as_i64().unwrap() > stamp);
     assert_eq!(pg["last_scrub_errors"], 0, "{pg}");
     assert!(get_in(&c, &work, "ec", "torn") == old, "the object read from all three shards");
+}
+
+/// A shard whose bytes rotted cannot keep them for a rollback: an overwrite of the object
+/// applies there without a stash (it replaces the rotten bytes anyway), rather than
+/// failing the write on that shard again and again.
+#[test]
+fn an_overwrite_replaces_rotten_bytes_it_cannot_stash() {
+    let (c, mut osds, work) = ec_cluster(3, "2", "1");
+    let (id, _, _, _) = fill_ec_pg(&c, &work, &[("rot", pattern(1, 300_000))]);
+    // The parity shard rots: no read of the data needs it, so only the write meets it.
+    let parity = only_pg(&c)["acting"][2].as_u64().unwrap() as usize;
+    osds.kill(parity);
+    let dir = osds.dirs[parity].display().to_string();
+    c.ok(&["osd", "store-tool", "--data", &dir, "corrupt", &id, "rot", "--offset", "1000"]);
+    restart_in_new_epoch(&c, &mut osds, parity, 3);
+    let new = pattern(2, 200_000);
+    put_in(&c, &work, "ec", "rot", &new);
+    wait_log(&osds.dirs[parity], "applies without a rollback stash", "object=rot");
+    assert!(get_in(&c, &work, "ec", "rot") == new);
+    let stamp = only_pg(&c)["last_deep_scrub_ms"].as_i64().unwrap();
+    c.ok(&["pg", "deep-scrub", &id]);
+    let pg = wait_pg(&c, "a deep scrub", |pg| pg["last_deep_scrub_ms"].as_i64().unwrap() > stamp);
+    assert_eq!(pg["last_scrub_errors"], 0, "the rotten bytes were replaced: {pg}");
 }

@@ -975,7 +975,7 @@ impl Pg {
     ) -> Result<BTreeMap<ObjectName, Version>, String> {
         let before: Vec<Version> = self.log.entries().map(|e| e.version).collect();
         let mut merge = self.log.merge_authoritative(tail, entries);
-        let mut ops = self.roll_back(&mut merge).map_err(|e| e.to_string())?;
+        let mut ops = self.roll_back(&mut merge);
         if !self.rollbacks.is_empty() {
             ops.push(persist::clear_rollbacks(self.c));
         }
@@ -1005,10 +1005,10 @@ impl Pg {
     /// copy not at that version was not written by them alone). An object put back at the
     /// version the merge wants is no longer missing; any other is recovered as before. An
     /// object the divergent entries created is removed by the merge, and needs none.
-    fn roll_back(&self, merge: &mut super::log::Merge) -> Result<Vec<TxOp>, StoreError> {
+    fn roll_back(&self, merge: &mut super::log::Merge) -> Vec<TxOp> {
         let mut ops = Vec::new();
         if self.rollbacks.is_empty() {
-            return Ok(ops);
+            return ops;
         }
         let store = self.shared.store.as_ref();
         // Newest first, as the merge rewound them.
@@ -1023,33 +1023,46 @@ impl Pg {
                 continue;
             }
             let oid = object_id(object);
-            let meta = store.stat(self.c, &oid)?;
-            let newest = entries[0];
-            let at_newest = match newest.op {
-                LogOp::Modify => meta.as_ref().is_some_and(|m| m.version == newest.version),
-                LogOp::Delete => meta.is_none(),
+            // An object whose record or stash cannot be read is recovered instead.
+            let undo = || -> Result<Option<(Vec<TxOp>, Version)>, StoreError> {
+                let meta = store.stat(self.c, &oid)?;
+                let newest = entries[0];
+                let at_newest = match newest.op {
+                    LogOp::Modify => meta.as_ref().is_some_and(|m| m.version == newest.version),
+                    LogOp::Delete => meta.is_none(),
+                };
+                if !at_newest {
+                    return Ok(None);
+                }
+                let mut stashes: Vec<Rollback> = Vec::new();
+                for entry in &entries {
+                    match persist::get_rollback(store, self.c, entry.version)? {
+                        Some(stash) => stashes.push(stash),
+                        None => return Ok(None),
+                    }
+                }
+                let mut ops = Vec::new();
+                let mut xattrs_now = meta.map(|m| m.xattrs);
+                for stash in &stashes {
+                    ops.extend(rollback::restore(self.c, &oid, stash, xattrs_now.as_ref()));
+                    xattrs_now = stash.prior.as_ref().map(|p| p.xattrs.clone());
+                }
+                let version = stashes
+                    .last()
+                    .and_then(|s| s.prior.as_ref())
+                    .map_or(Version::ZERO, |p| p.version);
+                Ok(Some((ops, version)))
             };
-            if !at_newest {
-                continue;
-            }
-            let mut stashes: Vec<Rollback> = Vec::new();
-            for entry in &entries {
-                match persist::get_rollback(store, self.c, entry.version)? {
-                    Some(stash) => stashes.push(stash),
-                    None => break,
+            match undo() {
+                Ok(Some((undo, version))) => {
+                    ops.extend(undo);
+                    restored.push((object.clone(), version, entries.len()));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(pg = %self.id, %object, error = %e, "cannot roll back a torn write from its stash; recovering the object instead");
                 }
             }
-            if stashes.len() != entries.len() {
-                continue;
-            }
-            let mut xattrs_now = meta.map(|m| m.xattrs);
-            for stash in &stashes {
-                ops.extend(rollback::restore(self.c, &oid, stash, xattrs_now.as_ref()));
-                xattrs_now = stash.prior.as_ref().map(|p| p.xattrs.clone());
-            }
-            let version =
-                stashes.last().and_then(|s| s.prior.as_ref()).map_or(Version::ZERO, |p| p.version);
-            restored.push((object.clone(), version, entries.len()));
         }
         for (object, version, entries) in restored {
             if merge.missing.get(&object) == Some(&version) {
@@ -1057,7 +1070,7 @@ impl Pg {
             }
             tracing::info!(pg = %self.id, %object, %version, entries, "rolled back a torn write from its stash");
         }
-        Ok(ops)
+        ops
     }
 
     fn activated(&mut self, result: Result<BTreeMap<u32, BTreeMap<ObjectName, Version>>, String>) {
@@ -2246,14 +2259,22 @@ impl Pg {
             txn.push(TxOp::CreateCollection(self.c));
         }
         let erasure = self.c.shard != objectstore::NO_SHARD;
-        let stashed = erasure && change.is_some() && entry.prior_version != Version::ZERO;
+        let mut stashed = false;
         if let Some((rep_ops, data)) = change {
             self.shared.space.wrote(data.len() as u64);
             let oid = object_id(&entry.object);
-            if stashed {
-                let store = self.shared.store.as_ref();
-                let stash = rollback::stash(store, self.c, &oid, rep_ops).map_err(store_error)?;
-                txn.push(persist::put_rollback(self.c, entry.version, &stash));
+            if erasure && entry.prior_version != Version::ZERO {
+                // Bytes that cannot be read (rotten, say) are not kept: the write replaces
+                // them all the same, and were it torn, recovery would rebuild the object.
+                match rollback::stash(self.shared.store.as_ref(), self.c, &oid, rep_ops) {
+                    Ok(stash) => {
+                        txn.push(persist::put_rollback(self.c, entry.version, &stash));
+                        stashed = true;
+                    }
+                    Err(e) => {
+                        tracing::warn!(pg = %self.id, object = %entry.object, error = %e, "cannot keep what a write replaces; it applies without a rollback stash");
+                    }
+                }
             }
             ops::transaction(self.c, &oid, rep_ops, data, entry.version, &mut txn)?;
         }
