@@ -3484,10 +3484,15 @@ fn read_shard(
 /// A PG's info and log from its collection, if it has one.
 /// A collection's info, log and rollback stashes (`Loaded::exists`: whether it has an info).
 fn load(store: &dyn ObjectStore, c: CollectionId) -> Loaded {
-    let rollbacks = persist::rollback_versions(store, c).unwrap_or_else(|e| {
-        tracing::error!(%c, error = %e, "cannot list the PG's rollback stashes; none kept");
+    // Only erasure-coded shards keep stashes: a replicated PG starts without the scan.
+    let rollbacks = if c.shard == objectstore::NO_SHARD {
         Vec::new()
-    });
+    } else {
+        persist::rollback_versions(store, c).unwrap_or_else(|e| {
+            tracing::error!(%c, error = %e, "cannot list the PG's rollback stashes; none kept");
+            Vec::new()
+        })
+    };
     let rollbacks = rollbacks.into_iter().collect();
     match persist::load(store, c) {
         Ok(Some((info, log))) => (true, info, log, rollbacks),
