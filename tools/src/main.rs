@@ -155,6 +155,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// mimalloc rather than glibc's malloc for everything Rust allocates (RocksDB's C++ keeps
+/// glibc's). Alternating runs on this machine (3 OSDs, 16 ops in flight, 3 pairs): 4 KiB
+/// writes +7-19%, 4 KiB random reads +8-10%, OSD CPU per op 8-15% lower, 4 MiB writes
+/// 126-129 -> 167-176 MiB/s; OSD peak RSS 153-160 -> 194-198 MiB under 4 MiB writes.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(matches!(
