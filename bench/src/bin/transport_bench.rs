@@ -19,14 +19,13 @@
 //! whole, while QUIC's packets stay at most `Tuning::udp_payload_max_bytes` (6,000; 1,452
 //! in the variant that keeps quinn's default, which is what an Ethernet path allows).
 
-use std::io::{BufRead, BufReader, Write as _};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use cairn_bench::{ServerProcess, cpu_time, flag, serve_control};
 use proto::EntityName;
 use proto::identity::{ClusterCa, Credentials};
 use proto::transport::quic::{QuicEndpoint, Tuning};
@@ -161,27 +160,9 @@ fn raw_endpoint(
     Ok((endpoint, client))
 }
 
-/// User plus system CPU time of this process (all its threads) so far.
-fn cpu_time() -> Duration {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage fills the struct we point it at; RUSAGE_SELF is always valid.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
-    assert_eq!(rc, 0, "getrusage(RUSAGE_SELF)");
-    // SAFETY: getrusage succeeded, so it initialised the struct.
-    let usage = unsafe { usage.assume_init() };
-    let time = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
-    };
-    time(usage.ru_utime) + time(usage.ru_stime)
-}
-
 fn runtime() -> Result<tokio::runtime::Runtime> {
     // The default, as the daemons run: one worker thread per core.
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
-}
-
-fn flag(args: &[String], name: &str) -> Option<String> {
-    args.windows(2).find(|w| w[0] == name).map(|w| w[1].clone())
 }
 
 fn loopback() -> SocketAddr {
@@ -276,78 +257,13 @@ fn bind_receiver(args: &[String], runtime: &tokio::runtime::Runtime) -> Result<S
     }
 }
 
-/// The receiver's main: prints its address, then serves until its standard input closes,
-/// answering each `cpu` line there with its CPU time so far in microseconds.
+/// The receiver's main.
 fn serve(args: &[String]) -> Result<()> {
     let runtime = runtime()?;
-    let addr = bind_receiver(args, &runtime)?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "addr {addr}")?;
-    out.flush()?;
-    for line in std::io::stdin().lock().lines() {
-        if line? == "cpu" {
-            writeln!(out, "cpu {}", cpu_time().as_micros())?;
-            out.flush()?;
-        }
-    }
-    Ok(())
+    serve_control(bind_receiver(args, &runtime)?)
 }
 
 // ---- The sender ----
-
-/// A receiver process and its control pipe.
-struct Receiver {
-    child: Child,
-    control: Option<ChildStdin>,
-    answers: BufReader<ChildStdout>,
-    addr: SocketAddr,
-}
-
-impl Receiver {
-    fn start(args: &[&str]) -> Result<Receiver> {
-        let exe = std::env::current_exe().context("find this program")?;
-        let mut child = Command::new(exe)
-            .arg("--serve")
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("start the receiver")?;
-        let control = child.stdin.take();
-        let mut answers = BufReader::new(child.stdout.take().context("receiver stdout")?);
-        let mut line = String::new();
-        answers.read_line(&mut line)?;
-        let addr = line
-            .strip_prefix("addr ")
-            .with_context(|| format!("receiver said '{}'", line.trim()))?
-            .trim()
-            .parse()?;
-        Ok(Receiver { child, control, answers, addr })
-    }
-
-    /// The receiver's CPU time so far.
-    fn cpu(&mut self) -> Result<Duration> {
-        let control = self.control.as_mut().context("receiver stopped")?;
-        writeln!(control, "cpu")?;
-        control.flush()?;
-        let mut line = String::new();
-        self.answers.read_line(&mut line)?;
-        let micros: u64 = line
-            .strip_prefix("cpu ")
-            .with_context(|| format!("receiver said '{}'", line.trim()))?
-            .trim()
-            .parse()?;
-        Ok(Duration::from_micros(micros))
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        // Closing its standard input ends it.
-        self.control = None;
-        let _ = self.child.wait();
-    }
-}
 
 /// Where the sender connects: TCP, QUIC from its own endpoint, or QUIC from a bench-local
 /// quinn endpoint.
@@ -494,7 +410,7 @@ async fn requests(link: &Link, reuse: Reuse, count: usize, data: &[u8]) -> Resul
 struct Wire {
     transport: &'static str,
     variant: &'static str,
-    receiver: Receiver,
+    receiver: ServerProcess,
     link: Link,
 }
 
@@ -508,7 +424,7 @@ struct Measured<T> {
 
 fn measure<T>(
     runtime: &tokio::runtime::Runtime,
-    receiver: &mut Receiver,
+    receiver: &mut ServerProcess,
     work: impl Future<Output = Result<T>>,
 ) -> Result<Measured<T>> {
     let (receiver_before, sender_before) = (receiver.cpu()?, cpu_time());
@@ -587,11 +503,11 @@ fn start_wires(runtime: &tokio::runtime::Runtime) -> Result<Vec<Wire>> {
     let client = ca.issue(&EntityName::client("bench").map_err(anyhow::Error::msg)?)?;
     let keys_arg = keys.path().to_str().context("non-UTF-8 temp path")?;
 
-    let receiver = Receiver::start(&["tcp"])?;
+    let receiver = ServerProcess::start(&["tcp"])?;
     let link = Link::Tcp(receiver.addr);
     let mut wires = vec![Wire { transport: "TCP", variant: "-", receiver, link }];
     for (name, tuning, extra) in variants() {
-        let receiver = Receiver::start(&["quic", "--keys", keys_arg, "--variant", name])?;
+        let receiver = ServerProcess::start(&["quic", "--keys", keys_arg, "--variant", name])?;
         let _guard = runtime.enter();
         let link = match extra {
             None => {
