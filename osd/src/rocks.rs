@@ -35,6 +35,9 @@ const BLOOM_BITS_PER_KEY: f64 = 10.0;
 /// The share of each memtable's size given to a bloom filter of its keys.
 const MEMTABLE_BLOOM_RATIO: f64 = 0.05;
 
+/// Obsolete WAL files kept for reuse (BlueStore's `recycle_log_file_num=4`).
+const WAL_FILES_RECYCLED: usize = 4;
+
 pub struct RocksEngine {
     db: DB,
     /// Batches written (not necessarily durable).
@@ -56,6 +59,10 @@ impl RocksEngine {
         options.set_keep_log_file_num(4);
         options.set_db_write_buffer_size(MEMTABLES_TOTAL_BYTES);
         options.set_enable_pipelined_write(true);
+        // Reuse old WAL files rather than growing new ones: a sync of a file whose size
+        // does not change flushes data without a journal commit of its inode (BlueStore
+        // sets the same for the same reason).
+        options.set_recycle_log_file_num(WAL_FILES_RECYCLED);
         let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
         let descriptors = Cf::ALL.iter().map(|cf| {
             let mut table = BlockBasedOptions::default();
@@ -265,6 +272,45 @@ mod tests {
         store.apply(&Transaction { ops: vec![TxOp::RemoveCollection(coll())] }).unwrap();
         store.sync().unwrap();
         assert_eq!(store.blocks().unwrap().units(), (0, 7));
+    }
+
+    #[test]
+    fn writes_into_recycled_wal_files_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let put = |engine: &RocksEngine, i: u32| {
+            let mut batch = Batch::default();
+            batch.put(Cf::Meta, format!("k{i}").into_bytes(), i.to_le_bytes().to_vec());
+            engine.write(batch).unwrap();
+            engine.sync().unwrap();
+        };
+        {
+            let engine = RocksEngine::open(dir.path()).unwrap();
+            // Each flush retires the WAL the writes before it went to; later writes go
+            // to those files again, over their old records.
+            for i in 0..12 {
+                put(&engine, i);
+                for cf in Cf::ALL {
+                    engine.db.flush_cf(engine.cf(cf)).unwrap();
+                }
+            }
+            put(&engine, 12);
+            put(&engine, 13);
+        }
+        let options: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("OPTIONS-"))
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect();
+        let recycling = format!("recycle_log_file_num={WAL_FILES_RECYCLED}");
+        assert!(!options.is_empty() && options.iter().all(|o| o.contains(&recycling)));
+        let log = std::fs::read_to_string(dir.path().join("LOG")).unwrap();
+        assert!(log.contains("from recycle list"), "no WAL file was reused");
+        let engine = RocksEngine::open(dir.path()).unwrap();
+        for i in 0..14u32 {
+            let value = engine.get(Cf::Meta, format!("k{i}").as_bytes()).unwrap();
+            assert_eq!(value, Some(i.to_le_bytes().to_vec()), "key {i}");
+        }
     }
 
     #[test]
