@@ -159,6 +159,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// glibc's). Alternating runs on this machine (3 OSDs, 16 ops in flight, 3 pairs): 4 KiB
 /// writes +7-19%, 4 KiB random reads +8-10%, OSD CPU per op 8-15% lower, 4 MiB writes
 /// 126-129 -> 167-176 MiB/s; OSD peak RSS 153-160 -> 194-198 MiB under 4 MiB writes.
+/// Erasure-coded OSDs peak at 274-299 MiB under 4 MiB writes, over the 256 MiB budget;
+/// returning freed memory sooner than mimalloc's 1 s costs them 15-30% of their write
+/// throughput (bench/RESULTS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
