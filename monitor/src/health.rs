@@ -294,7 +294,10 @@ fn has(stat: &PgStat, word: &str) -> bool {
 
 fn pg_detail<'a>(pgs: impl Iterator<Item = &'a PgStat>) -> Vec<String> {
     pgs.take(PG_DETAIL_MAX)
-        .map(|p| format!("pg {} is {}, acting {:?}", p.pg, p.state.join("+"), p.acting))
+        .map(|p| {
+            let line = format!("pg {} is {}, acting {:?}", p.pg, p.state.join("+"), p.acting);
+            if p.blocked_reason.is_empty() { line } else { format!("{line}: {}", p.blocked_reason) }
+        })
         .collect()
 }
 
@@ -586,6 +589,8 @@ mod tests {
             last_scrub_errors: 0,
             inconsistent: 0,
             inconsistent_detail: Vec::new(),
+            blocked_reason: String::new(),
+            blocked_by: Vec::new(),
         }
     }
 
@@ -753,6 +758,17 @@ mod tests {
         // A PG no OSD can serve without help is an error, not a warning.
         let down = pg_codes(vec![pg(0, &["down"], 0, 0)]);
         assert_eq!((down[0].code.as_str(), down[0].severity), ("PG_INACTIVE", Severity::Err));
+        // The detail says why, as the PG's primary put it.
+        let mut blocked = pg(0, &["down"], 0, 0);
+        blocked.blocked_reason = "interval 5-9 (acting [0, 1, 2]) ...; waiting for osd.2".into();
+        blocked.blocked_by = vec![2];
+        let down = pg_codes(vec![blocked]);
+        assert_eq!(
+            down[0].detail,
+            [
+                "pg 1.0 is down, acting [0, 1]: interval 5-9 (acting [0, 1, 2]) ...; waiting for osd.2"
+            ]
+        );
     }
 
     #[test]

@@ -127,6 +127,8 @@ impl PgStatsTable {
                         last_scrub_errors: 0,
                         inconsistent: 0,
                         inconsistent_detail: Vec::new(),
+                        blocked_reason: String::new(),
+                        blocked_by: Vec::new(),
                     },
                     Some(r) => {
                         let reporter_gone = !map.is_up(OsdId(r.reporter));
@@ -218,6 +220,8 @@ mod tests {
             last_scrub_errors: 0,
             inconsistent: 0,
             inconsistent_detail: Vec::new(),
+            blocked_reason: String::new(),
+            blocked_by: Vec::new(),
         }
     }
 

@@ -528,6 +528,10 @@ pub struct PgStat {
     /// Objects with a bad copy not yet repaired, and the first few of them with why.
     pub inconsistent: u64,
     pub inconsistent_detail: Vec<String>,
+    /// Why a PG that is not active cannot go active (empty when it is active or peering).
+    pub blocked_reason: String,
+    /// The OSDs such a PG waits for: those of a past interval that must answer.
+    pub blocked_by: Vec<u32>,
 }
 
 /// An OSD's usage as it reports it to the monitors.

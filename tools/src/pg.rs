@@ -26,6 +26,9 @@ pub enum PgCommand {
     Repair { pg: placement::PgId },
     /// PGs with bad copies not yet repaired, and which objects.
     LsInconsistent,
+    /// One PG as its primary last reported it: state, sets, and for a PG that cannot go
+    /// active, why and which OSDs it waits for.
+    Query { pg: placement::PgId },
 }
 
 /// `12 KiB`, `3.5 GiB`: binary units, as Ceph prints them.
@@ -258,8 +261,34 @@ async fn report(connect: &Connect, command: PgCommand) -> Result<()> {
         (PgCommand::Stat, Format::Plain) => print!("{}", render_stat(&stats)),
         (PgCommand::Dump, Format::Json) => print_json(&stats)?,
         (PgCommand::Dump, Format::Plain) => print!("{}", render_dump(&stats)),
+        (PgCommand::Query { pg }, format) => {
+            let Some(stat) = stats.pgs.iter().find(|p| p.pg == pg) else {
+                anyhow::bail!("no pg {pg}: no pool has it");
+            };
+            match format {
+                Format::Json => print_json(stat)?,
+                Format::Plain => print!("{}", render_query(stat)),
+            }
+        }
     }
     Ok(())
+}
+
+/// `cairn pg query`: one PG, a field a line.
+pub fn render_query(p: &proto::osd::PgStat) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "pg {}: {}", p.pg, p.state.join("+"));
+    let _ = writeln!(out, "  up {:?}, acting {:?}, epoch {}", p.up, p.acting, p.epoch);
+    let _ = writeln!(out, "  last update {}, {} log entries", p.last_update, p.log_entries);
+    let _ = writeln!(out, "  {} objects, {}", p.objects, bytes(p.bytes));
+    if !p.blocked_reason.is_empty() {
+        let _ = writeln!(out, "  blocked: {}", p.blocked_reason);
+    }
+    if !p.blocked_by.is_empty() {
+        let osds: Vec<String> = p.blocked_by.iter().map(|o| format!("osd.{o}")).collect();
+        let _ = writeln!(out, "  blocked by: {}", osds.join(", "));
+    }
+    out
 }
 
 pub async fn osd_df(connect: &Connect) -> Result<()> {

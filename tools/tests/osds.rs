@@ -1990,3 +1990,150 @@ fn an_overwrite_replaces_rotten_bytes_it_cannot_stash() {
     let pg = wait_pg(&c, "a deep scrub", |pg| pg["last_deep_scrub_ms"].as_i64().unwrap() > stamp);
     assert_eq!(pg["last_scrub_errors"], 0, "the rotten bytes were replaced: {pg}");
 }
+
+/// A `cairn dev up --dir` cluster, stopped with `cairn dev down` however the test ends.
+struct DevCluster(Cluster);
+
+impl DevCluster {
+    fn dir(&self) -> &str {
+        path_str(self.0.dir.path())
+    }
+
+    fn dev(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BIN).arg("dev").args(args).args(["--dir", self.dir()]).output().unwrap()
+    }
+
+    fn osd_pid(&self, osd: u32) -> libc::pid_t {
+        let path = self.0.dir.path().join(format!("osd.{osd}/osd.pid"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        text.trim().parse().unwrap_or_else(|e| panic!("{}: {e}: {text:?}", path.display()))
+    }
+
+    /// The first lines of each OSD's log that say why a PG could not go active.
+    fn blocked_lines(&self) -> String {
+        let mut out = String::new();
+        for osd in 0..4 {
+            let log = self.0.dir.path().join(format!("osd.{osd}/osd.log"));
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            for line in text.lines().filter(|l| l.contains("cannot go active")).take(10) {
+                out.push_str(&format!("osd.{osd}: {line}\n"));
+            }
+        }
+        out
+    }
+}
+
+impl Drop for DevCluster {
+    fn drop(&mut self) {
+        let _ = self.dev(&["down"]);
+    }
+}
+
+/// How a round of the restart test treats the first peering.
+#[derive(Clone, Copy, Debug)]
+enum FirstPeering {
+    /// Every OSD runs until the whole cluster stops, this long after the pools were made.
+    StopAfterMs(u64),
+    /// This OSD is killed (SIGKILL) as the pools are made, and the cluster stops once the
+    /// monitors have marked it down (so the others recorded the interval it ended).
+    KillThenStop(u32),
+}
+
+/// A whole cluster stopped and started again while its new pools' PGs first peer (at
+/// several delays after the pools were made, and with an OSD killed during that first
+/// peering): every PG of a replicated and an erasure-coded pool goes active+clean. An
+/// interval whose primary never went active took no writes, so it never makes a PG down.
+#[test]
+fn a_cluster_restarted_during_its_first_peering_goes_active_and_clean() {
+    use FirstPeering::*;
+    for round in [StopAfterMs(0), StopAfterMs(1_500), KillThenStop(0), KillThenStop(2)] {
+        let c = DevCluster(Cluster { dir: tempfile::tempdir().unwrap(), mons: Vec::new() });
+        let base = common::free_port().to_string();
+        let up = c.dev(&["up", "--osds", "4", "--base-port", &base]);
+        assert!(up.status.success(), "{round:?}: first dev up: {up:?}");
+        c.0.ok(&["pool", "create", "thrash-rep", "--size", "3", "--pg-num", "32"]);
+        c.0.ok(&[
+            "pool",
+            "create",
+            "thrash-ec",
+            "erasure",
+            "--k",
+            "2",
+            "--m",
+            "1",
+            "--pg-num",
+            "32",
+        ]);
+        match round {
+            // The delay is the point of the first peering at which the cluster stops.
+            StopAfterMs(ms) => std::thread::sleep(Duration::from_millis(ms)),
+            KillThenStop(osd) => {
+                // SAFETY: kill(2) on the pid the OSD wrote; no memory is involved.
+                assert_eq!(unsafe { libc::kill(c.osd_pid(osd), libc::SIGKILL) }, 0);
+                c.0.wait_status(&format!("osd.{osd} marked down"), Duration::from_secs(30), |s| {
+                    s["osds"]["up"] == 3
+                });
+            }
+        }
+        let down = c.dev(&["down"]);
+        assert!(down.status.success(), "{round:?}: dev down: {down:?}");
+        // `dev up` waits (up to a minute) for HEALTH_OK, which needs every PG active.
+        let up = c.dev(&["up"]);
+        if !up.status.success() {
+            let health = c.0.cairn(&["health", "detail"]);
+            panic!(
+                "{round:?}: dev up again: {up:?}\n{}\n{}",
+                String::from_utf8_lossy(&health.stdout),
+                c.blocked_lines()
+            );
+        }
+        let what = format!("64 pgs active+clean after {round:?}");
+        c.0.wait_status(&what, Duration::from_secs(30), |s| {
+            s["pg_summary"]["states"]["active+clean"] == 64 && s["pg_summary"]["pgs"] == 64
+        });
+    }
+}
+
+/// An erasure-coded PG whose last active interval's other shards are all gone (their
+/// OSDs down and out) is down, and says which OSDs it waits for (`pg query`, `health
+/// detail`); once they are back it serves what it held.
+#[test]
+fn a_down_erasure_coded_pg_names_the_osds_it_waits_for_and_serves_once_they_return() {
+    let (c, mut osds, work) = ec_cluster(4, "2", "1");
+    let data = pattern(26, 100_000);
+    put_in(&c, &work, "ec", "kept", &data);
+    wait_clean(&c, 1);
+    let pg = only_pg(&c);
+    let id = pg["pg"].as_str().unwrap().to_owned();
+    let acting: Vec<u64> =
+        pg["acting"].as_array().unwrap().iter().flat_map(|o| o.as_u64()).collect();
+    let (primary, gone) = (acting[0], [acting[1], acting[2]]);
+    for osd in gone {
+        osds.kill(osd as usize);
+    }
+    let gone_args: Vec<String> = gone.iter().map(u64::to_string).collect();
+    let gone_args: Vec<&str> = gone_args.iter().map(String::as_str).collect();
+    c.ok(&[["osd", "down"].as_slice(), &gone_args].concat());
+    c.ok(&[["osd", "out"].as_slice(), &gone_args].concat());
+    let down = wait_pg(&c, "the PG down", |pg| pg["state"] == serde_json::json!(["down"]));
+    let mut waiting = gone.to_vec();
+    waiting.sort_unstable();
+    assert_eq!(down["blocked_by"], serde_json::json!(waiting), "{down}");
+    let query = c.json(&["pg", "query", &id]);
+    assert_eq!(query["blocked_by"], serde_json::json!(waiting), "{query}");
+    let text = c.ok(&["pg", "query", &id]);
+    let named = format!("blocked by: osd.{}, osd.{}", waiting[0], waiting[1]);
+    assert!(text.contains(&named) && text.contains("may have taken writes"), "{text}");
+    let detail = c.ok(&["health", "detail"]);
+    assert!(
+        detail.contains(&format!("waiting for osd.{}, osd.{}", waiting[0], waiting[1])),
+        "{detail}"
+    );
+    assert!(c.fails(&["pg", "query", "9.0"]).contains("no pg 9.0"));
+    for osd in gone {
+        osds.start(osd as usize);
+    }
+    c.ok(&[["osd", "in"].as_slice(), &gone_args].concat());
+    wait_clean(&c, 1);
+    assert_eq!(get_in(&c, &work, "ec", "kept"), data, "primary osd.{primary}");
+}

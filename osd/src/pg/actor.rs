@@ -279,8 +279,22 @@ pub struct EcOp {
     reads: usize,
 }
 
+/// Why a PG cannot go active: its state words, in a sentence, and the OSDs it waits for.
+#[derive(Clone, Debug, Default)]
+pub struct Blocked {
+    pub state: &'static str,
+    pub why: String,
+    pub waiting_for: Vec<u32>,
+}
+
+impl Blocked {
+    fn new(state: &'static str, why: String) -> Blocked {
+        Blocked { state, why, waiting_for: Vec::new() }
+    }
+}
+
 pub enum Peered {
-    Blocked(&'static str, String),
+    Blocked(Blocked),
     Plan { plan: Plan, auth_log: Option<(Version, Vec<LogEntry>)>, auth_stats: ObjectCounts },
 }
 
@@ -346,7 +360,7 @@ pub struct Pg {
     info: PgInfo,
     log: PgLog,
     state: State,
-    blocked: (&'static str, String),
+    blocked: Blocked,
     /// The acting OSDs that hold complete copies (after log recovery) and take writes;
     /// the others wait for backfill and get no writes, which would land on objects they
     /// do not have.
@@ -442,6 +456,14 @@ impl Backfill {
     }
 }
 
+/// `osd.1, osd.4`, or `nobody`.
+fn osd_list(osds: &[u32]) -> String {
+    if osds.is_empty() {
+        return "nobody".to_owned();
+    }
+    osds.iter().map(|o| format!("osd.{o}")).collect::<Vec<_>>().join(", ")
+}
+
 fn err(code: ErrorCode, message: impl Into<String>) -> RemoteError {
     RemoteError::new(code, message)
 }
@@ -507,7 +529,7 @@ impl Pg {
             info,
             log,
             state: State::Replica,
-            blocked: ("", String::new()),
+            blocked: Blocked::default(),
             writers: Vec::new(),
             auth: None,
             missing: BTreeMap::new(),
@@ -855,9 +877,10 @@ impl Pg {
                 tracing::info!(pg = %self.id, error = %e, "peering round failed; retrying");
                 return self.retry_later();
             }
-            Ok(Peered::Blocked(state, why)) => {
+            Ok(Peered::Blocked(blocked)) => {
+                tracing::info!(pg = %self.id, state = blocked.state, why = %blocked.why, "cannot go active");
                 self.state = State::Blocked;
-                self.blocked = (state, why);
+                self.blocked = blocked;
                 return;
             }
             Ok(Peered::Plan { plan, auth_log, auth_stats }) => (plan, auth_log, auth_stats),
@@ -878,20 +901,15 @@ impl Pg {
             tracing::info!(pg = %self.id, %why, "cannot go active");
             let k = self.ec.as_ref().map(|e| e.layout.k());
             self.blocked = if plan.complete == 0 {
-                ("incomplete", why)
-            } else if k.is_some_and(|k| plan.complete < k) {
-                (
-                    "down",
-                    format!(
-                        "{} complete shards, fewer than k={}: {why}",
-                        plan.complete,
-                        k.unwrap_or(0)
-                    ),
-                )
+                Blocked::new("incomplete", why)
+            } else if let Some(k) = k.filter(|&k| plan.complete < k) {
+                let why = format!("{} complete shards, fewer than k={k}: {why}", plan.complete);
+                Blocked::new("down", why)
             } else if plan.backfill.contains(&self.me()) {
-                ("peered", format!("the primary's own copy must be rebuilt first: {why}"))
+                let why = format!("the primary's own copy must be rebuilt first: {why}");
+                Blocked::new("peered", why)
             } else {
-                ("undersized+peered", why)
+                Blocked::new("undersized+peered", why)
             };
             return;
         }
@@ -1633,7 +1651,7 @@ impl Pg {
         let words: Vec<&str> = match self.state {
             State::Replica => vec!["stray"],
             State::Peering => vec!["peering"],
-            State::Blocked => self.blocked.0.split('+').collect(),
+            State::Blocked => self.blocked.state.split('+').collect(),
             State::Active => {
                 // An erasure-coded PG with k shards or more but fewer than min_size
                 // taking writes serves reads only: peered, as Ceph says, not active.
@@ -1711,6 +1729,14 @@ impl Pg {
                 .take(INCONSISTENT_DETAIL_MAX)
                 .map(|(object, why)| format!("{object}: {why}"))
                 .collect(),
+            blocked_reason: match self.state {
+                State::Blocked => self.blocked.why.clone(),
+                _ => String::new(),
+            },
+            blocked_by: match self.state {
+                State::Blocked => self.blocked.waiting_for.clone(),
+                _ => Vec::new(),
+            },
         }
     }
 
@@ -1788,7 +1814,7 @@ impl Pg {
                 return;
             }
             if self.state == State::Blocked {
-                let (state, why) = &self.blocked;
+                let Blocked { state, why, .. } = &self.blocked;
                 let _ = op.reply.send(Err(err(
                     ErrorCode::Unavailable,
                     format!("pg {} is {state}: {why}", self.id),
@@ -3672,17 +3698,25 @@ impl PeeringTask {
                         }
                     }
                 }
-                Decision::Down { interval } => {
-                    return Ok(Peered::Blocked(
-                        "down",
-                        format!(
-                            "interval {}-{} (acting {:?}) may have taken writes and none of its OSDs is up",
-                            interval.first, interval.last, interval.acting
-                        ),
-                    ));
+                Decision::Down { interval, waiting_for } => {
+                    let needed = match &self.erasure {
+                        Some(e) => format!("{} of them with a shard", e.layout.k()),
+                        None => "one of them".to_owned(),
+                    };
+                    let why = format!(
+                        "interval {}-{} (acting {:?}, primary {}) may have taken writes, and \
+                         {needed} must answer; waiting for {}",
+                        interval.first,
+                        interval.last,
+                        interval.acting,
+                        interval.primary.map_or("none".to_owned(), |o| format!("osd.{o}")),
+                        osd_list(&waiting_for),
+                    );
+                    return Ok(Peered::Blocked(Blocked { state: "down", why, waiting_for }));
                 }
                 Decision::Incomplete => {
-                    return Ok(Peered::Blocked("incomplete", "no complete copy answered".into()));
+                    let why = "no complete copy answered".to_owned();
+                    return Ok(Peered::Blocked(Blocked::new("incomplete", why)));
                 }
                 Decision::Plan(plan) => break plan,
             }

@@ -54,9 +54,12 @@ pub struct Peering<'a> {
 pub enum Decision {
     /// Ask these OSDs first.
     Probe(BTreeSet<u32>),
-    /// An interval that may have accepted writes has no OSD up to tell what it wrote.
+    /// An interval that may have accepted writes has too few OSDs up to tell what it
+    /// wrote (none for a replicated PG, fewer than k with a shard for an erasure-coded one).
     Down {
         interval: PastInterval,
+        /// Its OSDs that did not answer with a copy: down, or up and holding nothing.
+        waiting_for: Vec<u32>,
     },
     /// Copies exist, but none with a complete history answered.
     Incomplete,
@@ -111,20 +114,40 @@ fn relevant<'a>(p: &'a Peering<'a>, les: Epoch) -> impl Iterator<Item = &'a Past
     p.past_intervals.iter().filter(move |i| i.maybe_went_rw && i.last >= les && !never_active(p, i))
 }
 
-/// Whether an erasure-coded PG's interval never went active, by its primary's word: a PG
-/// goes active only on its primary, which first creates its copy and records the interval
-/// there. So a primary that answered with no copy at all (no shard kept elsewhere either),
-/// from a store that existed when the interval began, took no writes then. Without this,
-/// an interval that only asked for another acting set (as when the up set holds too few
-/// shards) would look like one that wrote on OSDs holding nothing, and the PG would be
-/// down for good. (A replicated PG needs any one answer per interval, so it has no need.)
+/// Whether an erasure-coded PG's interval never went active, by its primary's word. A PG
+/// goes active only on its primary, which creates its copy first and records the
+/// interval's first epoch in it as `last_epoch_started` before it takes a write (and every
+/// later write's sync makes that record durable). So a primary that answers from a store
+/// that existed when the interval began, keeping no shard of another position, with no
+/// copy at all or with a copy that went active last before the interval began, took no
+/// writes then. Without this, an interval that never went active would look like one that
+/// wrote on OSDs holding nothing, and the PG would be down for good: one that only asked
+/// for another acting set (as when the up set holds too few shards), one whose primary
+/// created its copy but could not activate the others (a peer unreachable for a moment),
+/// or one that the map showed while its OSDs were not running (a whole cluster restarted).
+/// (A replicated PG needs any one answer per interval, so it has no need.)
 fn never_active(p: &Peering<'_>, interval: &PastInterval) -> bool {
     let Some(e) = p.erasure else { return false };
     interval.primary.is_some_and(|primary| {
-        matches!(p.infos.get(&primary), Some(None))
+        let went_active_before = match p.infos.get(&primary) {
+            Some(None) => true,
+            Some(Some(info)) => info.last_epoch_started < interval.first,
+            None => false,
+        };
+        went_active_before
             && !e.kept.contains(&primary)
             && e.born.get(&primary).is_some_and(|&b| b <= interval.first)
     })
+}
+
+/// The OSDs of a past interval that must answer with a copy for it to be represented,
+/// and have not: what a down PG waits for.
+fn unanswered(p: &Peering<'_>, interval: &PastInterval) -> Vec<u32> {
+    let answered: fn(Option<&Option<PgInfo>>) -> bool = match p.erasure {
+        Some(_) => |i| i.is_some_and(Option::is_some),
+        None => |i| i.is_some(),
+    };
+    interval.acting.iter().copied().filter(|o| !answered(p.infos.get(o))).collect()
 }
 
 pub fn decide(p: &Peering<'_>, is_up: impl Fn(u32) -> bool) -> Decision {
@@ -144,15 +167,12 @@ pub fn decide(p: &Peering<'_>, is_up: impl Fn(u32) -> bool) -> Decision {
         let represented = match p.erasure {
             // Its writes can be read back only from k of its shards (Ceph's rule for
             // erasure-coded PGs): fewer, and what it wrote may be lost or torn.
-            Some(e) => {
-                let answered =
-                    interval.acting.iter().filter(|o| p.infos.get(o).is_some_and(Option::is_some));
-                answered.count() >= e.k
-            }
+            Some(e) => interval.acting.len() - unanswered(p, interval).len() >= e.k,
             None => interval.acting.iter().any(|o| p.infos.contains_key(o)),
         };
         if !represented {
-            return Decision::Down { interval: interval.clone() };
+            let waiting_for = unanswered(p, interval);
+            return Decision::Down { interval: interval.clone(), waiting_for };
         }
     }
     let candidates: Vec<(u32, &PgInfo)> = p
@@ -387,7 +407,8 @@ mod tests {
             infos: &infos,
             past_intervals: &past,
         };
-        assert_eq!(decide(&p, |o| o != 3), Decision::Down { interval: past[0].clone() });
+        let down = Decision::Down { interval: past[0].clone(), waiting_for: vec![3] };
+        assert_eq!(decide(&p, |o| o != 3), down);
         // An interval that could not have taken writes does not block.
         let past = [interval(6, 8, &[3], false)];
         let p = Peering { past_intervals: &past, ..p };
@@ -747,13 +768,53 @@ mod tests {
         // and written on one shard only: down.
         let kept = BTreeSet::from([4]);
         let e = Erasure { kept: &kept, ..p.erasure.unwrap() };
-        let down = decide_all_up(&Peering { erasure: Some(e), ..p });
-        assert!(matches!(down, Decision::Down { .. }), "{down:?}");
+        let down = Decision::Down { interval: past[1].clone(), waiting_for: vec![4, 1] };
+        assert_eq!(decide_all_up(&Peering { erasure: Some(e), ..p }), down);
         // Nor does an osd.4 whose store is newer than the interval (re-created since).
         let born = BTreeMap::from([(4, Epoch(19))]);
         let e = Erasure { born: &born, ..p.erasure.unwrap() };
-        let down = decide_all_up(&Peering { erasure: Some(e), ..p });
-        assert!(matches!(down, Decision::Down { .. }), "{down:?}");
+        assert_eq!(decide_all_up(&Peering { erasure: Some(e), ..p }), down);
+    }
+
+    /// A new 2+1 PG on osd.0, 1 and 2 at epoch 5: osd.0 created its copy to go active,
+    /// but could not activate osd.1 (unreachable for a moment) before the map changed at
+    /// 10. Then every OSD restarted: the map showed 0, 1 and 2 up from 10 to 14 while none
+    /// of them ran.
+    fn activation_that_never_finished() -> (BTreeMap<u32, Option<PgInfo>>, Vec<PastInterval>) {
+        let created = info(0, (0, 0), (0, 0));
+        let infos = BTreeMap::from([(0, created), (1, None), (2, None)]);
+        let past = vec![interval(5, 9, &[0, 1, 2], true), interval(10, 14, &[0, 1, 2], true)];
+        (infos, past)
+    }
+
+    #[test]
+    fn an_interval_whose_primary_could_not_activate_the_others_took_no_writes() {
+        let (infos, past) = activation_that_never_finished();
+        let set = [Some(0), Some(1), Some(2)];
+        let p = ec_2_1(0, &[0, 1, 2], &set, &infos, &past);
+        let Decision::Plan(plan) = decide_all_up(&p) else { panic!("not a plan") };
+        assert!(plan.active, "{plan:?}");
+        assert_eq!((plan.auth, plan.log_recovery, plan.backfill), (0, vec![1, 2], vec![]));
+        // Had osd.0 gone active at 5 (its copy says so), the shards it wrote on are
+        // gone: down, waiting for the OSDs that should hold them.
+        let mut infos = infos.clone();
+        infos.insert(0, info(5, (5, 3), (5, 1)));
+        let down = Decision::Down { interval: past[0].clone(), waiting_for: vec![1, 2] };
+        assert_eq!(decide_all_up(&Peering { infos: &infos, ..p }), down);
+        // A primary that went active at 5 says nothing of a later interval it did not
+        // go active in.
+        // A primary that went active at 5 says nothing of a later interval it did not go
+        // active in (10-14 on osd.0, 3 and 4, the last two holding nothing).
+        let infos = copies(&[0, 1, 2], &[3, 4], info(5, (5, 3), (5, 1)));
+        let past = [interval(5, 9, &[0, 1, 2], true), interval(10, 14, &[0, 3, 4], true)];
+        let p = ec_2_1(0, &[0, 1, 2], &set, &infos, &past);
+        let Decision::Plan(plan) = decide_all_up(&p) else { panic!("not a plan") };
+        assert!(plan.active, "{plan:?}");
+        // One that did go active then may have written on osd.0 alone of them.
+        let mut infos = infos.clone();
+        infos.insert(0, info(10, (10, 1), (5, 1)));
+        let down = Decision::Down { interval: past[1].clone(), waiting_for: vec![3, 4] };
+        assert_eq!(decide_all_up(&Peering { infos: &infos, ..p }), down);
     }
 
     #[test]
@@ -796,12 +857,13 @@ mod tests {
 
     #[test]
     fn an_erasure_coded_pg_is_down_until_k_shards_of_a_write_interval_answer() {
+        // Interval 6-8 led by osd.2: osd.1's copy, last active at 5, says nothing of it.
         let infos = BTreeMap::from([(1, info(5, (5, 10), (3, 1))), (4, None)]);
-        let past = [interval(6, 8, &[1, 2, 3], true)];
+        let past = [interval(6, 8, &[2, 1, 3], true)];
         let set = [Some(1), None, Some(4)];
         let p = ec_2_1(1, &[1, 4], &set, &infos, &past);
-        let down = decide(&p, |o| o != 2 && o != 3);
-        assert!(matches!(down, Decision::Down { .. }), "{down:?}");
+        let down = Decision::Down { interval: past[0].clone(), waiting_for: vec![2, 3] };
+        assert_eq!(decide(&p, |o| o != 2 && o != 3), down);
         // A replicated PG needs one copy of the interval.
         assert!(matches!(
             decide(&Peering { erasure: None, ..p }, |o| o != 2 && o != 3),
