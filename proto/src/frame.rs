@@ -179,6 +179,66 @@ fn check(what: &'static str, len: usize, limit: usize) -> Result<(), FrameError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::{Request, Response};
+    use proptest::prelude::*;
+
+    /// Reads one frame of `bytes` as a `T`, the way every endpoint reads what a peer sent.
+    fn read_sync<T: DeserializeOwned>(bytes: &[u8]) -> Result<Option<(T, Bytes)>, FrameError> {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        let limits = Limits { header_bytes_max: 4096, bulk_bytes_max: 4096 };
+        runtime.block_on(async {
+            let mut reader = bytes;
+            read::<_, T>(&mut reader, limits).await
+        })
+    }
+
+    /// A prefix that passes the checks, so that the body decoder sees the bytes.
+    fn framed(body: &[u8], bulk_len: usize) -> Vec<u8> {
+        let header_len = body.len().saturating_sub(bulk_len);
+        let mut out = vec![FRAME_VERSION, 0, 0, 0];
+        out.extend_from_slice(&(header_len as u32).to_le_bytes());
+        out.extend_from_slice(&(bulk_len.min(body.len()) as u32).to_le_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    proptest! {
+        /// Whatever a peer sends, the decoders answer with a message or a named error:
+        /// no panic, no allocation past the limits.
+        #[test]
+        fn arbitrary_bytes_never_panic_the_frame_decoders(
+            bytes in prop::collection::vec(any::<u8>(), 0..1024),
+            bulk_len in 0usize..64,
+        ) {
+            let _ = read_sync::<Request>(&bytes);
+            let _ = read_sync::<Response>(&bytes);
+            let _ = read_sync::<Request>(&framed(&bytes, bulk_len));
+            let _ = read_sync::<Response>(&framed(&bytes, bulk_len));
+        }
+
+        /// Valid frames with bytes flipped or cut off: a message or a named error.
+        #[test]
+        fn mangled_frames_never_panic_the_frame_decoders(
+            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let request = Request::Ping { sent_ms: 7 };
+            let good = encode(&request, b"bulk bytes").unwrap();
+            let mut bytes = good.clone();
+            for (at, byte) in flips {
+                let i = at.index(bytes.len());
+                bytes[i] ^= byte;
+            }
+            let _ = read_sync::<Request>(&bytes);
+            // A good frame cut short is never taken for a message.
+            let len = cut.index(good.len());
+            match read_sync::<Request>(&good[..len]) {
+                Ok(None) => prop_assert_eq!(len, 0),
+                Ok(Some(_)) => prop_assert!(false, "{len} of {} bytes decoded", good.len()),
+                Err(_) => {}
+            }
+        }
+    }
 
     #[tokio::test]
     async fn frames_round_trip() {
