@@ -13,41 +13,74 @@ use thiserror::Error;
 
 use crate::frame::FrameError;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Each code's number is what travels (a postcard varint), fixed here rather than by the
+/// order of the variants: a code is never renumbered or reused, and new ones take the next
+/// number. A number this build does not know is a decoding error that names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u16)]
 pub enum ErrorCode {
     /// The request is well-formed but asks for something impossible or wrong.
-    Invalid,
-    NotFound,
-    AlreadyExists,
+    Invalid = 0,
+    NotFound = 1,
+    AlreadyExists = 2,
     /// The identity is not allowed to do this.
-    PermissionDenied,
+    PermissionDenied = 3,
     /// This monitor is not the leader and could not forward the request; try another.
-    NotLeader,
+    NotLeader = 4,
     /// No quorum, or the service is shutting down; retry later.
-    Unavailable,
-    Timeout,
+    Unavailable = 5,
+    Timeout = 6,
     /// A frame or value is above its limit.
-    TooLarge,
+    TooLarge = 7,
     /// A frame or message does not decode.
-    Malformed,
+    Malformed = 8,
     /// The request is of a kind this server does not serve.
-    Unsupported,
+    Unsupported = 9,
     /// Too many requests in flight; retry later.
-    Busy,
+    Busy = 10,
     /// A bug or an I/O failure on the server.
-    Internal,
+    Internal = 11,
     /// The request was made against an older map epoch than the server's.
-    StaleEpoch,
+    StaleEpoch = 12,
     /// A guard of a compound op failed; nothing was changed.
-    Canceled,
+    Canceled = 13,
     /// Stored data failed its checksum and no good copy could be read.
-    Corrupt,
+    Corrupt = 14,
     /// An OSD the write would land on is full: nothing was written. Reads and deletes
     /// still work; writes do again once space is freed or added.
-    NoSpace,
+    NoSpace = 15,
 }
 
 impl ErrorCode {
+    /// Every code, in the order of its number.
+    pub const ALL: [ErrorCode; 16] = [
+        ErrorCode::Invalid,
+        ErrorCode::NotFound,
+        ErrorCode::AlreadyExists,
+        ErrorCode::PermissionDenied,
+        ErrorCode::NotLeader,
+        ErrorCode::Unavailable,
+        ErrorCode::Timeout,
+        ErrorCode::TooLarge,
+        ErrorCode::Malformed,
+        ErrorCode::Unsupported,
+        ErrorCode::Busy,
+        ErrorCode::Internal,
+        ErrorCode::StaleEpoch,
+        ErrorCode::Canceled,
+        ErrorCode::Corrupt,
+        ErrorCode::NoSpace,
+    ];
+
+    /// The number a code travels as.
+    pub fn wire(self) -> u16 {
+        self as u16
+    }
+
+    pub fn from_wire(n: u16) -> Option<ErrorCode> {
+        ErrorCode::ALL.get(usize::from(n)).copied()
+    }
+
     /// Whether the same request may succeed if sent again later or elsewhere.
     pub fn is_retryable(self) -> bool {
         matches!(
@@ -75,6 +108,29 @@ impl ErrorCode {
             ErrorCode::Corrupt => "corrupt",
             ErrorCode::NoSpace => "no space",
         }
+    }
+}
+
+// `ALL` lists the codes in the order of their numbers, so that `from_wire` is an index.
+const _: () = {
+    let mut i = 0;
+    while i < ErrorCode::ALL.len() {
+        assert!(ErrorCode::ALL[i] as usize == i);
+        i += 1;
+    }
+};
+
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u16(self.wire())
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorCode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let n = u16::deserialize(deserializer)?;
+        ErrorCode::from_wire(n)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown error code {n}")))
     }
 }
 
@@ -166,5 +222,30 @@ impl TransportError {
             | TransportError::Timeout { .. } => true,
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_travel_as_their_fixed_numbers() {
+        // Golden: the numbers are part of the wire format (and were the variants' order
+        // before they were written down, so the bytes did not change).
+        assert_eq!(postcard::to_allocvec(&ErrorCode::Invalid).unwrap(), [0]);
+        assert_eq!(postcard::to_allocvec(&ErrorCode::StaleEpoch).unwrap(), [12]);
+        assert_eq!(postcard::to_allocvec(&ErrorCode::NoSpace).unwrap(), [15]);
+        for (i, code) in ErrorCode::ALL.into_iter().enumerate() {
+            assert_eq!(usize::from(code.wire()), i);
+            let bytes = postcard::to_allocvec(&code).unwrap();
+            assert_eq!(postcard::from_bytes::<ErrorCode>(&bytes).unwrap(), code);
+        }
+        let names: std::collections::BTreeSet<&str> =
+            ErrorCode::ALL.iter().map(|c| c.name()).collect();
+        assert_eq!(names.len(), ErrorCode::ALL.len(), "a code is listed twice");
+        let unknown = postcard::to_allocvec(&(ErrorCode::ALL.len() as u16)).unwrap();
+        assert!(postcard::from_bytes::<ErrorCode>(&unknown).is_err(), "code 16 is not known");
+        assert_eq!(ErrorCode::from_wire(16), None);
     }
 }
