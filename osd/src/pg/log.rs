@@ -98,9 +98,12 @@ impl PgLog {
         self.reqids.get(reqid).copied()
     }
 
-    /// Entries after `after`, at most `max`.
-    pub fn entries_after(&self, after: Version, max: usize) -> Vec<LogEntry> {
-        self.entries.iter().filter(|e| e.version > after).take(max).cloned().collect()
+    /// Entries after `after`, at most `max` (at least one), and whether more follow them.
+    pub fn page_after(&self, after: Version, max: usize) -> (Vec<LogEntry>, bool) {
+        let page: Vec<LogEntry> =
+            self.entries.iter().filter(|e| e.version > after).take(max.max(1)).cloned().collect();
+        let more = page.last().is_some_and(|last| last.version < self.head());
+        (page, more)
     }
 
     /// Whether this log can bring a copy at `last_update` up to the head.
@@ -200,6 +203,27 @@ mod tests {
             reqid: Some(ReqId { client: "client.t".into(), id: epoch * 1000 + seq }),
             delta: Default::default(),
         }
+    }
+
+    #[test]
+    fn a_log_is_read_in_pages_that_say_whether_more_follow() {
+        let mut log = PgLog::default();
+        for seq in 1..=5 {
+            log.append(entry(1, seq, "o", (1, seq - 1), LogOp::Modify));
+        }
+        let versions = |page: &[LogEntry]| page.iter().map(|e| e.version.seq).collect::<Vec<_>>();
+        let (page, more) = log.page_after(Version::ZERO, 2);
+        assert_eq!((versions(&page), more), (vec![1, 2], true));
+        let (page, more) = log.page_after(Version::new(1, 2), 2);
+        assert_eq!((versions(&page), more), (vec![3, 4], true));
+        let (page, more) = log.page_after(Version::new(1, 4), 2);
+        assert_eq!((versions(&page), more), (vec![5], false));
+        // A page that ends at the head says so, however large the page asked for.
+        let (page, more) = log.page_after(Version::new(1, 3), 2);
+        assert_eq!((versions(&page), more), (vec![4, 5], false));
+        assert_eq!(log.page_after(Version::new(1, 5), 2), (Vec::new(), false));
+        // A page is never empty while entries remain, even if asked for none.
+        assert_eq!(versions(&log.page_after(Version::ZERO, 0).0), vec![1]);
     }
 
     #[test]

@@ -1,0 +1,443 @@
+//! Peering on the primary. A round runs off the PG's task (`PeeringTask`: ask the OSDs
+//! of the current and past intervals for their infos until `peering::decide` can answer,
+//! then fetch the authority's log if it is not ours); its result comes back as an event
+//! and is acted on here: merge the authority's log into ours, roll back what it lacks,
+//! then activate the others and go active. A PG that cannot go active says why
+//! (`Blocked`). The decisions are `peering`'s and `log`'s; this moves infos and logs.
+
+use super::*;
+
+impl Pg {
+    pub(super) fn start_peering(&mut self) {
+        // Peering rolls every entry forward or back: none is waiting to commit.
+        self.uncommitted.clear();
+        let interval = self.interval;
+        let inbox = self.inbox.clone();
+        let task = PeeringTask {
+            pg: self.id,
+            me: self.me(),
+            epoch: self.map.epoch(),
+            interval,
+            map: self.map.clone(),
+            up: self.up.clone(),
+            acting: self.acting.clone(),
+            min_size: self.min_size,
+            size: self.size,
+            erasure: self.ec.clone(),
+            mine: self.my_info(),
+            conns: self.shared.conns.clone(),
+        };
+        tokio::spawn(async move {
+            let result = task.run().await;
+            let _ = inbox.send(Event::Peered { interval, result }).await;
+        });
+    }
+
+    pub(super) fn retry_later(&self) {
+        self.peer_again_after(PEERING_RETRY);
+    }
+
+    pub(super) fn peer_again_after(&self, delay: Duration) {
+        let (inbox, interval) = (self.inbox.clone(), self.interval);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = inbox.send(Event::Retry { interval }).await;
+        });
+    }
+
+    pub(super) fn peered(&mut self, result: Result<Peered, String>) {
+        let (plan, auth_log, auth_stats) = match result {
+            Err(e) => {
+                tracing::info!(pg = %self.id, error = %e, "peering round failed; retrying");
+                return self.retry_later();
+            }
+            Ok(Peered::Blocked(blocked)) => {
+                tracing::info!(pg = %self.id, state = blocked.state, why = %blocked.why, "cannot go active");
+                self.state = State::Blocked;
+                self.blocked = blocked;
+                return;
+            }
+            Ok(Peered::Plan { plan, auth_log, auth_stats }) => (plan, auth_log, auth_stats),
+        };
+        if let Some(want) = plan.want_acting {
+            // Complete copies should serve (or the override should end): ask, and peer
+            // again when the map changes, or after a while if it does not.
+            tracing::info!(pg = %self.id, ?want, acting = ?self.acting, up = ?self.up, "asking for an acting set");
+            let _ = self.shared.pg_temp.send((self.id, want));
+            return self.peer_again_after(PG_TEMP_RETRY);
+        }
+        if !plan.active {
+            self.state = State::Blocked;
+            let why = format!(
+                "{} complete copies of min_size {} (acting {:?}, backfill needed on {:?})",
+                plan.complete, self.min_size, self.acting, plan.backfill
+            );
+            tracing::info!(pg = %self.id, %why, "cannot go active");
+            let k = self.ec.as_ref().map(|e| e.layout.k());
+            self.blocked = if plan.complete == 0 {
+                Blocked::new("incomplete", why)
+            } else if let Some(k) = k.filter(|&k| plan.complete < k) {
+                let why = format!("{} complete shards, fewer than k={k}: {why}", plan.complete);
+                Blocked::new("down", why)
+            } else if plan.backfill.contains(&self.me()) {
+                let why = format!("the primary's own copy must be rebuilt first: {why}");
+                Blocked::new("peered", why)
+            } else {
+                Blocked::new("undersized+peered", why)
+            };
+            return;
+        }
+        // Adopt the authoritative history first.
+        let mut my_missing = BTreeMap::new();
+        if let Some((tail, entries)) = auth_log {
+            match self.merge_log(tail, &entries) {
+                Ok(missing) => {
+                    my_missing = missing;
+                    self.info.stats = auth_stats;
+                }
+                Err(e) => {
+                    tracing::error!(pg = %self.id, error = %e, "cannot merge the authoritative log");
+                    return self.retry_later();
+                }
+            }
+        }
+        self.missing.insert(self.me(), my_missing);
+        self.auth = Some(plan.auth);
+        self.writers = self.acting.iter().copied().filter(|o| !plan.backfill.contains(o)).collect();
+        self.backfill = plan.backfill.clone();
+        self.strays = plan.strays.clone();
+        let mut info = self.my_info().unwrap_or_default();
+        info.backfill_incomplete = None;
+        self.info = info.clone();
+        self.save_info();
+        // The replicas start the interval with this; the primary records it only once they
+        // all have (`activated`). If activation fails, peering again must still probe the
+        // OSDs of the past intervals: the copies this interval leaves behind (strays) are
+        // found, and deleted once the PG is clean, only through them.
+        info.last_epoch_started = self.interval;
+        info.past_intervals.clear();
+        let entries: Vec<LogEntry> = self.log.entries().cloned().collect();
+        let peers = peer_targets(self.me(), &plan.log_recovery, &plan.backfill, true);
+        let (interval, inbox, conns, map, pg) = (
+            self.interval,
+            self.inbox.clone(),
+            self.shared.conns.clone(),
+            self.map.clone(),
+            self.id,
+        );
+        let epoch = map.epoch();
+        tokio::spawn(async move {
+            let mut missing = BTreeMap::new();
+            let mut failure = None;
+            for (osd, backfill) in peers {
+                let request = PeerRequest::Activate {
+                    info: info.clone(),
+                    entries: entries.clone(),
+                    backfill,
+                };
+                match call_peer(&conns, &map, osd, pg, epoch, interval, request, Bytes::new()).await
+                {
+                    Ok((PeerResponse::Activated { missing: m }, _)) => {
+                        if !backfill {
+                            missing.insert(osd, m.into_iter().collect());
+                        }
+                    }
+                    Ok((other, _)) => {
+                        failure = Some(format!("osd.{osd} answered activate with {other:?}"))
+                    }
+                    Err(e) => failure = Some(format!("osd.{osd}: {e}")),
+                }
+            }
+            let result = match failure {
+                Some(e) => Err(e),
+                None => Ok(missing),
+            };
+            let _ = inbox.send(Event::Activated { interval, result }).await;
+        });
+    }
+
+    /// Merges an authoritative log into ours: rewinds divergent changes (an
+    /// erasure-coded shard puts back what it stashed, where it can), removes what the
+    /// authority deleted, persists the result in one transaction. Returns what we must
+    /// recover. The merged history is every copy's from now on: no stash is needed after.
+    pub(super) fn merge_log(
+        &mut self,
+        tail: Version,
+        entries: &[LogEntry],
+    ) -> Result<BTreeMap<ObjectName, Version>, String> {
+        let before: Vec<Version> = self.log.entries().map(|e| e.version).collect();
+        let mut merge = self.log.merge_authoritative(tail, entries);
+        let mut ops = self.roll_back(&mut merge);
+        if !self.rollbacks.is_empty() {
+            ops.push(persist::clear_rollbacks(self.c));
+        }
+        for entry in &merge.divergent {
+            ops.push(persist::delete_entry(self.c, entry.version));
+        }
+        for entry in self.log.entries().filter(|e| !before.contains(&e.version)) {
+            ops.push(persist::put_entry(self.c, entry));
+        }
+        for object in &merge.remove {
+            ops.push(TxOp::Remove { c: self.c, oid: object_id(object) });
+        }
+        self.info.last_update = self.log.head();
+        self.info.log_tail = self.log.tail();
+        ops.push(persist::put_info(self.c, &self.info));
+        if !self.exists {
+            ops.insert(0, TxOp::CreateCollection(self.c));
+            self.exists = true;
+        }
+        self.shared.store.apply(&Transaction { ops }).map_err(|e| e.to_string())?;
+        self.rollbacks.clear();
+        Ok(merge.missing)
+    }
+
+    /// The ops that undo this shard's divergent writes from their stashes, for each
+    /// object whose every divergent entry has one and which is at the newest of them (a
+    /// copy not at that version was not written by them alone). An object put back at the
+    /// version the merge wants is no longer missing; any other is recovered as before. An
+    /// object the divergent entries created is removed by the merge, and needs none.
+    pub(super) fn roll_back(&self, merge: &mut crate::pg::log::Merge) -> Vec<TxOp> {
+        let mut ops = Vec::new();
+        if self.rollbacks.is_empty() {
+            return ops;
+        }
+        let store = self.shared.store.as_ref();
+        // Newest first, as the merge rewound them.
+        let mut by_object: BTreeMap<&ObjectName, Vec<&LogEntry>> = BTreeMap::new();
+        for entry in &merge.divergent {
+            by_object.entry(&entry.object).or_default().push(entry);
+        }
+        let mut restored = Vec::new();
+        for (object, entries) in by_object {
+            let created = entries.last().is_some_and(|e| e.prior_version == Version::ZERO);
+            if created || !entries.iter().all(|e| self.rollbacks.contains(&e.version)) {
+                continue;
+            }
+            let oid = object_id(object);
+            // An object whose record or stash cannot be read is recovered instead.
+            let undo = || -> Result<Option<(Vec<TxOp>, Version)>, StoreError> {
+                let meta = store.stat(self.c, &oid)?;
+                let newest = entries[0];
+                let at_newest = match newest.op {
+                    LogOp::Modify => meta.as_ref().is_some_and(|m| m.version == newest.version),
+                    LogOp::Delete => meta.is_none(),
+                };
+                if !at_newest {
+                    return Ok(None);
+                }
+                let mut stashes: Vec<Rollback> = Vec::new();
+                for entry in &entries {
+                    match persist::get_rollback(store, self.c, entry.version)? {
+                        Some(stash) => stashes.push(stash),
+                        None => return Ok(None),
+                    }
+                }
+                let mut ops = Vec::new();
+                let mut xattrs_now = meta.map(|m| m.xattrs);
+                for stash in &stashes {
+                    ops.extend(rollback::restore(self.c, &oid, stash, xattrs_now.as_ref()));
+                    xattrs_now = stash.prior.as_ref().map(|p| p.xattrs.clone());
+                }
+                let version = stashes
+                    .last()
+                    .and_then(|s| s.prior.as_ref())
+                    .map_or(Version::ZERO, |p| p.version);
+                Ok(Some((ops, version)))
+            };
+            match undo() {
+                Ok(Some((undo, version))) => {
+                    ops.extend(undo);
+                    restored.push((object.clone(), version, entries.len()));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(pg = %self.id, %object, error = %e, "cannot roll back a torn write from its stash; recovering the object instead");
+                }
+            }
+        }
+        for (object, version, entries) in restored {
+            if merge.missing.get(&object) == Some(&version) {
+                merge.missing.remove(&object);
+            }
+            tracing::info!(pg = %self.id, %object, %version, entries, "rolled back a torn write from its stash");
+        }
+        ops
+    }
+
+    pub(super) fn activated(
+        &mut self,
+        result: Result<BTreeMap<u32, BTreeMap<ObjectName, Version>>, String>,
+    ) {
+        match result {
+            Err(e) => {
+                tracing::info!(pg = %self.id, error = %e, "activation failed; peering again");
+                self.retry_later();
+            }
+            Ok(missing) => {
+                self.info.last_epoch_started = self.interval;
+                self.info.past_intervals.clear();
+                self.save_info();
+                self.missing.extend(missing);
+                self.state = State::Active;
+                tracing::debug!(pg = %self.id, interval = %self.interval, "active");
+                let waiting: Vec<ClientOp> = self.waiting.drain(..).collect();
+                for op in waiting {
+                    self.client_op(op);
+                }
+                self.kick_recovery();
+            }
+        }
+    }
+}
+
+/// One peering round, off the PG's task: gather infos until the decision is made, then
+/// fetch the authority's log if it is not ours.
+pub(super) struct PeeringTask {
+    pub(super) pg: PgId,
+    pub(super) me: u32,
+    pub(super) epoch: Epoch,
+    pub(super) interval: Epoch,
+    pub(super) map: Arc<OsdMap>,
+    pub(super) up: Vec<u32>,
+    pub(super) acting: Vec<u32>,
+    pub(super) min_size: usize,
+    pub(super) size: usize,
+    /// k and the acting and up sets by position, for an erasure-coded PG.
+    pub(super) erasure: Option<Ec>,
+    pub(super) mine: Option<PgInfo>,
+    pub(super) conns: Arc<OsdConnections>,
+}
+
+impl PeeringTask {
+    pub(super) async fn run(self) -> Result<Peered, String> {
+        let mut infos = BTreeMap::from([(self.me, self.mine.clone())]);
+        // The shard position each answering OSD's copy is for (erasure-coded PGs).
+        let mut held: BTreeMap<u32, usize> = BTreeMap::new();
+        // OSDs that keep a shard of another position besides the one they answered for,
+        // and the epoch each answering OSD's store first served at.
+        let mut kept: BTreeSet<u32> = BTreeSet::new();
+        let mut born: BTreeMap<u32, Epoch> = BTreeMap::new();
+        if let Some(e) = &self.erasure
+            && let Some(mine) = e.shard_of(self.me)
+        {
+            held.insert(self.me, mine);
+        }
+        let plan = loop {
+            let past = peering::merge_intervals(
+                infos.values().flatten().map(|i| i.past_intervals.as_slice()),
+            );
+            let input = peering::Peering {
+                me: self.me,
+                acting: &self.acting,
+                up: &self.up,
+                min_size: self.min_size,
+                size: self.size,
+                erasure: self.erasure.as_ref().map(|e| peering::Erasure {
+                    k: e.layout.k(),
+                    acting: &e.acting,
+                    up: &e.up,
+                    held: &held,
+                    kept: &kept,
+                    born: &born,
+                }),
+                infos: &infos,
+                past_intervals: &past,
+            };
+            match peering::decide(&input, |o| self.map.is_up(placement::OsdId(o))) {
+                Decision::Probe(osds) => {
+                    let this = &self;
+                    let queries = osds.iter().map(|&osd| async move {
+                        let answer = call_peer(
+                            &this.conns,
+                            &this.map,
+                            osd,
+                            this.pg,
+                            this.epoch,
+                            this.interval,
+                            PeerRequest::Query,
+                            Bytes::new(),
+                        )
+                        .await;
+                        (osd, answer)
+                    });
+                    for (osd, answer) in futures::future::join_all(queries).await {
+                        match answer {
+                            Ok((PeerResponse::Info { info, shard, kept: other, born: b }, _)) => {
+                                born.insert(osd, b);
+                                if shard != objectstore::NO_SHARD {
+                                    held.insert(osd, usize::from(shard));
+                                }
+                                if other {
+                                    kept.insert(osd);
+                                }
+                                infos.insert(osd, info.map(|i| *i));
+                            }
+                            Ok((other, _)) => {
+                                return Err(format!("osd.{osd} answered a query with {other:?}"));
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                Decision::Down { interval, waiting_for } => {
+                    let needed = match &self.erasure {
+                        Some(e) => format!("{} of them with a shard", e.layout.k()),
+                        None => "one of them".to_owned(),
+                    };
+                    let why = format!(
+                        "interval {}-{} (acting {:?}, primary {}) may have taken writes, and \
+                         {needed} must answer; waiting for {}",
+                        interval.first,
+                        interval.last,
+                        interval.acting,
+                        interval.primary.map_or("none".to_owned(), |o| format!("osd.{o}")),
+                        osd_list(&waiting_for),
+                    );
+                    return Ok(Peered::Blocked(Blocked { state: "down", why, waiting_for }));
+                }
+                Decision::Incomplete => {
+                    let why = "no complete copy answered".to_owned();
+                    return Ok(Peered::Blocked(Blocked::new("incomplete", why)));
+                }
+                Decision::Plan(plan) => break plan,
+            }
+        };
+        let auth_log = if plan.auth != self.me && plan.active {
+            Some(self.fetch_log(plan.auth).await?)
+        } else {
+            None
+        };
+        let auth_stats = infos.get(&plan.auth).cloned().flatten().unwrap_or_default().stats;
+        Ok(Peered::Plan { plan, auth_log, auth_stats })
+    }
+
+    /// The authority's whole log (its tail and entries), a page of `LOG_PAGE_MAX` entries
+    /// at a time. Each page must begin after the last: an authority takes no writes while
+    /// its PG peers, so the pages end.
+    async fn fetch_log(&self, auth: u32) -> Result<(Version, Vec<LogEntry>), String> {
+        let (mut tail, mut entries) = (None, Vec::new());
+        loop {
+            let after = entries.last().map_or(Version::ZERO, |e: &LogEntry| e.version);
+            let request = PeerRequest::GetLog { after };
+            let (conns, map) = (&self.conns, &self.map);
+            let (pg, epoch, interval) = (self.pg, self.epoch, self.interval);
+            match call_peer(conns, map, auth, pg, epoch, interval, request, Bytes::new()).await? {
+                (PeerResponse::Log { entries: page, tail: page_tail, more }, _) => {
+                    if page.first().is_some_and(|e| e.version <= after) || (more && page.is_empty())
+                    {
+                        return Err(format!("osd.{auth} answered a log page out of order"));
+                    }
+                    // The first page's tail: a trim between pages leaves entries older
+                    // than a later tail in hand, which the merge accepts.
+                    tail.get_or_insert(page_tail);
+                    entries.extend(page);
+                    if !more {
+                        return Ok((tail.unwrap_or_default(), entries));
+                    }
+                }
+                (other, _) => return Err(format!("osd.{auth} answered get-log with {other:?}")),
+            }
+        }
+    }
+}

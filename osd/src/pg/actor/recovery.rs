@@ -1,0 +1,199 @@
+//! Recovery on the primary: an object the authoritative log says is missing on some copy
+//! is pulled to the primary from an OSD that has its version, then pushed to the copies
+//! that lack it, a few at a time under the OSD's throttle. A client op to a missing object
+//! makes its recovery urgent and waits for it. An erasure-coded object is rebuilt from k
+//! shards instead (`ec_io`). An object no OSD asked has is unfound, and says so.
+
+use super::*;
+
+impl Pg {
+    pub(super) fn degraded_objects(&self) -> u64 {
+        self.missing.values().map(|m| m.len() as u64).sum()
+    }
+
+    pub(super) fn is_missing_anywhere(&self, object: &ObjectName) -> bool {
+        self.missing.values().any(|m| m.contains_key(object))
+    }
+
+    /// Starts recovering objects missing somewhere, a few at a time.
+    pub(super) fn kick_recovery(&mut self) {
+        let objects: Vec<ObjectName> = {
+            let mut all: Vec<&ObjectName> = self.missing.values().flat_map(|m| m.keys()).collect();
+            all.sort();
+            all.dedup();
+            all.into_iter().filter(|o| !self.recovering.contains(*o)).take(8).cloned().collect()
+        };
+        for object in objects {
+            self.recover(object, false);
+        }
+        self.kick_backfill();
+        if self.state == State::Active
+            && self.degraded_objects() == 0
+            && self.writers.len() >= self.size
+            && self.backfill.is_empty()
+            && !self.remapped()
+        {
+            self.clean();
+        }
+    }
+
+    /// Recovers `object` where it is missing. `urgent`: a client op waits for it, so it
+    /// does not queue behind the background recovery.
+    pub(super) fn recover(&mut self, object: ObjectName, urgent: bool) {
+        self.recovering.insert(object.clone());
+        if self.ec.is_some() {
+            return self.ec_recover(object, urgent);
+        }
+        let me = self.me();
+        let i_lack = self.missing.get(&me).is_some_and(|m| m.contains_key(&object));
+        let targets: Vec<u32> = self
+            .missing
+            .iter()
+            .filter(|(osd, m)| **osd != me && m.contains_key(&object))
+            .map(|(osd, _)| *osd)
+            .collect();
+        // A source that has it: a complete acting copy not missing it, else the authority.
+        let source = self
+            .writers
+            .iter()
+            .copied()
+            .find(|o| !self.missing.get(o).is_some_and(|m| m.contains_key(&object)))
+            .or(self.auth);
+        let (interval, inbox, shared, map, pg, c) = (
+            self.interval,
+            self.inbox.clone(),
+            self.shared.clone(),
+            self.map.clone(),
+            self.id,
+            self.c,
+        );
+        let want = self.missing.get(&me).and_then(|m| m.get(&object)).copied().unwrap_or_default();
+        tokio::spawn(async move {
+            use RecoveryError::Failed;
+            let _permit = if urgent { None } else { shared.recovery.acquire().await.ok() };
+            let result = async {
+                let epoch = map.epoch();
+                let mut moved = 0u64;
+                if i_lack {
+                    let source = source.filter(|&s| s != me).ok_or_else(|| {
+                        RecoveryError::Unfound(format!("no other copy of {object} is reachable"))
+                    })?;
+                    let request =
+                        PeerRequest::Pull { object: object.clone(), shard: objectstore::NO_SHARD };
+                    let (response, bulk) = call_peer(
+                        &shared.conns,
+                        &map,
+                        source,
+                        pg,
+                        epoch,
+                        interval,
+                        request,
+                        Bytes::new(),
+                    )
+                    .await
+                    .map_err(Failed)?;
+                    let PeerResponse::Object(state) = response else {
+                        return Err(Failed(format!(
+                            "osd.{source} answered a pull with {response:?}"
+                        )));
+                    };
+                    if state.version < want {
+                        return Err(RecoveryError::Unfound(format!(
+                            "osd.{source} has version {} of {object}, not {want}",
+                            state.version
+                        )));
+                    }
+                    shared.space.wrote(bulk.len() as u64);
+                    apply_state(shared.store.as_ref(), c, &state, &bulk)
+                        .map_err(|e| Failed(e.message))?;
+                    shared.syncer.sync().await.map_err(|e| Failed(e.message))?;
+                    moved += bulk.len() as u64;
+                }
+                if !targets.is_empty() {
+                    let (state, bulk) = read_state(shared.store.as_ref(), c, &object)
+                        .map_err(|e| Failed(e.message))?;
+                    for osd in targets {
+                        let request = PeerRequest::Push { state: state.clone() };
+                        call_peer(
+                            &shared.conns,
+                            &map,
+                            osd,
+                            pg,
+                            epoch,
+                            interval,
+                            request,
+                            bulk.clone(),
+                        )
+                        .await
+                        .map_err(Failed)?;
+                        moved += bulk.len() as u64;
+                    }
+                }
+                Ok(moved)
+            }
+            .await;
+            if let Ok(bytes) = result {
+                shared.recovered_objects.fetch_add(1, Ordering::Relaxed);
+                shared.last_recovery_ms.store(now_ms(), Ordering::Relaxed);
+                shared.recovered_bytes.fetch_add(bytes, Ordering::Relaxed);
+            }
+            if result.is_err() {
+                tokio::time::sleep(PEERING_RETRY).await;
+            }
+            let _ = inbox.send(Event::Recovered { interval, object, result }).await;
+        });
+    }
+
+    /// Rebuilds the shards of `object` the OSDs missing it should hold, from k others.
+    pub(super) fn ec_recover(&mut self, object: ObjectName, urgent: bool) {
+        let Some(source) = self.shard_source() else { return };
+        let want = self.missing.values().find_map(|m| m.get(&object)).copied();
+        let targets: Vec<(u32, usize)> = self
+            .missing
+            .iter()
+            .filter(|(_, m)| m.contains_key(&object))
+            .filter_map(|(&osd, _)| Some((osd, self.ec.as_ref()?.shard_of(osd)?)))
+            .collect();
+        let sources = self.readable_sources(&object);
+        let (interval, inbox, shared) = (self.interval, self.inbox.clone(), self.shared.clone());
+        tokio::spawn(async move {
+            let _permit = if urgent { None } else { shared.recovery.acquire().await.ok() };
+            let result =
+                source.rebuild(&object, want, &sources, &targets).await.map(|(bytes, _)| bytes);
+            if let Ok(bytes) = result {
+                shared.recovered_objects.fetch_add(1, Ordering::Relaxed);
+                shared.last_recovery_ms.store(now_ms(), Ordering::Relaxed);
+                shared.recovered_bytes.fetch_add(bytes, Ordering::Relaxed);
+            } else {
+                tokio::time::sleep(PEERING_RETRY).await;
+            }
+            let _ = inbox.send(Event::Recovered { interval, object, result }).await;
+        });
+    }
+
+    pub(super) fn recovered(&mut self, object: ObjectName, result: Result<u64, RecoveryError>) {
+        self.recovering.remove(&object);
+        match result {
+            Ok(bytes) => {
+                self.unfound.remove(&object);
+                if self.inconsistent.remove(&object).is_some() {
+                    tracing::info!(pg = %self.id, %object, "repaired");
+                }
+                self.recovered.apply(CountsDelta { objects: 1, bytes: bytes as i64 });
+                for missing in self.missing.values_mut() {
+                    missing.remove(&object);
+                }
+                self.release(&object);
+            }
+            Err(RecoveryError::Unfound(e)) => {
+                if self.unfound.insert(object.clone()) {
+                    tracing::warn!(pg = %self.id, %object, error = %e, "object unfound; will retry");
+                }
+            }
+            Err(RecoveryError::Failed(e)) => {
+                tracing::warn!(pg = %self.id, %object, error = %e, "recovery failed; will retry");
+            }
+        }
+        self.kick_recovery();
+    }
+}
