@@ -102,8 +102,10 @@ pub fn check_name(what: &str, name: &str) -> Result<(), MapError> {
     Ok(())
 }
 
-/// The id a bucket named `name` gets unless one is given: derived from the name, so that
-/// maps built from descriptions in any order agree, and probed downwards past ids `taken`.
+/// The id a bucket named `name` gets in a map built from a description unless one is
+/// given: derived from the name, so that maps built from descriptions in any order agree
+/// and an edit renumbers nothing, and probed downwards past ids `taken`. A live map's new
+/// buckets are numbered instead (`CrushMap::next_bucket_id`): it keeps its ids.
 /// Terminates: the id space (2^30) is far larger than `BUCKETS_MAX`.
 pub fn derive_bucket_id(name: &str, taken: impl Fn(BucketId) -> bool) -> BucketId {
     const _: () = assert!(BUCKETS_MAX < (1 << 30) - 1);
@@ -224,9 +226,18 @@ impl CrushMap {
         }
     }
 
-    /// The bucket id a new bucket named `name` gets unless one is given.
-    pub fn derived_bucket_id(&self, name: &str) -> BucketId {
-        derive_bucket_id(name, |id| self.buckets.contains_key(&id))
+    /// The id a bucket added to this map gets unless one is given: the first free one
+    /// counting down from -1, as Ceph numbers them (`osd tree` shows -1, -2, ...). A map
+    /// keeps its buckets' ids, so numbering them in order moves nothing later; every
+    /// monitor applies the same changes in the same order and numbers alike. Terminates:
+    /// at most `BUCKETS_MAX` ids are taken, far fewer than the id space holds.
+    pub fn next_bucket_id(&self) -> BucketId {
+        const _: () = assert!(BUCKETS_MAX < (1 << 30) - 1);
+        let mut id = -1;
+        while self.buckets.contains_key(&BucketId(id)) {
+            id -= 1;
+        }
+        BucketId(id)
     }
 
     /// Checks every invariant of a CRUSH map.
@@ -534,7 +545,7 @@ impl CrushMap {
             return Err(MapError::AlreadyExists { what: "bucket", name: name.to_owned() });
         }
         let type_id = self.type_id(type_name)?;
-        let id = id.unwrap_or_else(|| self.derived_bucket_id(name));
+        let id = id.unwrap_or_else(|| self.next_bucket_id());
         if self.buckets.contains_key(&id) {
             return Err(MapError::AlreadyExists { what: "bucket id", name: id.to_string() });
         }
@@ -669,5 +680,26 @@ impl CrushMap {
         let bucket = self.buckets.get_mut(&parent).ok_or(MapError::NoSuchBucket(name))?;
         bucket.children.push(item);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_added_without_an_id_are_numbered_from_minus_one_as_ceph_does() {
+        let mut crush = CrushMap::with_types(DEFAULT_TYPES.iter().map(|t| t.to_string()).collect());
+        let root = crush.add_bucket("default", "root", None, None).unwrap();
+        let a = crush.add_bucket("a", "host", None, Some(root)).unwrap();
+        let pinned = crush.add_bucket("pinned", "host", Some(BucketId(-3)), Some(root)).unwrap();
+        let b = crush.add_bucket("b", "host", None, Some(root)).unwrap();
+        assert_eq!([root, a, pinned, b], [-1, -2, -3, -4].map(BucketId));
+        // A removed bucket's id is the first free one again; ids in use never move.
+        crush.remove_bucket(a).unwrap();
+        assert_eq!(crush.add_bucket("c", "host", None, Some(root)).unwrap(), BucketId(-2));
+        assert_eq!(crush.bucket_by_name("b").unwrap().id, BucketId(-4));
+        let taken = crush.add_bucket("d", "host", Some(BucketId(-4)), None).unwrap_err();
+        assert!(taken.to_string().contains("-4"), "{taken}");
     }
 }
