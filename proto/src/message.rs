@@ -444,10 +444,16 @@ pub struct IdentityInfo {
     pub fingerprint: String,
 }
 
+/// A health check's severity, and the cluster's (its worst check's). Named as Ceph names
+/// them in JSON (`HEALTH_OK`), so scripts written for `ceph status -f json` read ours; on
+/// the wire (postcard) an enum travels as its index, so the names cost nothing there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Severity {
+    #[serde(rename = "HEALTH_OK")]
     Ok,
+    #[serde(rename = "HEALTH_WARN")]
     Warn,
+    #[serde(rename = "HEALTH_ERR")]
     Err,
 }
 
@@ -557,5 +563,19 @@ mod tests {
         ids.sort_unstable();
         ids.dedup();
         assert_eq!(ids.len(), 4000);
+    }
+
+    #[test]
+    fn a_severity_reads_in_json_as_ceph_writes_it() {
+        for (severity, name) in [
+            (Severity::Ok, "HEALTH_OK"),
+            (Severity::Warn, "HEALTH_WARN"),
+            (Severity::Err, "HEALTH_ERR"),
+        ] {
+            assert_eq!(serde_json::to_value(severity).unwrap(), name);
+            assert_eq!(severity.health_name(), name);
+            assert_eq!(serde_json::from_value::<Severity>(name.into()).unwrap(), severity);
+        }
+        assert!(serde_json::from_value::<Severity>("Ok".into()).is_err());
     }
 }

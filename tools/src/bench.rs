@@ -18,8 +18,9 @@ use proto::osd::ObjectName;
 use serde::{Deserialize, Serialize};
 
 use crate::Format;
-use crate::cluster::Connect;
+use crate::connect::Connect;
 use crate::map::print_json;
+use crate::units::parse_size;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -50,37 +51,6 @@ pub struct BenchArgs {
     /// Prefix of the benchmark's object names.
     #[arg(long, default_value = "cairn_bench")]
     pub run_name: String,
-}
-
-/// `4096`, `4K`, `4M`: binary units, up to the object size limit.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let size = parse_bytes(text)?;
-    if size == 0 || size > objectstore::OBJECT_BYTES_MAX {
-        return Err(format!(
-            "the size must be 1 byte to {} MiB",
-            objectstore::OBJECT_BYTES_MAX >> 20
-        ));
-    }
-    Ok(size)
-}
-
-/// A byte count: `4096`, `4K`, `64M`, `2G`, `1T` (binary units).
-pub fn parse_bytes(text: &str) -> Result<u64, String> {
-    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(at) => text.split_at(at),
-        None => (text, ""),
-    };
-    let n: u64 =
-        digits.parse().map_err(|_| format!("'{text}' is not a size like 4096, 4K, 4M, 2G"))?;
-    let shift = match unit {
-        "" | "B" => 0,
-        "K" | "k" | "KiB" => 10,
-        "M" | "m" | "MiB" => 20,
-        "G" | "g" | "GiB" => 30,
-        "T" | "t" | "TiB" => 40,
-        _ => return Err(format!("'{text}': the unit must be K, M, G or T")),
-    };
-    n.checked_shl(shift).filter(|s| s >> shift == n).ok_or_else(|| "size too large".into())
 }
 
 /// What `write --no-cleanup` leaves for the reads.
@@ -337,7 +307,7 @@ pub fn render(r: &Report) -> String {
          bandwidth {:.1} MiB/s, {:.0} IOPS\n\
          latency ms: avg {:.2}, p50 {:.2}, p99 {:.2}, max {:.2}\n",
         r.mode,
-        crate::pg::bytes(r.object_bytes),
+        crate::units::bytes(r.object_bytes),
         r.concurrency,
         r.ops,
         r.seconds,
@@ -353,27 +323,6 @@ pub fn render(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_parse_like_rados_bench() {
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("4K"), Ok(4096));
-        assert_eq!(parse_size("4M"), Ok(4 << 20));
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("4G").unwrap_err().contains("128 MiB"));
-        assert!(parse_size("4X").unwrap_err().contains("unit"));
-        assert!(parse_size("129M").unwrap_err().contains("128 MiB"));
-        assert!(parse_size("99999999999999999999").is_err());
-    }
-
-    #[test]
-    fn capacities_take_bigger_units() {
-        assert_eq!(parse_bytes("64M"), Ok(64 << 20));
-        assert_eq!(parse_bytes("2G"), Ok(2 << 30));
-        assert_eq!(parse_bytes("3TiB"), Ok(3 << 40));
-        assert!(parse_bytes("G").unwrap_err().contains("not a size"));
-        assert!(parse_bytes("99999999T").unwrap_err().contains("too large"));
-    }
 
     #[test]
     fn percentiles_come_from_the_sorted_samples() {

@@ -272,8 +272,7 @@ async fn add_osds(dir: &Path, client: &client::MonClient, want: usize) -> Result
         let addr = format!("127.0.0.1:{port}");
         let staging = dir.join(format!("osd.new-{port}"));
         let _ = std::fs::remove_dir_all(&staging);
-        let osd =
-            crate::cluster::prepare_osd(client, None, &staging, &addr, None, 1.0, None).await?;
+        let osd = crate::osds::prepare_osd(client, None, &staging, &addr, None, 1.0, None).await?;
         let final_dir = dir.join(format!("osd.{osd}"));
         std::fs::rename(&staging, &final_dir)
             .with_context(|| format!("rename {} to {}", staging.display(), final_dir.display()))?;

@@ -2,15 +2,21 @@
 //! cluster (`cairn dev up`), administration (`cairn status`, `cairn osd ...`,
 //! `cairn pool ...`) and the offline map tool (`cairn map`).
 
+mod auth;
 mod bench;
-mod cluster;
+mod connect;
 mod dev;
 mod map;
 mod map_render;
+mod mons;
 mod obj;
+mod osds;
 mod pg;
+mod pools;
 mod recon;
+mod status;
 mod store_tool;
+mod units;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,7 +27,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[command(name = "cairn", version, about = "cairn: a storage cluster")]
 struct Cli {
     #[command(flatten)]
-    connect: cluster::Connect,
+    connect: connect::Connect,
     #[command(subcommand)]
     command: Command,
 }
@@ -37,10 +43,10 @@ enum Command {
     },
     /// Monitors: run one, list them, add or remove one.
     #[command(subcommand)]
-    Mon(cluster::MonCommand),
+    Mon(mons::MonCommand),
     /// OSDs: tree, dump, create, remove, in, out, reweight, flags, placement.
     #[command(subcommand)]
-    Osd(cluster::OsdCommand),
+    Osd(osds::OsdCommand),
     /// Every daemon side by side: map epoch and hash, clock offset, last recovery,
     /// backfill and scrub, quarantined copies, slow ops, disk usage, load.
     Recon,
@@ -54,19 +60,19 @@ enum Command {
     Obj(obj::ObjCommand),
     /// The CRUSH hierarchy: buckets.
     #[command(subcommand)]
-    Crush(cluster::CrushCommand),
+    Crush(pools::CrushCommand),
     /// Pools: create, delete, set, list.
     #[command(subcommand)]
-    Pool(cluster::PoolCommand),
+    Pool(pools::PoolCommand),
     /// CRUSH rules: create, remove, list.
     #[command(subcommand)]
-    Rule(cluster::RuleCommand),
+    Rule(pools::RuleCommand),
     /// Identities and their capabilities.
     #[command(subcommand)]
-    Auth(cluster::AuthCommand),
+    Auth(auth::AuthCommand),
     /// Cluster settings.
     #[command(subcommand)]
-    Config(cluster::ConfigCommand),
+    Config(auth::ConfigCommand),
     /// Make a new cluster's identities and monitor directories.
     Bootstrap {
         /// Where to write them.
@@ -133,20 +139,20 @@ fn init_logging(daemon: bool) {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let c = &cli.connect;
     match cli.command {
-        Command::Status => cluster::status(c).await,
-        Command::Health { detail } => cluster::health(c, detail.is_some()).await,
-        Command::Mon(command) => cluster::mon(c, command).await,
-        Command::Osd(command) => cluster::osd(c, command).await,
+        Command::Status => status::status(c).await,
+        Command::Health { detail } => status::health(c, detail.is_some()).await,
+        Command::Mon(command) => mons::mon(c, command).await,
+        Command::Osd(command) => osds::osd(c, command).await,
         Command::Obj(command) => obj::run(c, command).await,
         Command::Pg(command) => pg::run(c, command).await,
         Command::Recon => recon::run(c).await,
         Command::Bench(args) => bench::run(c, args).await,
-        Command::Crush(command) => cluster::crush(c, command).await,
-        Command::Pool(command) => cluster::pool(c, command).await,
-        Command::Rule(command) => cluster::rule(c, command).await,
-        Command::Auth(command) => cluster::auth(c, command).await,
-        Command::Config(command) => cluster::config(c, command).await,
-        Command::Bootstrap { dir, mons } => cluster::bootstrap(&dir, &mons),
+        Command::Crush(command) => pools::crush(c, command).await,
+        Command::Pool(command) => pools::pool(c, command).await,
+        Command::Rule(command) => pools::rule(c, command).await,
+        Command::Auth(command) => auth::auth(c, command).await,
+        Command::Config(command) => auth::config(c, command).await,
+        Command::Bootstrap { dir, mons } => mons::bootstrap(&dir, &mons),
         Command::Dev(DevCommand::Up { dir, mons, base_port, osds }) => {
             dev::up(&dir, mons, base_port, osds).await
         }
@@ -169,10 +175,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(matches!(
         cli.command,
-        Command::Mon(cluster::MonCommand::Run { .. })
-            | Command::Osd(cluster::OsdCommand::Run { .. })
+        Command::Mon(mons::MonCommand::Run { .. }) | Command::Osd(osds::OsdCommand::Run { .. })
     ));
-    if matches!(cli.command, Command::Osd(cluster::OsdCommand::Run { .. })) {
+    if matches!(cli.command, Command::Osd(osds::OsdCommand::Run { .. })) {
         osd::daemon::tune_allocator();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

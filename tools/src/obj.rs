@@ -11,7 +11,7 @@ use client::objects::Objects;
 use proto::osd::ObjectName;
 
 use crate::Format;
-use crate::cluster::Connect;
+use crate::connect::Connect;
 use crate::map::print_json;
 
 #[derive(Subcommand)]

@@ -9,8 +9,9 @@ use placement::{OsdId, OsdMap};
 use proto::message::{ClusterPgStats, PgSummary};
 
 use crate::Format;
-use crate::cluster::Connect;
+use crate::connect::Connect;
 use crate::map::print_json;
+use crate::units::bytes;
 
 #[derive(Subcommand)]
 pub enum PgCommand {
@@ -29,18 +30,6 @@ pub enum PgCommand {
     /// One PG as its primary last reported it: state, sets, and for a PG that cannot go
     /// active, why and which OSDs it waits for.
     Query { pg: placement::PgId },
-}
-
-/// `12 KiB`, `3.5 GiB`: binary units, as Ceph prints them.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
 }
 
 fn percent(part: u64, whole: u64) -> f64 {
@@ -315,14 +304,6 @@ pub async fn pool_df_command(connect: &Connect) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bytes_read_like_ceph() {
-        assert_eq!(bytes(0), "0 B");
-        assert_eq!(bytes(1023), "1023 B");
-        assert_eq!(bytes(1536), "1.5 KiB");
-        assert_eq!(bytes(3 << 30), "3.0 GiB");
-    }
 
     #[test]
     fn progress_says_what_is_left() {

@@ -13,7 +13,7 @@ use proto::message::{ClusterPgStats, StatusReport};
 use serde::Serialize;
 
 use crate::Format;
-use crate::cluster::Connect;
+use crate::connect::Connect;
 use crate::map::print_json;
 
 /// One daemon as `cairn recon` shows it; `None` where the daemon does not report that.

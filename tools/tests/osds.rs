@@ -164,7 +164,7 @@ fn objects_survive_a_killed_osd_and_a_returning_one_catches_up() {
         s["pg_summary"]["objects"] == 3 && s["pg_summary"]["states"]["active+clean"] == 8
     });
     assert_eq!(status["pg_summary"]["bytes"], 3_000_000 + (70 << 20), "{status}");
-    assert_eq!(status["health"], "Ok", "{status}");
+    assert_eq!(status["health"], "HEALTH_OK", "{status}");
     let pool_df = c.json(&["pool", "df"]);
     assert_eq!(pool_df[0]["objects"], 3, "{pool_df}");
     assert_eq!(pool_df[0]["used_bytes"], 3 * (3_000_000 + (70u64 << 20)), "{pool_df}");
@@ -194,10 +194,7 @@ fn objects_survive_a_killed_osd_and_a_returning_one_catches_up() {
     // Log recovery brings every copy back: clean and healthy, nothing degraded.
     let status = wait_clean(&c, 8);
     assert_eq!(status["pg_summary"]["degraded"], 0, "{status}");
-    assert_eq!(
-        c.wait_status("HEALTH_OK", Duration::from_secs(30), |s| s["health"] == "Ok")["health"],
-        "Ok"
-    );
+    c.wait_status("HEALTH_OK", Duration::from_secs(30), |s| s["health"] == "HEALTH_OK");
     c.ok(&["pool", "set", "rbd", "min_size", "1"]);
     // Reading every object through the PG primaries lets recovery finish first: a read
     // of an object missing somewhere waits for it.
@@ -234,19 +231,14 @@ fn objects_survive_a_killed_osd_and_a_returning_one_catches_up() {
 
 /// Waits (at most 30 s) for a line of the OSD's log that contains both strings.
 fn wait_log(dir: &std::path::Path, what: &str, detail: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    let awaited = format!("'{what}' with '{detail}' in {}", dir.display());
+    common::wait_for(&awaited, Duration::from_secs(30), || {
         let log = std::fs::read_to_string(dir.join("osd.log")).unwrap_or_default();
-        if log.lines().any(|l| l.contains(what) && l.contains(detail)) {
-            return;
+        match log.lines().any(|l| l.contains(what) && l.contains(detail)) {
+            true => Ok(()),
+            false => Err(format!("the log:\n{log}")),
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no '{what}' with '{detail}' in {} within 30 s:\n{log}",
-            dir.display()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    })
 }
 
 fn osd_df(c: &Cluster) -> Vec<serde_json::Value> {
@@ -259,15 +251,10 @@ fn recovered_objects(c: &Cluster) -> u64 {
 
 /// Waits until `osd df` satisfies `check`.
 fn wait_df(c: &Cluster, what: &str, check: impl Fn(&[serde_json::Value]) -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    common::wait_for(what, Duration::from_secs(30), || {
         let df = osd_df(c);
-        if check(&df) {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "waited 30s for {what}; osd df: {df:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        if check(&df) { Ok(()) } else { Err(format!("osd df: {df:?}")) }
+    })
 }
 
 #[test]
@@ -548,15 +535,10 @@ impl Writer {
 
     /// Waits (at most 60 s) until `n` puts were acknowledged in all.
     fn wait_acked(&self, n: usize) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while self.acked() < n {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "only {} of {n} puts acknowledged",
-                self.acked()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        common::wait_for(&format!("{n} puts acknowledged"), Duration::from_secs(60), || {
+            let acked = self.acked();
+            if acked >= n { Ok(()) } else { Err(format!("{acked} acknowledged")) }
+        })
     }
 
     fn finish(mut self) -> Named {
@@ -921,15 +903,12 @@ fn osd_caps_limit_clients_to_their_pools_and_revocation_takes_effect() {
     let name = proto::osd::ObjectName { namespace: String::new(), name: b"admins".to_vec() };
     runtime.block_on(objects.read("rbd", &name, 0, 10)).unwrap();
     c.ok(&["auth", "rm", "client.viewer"]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let refusal = loop {
+    let refusal = common::wait_for("client.viewer refused", Duration::from_secs(30), || {
         match runtime.block_on(objects.read("rbd", &name, 0, 10)) {
-            Ok(_) => {}
-            Err(e) => break e,
+            Ok(_) => Err("still served after rm".to_owned()),
+            Err(e) => Ok(e),
         }
-        assert!(std::time::Instant::now() < deadline, "client.viewer still served 30 s after rm");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    });
     assert_eq!(refusal.code(), Some(proto::ErrorCode::PermissionDenied), "{refusal}");
     assert!(refusal.to_string().contains("unknown to this cluster"), "{refusal}");
     drop(objects);
@@ -978,7 +957,7 @@ fn a_full_osd_refuses_writes_while_reads_and_deletes_work_and_nothing_is_lost() 
     let status = c.wait_status("OSD_FULL", Duration::from_secs(30), |s| {
         check_codes(s).contains(&"OSD_FULL".to_owned())
     });
-    assert_eq!(status["health"], "Err", "{status}");
+    assert_eq!(status["health"], "HEALTH_ERR", "{status}");
     // Small writes too, to any object; reads of everything written still work.
     let small = try_put(&c, &work, "small", b"x").expect_err("a write to a full cluster");
     assert!(small.contains("is full"), "{small}");
@@ -991,11 +970,9 @@ fn a_full_osd_refuses_writes_while_reads_and_deletes_work_and_nothing_is_lost() 
     for i in gone {
         c.ok(&["obj", "rm", "rbd", &format!("o{i}")]);
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while let Err(e) = try_put(&c, &work, "after", &pattern(999, OBJECT)) {
-        assert!(std::time::Instant::now() < deadline, "writes did not resume: {e}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    common::wait_for("writes to resume", Duration::from_secs(30), || {
+        try_put(&c, &work, "after", &pattern(999, OBJECT))
+    });
     c.wait_status("OSD_FULL cleared", Duration::from_secs(30), |s| {
         !check_codes(s).contains(&"OSD_FULL".to_owned())
     });
@@ -1071,15 +1048,10 @@ fn wait_pg(
     what: &str,
     check: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    common::wait_for(what, Duration::from_secs(60), || {
         let pg = only_pg(c);
-        if check(&pg) {
-            return pg;
-        }
-        assert!(std::time::Instant::now() < deadline, "waited 60s for {what}: {pg}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        if check(&pg) { Ok(pg) } else { Err(pg.to_string()) }
+    })
 }
 
 #[test]
@@ -1264,18 +1236,13 @@ fn recon_shows_every_daemon_and_health_names_a_skewed_clock_and_slow_ops() {
     assert_eq!(skew.unwrap()["detail"].as_array().unwrap().len(), 1, "only osd.2: {status}");
 
     // Every daemon at the monitors' epoch with one map hash, and the offsets measured.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let recon = loop {
+    let recon = common::wait_for("the daemons to settle", Duration::from_secs(30), || {
         let recon = c.json(&["recon"]);
         let daemons = recon["daemons"].as_array().unwrap();
         let settled = daemons.len() == 6
             && daemons.iter().all(|d| d["up"] == true && d["epoch"] == recon["epoch"]);
-        if settled {
-            break recon;
-        }
-        assert!(std::time::Instant::now() < deadline, "daemons never settled: {recon}");
-        std::thread::sleep(Duration::from_millis(500));
-    };
+        if settled { Ok(recon) } else { Err(recon.to_string()) }
+    });
     let daemons = recon["daemons"].as_array().unwrap();
     let hashes: std::collections::BTreeSet<&str> =
         daemons.iter().map(|d| d["map_hash"].as_str().unwrap()).collect();
@@ -1332,14 +1299,9 @@ fn recon_shows_every_daemon_and_health_names_a_skewed_clock_and_slow_ops() {
 
     // The replica wakes: the write completes, and the slow ops are gone.
     osds.signal(replica, libc::SIGCONT);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let exit = loop {
-        if let Some(exit) = writer.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(std::time::Instant::now() < deadline, "the held write never finished");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let exit = common::wait_for("the held write to finish", Duration::from_secs(60), || {
+        writer.try_wait().unwrap().ok_or_else(|| "still running".to_owned())
+    });
     let mut err = String::new();
     std::io::Read::read_to_string(&mut writer.stderr.take().unwrap(), &mut err).unwrap();
     assert!(exit.success(), "{err}");

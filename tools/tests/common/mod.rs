@@ -10,6 +10,27 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_cairn");
 
+/// How often a wait looks again.
+pub const POLL: Duration = Duration::from_millis(100);
+
+/// Waits for `probe` to give a value: it is asked every `POLL` for at most `timeout`. Its
+/// `Err` says what it saw, which the panic after `timeout` reports with what was awaited.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let seen = match probe() {
+            Ok(value) => return value,
+            Err(seen) => seen,
+        };
+        assert!(Instant::now() < deadline, "waited {timeout:?} for {what}; last saw: {seen}");
+        std::thread::sleep(POLL);
+    }
+}
+
 pub struct Mon {
     pub name: String,
     pub dir: PathBuf,
@@ -65,7 +86,7 @@ impl Cluster {
             cluster.start_mon(i);
         }
         cluster.wait_status("a healthy quorum", Duration::from_secs(30), |s| {
-            s["health"] == "Ok"
+            s["health"] == "HEALTH_OK"
                 && s["monitors"]
                     .as_array()
                     .is_some_and(|m| m.iter().all(|m| m["in_quorum"] == true))
@@ -114,31 +135,22 @@ impl Cluster {
         if let Some(mut child) = self.mons[i].child.take() {
             // SAFETY: signalling our own child process.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while child.try_wait().unwrap().is_none() {
-                assert!(
-                    Instant::now() < deadline,
-                    "mon.{} did not stop on SIGTERM",
-                    self.mons[i].name
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            let what = format!("mon.{} to stop on SIGTERM", self.mons[i].name);
+            wait_for(&what, Duration::from_secs(10), || {
+                child.try_wait().unwrap().ok_or_else(|| "still running".to_owned())
+            });
         }
     }
 
     /// Waits for monitor `i` to exit on its own; its exit status.
     pub fn wait_exit(&mut self, i: usize, timeout: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + timeout;
-        let mon = &mut self.mons[i];
-        let child = mon.child.as_mut().unwrap_or_else(|| panic!("mon.{} is not running", mon.name));
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                mon.child = None;
-                return status;
-            }
-            assert!(Instant::now() < deadline, "mon.{} still runs after {timeout:?}", mon.name);
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let what = format!("mon.{} to exit", self.mons[i].name);
+        let child = self.mons[i].child.as_mut().unwrap_or_else(|| panic!("{what}: not running"));
+        let status = wait_for(&what, timeout, || {
+            child.try_wait().unwrap().ok_or_else(|| "still running".to_owned())
+        });
+        self.mons[i].child = None;
+        status
     }
 
     /// A `client.toml` (written into `keyring`) for `entity`, whose credentials are there.
@@ -198,23 +210,19 @@ impl Cluster {
         timeout: Duration,
         check: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = Instant::now() + timeout;
         let mut last = None;
-        loop {
+        wait_for(what, timeout, || {
             if let Some(status) = self.status() {
                 if check(&status) {
-                    return status;
+                    return Ok(status);
                 }
                 last = Some(status);
             }
-            assert!(
-                Instant::now() < deadline,
-                "waited {timeout:?} for {what}; last status: {}{}",
-                last.map_or("none".into(), |s| serde_json::to_string_pretty(&s).unwrap()),
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            let last = last
+                .as_ref()
+                .map_or("no status".into(), |s| serde_json::to_string_pretty(s).unwrap());
+            Err(format!("{last}{}", self.logs()))
+        })
     }
 
     /// The tail of every monitor's log, for failure messages.
