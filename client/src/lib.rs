@@ -1,12 +1,8 @@
-//! The client library. Today: the client configuration, and a session with the monitors
-//! (status, administrative commands, maps). Object I/O straight to the OSDs comes with them.
+//! The client library: object I/O straight to the OSDs (`objects`), and large logical
+//! objects striped over pieces (`striper`). The session with the monitors and the
+//! configuration are `net`'s, named here too so that a client needs this crate alone.
 
-pub mod config;
-pub mod maps;
-pub mod mon_client;
 pub mod objects;
-pub mod osd_conn;
 pub mod striper;
 
-pub use config::ClientConfig;
-pub use mon_client::{ClientError, MapWatch, MonClient};
+pub use net::{ClientConfig, ClientError, MapWatch, MonClient, config, maps, mon_client, osd_conn};

@@ -12,12 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use net::frame::Limits;
+use net::identity::{ClusterCa, Credentials};
+use net::rpc;
+use net::transport::Endpoint;
+use net::transport::quic::{QuicEndpoint, Tuning};
 use openraft::{Config, ServerState, SnapshotPolicy};
-use proto::frame::Limits;
-use proto::identity::{ClusterCa, Credentials};
-use proto::transport::Endpoint;
-use proto::transport::quic::{QuicEndpoint, Tuning};
-use proto::{EntityName, rpc};
+use proto::EntityName;
 use serde::{Deserialize, Serialize};
 
 use crate::network::Network;

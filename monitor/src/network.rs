@@ -8,6 +8,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use net::rpc;
+use net::transport::{Connection, Endpoint};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -17,8 +19,6 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use proto::message::RaftRpc;
-use proto::rpc;
-use proto::transport::{Connection, Endpoint};
 use proto::{EntityName, Request, Response, TransportError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;

@@ -12,16 +12,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use net::frame::Limits;
+use net::identity::ClusterCa;
+use net::rpc::{self, Reply};
+use net::transport::{BoxFuture, Connection, Endpoint, Peer};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 use placement::{Epoch, OsdId, OsdMap};
-use proto::frame::Limits;
-use proto::identity::ClusterCa;
 use proto::message::{
     ClusterPgStats, MonStatus, OsdCounts, OsdMessage, RaftRpc, RequestId, StatusReport,
 };
-use proto::rpc::{self, Reply};
-use proto::transport::{BoxFuture, Connection, Endpoint, Peer};
 use proto::{
     Access, Command, CommandOutput, EntityKind, EntityName, ErrorCode, RemoteError, Request,
     Response,

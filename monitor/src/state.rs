@@ -10,9 +10,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
+use net::identity::Fingerprint;
 use placement::encoding;
 use placement::{Epoch, Incremental, MapChange, MapContents, MapFlag, OsdId, OsdMap, PgId};
-use proto::identity::Fingerprint;
 use proto::message::{CommandOutput, IdentityInfo, MapBundle, RequestId};
 use proto::{Access, Caps, Command, EntityKind, EntityName, ErrorCode, RemoteError};
 use serde::{Deserialize, Serialize};

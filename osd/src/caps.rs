@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use client::MonClient;
+use net::MonClient;
 use proto::error::{ErrorCode, RemoteError};
 use proto::{Access, Caps, EntityKind, EntityName};
 

@@ -5,12 +5,14 @@
 //! object data) travel as raw bytes beside the header, never through serde. Both lengths
 //! are checked against their limits before a byte of the body is read, so a peer cannot
 //! make a reader allocate more than the limits allow.
+//!
+//! This is the layout and its checks, without I/O: `net::frame` reads and writes frames on
+//! streams with them, and `decode` takes a frame from bytes in memory.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The frame layout version; a reader refuses others.
 pub const FRAME_VERSION: u8 = 1;
@@ -60,7 +62,7 @@ pub fn encode(header: &impl Serialize, bulk: &[u8]) -> Result<Vec<u8>, FrameErro
 }
 
 /// A frame's prefix and message, for a bulk payload of `bulk_len` bytes that follows.
-fn encode_head(header: &impl Serialize, bulk_len: usize) -> Result<Vec<u8>, FrameError> {
+pub fn encode_head(header: &impl Serialize, bulk_len: usize) -> Result<Vec<u8>, FrameError> {
     let encoded = postcard::to_stdvec(header).map_err(|e| FrameError::Malformed(e.to_string()))?;
     check("message", encoded.len(), HEADER_BYTES_MAX)?;
     check("bulk payload", bulk_len, BULK_BYTES_MAX)?;
@@ -72,20 +74,6 @@ fn encode_head(header: &impl Serialize, bulk_len: usize) -> Result<Vec<u8>, Fram
     Ok(out)
 }
 
-/// Writes a frame: the message, then the bulk payload as it is (no copy into one buffer:
-/// payloads are up to 64 MiB).
-pub async fn write<W: AsyncWrite + Unpin>(
-    writer: &mut W,
-    header: &impl Serialize,
-    bulk: &[u8],
-) -> Result<(), FrameError> {
-    writer.write_all(&encode_head(header, bulk.len())?).await?;
-    if !bulk.is_empty() {
-        writer.write_all(bulk).await?;
-    }
-    Ok(())
-}
-
 /// The declared sizes of a frame, read and checked before its body.
 #[derive(Clone, Copy, Debug)]
 pub struct Prefix {
@@ -93,83 +81,51 @@ pub struct Prefix {
     pub bulk_len: usize,
 }
 
-/// Reads a frame's prefix; `None` at a clean end of stream.
-pub async fn read_prefix<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    limits: Limits,
-) -> Result<Option<Prefix>, FrameError> {
-    let mut prefix = [0u8; PREFIX_BYTES];
-    let mut filled = 0;
-    while filled < PREFIX_BYTES {
-        let n = reader.read(&mut prefix[filled..]).await?;
-        if n == 0 {
-            return if filled == 0 {
-                Ok(None)
-            } else {
-                Err(FrameError::Truncated("inside a frame prefix"))
-            };
+impl Prefix {
+    /// A frame's prefix, its version and both lengths checked against `limits`.
+    pub fn parse(prefix: &[u8; PREFIX_BYTES], limits: Limits) -> Result<Prefix, FrameError> {
+        if prefix[0] != FRAME_VERSION {
+            return Err(FrameError::Version(prefix[0]));
         }
-        filled += n;
+        let header_len = u32::from_le_bytes(prefix[4..8].try_into().expect("4 bytes")) as usize;
+        let bulk_len = u32::from_le_bytes(prefix[8..12].try_into().expect("4 bytes")) as usize;
+        check("message", header_len, limits.header_bytes_max)?;
+        check("bulk payload", bulk_len, limits.bulk_bytes_max)?;
+        Ok(Prefix { header_len, bulk_len })
     }
-    if prefix[0] != FRAME_VERSION {
-        return Err(FrameError::Version(prefix[0]));
-    }
-    let header_len = u32::from_le_bytes(prefix[4..8].try_into().expect("4 bytes")) as usize;
-    let bulk_len = u32::from_le_bytes(prefix[8..12].try_into().expect("4 bytes")) as usize;
-    check("message", header_len, limits.header_bytes_max)?;
-    check("bulk payload", bulk_len, limits.bulk_bytes_max)?;
-    Ok(Some(Prefix { header_len, bulk_len }))
 }
 
-/// Reads the body of a frame whose prefix was read.
-pub async fn read_body<R: AsyncRead + Unpin, T: DeserializeOwned>(
-    reader: &mut R,
-    prefix: Prefix,
-) -> Result<(T, Bytes), FrameError> {
-    // Memory follows the bytes that actually arrive, not the lengths the prefix claims, so
-    // a peer that announces a large frame and sends nothing holds 64 KiB, not the frame.
-    let header = read_up_to(reader, prefix.header_len, "inside a message").await?;
-    let bulk = read_up_to(reader, prefix.bulk_len, "inside a bulk payload").await?;
-    let (message, rest) = postcard::take_from_bytes::<T>(&header)
-        .map_err(|e| FrameError::Malformed(e.to_string()))?;
+/// A frame's message from its header bytes, which it must fill exactly.
+pub fn decode_message<T: DeserializeOwned>(header: &[u8]) -> Result<T, FrameError> {
+    let (message, rest) =
+        postcard::take_from_bytes::<T>(header).map_err(|e| FrameError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
         return Err(FrameError::Malformed(format!("{} bytes after the message", rest.len())));
     }
-    Ok((message, bulk.freeze()))
+    Ok(message)
 }
 
-/// Reads exactly `len` bytes, growing the buffer as they come.
-async fn read_up_to<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    len: usize,
-    place: &'static str,
-) -> Result<BytesMut, FrameError> {
-    const STEP: usize = 64 << 10;
-    let mut buffer = BytesMut::with_capacity(len.min(STEP));
-    while buffer.len() < len {
-        if buffer.capacity() == buffer.len() {
-            // Once the first step has arrived the sender is sending: room for the rest at
-            // once (one copy of the first step, instead of one per doubling).
-            buffer.reserve(len - buffer.len());
-        }
-        let wanted = len - buffer.len();
-        let n = reader.read_buf(&mut (&mut buffer).limit(wanted)).await?;
-        if n == 0 {
-            return Err(FrameError::Truncated(place));
-        }
-    }
-    Ok(buffer)
-}
-
-/// Reads one whole frame; `None` at a clean end of stream.
-pub async fn read<R: AsyncRead + Unpin, T: DeserializeOwned>(
-    reader: &mut R,
+/// The first frame of `bytes` and the bytes after it; `None` for no bytes at all. The
+/// same checks as a stream's reader, in the same order.
+pub fn decode<T: DeserializeOwned>(
+    bytes: &[u8],
     limits: Limits,
-) -> Result<Option<(T, Bytes)>, FrameError> {
-    match read_prefix(reader, limits).await? {
-        Some(prefix) => read_body(reader, prefix).await.map(Some),
-        None => Ok(None),
+) -> Result<Option<((T, Bytes), &[u8])>, FrameError> {
+    if bytes.is_empty() {
+        return Ok(None);
     }
+    let Some((prefix, body)) = bytes.split_first_chunk::<PREFIX_BYTES>() else {
+        return Err(FrameError::Truncated("inside a frame prefix"));
+    };
+    let prefix = Prefix::parse(prefix, limits)?;
+    let Some((header, body)) = body.split_at_checked(prefix.header_len) else {
+        return Err(FrameError::Truncated("inside a message"));
+    };
+    let Some((bulk, rest)) = body.split_at_checked(prefix.bulk_len) else {
+        return Err(FrameError::Truncated("inside a bulk payload"));
+    };
+    let message = decode_message(header)?;
+    Ok(Some(((message, Bytes::copy_from_slice(bulk)), rest)))
 }
 
 fn check(what: &'static str, len: usize, limit: usize) -> Result<(), FrameError> {
@@ -182,14 +138,10 @@ mod tests {
     use crate::message::{Request, Response};
     use proptest::prelude::*;
 
-    /// Reads one frame of `bytes` as a `T`, the way every endpoint reads what a peer sent.
-    fn read_sync<T: DeserializeOwned>(bytes: &[u8]) -> Result<Option<(T, Bytes)>, FrameError> {
-        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    /// Reads one frame of `bytes` as a `T`, as every endpoint reads what a peer sent.
+    fn read_one<T: DeserializeOwned>(bytes: &[u8]) -> Result<Option<(T, Bytes)>, FrameError> {
         let limits = Limits { header_bytes_max: 4096, bulk_bytes_max: 4096 };
-        runtime.block_on(async {
-            let mut reader = bytes;
-            read::<_, T>(&mut reader, limits).await
-        })
+        decode::<T>(bytes, limits).map(|frame| frame.map(|(frame, _rest)| frame))
     }
 
     /// A prefix that passes the checks, so that the body decoder sees the bytes.
@@ -210,10 +162,10 @@ mod tests {
             bytes in prop::collection::vec(any::<u8>(), 0..1024),
             bulk_len in 0usize..64,
         ) {
-            let _ = read_sync::<Request>(&bytes);
-            let _ = read_sync::<Response>(&bytes);
-            let _ = read_sync::<Request>(&framed(&bytes, bulk_len));
-            let _ = read_sync::<Response>(&framed(&bytes, bulk_len));
+            let _ = read_one::<Request>(&bytes);
+            let _ = read_one::<Response>(&bytes);
+            let _ = read_one::<Request>(&framed(&bytes, bulk_len));
+            let _ = read_one::<Response>(&framed(&bytes, bulk_len));
         }
 
         /// Valid frames with bytes flipped or cut off: a message or a named error.
@@ -229,10 +181,10 @@ mod tests {
                 let i = at.index(bytes.len());
                 bytes[i] ^= byte;
             }
-            let _ = read_sync::<Request>(&bytes);
+            let _ = read_one::<Request>(&bytes);
             // A good frame cut short is never taken for a message.
             let len = cut.index(good.len());
-            match read_sync::<Request>(&good[..len]) {
+            match read_one::<Request>(&good[..len]) {
                 Ok(None) => prop_assert_eq!(len, 0),
                 Ok(Some(_)) => prop_assert!(false, "{len} of {} bytes decoded", good.len()),
                 Err(_) => {}
@@ -240,50 +192,40 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn frames_round_trip() {
-        let bytes = encode(&("hello", 42u32), b"bulk").unwrap();
-        let mut reader = &bytes[..];
-        let (message, bulk): ((String, u32), Bytes) =
-            read(&mut reader, Limits::default()).await.unwrap().unwrap();
-        assert_eq!(message, ("hello".to_owned(), 42));
-        assert_eq!(&bulk[..], b"bulk");
-        assert!(read::<_, (String, u32)>(&mut reader, Limits::default()).await.unwrap().is_none());
+    #[test]
+    fn frames_round_trip() {
+        let mut bytes = encode(&("hello", 42u32), b"bulk").unwrap();
+        bytes.extend(encode(&("again", 7u32), b"").unwrap());
+        let ((message, bulk), rest) =
+            decode::<(String, u32)>(&bytes, Limits::default()).unwrap().unwrap();
+        assert_eq!((message, &bulk[..]), (("hello".to_owned(), 42), &b"bulk"[..]));
+        let ((message, bulk), rest) =
+            decode::<(String, u32)>(rest, Limits::default()).unwrap().unwrap();
+        assert_eq!((message, bulk.len()), (("again".to_owned(), 7), 0));
+        assert!(decode::<(String, u32)>(rest, Limits::default()).unwrap().is_none());
     }
 
-    #[tokio::test]
-    async fn bad_frames_are_named_errors() {
+    #[test]
+    fn bad_frames_are_named_errors() {
         let good = encode(&u64::MAX, b"").unwrap();
-        let read_one = |bytes: Vec<u8>, limits: Limits| async move {
-            let mut reader = &bytes[..];
-            read::<_, u64>(&mut reader, limits).await
-        };
+        let read = |bytes: &[u8], limits| decode::<u64>(bytes, limits).map(|f| f.map(|f| f.0));
         let mut version = good.clone();
         version[0] = 9;
-        assert!(matches!(read_one(version, Limits::default()).await, Err(FrameError::Version(9))));
+        assert!(matches!(read(&version, Limits::default()), Err(FrameError::Version(9))));
         let tight = Limits { header_bytes_max: 0, bulk_bytes_max: 0 };
-        assert!(matches!(
-            read_one(good.clone(), tight).await,
-            Err(FrameError::TooLarge { what: "message", .. })
-        ));
+        assert!(matches!(read(&good, tight), Err(FrameError::TooLarge { what: "message", .. })));
         let mut huge = good.clone();
         huge[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(
-            read_one(huge, Limits::default()).await,
+            read(&huge, Limits::default()),
             Err(FrameError::TooLarge { what: "bulk payload", .. })
         ));
+        assert!(matches!(read(&good[..5], Limits::default()), Err(FrameError::Truncated(_))));
         assert!(matches!(
-            read_one(good[..5].to_vec(), Limits::default()).await,
-            Err(FrameError::Truncated(_))
-        ));
-        assert!(matches!(
-            read_one(good[..PREFIX_BYTES + 2].to_vec(), Limits::default()).await,
+            read(&good[..PREFIX_BYTES + 2], Limits::default()),
             Err(FrameError::Truncated(_))
         ));
         let garbage = encode(&vec![0xffu8; 10], b"").unwrap();
-        assert!(matches!(
-            read_one(garbage, Limits::default()).await,
-            Err(FrameError::Malformed(_))
-        ));
+        assert!(matches!(read(&garbage, Limits::default()), Err(FrameError::Malformed(_))));
     }
 }

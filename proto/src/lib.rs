@@ -1,20 +1,18 @@
-//! The wire of cairn: entity names and capabilities, the cluster's certificate authority
-//! and mutual TLS, framing with hard bounds, the messages every daemon and client exchange,
-//! stable error codes, the transport (QUIC between processes, in-memory for tests) and the
-//! request/reply layer on top of it.
+//! The wire of cairn, without a runtime: entity names and capabilities, the messages
+//! every daemon and client exchange, request ids, framing with hard bounds, and stable
+//! error codes. No tokio, quinn or rustls: the PG core, the frontends' parsers and tests
+//! use it as plain data; `net` moves it between processes.
 //!
 //! Nothing here knows what a monitor or an OSD does with a message; it only guarantees
-//! that what arrives is from whom it claims, within its limits, and decodes.
+//! that what decodes is within its limits.
 
 pub mod caps;
 pub mod entity;
 pub mod error;
 pub mod frame;
-pub mod identity;
 pub mod message;
 pub mod osd;
-pub mod rpc;
-pub mod transport;
+pub mod reqid;
 
 pub use caps::{Access, Caps};
 pub use entity::{EntityKind, EntityName};

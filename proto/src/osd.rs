@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use placement::{Epoch, PgId, Version};
 use serde::{Deserialize, Serialize};
 
-use crate::message::RequestId;
+use crate::reqid::RequestId;
 
 /// Ops in one compound request at most.
 pub const OPS_PER_REQUEST_MAX: usize = 64;

@@ -48,7 +48,7 @@ pub async fn auth(connect: &Connect, command: AuthCommand) -> Result<()> {
             let CommandOutput::Identity { entity, ca_pem, cert_pem, key_pem } = output else {
                 bail!("the monitors did not return the new identity");
             };
-            let credentials = proto::identity::Credentials { entity, ca_pem, cert_pem, key_pem };
+            let credentials = net::identity::Credentials { entity, ca_pem, cert_pem, key_pem };
             credentials
                 .save(&out)
                 .with_context(|| format!("save the identity in {}", out.display()))?;

@@ -24,7 +24,7 @@ use client::config::MonAddr;
 use monitor::daemon::{GenesisFile, MonConfig, PID_FILE, RaftTiming};
 use monitor::state::Identity;
 use monitor::store::MonNode;
-use proto::identity::{ClusterCa, write_private};
+use net::identity::{ClusterCa, write_private};
 use proto::message::Severity;
 use proto::{Caps, EntityName};
 

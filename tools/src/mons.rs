@@ -113,11 +113,11 @@ async fn mon_add(connect: &Connect, name: &str, addr: &str, dir: &Path) -> Resul
     else {
         bail!("the monitors did not return the new identity");
     };
-    let credentials = proto::identity::Credentials { entity, ca_pem, cert_pem, key_pem };
+    let credentials = net::identity::Credentials { entity, ca_pem, cert_pem, key_pem };
     credentials.save(dir)?;
     std::fs::write(dir.join(monitor::daemon::GENESIS_FILE), &genesis)?;
     if let Some(key) = ca_key {
-        proto::identity::write_private(&dir.join("ca.key"), key.as_bytes())?;
+        net::identity::write_private(&dir.join("ca.key"), key.as_bytes())?;
     }
     let config = monitor::daemon::MonConfig {
         name: name.to_owned(),

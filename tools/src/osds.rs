@@ -297,7 +297,7 @@ pub async fn prepare_osd(
     else {
         bail!("the monitors did not return the new identity");
     };
-    proto::identity::Credentials { entity: entity.clone(), ca_pem, cert_pem, key_pem }.save(dir)?;
+    net::identity::Credentials { entity: entity.clone(), ca_pem, cert_pem, key_pem }.save(dir)?;
     let mut config = client.config().clone();
     config.entity = entity.to_string();
     config.keyring = ".".into();

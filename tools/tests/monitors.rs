@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{BIN, Cluster, free_port, ms};
-use proto::frame::{self, Limits};
-use proto::identity::{ClusterCa, Credentials};
+use net::frame::{self, Limits};
+use net::identity::{ClusterCa, Credentials};
+use net::transport::Endpoint;
+use net::transport::quic::{QuicEndpoint, Tuning};
 use proto::message::{Request, Response};
-use proto::transport::Endpoint;
-use proto::transport::quic::{QuicEndpoint, Tuning};
 use proto::{EntityName, ErrorCode};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
@@ -251,7 +251,7 @@ async fn malformed_and_oversized_frames_get_errors_and_the_monitor_keeps_serving
         "{wrong_version:?}"
     );
     // A request only monitors may send.
-    let raft = proto::rpc::call(
+    let raft = net::rpc::call(
         conn.as_ref(),
         &Request::Raft(proto::message::RaftRpc::Vote),
         b"junk",
@@ -260,9 +260,7 @@ async fn malformed_and_oversized_frames_get_errors_and_the_monitor_keeps_serving
     .await;
     assert_eq!(raft.unwrap_err().remote_code(), Some(ErrorCode::PermissionDenied));
     let (status, _) =
-        proto::rpc::call(conn.as_ref(), &Request::Status, &[], Duration::from_secs(5))
-            .await
-            .unwrap();
+        net::rpc::call(conn.as_ref(), &Request::Status, &[], Duration::from_secs(5)).await.unwrap();
     assert!(matches!(status, Response::Status(_)));
     tokio::task::spawn_blocking(move || drop(c)).await.unwrap();
 }

@@ -744,11 +744,11 @@ fn a_striped_object_spans_pieces_reads_sparse_ranges_as_zeros_and_is_removed_who
 #[test]
 fn stale_epochs_wrong_primaries_and_malformed_requests_get_clear_errors() {
     use bytes::Bytes;
-    use proto::identity::Credentials;
+    use net::identity::Credentials;
+    use net::transport::Endpoint;
+    use net::transport::quic::{QuicEndpoint, Tuning};
     use proto::message::{Request, new_request_id};
     use proto::osd::{ObjectName, ObjectOp};
-    use proto::transport::Endpoint;
-    use proto::transport::quic::{QuicEndpoint, Tuning};
     use proto::{EntityName, ErrorCode};
 
     let c = Cluster::start(3);
@@ -791,8 +791,8 @@ fn stale_epochs_wrong_primaries_and_malformed_requests_get_clear_errors() {
             object: object.clone(),
             ops: vec![ObjectOp::Read { offset: 0, len: 100 }],
         };
-        let call = |conn: std::sync::Arc<dyn proto::transport::Connection>, request: Request| async move {
-            proto::rpc::call(conn.as_ref(), &request, &[], Duration::from_secs(10)).await
+        let call = |conn: std::sync::Arc<dyn net::transport::Connection>, request: Request| async move {
+            net::rpc::call(conn.as_ref(), &request, &[], Duration::from_secs(10)).await
         };
         let at_replica = connect(replica).await;
         let at_primary = connect(primary).await;
@@ -822,7 +822,7 @@ fn stale_epochs_wrong_primaries_and_malformed_requests_get_clear_errors() {
             object: object.clone(),
             ops: vec![ObjectOp::WriteFull { len: 3 }],
         };
-        let e = proto::rpc::call(at_primary.as_ref(), &write, b"too long", Duration::from_secs(10))
+        let e = net::rpc::call(at_primary.as_ref(), &write, b"too long", Duration::from_secs(10))
             .await
             .unwrap_err();
         assert_eq!(e.remote_code(), Some(ErrorCode::Invalid), "{e}");

@@ -8,7 +8,7 @@
 //!                                                         [--format json]
 //!
 //! Three ways of carrying the same requests, measured in the same run:
-//! - `cairn`: `proto::rpc::call` and `proto::rpc::serve` over `proto::transport::tcp`
+//! - `cairn`: `net::rpc::call` and `net::rpc::serve` over `net::transport::tcp`
 //!   (mutual TLS 1.3, one TCP connection per request in flight), as clients reach OSDs;
 //! - `plain`: the same connection per request in flight, with no TLS and no framing
 //!   beyond a length: the kernel's share of that design;
@@ -30,13 +30,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use bytes::Bytes;
 use cairn_bench::{ServerProcess, cpu_time, flag, load_average, percentile, serve_control};
+use net::frame::Limits;
+use net::identity::{ClusterCa, Credentials, server_name};
+use net::rpc::{self, Reply, Service};
+use net::transport::tcp::TcpEndpoint;
+use net::transport::{BoxFuture, Connection, Endpoint, Peer};
 use proto::EntityName;
-use proto::frame::Limits;
-use proto::identity::{ClusterCa, Credentials, server_name};
 use proto::message::{Request, Response};
-use proto::rpc::{self, Reply, Service};
-use proto::transport::tcp::TcpEndpoint;
-use proto::transport::{BoxFuture, Connection, Endpoint, Peer};
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};

@@ -1,4 +1,4 @@
-//! Transport benchmark: cairn's QUIC transport (`proto::transport::quic`, mutual TLS 1.3)
+//! Transport benchmark: cairn's QUIC transport (`net::transport::quic`, mutual TLS 1.3)
 //! next to plain TCP (tokio `TcpStream`, no encryption) on loopback, measured in the same run.
 //!
 //!     cargo run --release -p cairn-bench --bin transport-bench [-- --quick] [--gib N]
@@ -10,7 +10,7 @@
 //! `Tuning`s: throughput and CPU-seconds per GiB for one stream and for four parallel
 //! streams (four streams on one connection for QUIC; TCP has no streams, so four
 //! connections), and the latency and CPU cost of a small request and its answer on a reused
-//! stream, on a new stream of a reused connection (what `proto::rpc::call` does), and on a
+//! stream, on a new stream of a reused connection (what `net::rpc::call` does), and on a
 //! new connection. Variants named after a quinn setting that `Tuning` lacks (GSO, ACK
 //! frequency, jumbo MTU) run on a quinn endpoint built here with the same TLS and `Tuning`
 //! as proto's, to show what exposing the setting would bring.
@@ -26,10 +26,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use cairn_bench::{ServerProcess, cpu_time, flag, serve_control};
+use net::identity::{ClusterCa, Credentials};
+use net::transport::quic::{QuicEndpoint, Tuning};
+use net::transport::{Connection, Endpoint, RecvHalf, SendHalf};
 use proto::EntityName;
-use proto::identity::{ClusterCa, Credentials};
-use proto::transport::quic::{QuicEndpoint, Tuning};
-use proto::transport::{Connection, Endpoint, RecvHalf, SendHalf};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use client::osd_conn::OsdConnections;
+use net::osd_conn::OsdConnections;
 use objectstore::{CollectionId, ObjectStore, StoreError, Transaction, TxOp};
 use placement::{Epoch, OsdMap, PgId, Version};
 use proto::error::{ErrorCode, RemoteError};

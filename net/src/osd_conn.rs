@@ -6,13 +6,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::rpc;
+use crate::transport::tcp::TcpEndpoint;
+use crate::transport::{Connection, Endpoint};
 use bytes::Bytes;
 use proto::entity::EntityName;
 use proto::error::TransportError;
 use proto::message::{Request, Response};
-use proto::rpc;
-use proto::transport::tcp::TcpEndpoint;
-use proto::transport::{Connection, Endpoint};
 
 use crate::config::{ClientConfig, OsdTransport};
 

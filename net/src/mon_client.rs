@@ -13,22 +13,21 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::transport::quic::{QuicEndpoint, Tuning};
+use crate::transport::{Connection, Endpoint};
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use placement::{Epoch, OsdMap};
 use proto::message::{ClusterPgStats, MapBundle, StatusReport};
 use proto::osd::OsdConfig;
-use proto::transport::quic::{QuicEndpoint, Tuning};
-use proto::transport::{Connection, Endpoint};
 use proto::{
     Command, CommandOutput, EntityName, ErrorCode, RemoteError, Request, Response, TransportError,
-    rpc,
 };
 use thiserror::Error;
 
 use crate::config::ClientConfig;
-use crate::maps;
+use crate::{maps, rpc};
 
 /// How long a request may take, retries included, unless set otherwise.
 pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(15);

@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::entity::EntityName;
-use crate::error::TransportError;
 use crate::identity::Fingerprint;
+use proto::entity::EntityName;
+use proto::error::TransportError;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// The writing half of a stream; shutting it down ends the stream for the reader. Like any

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 use super::{BoxFuture, Connection, Endpoint, Peer, RecvHalf, SendHalf};
-use crate::entity::EntityName;
-use crate::error::TransportError;
+use proto::entity::EntityName;
+use proto::error::TransportError;
 
 /// Bytes buffered in each direction of an in-memory stream.
 const PIPE_BYTES: usize = 1 << 20;

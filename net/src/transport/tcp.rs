@@ -30,9 +30,9 @@ use tokio::sync::{mpsc, watch};
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 
 use super::{BoxFuture, Connection, Endpoint, Peer, RecvHalf, SendHalf};
-use crate::entity::EntityName;
-use crate::error::TransportError;
 use crate::identity::{Credentials, peer_identity, server_name};
+use proto::entity::EntityName;
+use proto::error::TransportError;
 
 /// The largest chunk a header may announce.
 const CHUNK_MAX: u32 = 16 << 20;

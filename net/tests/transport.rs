@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use proto::frame::{self, Limits};
-use proto::identity::{ClusterCa, Credentials};
+use net::frame::{self, Limits};
+use net::identity::{ClusterCa, Credentials};
+use net::rpc::{self, Reply, Service};
+use net::transport::memory::{MemoryEndpoint, MemoryNetwork};
+use net::transport::quic::{QuicEndpoint, Tuning};
+use net::transport::tcp::TcpEndpoint;
+use net::transport::{BoxFuture, Endpoint, Peer};
 use proto::message::{Request, Response};
-use proto::rpc::{self, Reply, Service};
-use proto::transport::memory::{MemoryEndpoint, MemoryNetwork};
-use proto::transport::quic::{QuicEndpoint, Tuning};
-use proto::transport::tcp::TcpEndpoint;
-use proto::transport::{BoxFuture, Endpoint, Peer};
 use proto::{EntityName, ErrorCode, TransportError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -144,7 +144,7 @@ async fn a_client_without_a_certificate_is_refused() {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    tls.alpn_protocols = vec![proto::identity::ALPN.to_vec()];
+    tls.alpn_protocols = vec![net::identity::ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut endpoint = quinn::Endpoint::client(loopback()).unwrap();
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
@@ -325,7 +325,7 @@ fn tcp_client(ca: &ClusterCa, name: &str) -> Arc<dyn Endpoint> {
 
 /// The port the server saw a ping come from, and its payload.
 async fn tcp_ping(
-    conn: &dyn proto::transport::Connection,
+    conn: &dyn net::transport::Connection,
     payload: &[u8],
 ) -> Result<(i64, Bytes), TransportError> {
     let (response, bulk) = rpc::call(conn, &Request::Ping { sent_ms: 1 }, payload, TIMEOUT).await?;
@@ -424,8 +424,7 @@ async fn bad_frames_and_bad_chunks_over_tcp_get_errors_and_the_server_keeps_serv
     let creds = ca.issue(&EntityName::client("admin").unwrap()).unwrap();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(creds.client_tls().unwrap()));
     let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let mut tls =
-        connector.connect(proto::identity::server_name(&name).unwrap(), tcp).await.unwrap();
+    let mut tls = connector.connect(net::identity::server_name(&name).unwrap(), tcp).await.unwrap();
     tls.write_all(&u32::MAX.wrapping_sub(1).to_le_bytes()).await.unwrap();
     tls.flush().await.unwrap();
     let closed = tokio::time::timeout(TIMEOUT, async {

@@ -16,9 +16,9 @@ use quinn::{ConnectionError, IdleTimeout, TransportConfig, VarInt};
 use rustls::pki_types::CertificateDer;
 
 use super::{BoxFuture, Connection, Endpoint, Peer, RecvHalf, SendHalf};
-use crate::entity::EntityName;
-use crate::error::TransportError;
 use crate::identity::{Credentials, peer_identity};
+use proto::entity::EntityName;
+use proto::error::TransportError;
 
 /// The application error code a server closes a refused connection with.
 const REFUSED: VarInt = VarInt::from_u32(1);

@@ -21,7 +21,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::entity::EntityName;
+use proto::entity::EntityName;
 
 /// The ALPN protocol of cairn connections: a peer speaking another version fails the
 /// handshake with "no application protocol" instead of misreading frames.

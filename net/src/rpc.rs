@@ -13,11 +13,11 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::entity::EntityKind;
-use crate::error::{ErrorCode, RemoteError, TransportError};
 use crate::frame::{self, FrameError, Limits};
-use crate::message::{Request, Response};
 use crate::transport::{BoxFuture, Connection, Endpoint, Peer, RecvHalf, SendHalf};
+use proto::entity::EntityKind;
+use proto::error::{ErrorCode, RemoteError, TransportError};
+use proto::message::{Request, Response};
 
 /// How long a request waits for its answer unless told otherwise.
 pub const CALL_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);

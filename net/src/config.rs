@@ -19,8 +19,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::identity::Credentials;
 use proto::EntityName;
-use proto::identity::Credentials;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
