@@ -601,6 +601,7 @@ fn born_epoch(store: &dyn ObjectStore, now: Epoch) -> anyhow::Result<Epoch> {
 }
 
 pub async fn run(dir: &Path) -> anyhow::Result<()> {
+    crate::failpoints::configure_from_env()?;
     let config = OsdConfig::load(dir)?;
     let client_config =
         ClientConfig::load(&dir.join(CLIENT_FILE)).context("load the OSD's client.toml")?;

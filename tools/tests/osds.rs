@@ -32,6 +32,35 @@ impl Osds {
         osds
     }
 
+    /// `n` OSDs, OSD i started with the environment `env(i)` adds.
+    fn create_with_env(
+        c: &Cluster,
+        n: usize,
+        env: impl Fn(usize) -> Vec<(String, String)>,
+    ) -> Osds {
+        let mut osds = Osds { dirs: Vec::new(), children: Vec::new() };
+        for _ in 0..n {
+            osds.prepare(c, &["--capacity", "4G"]);
+        }
+        for i in 0..n {
+            let env = env(i);
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            osds.start_with_env(i, &env);
+        }
+        osds
+    }
+
+    /// Waits for OSD `i` to exit by itself; its exit status.
+    fn wait_exit(&mut self, i: usize, timeout: Duration) -> std::process::ExitStatus {
+        let child = self.children[i].as_mut().expect("the OSD runs");
+        let status = common::wait_for(&format!("OSD {i} to exit"), timeout, || {
+            child.try_wait().unwrap().ok_or_else(|| "still running".to_owned())
+        });
+        self.children[i] = None;
+        status
+    }
+
     /// Prepares one more OSD (not started): its index.
     fn prepare(&mut self, c: &Cluster, extra: &[&str]) -> usize {
         let i = self.dirs.len();
@@ -550,16 +579,45 @@ impl Writer {
 
 #[test]
 fn an_osd_killed_during_a_stream_of_writes_loses_no_acknowledged_write() {
+    writes_survive_an_osd_that_dies(None);
+}
+
+#[test]
+fn a_primary_that_dies_after_applying_a_write_before_replicating_it_loses_no_acknowledged_write() {
+    writes_survive_an_osd_that_dies(Some("osd::write_applied"));
+}
+
+#[test]
+fn a_primary_that_dies_after_replicating_a_write_before_answering_loses_no_acknowledged_write() {
+    writes_survive_an_osd_that_dies(Some("osd::write_replicated"));
+}
+
+/// A stream of writes goes on while osd.2 dies: at a crash point (`osd/src/failpoints.rs`)
+/// after some writes it is primary of, so the window is hit for sure, or by SIGKILL at a
+/// moment when some writes are in flight. It returns; no acknowledged write is lost.
+fn writes_survive_an_osd_that_dies(crash_point: Option<&str>) {
     let c = Cluster::start(3);
-    let mut osds = Osds::create(&c, 4);
+    let mut osds = Osds::create_with_env(&c, 4, |i| match crash_point {
+        Some(point) if i == 2 => vec![("FAILPOINTS".to_owned(), format!("{point}=8*off->return"))],
+        _ => Vec::new(),
+    });
     wait_up(&c, 4);
     c.ok(&["pool", "create", "rbd", "replicated", "--size", "3", "--pg-num", "16"]);
     let work = c.dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     let writer = Writer::start(&c, &work);
-    writer.wait_acked(8);
-    // SIGKILL in the middle of the stream: some of its writes are in flight.
-    osds.kill(2);
+    match crash_point {
+        Some(point) => {
+            let exit = osds.wait_exit(2, Duration::from_secs(60));
+            assert_eq!(exit.code(), Some(osd::failpoints::CRASH_EXIT_CODE), "osd.2: {exit}");
+            wait_log(&osds.dirs[2], "crash point reached", point);
+        }
+        None => {
+            writer.wait_acked(8);
+            // SIGKILL in the middle of the stream: some of its writes are in flight.
+            osds.kill(2);
+        }
+    }
     let killed_at = writer.acked();
     c.wait_status("osd.2 down", Duration::from_secs(30), |s| s["osds"]["up"] == 3);
     writer.wait_acked(killed_at + 8);
@@ -1962,7 +2020,14 @@ impl DevCluster {
     }
 
     fn dev(&self, args: &[&str]) -> std::process::Output {
-        Command::new(BIN).arg("dev").args(args).args(["--dir", self.dir()]).output().unwrap()
+        self.dev_with_env(args, &[])
+    }
+
+    /// `cairn dev ARGS`, with `env` added to its environment (and the daemons it starts).
+    fn dev_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+        let mut dev = Command::new(BIN);
+        dev.arg("dev").args(args).args(["--dir", self.dir()]).envs(env.iter().copied());
+        dev.output().unwrap()
     }
 
     fn osd_pid(&self, osd: u32) -> libc::pid_t {
@@ -1991,6 +2056,13 @@ impl Drop for DevCluster {
     }
 }
 
+/// Whether a process runs (a zombie nobody reaped yet has ended).
+fn running(pid: libc::pid_t) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state follows the command name, which is in parentheses.
+    stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+}
+
 /// How a round of the restart test treats the first peering.
 #[derive(Clone, Copy, Debug)]
 enum FirstPeering {
@@ -1999,6 +2071,9 @@ enum FirstPeering {
     /// This OSD is killed (SIGKILL) as the pools are made, and the cluster stops once the
     /// monitors have marked it down (so the others recorded the interval it ended).
     KillThenStop(u32),
+    /// Every OSD dies at its first peering decision (the crash point
+    /// `osd::peering_decided`), and the monitors stop after them.
+    CrashAtDecision,
 }
 
 /// A whole cluster stopped and started again while its new pools' PGs first peer (at
@@ -2008,10 +2083,16 @@ enum FirstPeering {
 #[test]
 fn a_cluster_restarted_during_its_first_peering_goes_active_and_clean() {
     use FirstPeering::*;
-    for round in [StopAfterMs(0), StopAfterMs(1_500), KillThenStop(0), KillThenStop(2)] {
+    let rounds =
+        [StopAfterMs(0), StopAfterMs(1_500), KillThenStop(0), KillThenStop(2), CrashAtDecision];
+    for round in rounds {
         let c = DevCluster(Cluster { dir: tempfile::tempdir().unwrap(), mons: Vec::new() });
         let base = common::free_port().to_string();
-        let up = c.dev(&["up", "--osds", "4", "--base-port", &base]);
+        let crash = match round {
+            CrashAtDecision => vec![("FAILPOINTS", "osd::peering_decided=return")],
+            _ => Vec::new(),
+        };
+        let up = c.dev_with_env(&["up", "--osds", "4", "--base-port", &base], &crash);
         assert!(up.status.success(), "{round:?}: first dev up: {up:?}");
         c.0.ok(&["pool", "create", "thrash-rep", "--size", "3", "--pg-num", "32"]);
         c.0.ok(&[
@@ -2035,6 +2116,22 @@ fn a_cluster_restarted_during_its_first_peering_goes_active_and_clean() {
                 c.0.wait_status(&format!("osd.{osd} marked down"), Duration::from_secs(30), |s| {
                     s["osds"]["up"] == 3
                 });
+            }
+            CrashAtDecision => {
+                // Each OSD is the primary of some of the 64 PGs, so each reaches the point.
+                let pids: Vec<libc::pid_t> = (0..4).map(|osd| c.osd_pid(osd)).collect();
+                common::wait_for(
+                    "every OSD to die at its crash point",
+                    Duration::from_secs(60),
+                    || {
+                        let alive: Vec<_> = pids.iter().filter(|&&pid| running(pid)).collect();
+                        if alive.is_empty() { Ok(()) } else { Err(format!("alive: {alive:?}")) }
+                    },
+                );
+                for osd in 0..4 {
+                    let dir = c.0.dir.path().join(format!("osd.{osd}"));
+                    wait_log(&dir, "crash point reached", "osd::peering_decided");
+                }
             }
         }
         let down = c.dev(&["down"]);

@@ -275,6 +275,7 @@ impl Pg {
                 self.kick_backfill();
             }
             Ok(Some(bytes)) => {
+                crate::crash_point!("osd::backfill_pushed");
                 self.bf.pushing.remove(&object);
                 self.recovered.apply(CountsDelta { objects: 1, bytes: bytes as i64 });
                 self.release(&object);

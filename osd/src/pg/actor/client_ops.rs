@@ -213,6 +213,7 @@ impl Pg {
         results: Vec<proto::osd::OpResult>,
         reply: Reply,
     ) {
+        crate::crash_point!("osd::write_applied");
         *self.in_flight.entry(entry.object.clone()).or_default() += 1;
         self.uncommitted.insert(entry.version);
         let (interval, inbox, shared, map, pg) =
@@ -248,6 +249,9 @@ impl Pg {
                 .chain(std::iter::once(local))
                 .collect::<Result<Vec<()>, _>>()
                 .map(|_| ());
+            if result.is_ok() {
+                crate::crash_point!("osd::write_replicated");
+            }
             let (object, version) = (entry.object, entry.version);
             let reply_with_results = reply;
             let result = result.map(|()| results);

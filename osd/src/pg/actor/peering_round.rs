@@ -403,6 +403,7 @@ impl PeeringTask {
                 Decision::Plan(plan) => break plan,
             }
         };
+        crate::crash_point!("osd::peering_decided");
         let auth_log = if plan.auth != self.me && plan.active {
             Some(self.fetch_log(plan.auth).await?)
         } else {
