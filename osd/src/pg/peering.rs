@@ -801,8 +801,6 @@ mod tests {
         infos.insert(0, info(5, (5, 3), (5, 1)));
         let down = Decision::Down { interval: past[0].clone(), waiting_for: vec![1, 2] };
         assert_eq!(decide_all_up(&Peering { infos: &infos, ..p }), down);
-        // A primary that went active at 5 says nothing of a later interval it did not
-        // go active in.
         // A primary that went active at 5 says nothing of a later interval it did not go
         // active in (10-14 on osd.0, 3 and 4, the last two holding nothing).
         let infos = copies(&[0, 1, 2], &[3, 4], info(5, (5, 3), (5, 1)));
@@ -815,6 +813,31 @@ mod tests {
         infos.insert(0, info(10, (10, 1), (5, 1)));
         let down = Decision::Down { interval: past[1].clone(), waiting_for: vec![3, 4] };
         assert_eq!(decide_all_up(&Peering { infos: &infos, ..p }), down);
+    }
+
+    /// Found by crashing every OSD at its first peering decision and restarting the
+    /// cluster: osd.3 kept a copy recording interval 18, which osd.0 led as the map had it
+    /// but never peered in, and osd.0, primary again, decided. Its own store (no copy, born
+    /// before 18) proves 18 took no writes, but only if the round counts it: the shell
+    /// once gave the core the born epochs of the OSDs it asked and not its own, and the
+    /// PG stayed down waiting for the very OSD deciding.
+    #[test]
+    fn the_deciding_primary_is_a_witness_of_the_intervals_it_led() {
+        let mut copy = info(17, (0, 0), (0, 0));
+        copy.as_mut().unwrap().past_intervals = vec![interval(18, 18, &[0, 3, 1], true)];
+        let infos = BTreeMap::from([(0, None), (1, None), (3, copy)]);
+        let past = [interval(18, 18, &[0, 3, 1], true)];
+        let set = [Some(0), Some(3), Some(1)];
+        let p = ec_2_1(0, &[0, 3, 1], &set, &infos, &past);
+        let Decision::Plan(plan) = decide_all_up(&p) else { panic!("not a plan") };
+        assert!(plan.active, "{plan:?}");
+        // Without its own born epoch, the primary's word is no proof.
+        let others: BTreeMap<u32, Epoch> =
+            BORN_EARLY.iter().filter(|(o, _)| **o != 0).map(|(o, e)| (*o, *e)).collect();
+        let Some(e) = &p.erasure else { unreachable!() };
+        let blind = Peering { erasure: Some(Erasure { born: &others, ..*e }), ..p };
+        let down = Decision::Down { interval: past[0].clone(), waiting_for: vec![0, 1] };
+        assert_eq!(decide_all_up(&blind), down);
     }
 
     #[test]

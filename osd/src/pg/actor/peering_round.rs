@@ -13,6 +13,11 @@ impl Pg {
         self.uncommitted.clear();
         let interval = self.interval;
         let inbox = self.inbox.clone();
+        // What this OSD says of itself, as it answers a peer's query: the primary's own
+        // store is evidence too (an interval it led but never activated took no writes).
+        let PeerResponse::Info { kept, born, .. } = self.query() else {
+            unreachable!("a query is answered with an info")
+        };
         let task = PeeringTask {
             pg: self.id,
             me: self.me(),
@@ -25,6 +30,8 @@ impl Pg {
             size: self.size,
             erasure: self.ec.clone(),
             mine: self.my_info(),
+            kept,
+            born,
             conns: self.shared.conns.clone(),
         };
         tokio::spawn(async move {
@@ -306,6 +313,10 @@ pub(super) struct PeeringTask {
     /// k and the acting and up sets by position, for an erasure-coded PG.
     pub(super) erasure: Option<Ec>,
     pub(super) mine: Option<PgInfo>,
+    /// Whether this OSD keeps a shard of another position, and the epoch its store first
+    /// served at: what it would answer a peer's query with.
+    pub(super) kept: bool,
+    pub(super) born: Epoch,
     pub(super) conns: Arc<OsdConnections>,
 }
 
@@ -317,7 +328,10 @@ impl PeeringTask {
         // OSDs that keep a shard of another position besides the one they answered for,
         // and the epoch each answering OSD's store first served at.
         let mut kept: BTreeSet<u32> = BTreeSet::new();
-        let mut born: BTreeMap<u32, Epoch> = BTreeMap::new();
+        let mut born: BTreeMap<u32, Epoch> = BTreeMap::from([(self.me, self.born)]);
+        if self.kept {
+            kept.insert(self.me);
+        }
         if let Some(e) = &self.erasure
             && let Some(mine) = e.shard_of(self.me)
         {

@@ -103,8 +103,8 @@ impl Pg {
         }
     }
 
-    /// This OSD's info for a peering round.
-    fn query(&self) -> PeerResponse {
+    /// This OSD's info for a peering round (its own round's too: `start_peering`).
+    pub(super) fn query(&self) -> PeerResponse {
         PeerResponse::Info {
             info: self.my_info().map(Box::new),
             shard: self.c.shard,
