@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use placement::{OsdMap, PgId, PoolId, Version};
 use proto::error::{ErrorCode, RemoteError, TransportError};
-use proto::message::{Request, Response, new_request_id};
+use proto::message::{OsdRequest, Response, new_request_id};
 use proto::osd::{LIST_PAGE_MAX, ObjectName, ObjectOp, OpResult};
 use tokio::sync::Semaphore;
 
@@ -88,7 +88,7 @@ impl Objects {
         &self,
         pool: PoolId,
         pg_of: impl Fn(&OsdMap) -> Result<PgId, ClientError>,
-        make: impl Fn(&OsdMap, PgId) -> Request,
+        make: impl Fn(&OsdMap, PgId) -> OsdRequest,
         bulk: &Bytes,
     ) -> Result<(Response, Bytes), ClientError> {
         let _slot = self
@@ -167,7 +167,7 @@ impl Objects {
                 ClientError::Refused(RemoteError::new(ErrorCode::NotFound, e.to_string()))
             })
         };
-        let make = |map: &OsdMap, pg| Request::ObjectOps {
+        let make = |map: &OsdMap, pg| OsdRequest::ObjectOps {
             pg,
             epoch: map.epoch(),
             reqid,
@@ -260,7 +260,7 @@ impl Objects {
                 format!("pg {pg} does not exist"),
             )));
         }
-        let make = |map: &OsdMap, pg| Request::PgScrub { pg, epoch: map.epoch(), deep };
+        let make = |map: &OsdMap, pg| OsdRequest::PgScrub { pg, epoch: map.epoch(), deep };
         match self.send(pg.pool, |_| Ok(pg), make, &Bytes::new()).await? {
             (Response::Ack, _) => Ok(()),
             (other, _) => Err(ClientError::Unexpected { request: "pg scrub", got: other.name() }),
@@ -275,7 +275,7 @@ impl Objects {
             let pg = PgId { pool: pool_id, seed };
             let mut after: Option<ObjectName> = None;
             loop {
-                let make = |map: &OsdMap, pg| Request::ListObjects {
+                let make = |map: &OsdMap, pg| OsdRequest::ListObjects {
                     pg,
                     epoch: map.epoch(),
                     after: after.clone(),

@@ -303,7 +303,7 @@ async fn join(monitor: Arc<Monitor>, config: MonConfig) {
         }
         for peer in &peers {
             let Ok(conn) = monitor.connect(peer).await else { continue };
-            let request = proto::Request::Command { id: None, command: command.clone() };
+            let request = proto::MonRequest::Command { id: None, command: command.clone() };
             match rpc::call(conn.as_ref(), &request, &[], crate::service::PROPOSE_TIMEOUT * 3).await
             {
                 Ok(_) => break,

@@ -19,7 +19,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use proto::message::RaftRpc;
-use proto::{EntityName, Request, Response, TransportError};
+use proto::{EntityName, MonRequest, Response, TransportError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -78,7 +78,7 @@ impl PeerClient {
         let bulk =
             postcard::to_stdvec(request).map_err(|e| Failure::Network(format!("encode: {e}")))?;
         let conn = self.connection().await.map_err(Failure::Unreachable)?;
-        match rpc::call(conn.as_ref(), &Request::Raft(kind), &bulk, option.hard_ttl()).await {
+        match rpc::call(conn.as_ref(), &MonRequest::Raft(kind), &bulk, option.hard_ttl()).await {
             Ok((Response::Raft, bulk)) => {
                 let answer: Result<Resp, E> = postcard::from_bytes(&bulk)
                     .map_err(|e| Failure::Network(format!("decode: {e}")))?;

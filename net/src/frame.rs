@@ -93,7 +93,7 @@ pub async fn read<R: AsyncRead + Unpin, T: DeserializeOwned>(
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use proto::message::Request;
+    use proto::message::OsdRequest as Request;
 
     /// Reads every frame of `bytes` from a stream, as an endpoint does.
     fn read_all(bytes: &[u8], limits: Limits) -> Result<Vec<(Request, Bytes)>, String> {

@@ -19,10 +19,12 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use placement::{Epoch, OsdMap};
+use proto::WireRequest;
 use proto::message::{ClusterPgStats, MapBundle, StatusReport};
 use proto::osd::OsdConfig;
 use proto::{
-    Command, CommandOutput, EntityName, ErrorCode, RemoteError, Request, Response, TransportError,
+    Command, CommandOutput, EntityName, ErrorCode, MonRequest, RemoteError, Response,
+    TransportError,
 };
 use thiserror::Error;
 
@@ -164,7 +166,7 @@ impl MonClient {
     /// did not take effect.
     async fn call(
         &self,
-        request: &Request,
+        request: &MonRequest,
         changes: bool,
     ) -> Result<(Response, Bytes), ClientError> {
         let started = Instant::now();
@@ -296,12 +298,12 @@ impl MonClient {
     }
 
     /// Any read-only request, answered as the monitors answer it.
-    pub async fn request(&self, request: &Request) -> Result<(Response, Bytes), ClientError> {
+    pub async fn request(&self, request: &MonRequest) -> Result<(Response, Bytes), ClientError> {
         self.call(request, false).await
     }
 
     pub async fn status(&self) -> Result<StatusReport, ClientError> {
-        match self.call(&Request::Status, false).await? {
+        match self.call(&MonRequest::Status, false).await? {
             (Response::Status(report), _) => Ok(*report),
             (other, _) => Err(ClientError::Unexpected { request: "status", got: other.name() }),
         }
@@ -309,7 +311,7 @@ impl MonClient {
 
     /// PG states, object counts and OSD usage, as the leader has them.
     pub async fn pg_stats(&self) -> Result<ClusterPgStats, ClientError> {
-        match self.call(&Request::GetPgStats, false).await? {
+        match self.call(&MonRequest::GetPgStats, false).await? {
             (Response::PgStats(stats), _) => Ok(*stats),
             (other, _) => Err(ClientError::Unexpected { request: "pg stats", got: other.name() }),
         }
@@ -318,8 +320,10 @@ impl MonClient {
     /// Runs an administrative command; the result once it committed.
     pub async fn command(&self, command: Command) -> Result<CommandOutput, ClientError> {
         let resends_safely = command.resends_safely();
-        let request =
-            Request::Command { id: resends_safely.then(proto::message::new_request_id), command };
+        let request = MonRequest::Command {
+            id: resends_safely.then(proto::message::new_request_id),
+            command,
+        };
         match self.call(&request, !resends_safely).await? {
             (Response::Done(output), _) => Ok(output),
             (other, _) => Err(ClientError::Unexpected { request: "command", got: other.name() }),
@@ -327,7 +331,7 @@ impl MonClient {
     }
 
     /// Sends a request whose answer is an acknowledgement (OSD messages).
-    pub async fn send(&self, request: Request) -> Result<(), ClientError> {
+    pub async fn send(&self, request: MonRequest) -> Result<(), ClientError> {
         let name = request.name();
         match self.call(&request, false).await? {
             (Response::Ack, _) => Ok(()),
@@ -337,7 +341,7 @@ impl MonClient {
 
     /// An OSD's beacon; the monitors answer with the settings OSDs apply at runtime.
     pub async fn beacon(&self, osd: u32, epoch: Epoch) -> Result<OsdConfig, ClientError> {
-        let request = Request::OsdBeacon { osd, epoch };
+        let request = MonRequest::OsdBeacon { osd, epoch };
         match self.call(&request, false).await? {
             (Response::OsdConfig(config), _) => Ok(config),
             (other, _) => {
@@ -348,7 +352,7 @@ impl MonClient {
 
     /// What `entity` may do (for OSDs checking their clients); `None` if it is unknown.
     pub async fn caps(&self, entity: &EntityName) -> Result<Option<proto::Caps>, ClientError> {
-        let request = Request::GetCaps { entity: entity.clone() };
+        let request = MonRequest::GetCaps { entity: entity.clone() };
         match self.call(&request, false).await? {
             (Response::Caps(caps), _) => Ok(caps),
             (other, _) => {
@@ -359,7 +363,7 @@ impl MonClient {
 
     /// The maps after `have`.
     pub async fn get_maps(&self, have: Option<Epoch>) -> Result<(Epoch, MapBundle), ClientError> {
-        match self.call(&Request::GetMaps { have }, false).await? {
+        match self.call(&MonRequest::GetMaps { have }, false).await? {
             (Response::Maps { epoch }, bulk) => {
                 Ok((epoch, maps::decode_bundle(&bulk).map_err(ClientError::Maps)?))
             }
@@ -407,7 +411,8 @@ impl MapWatch<'_> {
                 None => {
                     let conn = self.client.any_monitor().await?;
                     let have = self.map.as_ref().map(|m| m.epoch());
-                    match rpc::Subscription::open(conn.as_ref(), &Request::Subscribe { have }).await
+                    match rpc::Subscription::open(conn.as_ref(), &MonRequest::Subscribe { have })
+                        .await
                     {
                         Ok(stream) => self.stream.insert(stream),
                         Err(e) => {

@@ -12,7 +12,7 @@ use crate::transport::{Connection, Endpoint};
 use bytes::Bytes;
 use proto::entity::EntityName;
 use proto::error::TransportError;
-use proto::message::{Request, Response};
+use proto::message::{OsdRequest, Response};
 
 use crate::config::{ClientConfig, OsdTransport};
 
@@ -63,7 +63,7 @@ impl OsdConnections {
         &self,
         osd: u32,
         addr: &str,
-        request: &Request,
+        request: &OsdRequest,
         bulk: &[u8],
         timeout: Duration,
     ) -> Result<(Response, Bytes), TransportError> {

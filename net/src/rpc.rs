@@ -17,7 +17,7 @@ use crate::frame::{self, FrameError, Limits};
 use crate::transport::{BoxFuture, Connection, Endpoint, Peer, RecvHalf, SendHalf};
 use proto::entity::EntityKind;
 use proto::error::{ErrorCode, RemoteError, TransportError};
-use proto::message::{Request, Response};
+use proto::message::{Response, WireRequest};
 
 /// How long a request waits for its answer unless told otherwise.
 pub const CALL_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
@@ -31,9 +31,9 @@ pub const SUBSCRIPTION_QUEUE: usize = 64;
 
 /// Sends `request` and waits up to `timeout` for the answer. An error answer becomes
 /// `TransportError::Remote`.
-pub async fn call(
+pub async fn call<R: WireRequest>(
     conn: &dyn Connection,
-    request: &Request,
+    request: &R,
     bulk: &[u8],
     timeout: Duration,
 ) -> Result<(Response, Bytes), TransportError> {
@@ -79,9 +79,9 @@ pub struct Subscription {
 
 impl Subscription {
     /// Opens the stream and sends `request`.
-    pub async fn open(
+    pub async fn open<R: WireRequest>(
         conn: &dyn Connection,
-        request: &Request,
+        request: &R,
     ) -> Result<Subscription, TransportError> {
         let peer = conn.peer().entity.to_string();
         let (mut send, recv) = conn.open().await?;
@@ -134,6 +134,8 @@ impl From<RemoteError> for Reply {
 
 /// A daemon's request handling.
 pub trait Service: Send + Sync + 'static {
+    /// What this service is asked: a frame that does not decode as one is refused.
+    type Request: WireRequest;
     /// Whether `peer` may talk to this daemon at all; `Err` closes the connection with the
     /// reason (an unknown or revoked identity).
     fn admit(&self, peer: &Peer) -> Result<(), String>;
@@ -145,7 +147,7 @@ pub trait Service: Send + Sync + 'static {
     fn handle(
         self: Arc<Self>,
         peer: Peer,
-        request: Request,
+        request: Self::Request,
         bulk: Bytes,
     ) -> BoxFuture<'static, Reply>;
 }
@@ -155,7 +157,7 @@ pub trait Service: Send + Sync + 'static {
 ///
 /// Monitors' streams (Raft among them) draw on a budget of their own, so that no number of
 /// clients or subscriptions can starve the traffic that keeps the quorum alive.
-pub async fn serve(endpoint: Arc<dyn Endpoint>, service: Arc<dyn Service>, limits: Limits) {
+pub async fn serve<S: Service>(endpoint: Arc<dyn Endpoint>, service: Arc<S>, limits: Limits) {
     let for_monitors = Arc::new(Semaphore::new(STREAMS_IN_FLIGHT_MAX));
     let for_others = Arc::new(Semaphore::new(STREAMS_IN_FLIGHT_MAX));
     while let Some(conn) = endpoint.accept().await {
@@ -172,9 +174,9 @@ pub async fn serve(endpoint: Arc<dyn Endpoint>, service: Arc<dyn Service>, limit
     }
 }
 
-async fn serve_connection(
+async fn serve_connection<S: Service>(
     conn: Arc<dyn Connection>,
-    service: Arc<dyn Service>,
+    service: Arc<S>,
     permits: Arc<Semaphore>,
     limits: Limits,
 ) {
@@ -196,15 +198,15 @@ async fn serve_connection(
     }
 }
 
-async fn serve_stream(
-    service: Arc<dyn Service>,
+async fn serve_stream<S: Service>(
+    service: Arc<S>,
     peer: Peer,
     mut send: SendHalf,
     mut recv: RecvHalf,
     limits: Limits,
 ) {
     let read =
-        tokio::time::timeout(REQUEST_READ_TIMEOUT, frame::read::<_, Request>(&mut recv, limits));
+        tokio::time::timeout(REQUEST_READ_TIMEOUT, frame::read::<_, S::Request>(&mut recv, limits));
     let request = match read.await {
         Ok(Ok(Some(request))) => request,
         // An empty stream: answered with an empty one.

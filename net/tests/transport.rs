@@ -14,7 +14,7 @@ use net::transport::memory::{MemoryEndpoint, MemoryNetwork};
 use net::transport::quic::{QuicEndpoint, Tuning};
 use net::transport::tcp::TcpEndpoint;
 use net::transport::{BoxFuture, Endpoint, Peer};
-use proto::message::{Request, Response};
+use proto::message::{MonRequest, Response};
 use proto::{EntityName, ErrorCode, TransportError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -34,6 +34,8 @@ impl Echo {
 }
 
 impl Service for Echo {
+    type Request = MonRequest;
+
     fn admit(&self, peer: &Peer) -> Result<(), String> {
         let name = peer.entity.to_string();
         if name == "client.banned"
@@ -48,12 +50,12 @@ impl Service for Echo {
     fn handle(
         self: Arc<Self>,
         peer: Peer,
-        request: Request,
+        request: MonRequest,
         bulk: Bytes,
     ) -> BoxFuture<'static, Reply> {
         Box::pin(async move {
             match request {
-                Request::Ping { sent_ms } => Reply::One(
+                MonRequest::Ping { sent_ms } => Reply::One(
                     Response::Pong {
                         sent_ms,
                         now_ms: i64::from(peer.addr.port()),
@@ -103,7 +105,7 @@ async fn ping(
     cluster: &Cluster,
 ) -> Result<(Response, Bytes), TransportError> {
     let conn = client.connect(cluster.server.local_addr(), &cluster.server_name).await?;
-    rpc::call(conn.as_ref(), &Request::Ping { sent_ms: 7 }, b"payload", TIMEOUT).await
+    rpc::call(conn.as_ref(), &MonRequest::Ping { sent_ms: 7 }, b"payload", TIMEOUT).await
 }
 
 #[tokio::test]
@@ -153,7 +155,7 @@ async fn a_client_without_a_certificate_is_refused() {
             .connect(cluster.server.local_addr(), &cluster.server_name.cert_name())?
             .await?;
         let (mut send, mut recv) = conn.open_bi().await?;
-        send.write_all(&frame::encode(&Request::Ping { sent_ms: 1 }, &[]).unwrap()).await?;
+        send.write_all(&frame::encode(&MonRequest::Ping { sent_ms: 1 }, &[]).unwrap()).await?;
         send.finish()?;
         let answer = recv.read_to_end(1 << 16).await?;
         Ok::<_, Box<dyn std::error::Error>>(answer)
@@ -192,7 +194,7 @@ async fn bad_frames_are_answered(client: Arc<dyn Endpoint>, server: SocketAddr, 
     let conn = client.connect(server, &name).await.unwrap();
     // Garbage where a message should be.
     let (mut send, mut recv) = conn.open().await.unwrap();
-    let mut garbage = frame::encode(&Request::Status, &[]).unwrap();
+    let mut garbage = frame::encode(&MonRequest::Status, &[]).unwrap();
     garbage.truncate(frame::PREFIX_BYTES);
     garbage[4..8].copy_from_slice(&4u32.to_le_bytes());
     garbage.extend_from_slice(&[0xff, 0xff, 0xff, 0xff]);
@@ -203,7 +205,7 @@ async fn bad_frames_are_answered(client: Arc<dyn Endpoint>, server: SocketAddr, 
     assert!(matches!(&answer, Response::Error(e) if e.code == ErrorCode::Malformed), "{answer:?}");
     // A frame claiming a huge body: refused from the prefix alone.
     let (mut send, mut recv) = conn.open().await.unwrap();
-    let mut huge = frame::encode(&Request::Status, &[]).unwrap();
+    let mut huge = frame::encode(&MonRequest::Status, &[]).unwrap();
     huge[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
     send.write_all(&huge[..frame::PREFIX_BYTES]).await.unwrap();
     send.flush().await.unwrap();
@@ -219,10 +221,10 @@ async fn bad_frames_are_answered(client: Arc<dyn Endpoint>, server: SocketAddr, 
     assert!(matches!(&answer, Response::Error(e) if e.code == ErrorCode::Malformed), "{answer:?}");
     // The same connection still answers.
     let (response, _) =
-        rpc::call(conn.as_ref(), &Request::Ping { sent_ms: 3 }, &[], TIMEOUT).await.unwrap();
+        rpc::call(conn.as_ref(), &MonRequest::Ping { sent_ms: 3 }, &[], TIMEOUT).await.unwrap();
     assert!(matches!(response, Response::Pong { sent_ms: 3, .. }));
     // Unknown requests get Unsupported, not silence.
-    let err = rpc::call(conn.as_ref(), &Request::Status, &[], TIMEOUT).await.unwrap_err();
+    let err = rpc::call(conn.as_ref(), &MonRequest::Status, &[], TIMEOUT).await.unwrap_err();
     assert_eq!(err.remote_code(), Some(ErrorCode::Unsupported));
 }
 
@@ -269,7 +271,7 @@ async fn the_memory_transport_behaves_the_same() {
     );
     let conn = banned.connect(addr, &name).await.unwrap();
     let err =
-        rpc::call(conn.as_ref(), &Request::Ping { sent_ms: 1 }, &[], TIMEOUT).await.unwrap_err();
+        rpc::call(conn.as_ref(), &MonRequest::Ping { sent_ms: 1 }, &[], TIMEOUT).await.unwrap_err();
     match err {
         TransportError::Refused { reason, .. } => assert!(reason.contains("revoked"), "{reason}"),
         other => panic!("expected a refusal, got {other}"),
@@ -328,7 +330,8 @@ async fn tcp_ping(
     conn: &dyn net::transport::Connection,
     payload: &[u8],
 ) -> Result<(i64, Bytes), TransportError> {
-    let (response, bulk) = rpc::call(conn, &Request::Ping { sent_ms: 1 }, payload, TIMEOUT).await?;
+    let (response, bulk) =
+        rpc::call(conn, &MonRequest::Ping { sent_ms: 1 }, payload, TIMEOUT).await?;
     match response {
         Response::Pong { now_ms: port, .. } => Ok((port, bulk)),
         other => panic!("expected a pong, got {other:?}"),
@@ -467,8 +470,12 @@ async fn tcp_calls_cut_short_leave_the_pool_in_step() {
     // Calls abandoned mid-request or mid-answer (8 MiB each way in 1 ms cannot finish).
     let big = vec![7u8; 8 << 20];
     for _ in 0..6 {
-        let cut =
-            rpc::call(conn.as_ref(), &Request::Ping { sent_ms: 1 }, &big, Duration::from_millis(1));
+        let cut = rpc::call(
+            conn.as_ref(),
+            &MonRequest::Ping { sent_ms: 1 },
+            &big,
+            Duration::from_millis(1),
+        );
         let err = cut.await.unwrap_err();
         assert!(matches!(err, TransportError::Timeout { .. }), "{err}");
     }

@@ -26,7 +26,7 @@ use net::{ClientConfig, MonClient};
 use objectstore::{BlockFile, KvObjectStore, ObjectStore, Transaction, TxOp};
 use placement::{Epoch, OsdId, OsdMap, PgId};
 use proto::error::{ErrorCode, RemoteError};
-use proto::message::{Request, Response};
+use proto::message::{MonRequest, OsdRequest, Response};
 use proto::osd::{OSD_BULK_BYTES_MAX, ObjectOp, OsdStat, PgStat};
 use proto::{Access, EntityKind};
 use serde::{Deserialize, Serialize};
@@ -251,11 +251,11 @@ impl Osd {
     async fn dispatch(
         &self,
         peer: Peer,
-        request: Request,
+        request: OsdRequest,
         bulk: Bytes,
     ) -> Result<(Response, Bytes), RemoteError> {
         match request {
-            Request::Ping { sent_ms } => {
+            OsdRequest::Ping { sent_ms } => {
                 let (epoch, map_hash) = *self.map_hash.lock().expect("map hash lock");
                 let pong = Response::Pong {
                     sent_ms,
@@ -267,7 +267,7 @@ impl Osd {
                 };
                 Ok((pong, Bytes::new()))
             }
-            Request::ObjectOps { pg, epoch, reqid, object, ops } => {
+            OsdRequest::ObjectOps { pg, epoch, reqid, object, ops } => {
                 if ops.is_empty() || ops.len() > proto::osd::OPS_PER_REQUEST_MAX {
                     return Err(RemoteError::new(
                         ErrorCode::Invalid,
@@ -295,15 +295,15 @@ impl Osd {
                 })
                 .await
             }
-            Request::ListObjects { pg, epoch, after, max } => {
+            OsdRequest::ListObjects { pg, epoch, after, max } => {
                 self.check_caps(&peer, pg, epoch, Access::Read).await?;
                 self.ask(pg, epoch, |reply| Event::List { after, max, reply }).await
             }
-            Request::PgScrub { pg, epoch, deep } => {
+            OsdRequest::PgScrub { pg, epoch, deep } => {
                 self.caps.check_admin(&peer.entity, "scrub PGs").await?;
                 self.ask(pg, epoch, |reply| Event::Scrub { deep, reply: Some(reply) }).await
             }
-            Request::Peer { pg, epoch, interval, request } => {
+            OsdRequest::Peer { pg, epoch, interval, request } => {
                 if peer.entity.osd_id().is_none() {
                     return Err(RemoteError::new(
                         ErrorCode::PermissionDenied,
@@ -312,10 +312,6 @@ impl Osd {
                 }
                 self.ask(pg, epoch, |reply| Event::Peer { interval, request, bulk, reply }).await
             }
-            other => Err(RemoteError::new(
-                ErrorCode::Unsupported,
-                format!("an OSD does not serve {}", other.name()),
-            )),
         }
     }
 }
@@ -349,7 +345,7 @@ impl Osd {
                 let conns = self.shared.conns.clone();
                 async move {
                     let Some(addr) = addr else { return (osd, false) };
-                    let ping = Request::Ping { sent_ms: actor::now_ms() };
+                    let ping = OsdRequest::Ping { sent_ms: actor::now_ms() };
                     let answered = conns
                         .call(osd, &addr, &ping, &[], HEARTBEAT_INTERVAL)
                         .await
@@ -369,7 +365,7 @@ impl Osd {
                         "reporting an unreachable peer"
                     );
                     if let Err(e) =
-                        mon.send(Request::OsdFailure { target: osd, failed_for_ms }).await
+                        mon.send(MonRequest::OsdFailure { target: osd, failed_for_ms }).await
                     {
                         tracing::warn!(error = %e, "failure report not delivered");
                     }
@@ -436,7 +432,7 @@ impl Osd {
             self.measure_clock(&mon).await;
             let epoch = self.current_map().map(|m| m.epoch()).unwrap_or_default();
             let (pgs, usage) = self.stats().await;
-            let request = Request::PgStats { osd: self.shared.me, epoch, pgs, usage };
+            let request = MonRequest::PgStats { osd: self.shared.me, epoch, pgs, usage };
             if let Err(e) = mon.send(request).await {
                 tracing::debug!(error = %e, "PG stats not delivered");
             }
@@ -447,7 +443,7 @@ impl Osd {
     /// clock against the middle of the round trip.
     async fn measure_clock(&self, mon: &MonClient) {
         let sent = actor::now_ms();
-        let ping = Request::Ping { sent_ms: sent };
+        let ping = MonRequest::Ping { sent_ms: sent };
         let answer = tokio::time::timeout(STATS_INTERVAL, mon.request(&ping)).await;
         let received = actor::now_ms();
         if let Ok(Ok((Response::Pong { now_ms, .. }, _))) = answer {
@@ -506,7 +502,7 @@ async fn send_pg_temp(
         }
         let wanted: Vec<(PgId, Vec<Option<u32>>)> = wanted.into_iter().collect();
         for chunk in wanted.chunks(PG_TEMP_REQUEST_MAX) {
-            let request = Request::PgTemp { osd: me, pgs: chunk.to_vec() };
+            let request = MonRequest::PgTemp { osd: me, pgs: chunk.to_vec() };
             if let Err(e) = mon.send(request).await {
                 tracing::warn!(error = %e, "pg_temp request not delivered");
             }
@@ -517,6 +513,8 @@ async fn send_pg_temp(
 struct Service(Arc<Osd>);
 
 impl rpc::Service for Service {
+    type Request = OsdRequest;
+
     /// The transport proved the peer's certificate is the cluster CA's.
     fn admit(&self, _peer: &Peer) -> Result<(), String> {
         Ok(())
@@ -529,7 +527,7 @@ impl rpc::Service for Service {
     fn handle(
         self: Arc<Self>,
         peer: Peer,
-        request: Request,
+        request: OsdRequest,
         bulk: Bytes,
     ) -> BoxFuture<'static, Reply> {
         Box::pin(async move {
@@ -682,7 +680,9 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         }
     }
     osd.apply_map(&first).await;
-    mon.send(Request::OsdBoot { osd: config.id, addr: addr.to_string() }).await.context("boot")?;
+    mon.send(MonRequest::OsdBoot { osd: config.id, addr: addr.to_string() })
+        .await
+        .context("boot")?;
     tracing::info!(osd = config.id, %addr, epoch = %first.epoch(), "booted");
     let pid_path = dir.join(PID_FILE);
     std::fs::write(&pid_path, std::process::id().to_string())
@@ -704,7 +704,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
                 let down = map.is_some_and(|m| m.osd(me).is_some_and(|s| !s.up));
                 if down && booted.elapsed() >= REBOOT_AFTER {
                     booted = Instant::now();
-                    let boot = Request::OsdBoot { osd: osd.shared.me, addr: addr.clone() };
+                    let boot = MonRequest::OsdBoot { osd: osd.shared.me, addr: addr.clone() };
                     if let Err(e) = mon.send(boot).await {
                         tracing::warn!(error = %e, "boot again failed");
                     }

@@ -135,7 +135,7 @@ fn check(what: &'static str, len: usize, limit: usize) -> Result<(), FrameError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{Request, Response};
+    use crate::message::{MonRequest, OsdRequest, Response};
     use proptest::prelude::*;
 
     /// Reads one frame of `bytes` as a `T`, as every endpoint reads what a peer sent.
@@ -162,9 +162,11 @@ mod tests {
             bytes in prop::collection::vec(any::<u8>(), 0..1024),
             bulk_len in 0usize..64,
         ) {
-            let _ = read_one::<Request>(&bytes);
+            let _ = read_one::<MonRequest>(&bytes);
+            let _ = read_one::<OsdRequest>(&bytes);
             let _ = read_one::<Response>(&bytes);
-            let _ = read_one::<Request>(&framed(&bytes, bulk_len));
+            let _ = read_one::<MonRequest>(&framed(&bytes, bulk_len));
+            let _ = read_one::<OsdRequest>(&framed(&bytes, bulk_len));
             let _ = read_one::<Response>(&framed(&bytes, bulk_len));
         }
 
@@ -174,17 +176,18 @@ mod tests {
             flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
             cut in any::<prop::sample::Index>(),
         ) {
-            let request = Request::Ping { sent_ms: 7 };
+            let request = OsdRequest::Ping { sent_ms: 7 };
             let good = encode(&request, b"bulk bytes").unwrap();
             let mut bytes = good.clone();
             for (at, byte) in flips {
                 let i = at.index(bytes.len());
                 bytes[i] ^= byte;
             }
-            let _ = read_one::<Request>(&bytes);
+            let _ = read_one::<OsdRequest>(&bytes);
+            let _ = read_one::<MonRequest>(&bytes);
             // A good frame cut short is never taken for a message.
             let len = cut.index(good.len());
-            match read_one::<Request>(&good[..len]) {
+            match read_one::<OsdRequest>(&good[..len]) {
                 Ok(None) => prop_assert_eq!(len, 0),
                 Ok(Some(_)) => prop_assert!(false, "{len} of {} bytes decoded", good.len()),
                 Err(_) => {}

@@ -17,4 +17,4 @@ pub mod reqid;
 pub use caps::{Access, Caps};
 pub use entity::{EntityKind, EntityName};
 pub use error::{ErrorCode, RemoteError, TransportError};
-pub use message::{Command, CommandOutput, Request, Response};
+pub use message::{Command, CommandOutput, MonRequest, OsdRequest, Response, WireRequest};

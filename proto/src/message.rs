@@ -19,8 +19,19 @@ pub use crate::reqid::{RequestId, new_request_id};
 /// The protocol version spoken on `cairn/1` connections.
 pub const PROTOCOL_VERSION: u16 = 1;
 
+/// What a request on the wire offers whoever sends or serves it: a name for errors and
+/// logs. Each service has its own request type, so a monitor is never asked object ops
+/// and an OSD never monitor commands: both are unrepresentable.
+pub trait WireRequest:
+    Serialize + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static
+{
+    /// A short name for logs and errors.
+    fn name(&self) -> &'static str;
+}
+
+/// What the monitors are asked: by clients and operators, by OSDs, and by each other.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum Request {
+pub enum MonRequest {
     /// Liveness and clocks: answered with `Pong`.
     Ping { sent_ms: i64 },
     /// The cluster's state and health, as `ceph -s` shows it.
@@ -44,19 +55,11 @@ pub enum Request {
     /// Monitor to monitor: a command a follower passes to the leader for `origin`.
     Forward { origin: EntityName, id: Option<RequestId>, command: Command },
     /// Monitor to monitor: an OSD message a follower passes to the leader. (Not a boxed
-    /// `Request`: a type that contains itself lets one small frame nest deep enough to
-    /// overflow the decoder's stack.)
+    /// `MonRequest`: a type that contains itself lets one small frame nest deep enough
+    /// to overflow the decoder's stack.)
     ForwardOsd { origin: EntityName, message: OsdMessage },
     /// What a new monitor starts from (admins only): answered with `Genesis`.
     GetGenesis,
-    /// Client to a PG's primary: ops on one object, applied atomically. Write data is in
-    /// the bulk payload. Answered with `ObjectOps`.
-    ObjectOps { pg: PgId, epoch: Epoch, reqid: RequestId, object: ObjectName, ops: Vec<ObjectOp> },
-    /// Client to a PG's primary: a page of its objects after `after`. Answered with
-    /// `Objects`.
-    ListObjects { pg: PgId, epoch: Epoch, after: Option<ObjectName>, max: u32 },
-    /// OSD to OSD about a PG, from the sender's interval starting at `interval`.
-    Peer { pg: PgId, epoch: Epoch, interval: Epoch, request: PeerRequest },
     /// OSD to monitors: its PGs' states (those it is primary of) and its usage.
     PgStats { osd: u32, epoch: Epoch, pgs: Vec<PgStat>, usage: OsdStat },
     /// The latest PG and OSD statistics the monitors have. Answered with `PgStats`.
@@ -67,6 +70,22 @@ pub enum Request {
     PgTemp { osd: u32, pgs: Vec<(PgId, Vec<Option<u32>>)> },
     /// An OSD asking what an identity that sent it a request may do (answered `Caps`).
     GetCaps { entity: EntityName },
+}
+
+/// What an OSD is asked: by clients (object ops, listings, scrubs), by the OSDs it
+/// shares PGs with, and pings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum OsdRequest {
+    /// Liveness and clocks: answered with `Pong`.
+    Ping { sent_ms: i64 },
+    /// Client to a PG's primary: ops on one object, applied atomically. Write data is in
+    /// the bulk payload. Answered with `ObjectOps`.
+    ObjectOps { pg: PgId, epoch: Epoch, reqid: RequestId, object: ObjectName, ops: Vec<ObjectOp> },
+    /// Client to a PG's primary: a page of its objects after `after`. Answered with
+    /// `Objects`.
+    ListObjects { pg: PgId, epoch: Epoch, after: Option<ObjectName>, max: u32 },
+    /// OSD to OSD about a PG, from the sender's interval starting at `interval`.
+    Peer { pg: PgId, epoch: Epoch, interval: Epoch, request: PeerRequest },
     /// Admin to a PG's primary: scrub it now (`deep`: read every byte), repairing what
     /// it finds. Answered with `Ack` once the scrub is queued.
     PgScrub { pg: PgId, epoch: Epoch, deep: bool },
@@ -84,24 +103,24 @@ pub enum OsdMessage {
 
 impl OsdMessage {
     /// The OSD message a request carries, if it is one.
-    pub fn from_request(request: &Request) -> Option<OsdMessage> {
+    pub fn from_request(request: &MonRequest) -> Option<OsdMessage> {
         match request {
-            Request::OsdBoot { osd, addr } => {
+            MonRequest::OsdBoot { osd, addr } => {
                 Some(OsdMessage::Boot { osd: *osd, addr: addr.clone() })
             }
-            Request::OsdBeacon { osd, epoch } => {
+            MonRequest::OsdBeacon { osd, epoch } => {
                 Some(OsdMessage::Beacon { osd: *osd, epoch: *epoch })
             }
-            Request::OsdFailure { target, failed_for_ms } => {
+            MonRequest::OsdFailure { target, failed_for_ms } => {
                 Some(OsdMessage::Failure { target: *target, failed_for_ms: *failed_for_ms })
             }
-            Request::PgStats { osd, epoch, pgs, usage } => Some(OsdMessage::PgStats {
+            MonRequest::PgStats { osd, epoch, pgs, usage } => Some(OsdMessage::PgStats {
                 osd: *osd,
                 epoch: *epoch,
                 pgs: pgs.clone(),
                 usage: usage.clone(),
             }),
-            Request::PgTemp { osd, pgs } => {
+            MonRequest::PgTemp { osd, pgs } => {
                 Some(OsdMessage::PgTemp { osd: *osd, pgs: pgs.clone() })
             }
             _ => None,
@@ -109,30 +128,37 @@ impl OsdMessage {
     }
 }
 
-impl Request {
-    /// A short name for logs and errors.
-    pub fn name(&self) -> &'static str {
+impl WireRequest for MonRequest {
+    fn name(&self) -> &'static str {
         match self {
-            Request::Ping { .. } => "ping",
-            Request::Status => "status",
-            Request::GetMaps { .. } => "get maps",
-            Request::Subscribe { .. } => "subscribe",
-            Request::Command { .. } => "command",
-            Request::OsdBoot { .. } => "osd boot",
-            Request::OsdBeacon { .. } => "osd beacon",
-            Request::OsdFailure { .. } => "osd failure report",
-            Request::Raft(_) => "raft",
-            Request::Forward { .. } => "forwarded command",
-            Request::ForwardOsd { .. } => "forwarded osd message",
-            Request::GetGenesis => "get genesis",
-            Request::ObjectOps { .. } => "object ops",
-            Request::ListObjects { .. } => "list objects",
-            Request::Peer { .. } => "peer",
-            Request::PgStats { .. } => "pg stats",
-            Request::GetPgStats => "get pg stats",
-            Request::PgTemp { .. } => "pg temp",
-            Request::GetCaps { .. } => "get caps",
-            Request::PgScrub { .. } => "pg scrub",
+            MonRequest::Ping { .. } => "ping",
+            MonRequest::Status => "status",
+            MonRequest::GetMaps { .. } => "get maps",
+            MonRequest::Subscribe { .. } => "subscribe",
+            MonRequest::Command { .. } => "command",
+            MonRequest::OsdBoot { .. } => "osd boot",
+            MonRequest::OsdBeacon { .. } => "osd beacon",
+            MonRequest::OsdFailure { .. } => "osd failure report",
+            MonRequest::Raft(_) => "raft",
+            MonRequest::Forward { .. } => "forwarded command",
+            MonRequest::ForwardOsd { .. } => "forwarded osd message",
+            MonRequest::GetGenesis => "get genesis",
+            MonRequest::PgStats { .. } => "pg stats",
+            MonRequest::GetPgStats => "get pg stats",
+            MonRequest::PgTemp { .. } => "pg temp",
+            MonRequest::GetCaps { .. } => "get caps",
+        }
+    }
+}
+
+impl WireRequest for OsdRequest {
+    fn name(&self) -> &'static str {
+        match self {
+            OsdRequest::Ping { .. } => "ping",
+            OsdRequest::ObjectOps { .. } => "object ops",
+            OsdRequest::ListObjects { .. } => "list objects",
+            OsdRequest::Peer { .. } => "peer",
+            OsdRequest::PgScrub { .. } => "pg scrub",
         }
     }
 }

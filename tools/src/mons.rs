@@ -88,7 +88,7 @@ async fn mon_add(connect: &Connect, name: &str, addr: &str, dir: &Path) -> Resul
     let status = client.status().await?;
     let join: Vec<String> =
         status.monitors.iter().map(|m| format!("{}@{}", m.name, m.addr)).collect();
-    let (genesis, ca_key) = match client.request(&proto::Request::GetGenesis).await? {
+    let (genesis, ca_key) = match client.request(&proto::MonRequest::GetGenesis).await? {
         (proto::Response::Genesis { ca_key_pem }, bulk) => (bulk, ca_key_pem),
         (other, _) => bail!("unexpected answer '{}' to get genesis", other.name()),
     };

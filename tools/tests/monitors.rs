@@ -11,7 +11,7 @@ use net::frame::{self, Limits};
 use net::identity::{ClusterCa, Credentials};
 use net::transport::Endpoint;
 use net::transport::quic::{QuicEndpoint, Tuning};
-use proto::message::{Request, Response};
+use proto::message::{MonRequest, Response};
 use proto::{EntityName, ErrorCode};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
@@ -224,7 +224,7 @@ async fn malformed_and_oversized_frames_get_errors_and_the_monitor_keeps_serving
             frame::read::<_, Response>(&mut recv, Limits::default()).await.unwrap().unwrap().0
         }
     };
-    let mut garbage = frame::encode(&Request::Status, &[]).unwrap();
+    let mut garbage = frame::encode(&MonRequest::Status, &[]).unwrap();
     garbage.truncate(frame::PREFIX_BYTES);
     garbage[4..8].copy_from_slice(&8u32.to_le_bytes());
     garbage.extend_from_slice(&[0xfe; 8]);
@@ -233,7 +233,7 @@ async fn malformed_and_oversized_frames_get_errors_and_the_monitor_keeps_serving
         matches!(&malformed, Response::Error(e) if e.code == ErrorCode::Malformed),
         "{malformed:?}"
     );
-    let mut huge = frame::encode(&Request::Status, &[]).unwrap();
+    let mut huge = frame::encode(&MonRequest::Status, &[]).unwrap();
     huge[4..8].copy_from_slice(&(64u32 << 20).to_le_bytes());
     let oversized = answer(huge[..frame::PREFIX_BYTES].to_vec(), false).await;
     assert!(
@@ -241,7 +241,7 @@ async fn malformed_and_oversized_frames_get_errors_and_the_monitor_keeps_serving
         "{oversized:?}"
     );
     // A client's bulk payload may not be map-sized (only monitors send those).
-    let mut bulky = frame::encode(&Request::Status, &[]).unwrap();
+    let mut bulky = frame::encode(&MonRequest::Status, &[]).unwrap();
     bulky[8..12].copy_from_slice(&(1u32 << 20).to_le_bytes());
     let refused = answer(bulky, false).await;
     assert!(matches!(&refused, Response::Error(e) if e.code == ErrorCode::TooLarge), "{refused:?}");
@@ -253,14 +253,16 @@ async fn malformed_and_oversized_frames_get_errors_and_the_monitor_keeps_serving
     // A request only monitors may send.
     let raft = net::rpc::call(
         conn.as_ref(),
-        &Request::Raft(proto::message::RaftRpc::Vote),
+        &MonRequest::Raft(proto::message::RaftRpc::Vote),
         b"junk",
         Duration::from_secs(5),
     )
     .await;
     assert_eq!(raft.unwrap_err().remote_code(), Some(ErrorCode::PermissionDenied));
     let (status, _) =
-        net::rpc::call(conn.as_ref(), &Request::Status, &[], Duration::from_secs(5)).await.unwrap();
+        net::rpc::call(conn.as_ref(), &MonRequest::Status, &[], Duration::from_secs(5))
+            .await
+            .unwrap();
     assert!(matches!(status, Response::Status(_)));
     tokio::task::spawn_blocking(move || drop(c)).await.unwrap();
 }
@@ -304,11 +306,11 @@ async fn an_osd_that_stops_beaconing_is_marked_down_then_out_and_back_when_it_bo
     // Another identity cannot boot osd.0.
     let impostor = osd_client(&c, 7).await;
     let err = impostor
-        .send(Request::OsdBoot { osd: 0, addr: "127.0.0.1:7000".into() })
+        .send(MonRequest::OsdBoot { osd: 0, addr: "127.0.0.1:7000".into() })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::PermissionDenied), "{err}");
-    osd.send(Request::OsdBoot { osd: 0, addr: "127.0.0.1:7000".into() }).await.unwrap();
+    osd.send(MonRequest::OsdBoot { osd: 0, addr: "127.0.0.1:7000".into() }).await.unwrap();
     let c = Arc::new(c);
     let c2 = c.clone();
     tokio::task::spawn_blocking(move || wait_osd(&c2, 0, (true, true), Duration::from_secs(10)))
@@ -343,7 +345,7 @@ async fn an_osd_that_stops_beaconing_is_marked_down_then_out_and_back_when_it_bo
         .collect();
     assert!(codes.contains(&"OSD_DOWN") && codes.contains(&"OSD_OUT"), "{codes:?}");
     // It boots again: up, and in again because the monitors took it out.
-    osd.send(Request::OsdBoot { osd: 0, addr: "127.0.0.1:7001".into() }).await.unwrap();
+    osd.send(MonRequest::OsdBoot { osd: 0, addr: "127.0.0.1:7001".into() }).await.unwrap();
     let c2 = c.clone();
     tokio::task::spawn_blocking(move || wait_osd(&c2, 0, (true, true), Duration::from_secs(10)))
         .await

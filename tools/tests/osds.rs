@@ -805,7 +805,7 @@ fn stale_epochs_wrong_primaries_and_malformed_requests_get_clear_errors() {
     use net::identity::Credentials;
     use net::transport::Endpoint;
     use net::transport::quic::{QuicEndpoint, Tuning};
-    use proto::message::{Request, new_request_id};
+    use proto::message::{OsdRequest, new_request_id};
     use proto::osd::{ObjectName, ObjectOp};
     use proto::{EntityName, ErrorCode};
 
@@ -842,14 +842,14 @@ fn stale_epochs_wrong_primaries_and_malformed_requests_get_clear_errors() {
                     .unwrap()
             }
         };
-        let read = |epoch| Request::ObjectOps {
+        let read = |epoch| OsdRequest::ObjectOps {
             pg,
             epoch,
             reqid: new_request_id(),
             object: object.clone(),
             ops: vec![ObjectOp::Read { offset: 0, len: 100 }],
         };
-        let call = |conn: std::sync::Arc<dyn net::transport::Connection>, request: Request| async move {
+        let call = |conn: std::sync::Arc<dyn net::transport::Connection>, request: OsdRequest| async move {
             net::rpc::call(conn.as_ref(), &request, &[], Duration::from_secs(10)).await
         };
         let at_replica = connect(replica).await;
@@ -864,7 +864,7 @@ fn stale_epochs_wrong_primaries_and_malformed_requests_get_clear_errors() {
         assert_eq!(e.remote_code(), Some(ErrorCode::Unavailable), "{e}");
         assert!(e.to_string().contains("no map at epoch"), "{e}");
         // No ops, or data the ops do not account for.
-        let empty = Request::ObjectOps {
+        let empty = OsdRequest::ObjectOps {
             pg,
             epoch: map.epoch(),
             reqid: new_request_id(),
@@ -873,7 +873,7 @@ fn stale_epochs_wrong_primaries_and_malformed_requests_get_clear_errors() {
         };
         let e = call(at_primary.clone(), empty).await.unwrap_err();
         assert_eq!(e.remote_code(), Some(ErrorCode::Invalid), "{e}");
-        let write = Request::ObjectOps {
+        let write = OsdRequest::ObjectOps {
             pg,
             epoch: map.epoch(),
             reqid: new_request_id(),
@@ -885,7 +885,7 @@ fn stale_epochs_wrong_primaries_and_malformed_requests_get_clear_errors() {
             .unwrap_err();
         assert_eq!(e.remote_code(), Some(ErrorCode::Invalid), "{e}");
         // A PG the pool does not have.
-        let nowhere = Request::ObjectOps {
+        let nowhere = OsdRequest::ObjectOps {
             pg: placement::PgId { pool, seed: 999 },
             epoch: map.epoch(),
             reqid: new_request_id(),

@@ -36,7 +36,7 @@ use net::rpc::{self, Reply, Service};
 use net::transport::tcp::TcpEndpoint;
 use net::transport::{BoxFuture, Connection, Endpoint, Peer};
 use proto::EntityName;
-use proto::message::{Request, Response};
+use proto::message::{OsdRequest, Response};
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
@@ -129,6 +129,8 @@ async fn serve_messages<S: AsyncRead + AsyncWrite + Send + 'static>(io: S) {
 struct Answerer;
 
 impl Service for Answerer {
+    type Request = OsdRequest;
+
     fn admit(&self, _peer: &Peer) -> Result<(), String> {
         Ok(())
     }
@@ -136,7 +138,7 @@ impl Service for Answerer {
     fn handle(
         self: Arc<Self>,
         _peer: Peer,
-        _request: Request,
+        _request: OsdRequest,
         _bulk: Bytes,
     ) -> BoxFuture<'static, Reply> {
         Box::pin(async {
@@ -279,7 +281,8 @@ async fn worker(link: Arc<Link>, stop: Arc<AtomicBool>) -> Result<Vec<Duration>>
         let start = Instant::now();
         let answer_len = match (&*link, plain.as_mut()) {
             (Link::Cairn(conn), _) => {
-                let (_, bulk) = rpc::call(&**conn, &Request::Status, &[], CALL_TIMEOUT).await?;
+                let (_, bulk) =
+                    rpc::call(&**conn, &OsdRequest::Ping { sent_ms: 0 }, &[], CALL_TIMEOUT).await?;
                 bulk.len()
             }
             (Link::Mux(mux), _) => mux.call(request.clone()).await?.len(),

@@ -270,7 +270,7 @@ impl ShardSource {
             map.osd(placement::OsdId(osd)).and_then(|s| s.addr.clone()).ok_or_else(|| {
                 err(ErrorCode::Unavailable, format!("osd.{osd} has no address in the map"))
             })?;
-        let request = Request::Peer {
+        let request = OsdRequest::Peer {
             pg: self.peers.pg,
             epoch: map.epoch(),
             interval: self.peers.interval,

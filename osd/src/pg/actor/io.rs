@@ -236,7 +236,7 @@ pub(super) async fn call_peer(
         .osd(placement::OsdId(osd))
         .and_then(|s| s.addr.clone())
         .ok_or_else(|| format!("osd.{osd} has no address in the map"))?;
-    let request = Request::Peer { pg, epoch, interval, request };
+    let request = OsdRequest::Peer { pg, epoch, interval, request };
     match conns.call(osd, &addr, &request, &bulk, PEER_TIMEOUT).await {
         Ok((Response::Peer(response), bulk)) => Ok((response, bulk)),
         Ok((other, _)) => Err(format!("osd.{osd} answered with {}", other.name())),

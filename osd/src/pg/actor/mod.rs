@@ -24,7 +24,7 @@ use net::osd_conn::OsdConnections;
 use objectstore::{CollectionId, ObjectStore, StoreError, Transaction, TxOp};
 use placement::{Epoch, OsdMap, PgId, Version};
 use proto::error::{ErrorCode, RemoteError};
-use proto::message::{Request, Response};
+use proto::message::{OsdRequest, Response};
 use proto::osd::{
     CountsDelta, LOG_PAGE_MAX, LogEntry, LogOp, ObjectBody, ObjectCounts, ObjectName, ObjectOp,
     ObjectState, OsdConfig, PastInterval, PeerRequest, PeerResponse, PgInfo, PgStat, ReqId,

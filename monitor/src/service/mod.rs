@@ -6,6 +6,11 @@
 //! capabilities `ClusterState::apply` checks; OSD messages only from that very `osd.N`;
 //! Raft and forwarding only from monitors. Connections from identities the registry does
 //! not know (or whose certificate was replaced) are refused outright.
+//!
+//! Here: the monitor's state, its quorum and proposals, and the dispatch of requests.
+//! `membership` (adding and removing monitors, pinging them), `osds` (the leader's side
+//! of OSD messages and failure detection) and `views` (status, maps, subscriptions) are
+//! `impl Monitor` blocks of their own.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -23,8 +28,8 @@ use proto::message::{
     ClusterPgStats, MonStatus, OsdCounts, OsdMessage, RaftRpc, RequestId, StatusReport,
 };
 use proto::{
-    Access, Command, CommandOutput, EntityKind, EntityName, ErrorCode, RemoteError, Request,
-    Response,
+    Access, Command, CommandOutput, EntityKind, EntityName, ErrorCode, MonRequest, RemoteError,
+    Response, WireRequest,
 };
 use tokio::sync::mpsc;
 
@@ -33,6 +38,10 @@ use crate::health::{self, DaemonEpoch};
 use crate::pgstats::PgStatsTable;
 use crate::state::{Issued, LogEntry, OsdEvent};
 use crate::store::{MonNode, NodeId, Raft, StateMachine, members};
+
+mod membership;
+mod osds;
+mod views;
 
 /// How long a forwarded request or a proposal may take.
 pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -238,7 +247,7 @@ impl Monitor {
     /// effect.
     async fn to_leader(
         &self,
-        request: Request,
+        request: MonRequest,
         timeout: Duration,
     ) -> Result<(Response, Bytes), RemoteError> {
         let (_, leader) = self.leader().ok_or_else(|| {
@@ -362,7 +371,9 @@ impl Monitor {
         command: Command,
     ) -> Result<(Response, Bytes), RemoteError> {
         if !self.is_leader() {
-            return self.to_leader(Request::Forward { origin, id, command }, FORWARD_TIMEOUT).await;
+            return self
+                .to_leader(MonRequest::Forward { origin, id, command }, FORWARD_TIMEOUT)
+                .await;
         }
         let at_ms = self.clock.now_ms();
         let output = match command {
@@ -423,428 +434,6 @@ impl Monitor {
         }
     }
 
-    /// Adds a monitor: as a learner first (it catches up), then as a voter.
-    async fn mon_add(
-        &self,
-        origin: &EntityName,
-        name: String,
-        addr: String,
-        id: NodeId,
-    ) -> Result<CommandOutput, RemoteError> {
-        let entity = EntityName::mon(&name).map_err(|e| error(ErrorCode::Invalid, e))?;
-        // A monitor may add itself (it joins when it starts); anyone else needs admin.
-        if origin != &entity {
-            self.require_admin(origin)?;
-        }
-        addr.parse::<std::net::SocketAddr>()
-            .map_err(|_| error(ErrorCode::Invalid, format!("'{addr}' is not an ip:port")))?;
-        if self.state.read(|a| a.state.registry().get(&entity).is_none()) {
-            return Err(error(
-                ErrorCode::NotFound,
-                format!("no identity {entity}: `cairn auth add {entity}` first"),
-            ));
-        }
-        let current = self.state.read(|a| members(&a.membership));
-        let voters = self.voters();
-        if let Some((existing, _)) = current.iter().find(|(_, n)| n.name == name) {
-            if voters.contains(existing) {
-                return Err(error(
-                    ErrorCode::AlreadyExists,
-                    format!("mon.{name} is already a monitor"),
-                ));
-            }
-        } else if current.contains_key(&id) {
-            return Err(error(
-                ErrorCode::Invalid,
-                format!("node id {id} is taken by another monitor; prepare mon.{name} again"),
-            ));
-        }
-        if id == 0 {
-            return Err(error(ErrorCode::Invalid, "node ids start at 1"));
-        }
-        self.confirm_quorum().await?;
-        let node = MonNode { name: name.clone(), addr };
-        let raft_error = |e: RaftError<NodeId, ClientWriteError<NodeId, MonNode>>| {
-            error(ErrorCode::Unavailable, e.to_string())
-        };
-        let addr = node.addr.clone();
-        match tokio::time::timeout(LEARNER_CATCH_UP_TIMEOUT, self.raft.add_learner(id, node, true))
-            .await
-        {
-            Ok(result) => result.map_err(raft_error)?,
-            Err(_) => {
-                return Err(error(
-                    ErrorCode::Timeout,
-                    format!(
-                        "mon.{name} did not catch up within {} s: is it running at {addr}?",
-                        LEARNER_CATCH_UP_TIMEOUT.as_secs()
-                    ),
-                ));
-            }
-        };
-        // Against the membership in effect when it applies, so concurrent joins compose.
-        self.raft
-            .change_membership(ChangeMembers::AddVoterIds([id].into()), false)
-            .await
-            .map_err(raft_error)?;
-        Ok(CommandOutput::Done)
-    }
-
-    async fn mon_remove(
-        &self,
-        origin: &EntityName,
-        name: &str,
-    ) -> Result<CommandOutput, RemoteError> {
-        self.require_admin(origin)?;
-        let current = self.state.read(|a| members(&a.membership));
-        let (&id, _) = current
-            .iter()
-            .find(|(_, n)| n.name == name)
-            .ok_or_else(|| error(ErrorCode::NotFound, format!("mon.{name} is not a monitor")))?;
-        let voters = self.voters();
-        if voters.len() == 1 && voters.contains(&id) {
-            return Err(error(ErrorCode::Invalid, "the last monitor cannot be removed"));
-        }
-        self.confirm_quorum().await?;
-        // A voter leaves the voters (and, not retained, the members); a learner that never
-        // caught up is simply dropped.
-        let change = if self.voters().contains(&id) {
-            ChangeMembers::RemoveVoters([id].into())
-        } else {
-            ChangeMembers::RemoveNodes([id].into())
-        };
-        self.raft
-            .change_membership(change, false)
-            .await
-            .map_err(|e| error(ErrorCode::Unavailable, e.to_string()))?;
-        Ok(CommandOutput::Done)
-    }
-
-    /// An OSD message (boot, beacon, failure report), on the leader.
-    async fn osd_message(
-        &self,
-        origin: EntityName,
-        message: OsdMessage,
-    ) -> Result<(Response, Bytes), RemoteError> {
-        let osd = origin
-            .osd_id()
-            .map(OsdId)
-            .ok_or_else(|| error(ErrorCode::PermissionDenied, format!("{origin} is not an OSD")))?;
-        if !self.is_leader() {
-            return self.to_leader(Request::ForwardOsd { origin, message }, FORWARD_TIMEOUT).await;
-        }
-        let now = self.clock.mono_ms();
-        let settings = self.state.read(|a| a.state.settings().clone());
-        let event = {
-            let mut failure = self.failure.lock().expect("failure lock");
-            match message {
-                OsdMessage::Boot { osd: claimed, addr } => {
-                    if claimed != osd.0 {
-                        return Err(error(
-                            ErrorCode::PermissionDenied,
-                            format!("{origin} cannot boot osd.{claimed}"),
-                        ));
-                    }
-                    failure.boot(osd, addr, &settings, now)
-                }
-                OsdMessage::Beacon { osd: claimed, epoch } => {
-                    if claimed != osd.0 {
-                        return Err(error(
-                            ErrorCode::PermissionDenied,
-                            format!("{origin} cannot beacon for osd.{claimed}"),
-                        ));
-                    }
-                    failure.beacon(osd, now);
-                    drop(failure);
-                    self.note_epoch(&origin, epoch);
-                    let mut config = settings.osd_config();
-                    (config.full_osds, config.backfillfull_osds) =
-                        self.pg_stats.lock().expect("pg stats lock").filled(&settings.full_ratios);
-                    return Ok((Response::OsdConfig(config), Bytes::new()));
-                }
-                OsdMessage::Failure { target, .. } => {
-                    failure.report(osd, OsdId(target), now);
-                    None
-                }
-                OsdMessage::PgStats { osd: claimed, epoch, pgs, usage } => {
-                    if claimed != osd.0 {
-                        return Err(error(
-                            ErrorCode::PermissionDenied,
-                            format!("{origin} cannot report for osd.{claimed}"),
-                        ));
-                    }
-                    drop(failure);
-                    let map = self.state.read(|a| a.state.map().clone());
-                    let mut table = self.pg_stats.lock().expect("pg stats lock");
-                    table.retain(&map);
-                    table.report(osd.0, pgs, usage, now);
-                    drop(table);
-                    self.note_epoch(&origin, epoch);
-                    None
-                }
-                OsdMessage::PgTemp { osd: claimed, pgs } => {
-                    if claimed != osd.0 {
-                        return Err(error(
-                            ErrorCode::PermissionDenied,
-                            format!("{origin} cannot ask pg_temp for osd.{claimed}"),
-                        ));
-                    }
-                    if pgs.len() > PG_TEMP_REQUEST_MAX {
-                        return Err(error(
-                            ErrorCode::Invalid,
-                            format!("at most {PG_TEMP_REQUEST_MAX} pg_temp entries per request"),
-                        ));
-                    }
-                    let pgs = pgs
-                        .into_iter()
-                        .map(|(pg, osds)| (pg, osds.into_iter().map(|o| o.map(OsdId)).collect()))
-                        .collect();
-                    Some(OsdEvent::PgTemp { from: osd, pgs })
-                }
-            }
-        };
-        if let Some(event) = event {
-            let at_ms = self.clock.now_ms();
-            self.propose(LogEntry::Osd { origin: self.entity.clone(), event, at_ms }).await?;
-        }
-        Ok((Response::Ack, Bytes::new()))
-    }
-
-    /// Records the map epoch a daemon reported.
-    fn note_epoch(&self, who: &EntityName, epoch: Epoch) {
-        let current = self.state.read(|a| a.state.map().epoch());
-        let settings = self.state.read(|a| a.state.settings().clone());
-        let now = self.clock.mono_ms();
-        let mut daemons = self.daemons.lock().expect("daemons lock");
-        if daemons.len() >= DAEMONS_TRACKED_MAX && !daemons.contains_key(who) {
-            return;
-        }
-        let updated = health::update_lag(daemons.get(who), epoch, current, &settings, now);
-        daemons.insert(who.clone(), updated);
-    }
-
-    /// Proposes what failure detection decided (leader only), called once a second.
-    pub async fn failure_tick(&self) {
-        let now = self.clock.mono_ms();
-        let events = {
-            let (map, settings) =
-                self.state.read(|a| (a.state.map().clone(), a.state.settings().clone()));
-            self.failure.lock().expect("failure lock").tick(&map, &settings, now)
-        };
-        for event in events {
-            let at_ms = self.clock.now_ms();
-            let entry = LogEntry::Osd { origin: self.entity.clone(), event: event.clone(), at_ms };
-            match self.propose(entry).await {
-                Ok(_) => tracing::info!(?event, "osd state change committed"),
-                Err(e) => tracing::warn!(?event, error = %e, "osd state change not committed"),
-            }
-        }
-    }
-
-    /// Starts a fresh failure detector when this monitor becomes leader.
-    pub fn became_leader(&self) {
-        let now = self.clock.mono_ms();
-        *self.failure.lock().expect("failure lock") = FailureDetector::new(now);
-        // What a former term's reports said is no longer news; the OSDs report anew.
-        *self.pg_stats.lock().expect("pg stats lock") = PgStatsTable::default();
-        // Winning the election took a majority's votes.
-        *self.quorum_confirmed_ms.lock().expect("quorum lock") = Some(now);
-    }
-
-    /// Pings every other monitor at once, recording when each answered and its clock offset.
-    pub async fn ping_peers(&self) {
-        let nodes = self.state.read(|a| members(&a.membership));
-        let pings = nodes.values().filter(|n| n.name != self.name).map(|node| self.ping(node));
-        futures::future::join_all(pings).await;
-    }
-
-    async fn ping(&self, node: &MonNode) {
-        let sent = self.clock.now_ms();
-        // Bounded as a whole, so a dead peer does not hold up the next round for the others.
-        let exchange = async {
-            let conn = self.connect(node).await.ok()?;
-            rpc::call(conn.as_ref(), &Request::Ping { sent_ms: sent }, &[], PING_TIMEOUT).await.ok()
-        };
-        let answer = tokio::time::timeout(PING_TIMEOUT, exchange).await.ok().flatten();
-        let received = self.clock.now_ms();
-        let seen = self.clock.mono_ms();
-        let mut peers = self.peers.lock().expect("peers lock");
-        let view = peers.entry(node.name.clone()).or_default();
-        if let Some((Response::Pong { now_ms, removed_at, epoch, map_hash, .. }, _)) = answer {
-            view.last_seen_ms = Some(seen);
-            view.clock_offset_ms = Some(now_ms - (sent + received) / 2);
-            view.map = Some((epoch, map_hash));
-            drop(peers);
-            if let Some(index) = removed_at {
-                self.check_removed(node, index);
-            }
-        } else {
-            self.connections.lock().expect("connections lock").remove(&node.name);
-        }
-    }
-
-    /// For a Ping from monitor `asker`: the index of this monitor's membership if it
-    /// follows a leader and `asker` is not in it.
-    fn removed_at(&self, asker: &EntityName) -> Option<u64> {
-        if asker.kind() != EntityKind::Mon {
-            return None;
-        }
-        let metrics = self.raft.metrics().borrow().clone();
-        if !self.has_quorum(&metrics) {
-            return None;
-        }
-        let membership = &metrics.membership_config;
-        let known = membership.membership().nodes().any(|(_, n)| n.name == asker.id());
-        (!known).then(|| membership.log_id().map_or(0, |l| l.index))
-    }
-
-    /// A peer in the quorum says this monitor is not a member as of log index `index`. If
-    /// that is newer than the membership this monitor knows (a lagging peer may not know
-    /// of this monitor yet), or this monitor's own membership agrees (a removed leader
-    /// saw its removal commit), it was removed: it stops, as `removed` tells the daemon.
-    fn check_removed(&self, peer: &MonNode, index: u64) {
-        let (known, included) = {
-            let metrics = self.raft.metrics().borrow().clone();
-            let membership = &metrics.membership_config;
-            let included = membership.membership().get_node(&self.node_id).is_some();
-            (membership.log_id().map_or(0, |l| l.index), included)
-        };
-        if index > known || !included {
-            let reason = format!(
-                "mon.{} was removed from the monitors (mon.{}'s monitor list as of log index \
-                 {index} does not include it)",
-                self.name, peer.name
-            );
-            self.removed.send_if_modified(|r| r.replace(reason).is_none());
-        }
-    }
-
-    pub fn status(&self) -> StatusReport {
-        // Ages (last seen, lag) are intervals: monotonic.
-        let now = self.clock.mono_ms();
-        let metrics = self.raft.metrics().borrow().clone();
-        let (map, settings, membership) = self
-            .state
-            .read(|a| (a.state.map().clone(), a.state.settings().clone(), members(&a.membership)));
-        let grace = settings.mon_down_grace_s as i64 * 1000;
-        let peers = self.peers.lock().expect("peers lock").clone();
-        let has_leader = self.has_quorum(&metrics);
-        let voters: std::collections::BTreeSet<NodeId> =
-            metrics.membership_config.membership().voter_ids().collect();
-        let monitors: Vec<MonStatus> = membership
-            .iter()
-            .filter(|(id, _)| voters.contains(id))
-            .map(|(id, node)| {
-                let me = node.name == self.name;
-                let view = peers.get(&node.name).copied().unwrap_or_default();
-                let alive = me || view.last_seen_ms.is_some_and(|t| now - t <= grace);
-                MonStatus {
-                    name: node.name.clone(),
-                    id: *id,
-                    addr: node.addr.clone(),
-                    in_quorum: has_leader && alive,
-                    leader: metrics.current_leader == Some(*id),
-                    last_seen_ms: if me {
-                        Some(0)
-                    } else {
-                        view.last_seen_ms.map(|t| (now - t).max(0) as u64)
-                    },
-                    clock_offset_ms: if me { Some(0) } else { view.clock_offset_ms },
-                    epoch: if me { Some(map.epoch()) } else { view.map.map(|m| m.0) },
-                    map_hash: if me { Some(self.map_hash(&map)) } else { view.map.map(|m| m.1) },
-                }
-            })
-            .collect();
-        let daemons = self.daemons.lock().expect("daemons lock").clone();
-        let flapping = self.failure.lock().expect("failure lock").flapping();
-        let pgs = self.pg_stats_view();
-        let inputs = health::Inputs {
-            map: &map,
-            settings: &settings,
-            monitors: &monitors,
-            daemons: &daemons,
-            flapping: &flapping,
-            pgs: &pgs,
-            now_ms: now,
-            wall_ms: self.clock.now_ms(),
-        };
-        let checks = health::checks(&inputs);
-        let osds = &map.contents().osds;
-        StatusReport {
-            fsid: placement::describe::format_uuid(&map.contents().fsid),
-            health: health::overall(&checks),
-            checks,
-            answered_by: self.name.clone(),
-            leader: monitors.iter().find(|m| m.leader && m.in_quorum).map(|m| m.name.clone()),
-            term: metrics.current_term,
-            monitors,
-            epoch: map.epoch(),
-            osds: OsdCounts {
-                total: osds.len() as u32,
-                up: osds.values().filter(|s| s.up).count() as u32,
-                r#in: osds.values().filter(|s| s.is_in).count() as u32,
-            },
-            pools: map.contents().pools.len() as u32,
-            pgs: map.contents().pools.values().map(|p| u64::from(p.pg_num)).sum(),
-            flags: map.contents().flags.iter().map(|f| f.name().to_owned()).collect(),
-            pg_summary: pgs.summary,
-        }
-    }
-
-    /// The hash of `map`, which is this monitor's current one (cached per epoch).
-    fn map_hash(&self, map: &OsdMap) -> u32 {
-        let mut cached = self.map_hash.lock().expect("map hash lock");
-        match *cached {
-            Some((epoch, hash)) if epoch == map.epoch() => hash,
-            _ => {
-                let hash = placement::encoding::map_hash(map);
-                *cached = Some((map.epoch(), hash));
-                hash
-            }
-        }
-    }
-
-    /// PG and OSD statistics as this monitor has them (complete on the leader).
-    pub fn pg_stats_view(&self) -> ClusterPgStats {
-        let map = self.state.read(|a| a.state.map().clone());
-        self.pg_stats.lock().expect("pg stats lock").view(&map, self.clock.mono_ms())
-    }
-
-    fn maps(&self, have: Option<Epoch>) -> Result<(Response, Bytes), RemoteError> {
-        let (bundle, epoch) =
-            self.state.read(|a| a.state.maps_since(have).map(|b| (b, a.state.map().epoch())))?;
-        let bulk =
-            postcard::to_stdvec(&bundle).map_err(|e| error(ErrorCode::Internal, e.to_string()))?;
-        Ok((Response::Maps { epoch }, Bytes::from(bulk)))
-    }
-
-    /// Sends the maps since `have`, then each new epoch, until the subscriber leaves.
-    fn subscribe(self: Arc<Self>, have: Option<Epoch>) -> Reply {
-        let (tx, rx) = mpsc::channel(rpc::SUBSCRIPTION_QUEUE);
-        let mut epochs = self.state.epochs();
-        tokio::spawn(async move {
-            let mut sent = have;
-            loop {
-                let current = *epochs.borrow_and_update();
-                if sent != Some(current) {
-                    let update = match self.maps(sent) {
-                        Ok(update) => update,
-                        Err(e) => (Response::Error(e), Bytes::new()),
-                    };
-                    if tx.send(update).await.is_err() {
-                        return;
-                    }
-                    sent = Some(current);
-                }
-                tokio::select! {
-                    changed = epochs.changed() => if changed.is_err() { return },
-                    _ = tx.closed() => return,
-                }
-            }
-        });
-        Reply::Stream(rx)
-    }
-
     async fn raft_rpc(&self, kind: RaftRpc, bulk: Bytes) -> Result<(Response, Bytes), RemoteError> {
         let malformed =
             |e: postcard::Error| error(ErrorCode::Malformed, format!("raft {kind:?}: {e}"));
@@ -866,7 +455,7 @@ impl Monitor {
     async fn dispatch(
         self: Arc<Self>,
         peer: Peer,
-        request: Request,
+        request: MonRequest,
         bulk: Bytes,
     ) -> Result<Reply, RemoteError> {
         let from_monitor = peer.entity.kind() == EntityKind::Mon;
@@ -877,7 +466,7 @@ impl Monitor {
             self.note_seen(peer.entity.id());
         }
         match request {
-            Request::Ping { sent_ms } => {
+            MonRequest::Ping { sent_ms } => {
                 let (epoch, map_hash) = self.state.read(|a| {
                     let map = a.state.map();
                     (map.epoch(), self.map_hash(map))
@@ -895,77 +484,73 @@ impl Monitor {
             // beacons live there); a monitor answers for itself when there is none to ask.
             // One that knows no leader yet (it just started, or lost an election) gives the
             // election a moment, as Ceph's monitors serve clients only in a quorum.
-            Request::Status if !from_monitor && !self.is_leader() => {
+            MonRequest::Status if !from_monitor && !self.is_leader() => {
                 let election = Duration::from_millis(self.raft.config().election_timeout_max);
                 let _ = self
                     .raft
                     .wait(Some(election * ELECTIONS_AWAITED))
                     .metrics(|m| m.current_leader.is_some(), "a leader")
                     .await;
-                match self.to_leader(Request::Status, STATUS_FORWARD_TIMEOUT).await {
+                match self.to_leader(MonRequest::Status, STATUS_FORWARD_TIMEOUT).await {
                     Ok(answer) => Ok(reply(answer)),
                     Err(_) => Ok(Reply::ok(Response::Status(Box::new(self.status())))),
                 }
             }
-            Request::Status => Ok(Reply::ok(Response::Status(Box::new(self.status())))),
-            Request::GetMaps { have } => {
+            MonRequest::Status => Ok(Reply::ok(Response::Status(Box::new(self.status())))),
+            MonRequest::GetMaps { have } => {
                 if let Some(have) = have {
                     self.note_epoch(&peer.entity, have);
                 }
                 self.maps(have).map(reply)
             }
-            Request::Subscribe { have } => Ok(self.subscribe(have)),
-            Request::Command { id, command } => {
+            MonRequest::Subscribe { have } => Ok(self.subscribe(have)),
+            MonRequest::Command { id, command } => {
                 self.execute(peer.entity, id, command).await.map(reply)
             }
-            ref request @ (Request::OsdBoot { .. }
-            | Request::OsdBeacon { .. }
-            | Request::OsdFailure { .. }
-            | Request::PgStats { .. }
-            | Request::PgTemp { .. }) => {
+            ref request @ (MonRequest::OsdBoot { .. }
+            | MonRequest::OsdBeacon { .. }
+            | MonRequest::OsdFailure { .. }
+            | MonRequest::PgStats { .. }
+            | MonRequest::PgTemp { .. }) => {
                 let message = OsdMessage::from_request(request).expect("an OSD request");
                 self.osd_message(peer.entity, message).await.map(reply)
             }
-            Request::Raft(kind) if from_monitor => self.raft_rpc(kind, bulk).await.map(reply),
+            MonRequest::Raft(kind) if from_monitor => self.raft_rpc(kind, bulk).await.map(reply),
             // Forwarded once only: a monitor that is no longer the leader says so, and the
             // client tries again, rather than monitors passing the request around.
-            Request::Forward { .. } if from_monitor && !self.is_leader() => Err(error(
+            MonRequest::Forward { .. } if from_monitor && !self.is_leader() => Err(error(
                 ErrorCode::NotLeader,
                 format!("mon.{} no longer leads; retry", self.name),
             )),
-            Request::Forward { origin, id, command } if from_monitor => {
+            MonRequest::Forward { origin, id, command } if from_monitor => {
                 self.execute(origin, id, command).await.map(reply)
             }
-            Request::ForwardOsd { .. } if from_monitor && !self.is_leader() => Err(error(
+            MonRequest::ForwardOsd { .. } if from_monitor && !self.is_leader() => Err(error(
                 ErrorCode::NotLeader,
                 format!("mon.{} no longer leads; retry", self.name),
             )),
-            Request::ForwardOsd { origin, message } if from_monitor => {
+            MonRequest::ForwardOsd { origin, message } if from_monitor => {
                 self.osd_message(origin, message).await.map(reply)
             }
-            Request::GetGenesis => {
+            MonRequest::GetGenesis => {
                 self.require_admin(&peer.entity)?;
                 let ca_key_pem = self.ca.as_ref().map(|ca| ca.key_pem().to_owned());
                 Ok(Reply::One(Response::Genesis { ca_key_pem }, self.genesis.clone()))
             }
-            Request::Raft(_) | Request::Forward { .. } | Request::ForwardOsd { .. } => {
+            MonRequest::Raft(_) | MonRequest::Forward { .. } | MonRequest::ForwardOsd { .. } => {
                 Err(only_monitors())
             }
-            Request::ObjectOps { .. }
-            | Request::ListObjects { .. }
-            | Request::Peer { .. }
-            | Request::PgScrub { .. } => {
-                Err(error(ErrorCode::Unsupported, "monitors do not serve objects; ask an OSD"))
-            }
-            Request::GetPgStats if !from_monitor && !self.is_leader() => {
-                match self.to_leader(Request::GetPgStats, STATUS_FORWARD_TIMEOUT).await {
+            MonRequest::GetPgStats if !from_monitor && !self.is_leader() => {
+                match self.to_leader(MonRequest::GetPgStats, STATUS_FORWARD_TIMEOUT).await {
                     Ok(answer) => Ok(reply(answer)),
                     Err(_) => Ok(Reply::ok(Response::PgStats(Box::new(self.pg_stats_view())))),
                 }
             }
-            Request::GetPgStats => Ok(Reply::ok(Response::PgStats(Box::new(self.pg_stats_view())))),
+            MonRequest::GetPgStats => {
+                Ok(Reply::ok(Response::PgStats(Box::new(self.pg_stats_view()))))
+            }
             // OSDs check their clients' caps; nobody else needs another identity's.
-            Request::GetCaps { entity } => {
+            MonRequest::GetCaps { entity } => {
                 if peer.entity.kind() != EntityKind::Osd && !from_monitor {
                     return Err(error(
                         ErrorCode::PermissionDenied,
@@ -981,6 +566,8 @@ impl Monitor {
 }
 
 impl rpc::Service for Monitor {
+    type Request = MonRequest;
+
     fn admit(&self, peer: &Peer) -> Result<(), String> {
         self.state.read(|a| a.state.admit(&peer.entity, peer.fingerprint.as_ref()))
     }
@@ -998,7 +585,7 @@ impl rpc::Service for Monitor {
     fn handle(
         self: Arc<Self>,
         peer: Peer,
-        request: Request,
+        request: MonRequest,
         bulk: Bytes,
     ) -> BoxFuture<'static, Reply> {
         Box::pin(async move {
