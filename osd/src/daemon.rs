@@ -555,7 +555,6 @@ pub fn tune_allocator() {
     }
 }
 
-/// Runs the OSD in `dir` until the process is stopped.
 /// Where the store records the map epoch it first served at.
 const BORN_KEY: &[u8] = b"born_epoch";
 
@@ -598,6 +597,7 @@ fn born_epoch(store: &dyn ObjectStore, now: Epoch) -> anyhow::Result<Epoch> {
     Ok(now)
 }
 
+/// Runs the OSD in `dir` until the process is stopped.
 pub async fn run(dir: &Path) -> anyhow::Result<()> {
     crate::failpoints::configure_from_env()?;
     let config = OsdConfig::load(dir)?;
