@@ -75,6 +75,9 @@ pub const STATS_INTERVAL: Duration = Duration::from_secs(2);
 pub const PG_TEMP_GATHER: Duration = Duration::from_millis(100);
 /// pg_temp entries per request to the monitors.
 pub const PG_TEMP_REQUEST_MAX: usize = 1024;
+/// pg_temp asks the PGs may have queued for the daemon; one that finds the queue full is
+/// dropped, and its PG asks again (`actor::PG_TEMP_RETRY`).
+pub const PG_TEMP_QUEUE: usize = 4096;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -492,7 +495,7 @@ fn load_average_milli() -> u32 {
 async fn send_pg_temp(
     mon: Arc<MonClient>,
     me: u32,
-    mut requests: mpsc::UnboundedReceiver<(PgId, Vec<Option<u32>>)>,
+    mut requests: mpsc::Receiver<(PgId, Vec<Option<u32>>)>,
 ) {
     while let Some((pg, osds)) = requests.recv().await {
         let mut wanted = BTreeMap::from([(pg, osds)]);
@@ -626,7 +629,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         OsdTransport::Tcp => tcp.clone(),
         OsdTransport::Quic => endpoint.clone(),
     };
-    let (pg_temp_tx, pg_temp_rx) = mpsc::unbounded_channel();
+    let (pg_temp_tx, pg_temp_rx) = mpsc::channel(PG_TEMP_QUEUE);
     let shared = Arc::new(Shared {
         me: config.id,
         pg_temp: pg_temp_tx,

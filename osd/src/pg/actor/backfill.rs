@@ -334,7 +334,7 @@ impl Pg {
             Some(ec) => ec.up.clone(),
             None => self.up.iter().copied().map(Some).collect(),
         };
-        let _ = self.shared.pg_temp.send((self.id, up));
+        self.ask_pg_temp(up);
         let (inbox, interval) = (self.inbox.clone(), self.interval);
         tokio::spawn(async move {
             tokio::time::sleep(PG_TEMP_RETRY).await;

@@ -75,6 +75,14 @@ impl Pg {
         }
     }
 
+    /// Asks the daemon to pass an acting set to the monitors (`pg_temp`). A full queue
+    /// drops the ask: every caller asks again after `PG_TEMP_RETRY` until the map changes.
+    pub(super) fn ask_pg_temp(&self, osds: Vec<Option<u32>>) {
+        if self.shared.pg_temp.try_send((self.id, osds)).is_err() {
+            tracing::debug!(pg = %self.id, "the pg_temp queue is full; asking again later");
+        }
+    }
+
     pub(super) fn peers(&self) -> Peers {
         Peers {
             pg: self.id,

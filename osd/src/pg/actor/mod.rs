@@ -109,7 +109,7 @@ pub struct Shared {
     pub recovered_objects: AtomicU64,
     pub recovered_bytes: AtomicU64,
     /// Acting sets for the monitors' `pg_temp` (the daemon batches them).
-    pub pg_temp: mpsc::UnboundedSender<(PgId, Vec<Option<u32>>)>,
+    pub pg_temp: mpsc::Sender<(PgId, Vec<Option<u32>>)>,
     /// Scrubs this OSD leads at once (Ceph's `osd_max_scrubs`, 1).
     pub scrubs: Arc<tokio::sync::Semaphore>,
     /// How often each PG is scrubbed and deep-scrubbed, in ms (from the monitors).

@@ -70,7 +70,7 @@ impl Pg {
             // Complete copies should serve (or the override should end): ask, and peer
             // again when the map changes, or after a while if it does not.
             tracing::info!(pg = %self.id, ?want, acting = ?self.acting, up = ?self.up, "asking for an acting set");
-            let _ = self.shared.pg_temp.send((self.id, want));
+            self.ask_pg_temp(want);
             return self.peer_again_after(PG_TEMP_RETRY);
         }
         if !plan.active {
