@@ -379,6 +379,46 @@ fn marking_an_osd_out_and_in_moves_data_by_backfill_while_writes_go_on() {
     }
 }
 
+/// osd.0 dies at a crash point right after its first backfill push, in the middle of
+/// moving data off an OSD marked out: the PGs it led peer under another primary, it
+/// returns, and the backfill finishes with every object as written.
+#[test]
+fn a_primary_that_dies_mid_backfill_leaves_nothing_lost_and_the_backfill_finishes() {
+    let c = Cluster::start(3);
+    let mut osds = Osds::create_with_env(&c, 4, |i| match i {
+        0 => vec![("FAILPOINTS".to_owned(), "osd::backfill_pushed=return".to_owned())],
+        _ => Vec::new(),
+    });
+    wait_up(&c, 4);
+    c.ok(&["pool", "create", "rbd", "replicated", "--size", "3", "--pg-num", "16"]);
+    let work = c.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let mut expected: Vec<(String, Vec<u8>)> = Vec::new();
+    for i in 0..24u32 {
+        let (name, data) = (format!("o{i}"), pattern(i, 100_000 + i as usize * 1000));
+        put(&c, &work, &name, &data);
+        expected.push((name, data));
+    }
+    c.wait_status("24 objects, 16 pgs active+clean", Duration::from_secs(60), |s| {
+        s["pg_summary"]["objects"] == 24 && s["pg_summary"]["states"]["active+clean"] == 16
+    });
+    c.ok(&["osd", "out", "3"]);
+    let exit = osds.wait_exit(0, Duration::from_secs(90));
+    assert_eq!(exit.code(), Some(osd::failpoints::CRASH_EXIT_CODE), "osd.0: {exit}");
+    wait_log(&osds.dirs[0], "crash point reached", "osd::backfill_pushed");
+    osds.start(0);
+    wait_up(&c, 4);
+    c.wait_status("backfill off osd.3 done", Duration::from_secs(120), |s| {
+        s["pg_summary"]["states"]["active+clean"] == 16
+            && s["pg_summary"]["misplaced"] == 0
+            && s["pg_summary"]["degraded"] == 0
+            && s["pg_summary"]["objects"] == 24
+    });
+    for (name, data) in &expected {
+        assert!(get(&c, &work, name) == *data, "{name} after the backfill");
+    }
+}
+
 #[test]
 fn writes_stop_below_min_size_with_a_clear_error_and_resume_when_a_copy_returns() {
     let c = Cluster::start(3);
