@@ -1,12 +1,10 @@
 //! The monitor quorum as separate processes: failover, persistence, quorum loss, membership,
 //! racing commands, identities, bad frames, failure detection, clock skew, `cairn dev up`.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{BIN, Cluster, free_port, ms};
+use crate::common::{self, BIN, Cluster, free_port, ms};
 use net::frame::{self, Limits};
 use net::identity::{ClusterCa, Credentials};
 use net::transport::Endpoint;
