@@ -225,7 +225,7 @@ pub async fn start_with(
     let db = open_db(&store_dir)
         .with_context(|| format!("open the store in {}", store_dir.display()))?;
     let log = LogStore::new(db.clone());
-    let state = StateMachine::open(db, genesis.genesis().state()).map_err(anyhow::Error::msg)?;
+    let state = StateMachine::open(db, genesis.genesis().state())?;
     let fsid = placement::describe::format_uuid(&genesis.fsid);
     let raft_config = Config {
         cluster_name: fsid,
@@ -264,19 +264,16 @@ pub async fn start_with(
         });
     }
     let genesis_bytes = bytes::Bytes::from(genesis.encode()?);
-    let monitor = Arc::new(
-        Monitor::new(
-            config.name.clone(),
-            config.id,
-            raft.clone(),
-            state,
-            endpoint.clone(),
-            ca,
-            genesis_bytes,
-            clock,
-        )
-        .map_err(anyhow::Error::msg)?,
-    );
+    let monitor = Arc::new(Monitor::new(
+        config.name.clone(),
+        config.id,
+        raft.clone(),
+        state,
+        endpoint.clone(),
+        ca,
+        genesis_bytes,
+        clock,
+    )?);
     tokio::spawn(rpc::serve(endpoint.clone(), monitor.clone(), Limits::default()));
     tokio::spawn(tick_loop(monitor.clone()));
     tokio::spawn(ping_loop(monitor.clone()));

@@ -8,6 +8,7 @@
 
 pub mod command;
 pub mod daemon;
+pub mod error;
 pub mod failure;
 pub mod health;
 pub mod network;

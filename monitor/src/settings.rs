@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::SettingError;
+
 /// Every setting with its default and bounds. Times are in seconds unless the key says.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settings {
@@ -103,14 +105,15 @@ const KEYS: &[(&str, u64, u64)] = &[
 
 impl Settings {
     /// Sets `key` to `value`, refusing unknown keys and values out of bounds.
-    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
-        let &(_, low, high) = KEYS.iter().find(|(k, _, _)| *k == key).ok_or_else(|| {
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), SettingError> {
+        let &(key, low, high) = KEYS.iter().find(|(k, _, _)| *k == key).ok_or_else(|| {
             let known: Vec<&str> = KEYS.iter().map(|(k, _, _)| *k).collect();
-            format!("unknown setting '{key}' (known: {})", known.join(", "))
+            SettingError::Unknown { key: key.to_owned(), known: known.join(", ") }
         })?;
-        let n: u64 = value.parse().map_err(|_| format!("'{value}' is not a whole number"))?;
+        let n: u64 =
+            value.parse().map_err(|_| SettingError::NotANumber { key, value: value.to_owned() })?;
         if !(low..=high).contains(&n) {
-            return Err(format!("{key} = {n} is outside {low}..={high}"));
+            return Err(SettingError::OutOfRange { key, value: n, low, high });
         }
         match key {
             "mon.down_out_interval" => self.down_out_interval_s = n,
@@ -134,10 +137,13 @@ impl Settings {
                     _ => ratios.full = n as u32,
                 }
                 if !(ratios.nearfull <= ratios.backfillfull && ratios.backfillfull <= ratios.full) {
-                    return Err(format!(
-                        "{key} = {n} would break nearfull ({}) <= backfillfull ({}) <= full ({})",
-                        ratios.nearfull, ratios.backfillfull, ratios.full
-                    ));
+                    return Err(SettingError::FullOrder {
+                        key,
+                        value: n,
+                        nearfull: ratios.nearfull,
+                        backfillfull: ratios.backfillfull,
+                        full: ratios.full,
+                    });
                 }
                 self.full_ratios = ratios;
             }
@@ -214,15 +220,38 @@ mod tests {
     #[test]
     fn bad_settings_are_refused() {
         let mut settings = Settings::default();
-        assert!(settings.set("mon.nope", "1").unwrap_err().contains("unknown setting"));
-        assert!(
-            settings.set("mon.down_out_interval", "soon").unwrap_err().contains("whole number")
+        let unknown = settings.set("mon.nope", "1").unwrap_err();
+        assert!(matches!(&unknown, SettingError::Unknown { key, .. } if key == "mon.nope"));
+        assert!(unknown.to_string().contains("known: mon.down_out_interval"), "{unknown}");
+        assert_eq!(
+            settings.set("mon.down_out_interval", "soon"),
+            Err(SettingError::NotANumber { key: "mon.down_out_interval", value: "soon".into() })
         );
-        assert!(settings.set("mon.down_out_interval", "0").unwrap_err().contains("outside"));
-        assert!(settings.set("mon.full_percent", "101").unwrap_err().contains("outside"));
+        let (key, low, high) = KEYS[0];
+        assert_eq!(
+            settings.set(key, "0"),
+            Err(SettingError::OutOfRange { key, value: 0, low, high })
+        );
+        assert!(matches!(
+            settings.set("mon.full_percent", "101"),
+            Err(SettingError::OutOfRange { key: "mon.full_percent", value: 101, .. })
+        ));
         let order = settings.set("mon.nearfull_percent", "96").unwrap_err();
-        assert!(order.contains("nearfull (96) <= backfillfull (90) <= full (95)"), "{order}");
-        assert!(settings.set("mon.full_percent", "89").unwrap_err().contains("full (89)"));
+        assert_eq!(
+            order,
+            SettingError::FullOrder {
+                key: "mon.nearfull_percent",
+                value: 96,
+                nearfull: 96,
+                backfillfull: 90,
+                full: 95
+            }
+        );
+        assert!(order.to_string().contains("nearfull (96) <= backfillfull (90) <= full (95)"));
+        assert!(matches!(
+            settings.set("mon.full_percent", "89"),
+            Err(SettingError::FullOrder { full: 89, .. })
+        ));
         assert_eq!(settings, Settings::default());
         settings.set("mon.full_percent", "99").unwrap();
         settings.set("mon.backfillfull_percent", "97").unwrap();

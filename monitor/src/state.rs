@@ -18,6 +18,7 @@ use proto::{Access, Caps, Command, EntityKind, EntityName, ErrorCode, RemoteErro
 use serde::{Deserialize, Serialize};
 
 use crate::command;
+use crate::error::{AdmitError, StateError};
 use crate::settings::Settings;
 
 /// Incrementals kept for subscribers that are behind; further behind gets the full map.
@@ -114,8 +115,8 @@ pub struct ClusterState {
 }
 
 impl ClusterState {
-    pub fn from_snapshot(snapshot: Snapshot) -> Result<ClusterState, String> {
-        let map = OsdMap::new(snapshot.map).map_err(|e| format!("snapshot map: {e}"))?;
+    pub fn from_snapshot(snapshot: Snapshot) -> Result<ClusterState, StateError> {
+        let map = OsdMap::new(snapshot.map)?;
         Ok(ClusterState {
             map,
             history: snapshot.history.into(),
@@ -180,14 +181,15 @@ impl ClusterState {
         &self,
         entity: &EntityName,
         fingerprint: Option<&Fingerprint>,
-    ) -> Result<(), String> {
-        let identity = self.registry.get(entity).ok_or_else(|| {
-            format!("identity {entity} is unknown to this cluster (or was revoked)")
-        })?;
+    ) -> Result<(), AdmitError> {
+        let identity = self
+            .registry
+            .get(entity)
+            .ok_or_else(|| AdmitError::Unknown { entity: entity.clone() })?;
         match fingerprint {
-            Some(f) if *f != identity.fingerprint => Err(format!(
-                "the certificate of {entity} was replaced or revoked ({f} is not current)"
-            )),
+            Some(f) if *f != identity.fingerprint => {
+                Err(AdmitError::Replaced { entity: entity.clone(), fingerprint: f.to_string() })
+            }
             _ => Ok(()),
         }
     }
@@ -301,9 +303,7 @@ impl ClusterState {
     ) -> Result<CommandOutput, RemoteError> {
         match command {
             Command::ConfigSet { key, value } => {
-                self.settings
-                    .set(key, value)
-                    .map_err(|e| RemoteError::new(ErrorCode::Invalid, e))?;
+                self.settings.set(key, value)?;
                 Ok(CommandOutput::Done)
             }
             Command::AuthAdd { entity, mon_caps, osd_caps } => {

@@ -28,6 +28,7 @@ use rocksdb::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::error::StateError;
 use crate::state::{ClusterState, LogEntry, Snapshot as StateSnapshot};
 
 /// A monitor in the Raft membership: its name (`mon.NAME`) and address.
@@ -287,15 +288,17 @@ pub struct StateMachine {
 
 impl StateMachine {
     /// Loads the latest snapshot, or starts from `genesis`.
-    pub fn open(db: Arc<DB>, genesis: ClusterState) -> Result<StateMachine, String> {
+    pub fn open(db: Arc<DB>, genesis: ClusterState) -> Result<StateMachine, StateError> {
         let meta = db.cf_handle(CF_META).expect("the meta column family exists");
-        let stored = db.get_cf(meta, KEY_SNAPSHOT).map_err(|e| format!("read snapshot: {e}"))?;
+        let stored = db
+            .get_cf(meta, KEY_SNAPSHOT)
+            .map_err(|e| StateError::Read { what: "snapshot", reason: e.to_string() })?;
+        let decoding = |what| move |e: AnyError| StateError::Decode { what, reason: e.to_string() };
         let applied = match stored {
             Some(bytes) => {
-                let stored: StoredSnapshot =
-                    decode(&bytes).map_err(|e| format!("snapshot: {e}"))?;
+                let stored: StoredSnapshot = decode(&bytes).map_err(decoding("snapshot"))?;
                 let snapshot: StateSnapshot =
-                    decode(&stored.data).map_err(|e| format!("snapshot state: {e}"))?;
+                    decode(&stored.data).map_err(decoding("snapshot's state"))?;
                 Applied {
                     state: ClusterState::from_snapshot(snapshot)?,
                     last_applied: stored.meta.last_log_id,

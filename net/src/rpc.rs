@@ -137,8 +137,8 @@ pub trait Service: Send + Sync + 'static {
     /// What this service is asked: a frame that does not decode as one is refused.
     type Request: WireRequest;
     /// Whether `peer` may talk to this daemon at all; `Err` closes the connection with the
-    /// reason (an unknown or revoked identity).
-    fn admit(&self, peer: &Peer) -> Result<(), String>;
+    /// reason (an unknown or revoked identity: `PermissionDenied`).
+    fn admit(&self, peer: &Peer) -> Result<(), RemoteError>;
     /// The frame limits for requests from `peer` (by default, what `serve` was given).
     fn limits(&self, peer: &Peer, default: Limits) -> Limits {
         let _ = peer;
@@ -162,7 +162,8 @@ pub async fn serve<S: Service>(endpoint: Arc<dyn Endpoint>, service: Arc<S>, lim
     let for_others = Arc::new(Semaphore::new(STREAMS_IN_FLIGHT_MAX));
     while let Some(conn) = endpoint.accept().await {
         let peer = conn.peer().clone();
-        if let Err(reason) = service.admit(&peer) {
+        if let Err(refusal) = service.admit(&peer) {
+            let reason = refusal.message;
             tracing::warn!(peer = %peer.entity, addr = %peer.addr, %reason, "refused a connection");
             conn.close(&reason);
             continue;
@@ -184,7 +185,8 @@ async fn serve_connection<S: Service>(
     while let Some((send, recv)) = conn.accept().await {
         // Admission holds for each request, not just the handshake: an identity revoked
         // while connected is cut off at its next request.
-        if let Err(reason) = service.admit(&peer) {
+        if let Err(refusal) = service.admit(&peer) {
+            let reason = refusal.message;
             tracing::warn!(peer = %peer.entity, addr = %peer.addr, %reason, "closed a connection");
             conn.close(&reason);
             return;

@@ -15,7 +15,7 @@ use net::transport::quic::{QuicEndpoint, Tuning};
 use net::transport::tcp::TcpEndpoint;
 use net::transport::{BoxFuture, Endpoint, Peer};
 use proto::message::{MonRequest, Response};
-use proto::{EntityName, ErrorCode, TransportError};
+use proto::{EntityName, ErrorCode, RemoteError, TransportError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -36,12 +36,15 @@ impl Echo {
 impl Service for Echo {
     type Request = MonRequest;
 
-    fn admit(&self, peer: &Peer) -> Result<(), String> {
+    fn admit(&self, peer: &Peer) -> Result<(), RemoteError> {
         let name = peer.entity.to_string();
         if name == "client.banned"
             || (name == "client.late" && self.revoked.load(std::sync::atomic::Ordering::SeqCst))
         {
-            Err(format!("identity {name} was revoked"))
+            Err(RemoteError::new(
+                ErrorCode::PermissionDenied,
+                format!("identity {name} was revoked"),
+            ))
         } else {
             Ok(())
         }

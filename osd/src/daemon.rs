@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,8 +36,6 @@ use crate::caps::CapsCache;
 use crate::pg::actor::{self, ClientOp, Event, Pg, Shared};
 use crate::rocks::RocksEngine;
 use crate::space::{MEASURE_INTERVAL, Space};
-use crate::syncer::Syncer;
-use crate::throttle::Throttle;
 use crate::tracker::OpTracker;
 
 pub const CONFIG_FILE: &str = "osd.toml";
@@ -519,7 +517,7 @@ impl rpc::Service for Service {
     type Request = OsdRequest;
 
     /// The transport proved the peer's certificate is the cluster CA's.
-    fn admit(&self, _peer: &Peer) -> Result<(), String> {
+    fn admit(&self, _peer: &Peer) -> Result<(), RemoteError> {
         Ok(())
     }
 
@@ -600,13 +598,49 @@ fn born_epoch(store: &dyn ObjectStore, now: Epoch) -> anyhow::Result<Epoch> {
     Ok(now)
 }
 
+/// What an OSD runs on. `run` makes them from the OSD's folder (RocksDB and its block
+/// file, QUIC and TCP endpoints on the configured address); `start` takes any, so a
+/// cluster of OSDs can run in one process on other stores and transports. Timers still
+/// come from tokio (a paused runtime controls them) and wall time from the system.
+pub struct Parts {
+    pub config: OsdConfig,
+    /// How the OSD reaches the monitors (and which transport it uses to other OSDs).
+    pub client: ClientConfig,
+    pub store: Arc<dyn ObjectStore>,
+    /// The folder whose file system the store fills (for `osd df` and the full ratios).
+    pub store_dir: PathBuf,
+    /// For clients and monitors (QUIC).
+    pub endpoint: Arc<dyn Endpoint>,
+    /// For the data path between OSDs where it is TCP, at the same address.
+    pub tcp: Arc<dyn Endpoint>,
+}
+
 /// Runs the OSD in `dir` until the process is stopped.
 pub async fn run(dir: &Path) -> anyhow::Result<()> {
     crate::failpoints::configure_from_env()?;
+    let parts = open(dir)?;
+    let running = start(parts).await?;
+    let pid_path = dir.join(PID_FILE);
+    std::fs::write(&pid_path, std::process::id().to_string())
+        .with_context(|| format!("write {}", pid_path.display()))?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let stop = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    let result = running.follow_maps(stop).await;
+    let _ = std::fs::remove_file(&pid_path);
+    result
+}
+
+/// The OSD's configuration, its RocksDB store and its endpoints, from its folder.
+fn open(dir: &Path) -> anyhow::Result<Parts> {
     let config = OsdConfig::load(dir)?;
-    let client_config =
+    let client =
         ClientConfig::load(&dir.join(CLIENT_FILE)).context("load the OSD's client.toml")?;
-    let credentials = client_config.credentials().map_err(anyhow::Error::msg)?;
+    let credentials = client.credentials().map_err(anyhow::Error::msg)?;
     if credentials.entity.osd_id() != Some(config.id) {
         bail!(
             "the credentials in {} are {}, not osd.{}",
@@ -622,39 +656,35 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     let blocks = BlockFile::open(&block_path)?;
     let store = KvObjectStore::with_blocks(engine, blocks)
         .with_context(|| format!("read the object store in {}", store_dir.display()))?;
-    let store: Arc<dyn ObjectStore> = Arc::new(store);
     let (endpoint, tcp) = listen(config.addr.parse()?, &credentials)?;
+    Ok(Parts { config, client, store: Arc::new(store), store_dir, endpoint, tcp })
+}
+
+/// A started OSD: booted, serving, and its background tasks running.
+pub struct Running {
+    pub osd: Arc<Osd>,
+    pub addr: SocketAddr,
+    mon: Arc<MonClient>,
+    first: Arc<OsdMap>,
+    map_tx: watch::Sender<Option<Arc<OsdMap>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts an OSD on `parts`: serves its endpoints, fetches the map, starts the PGs its
+/// store holds and boots with the monitors.
+pub async fn start(parts: Parts) -> anyhow::Result<Running> {
+    let Parts { config, client, store, store_dir, endpoint, tcp } = parts;
     let addr = endpoint.local_addr();
-    let to_osds = match client_config.osd_transport {
+    let to_osds = match client.osd_transport {
         OsdTransport::Tcp => tcp.clone(),
         OsdTransport::Quic => endpoint.clone(),
     };
     let (pg_temp_tx, pg_temp_rx) = mpsc::channel(PG_TEMP_QUEUE);
-    let shared = Arc::new(Shared {
-        me: config.id,
-        pg_temp: pg_temp_tx,
-        syncer: Syncer::start(store.clone()).context("start the sync thread")?,
-        space: Space::new(config.id, store_dir.clone(), config.capacity_bytes),
-        store,
-        conns: Arc::new(OsdConnections::new(to_osds)),
-        recovery: Throttle::new(RECOVERY_ACTIVE_MAX),
-        backfill: Throttle::new(BACKFILL_ACTIVE_MAX),
-        recovered_objects: Default::default(),
-        recovered_bytes: Default::default(),
-        scrubs: Arc::new(tokio::sync::Semaphore::new(1)),
-        scrub_interval_ms: AtomicU64::new(24 * 3600 * 1000),
-        deep_scrub_interval_ms: AtomicU64::new(7 * 24 * 3600 * 1000),
-        scrub_sleep_ms: AtomicU64::new(20),
-        client_ops: AtomicU64::new(0),
-        op_complaint_time_s: AtomicU64::new(30),
-        scrub_load_threshold_percent: AtomicU64::new(50),
-        load_per_cpu_percent: AtomicU64::new(0),
-        last_recovery_ms: Default::default(),
-        last_backfill_ms: Default::default(),
-        last_scrub_ms: Default::default(),
-        born: AtomicU64::new(u64::MAX),
-        quarantined: Default::default(),
-    });
+    let space = Space::new(config.id, store_dir, config.capacity_bytes);
+    let conns = Arc::new(OsdConnections::new(to_osds));
+    let shared =
+        Shared::new(config.id, store, space, conns, pg_temp_tx).context("start the sync thread")?;
+    let shared = Arc::new(shared);
     shared.space.measure(shared.store.as_ref());
     let (map_tx, map_rx) = watch::channel(None);
     let osd = Arc::new(Osd {
@@ -667,9 +697,15 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         map_hash: Mutex::new((Epoch(0), 0)),
         clock: Mutex::default(),
     });
-    tokio::spawn(rpc::serve(endpoint.clone(), Arc::new(Service(osd.clone())), Limits::default()));
-    tokio::spawn(rpc::serve(tcp, Arc::new(Service(osd.clone())), Limits::default()));
-    let mon = Arc::new(MonClient::with_endpoint(client_config, endpoint));
+    let mut tasks = vec![
+        tokio::spawn(rpc::serve(
+            endpoint.clone(),
+            Arc::new(Service(osd.clone())),
+            Limits::default(),
+        )),
+        tokio::spawn(rpc::serve(tcp, Arc::new(Service(osd.clone())), Limits::default())),
+    ];
+    let mon = Arc::new(MonClient::with_endpoint(client, endpoint));
     osd.caps.connect(mon.clone());
     // The first map, then boot: PGs that already exist here start from it.
     let first = mon.map().await.context("fetch the map from the monitors")?;
@@ -687,81 +723,91 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         .await
         .context("boot")?;
     tracing::info!(osd = config.id, %addr, epoch = %first.epoch(), "booted");
-    let pid_path = dir.join(PID_FILE);
-    std::fs::write(&pid_path, std::process::id().to_string())
-        .with_context(|| format!("write {}", pid_path.display()))?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let me = OsdId(config.id);
-    let beacon = {
-        let (mon, osd, addr) = (mon.clone(), osd.clone(), addr.to_string());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(BEACON_INTERVAL);
-            let mut booted = Instant::now();
-            loop {
-                tick.tick().await;
-                let map = osd.current_map();
-                let epoch = map.as_ref().map(|m| m.epoch()).unwrap_or_default();
-                // Marked down while alive (a false failure report): boot again, once the
-                // map has said so for a while. Not on every map that shows it down: the
-                // monitors mark a restarted OSD down and then up in the next epoch.
-                let down = map.is_some_and(|m| m.osd(me).is_some_and(|s| !s.up));
-                if down && booted.elapsed() >= REBOOT_AFTER {
-                    booted = Instant::now();
-                    let boot = MonRequest::OsdBoot { osd: osd.shared.me, addr: addr.clone() };
-                    if let Err(e) = mon.send(boot).await {
-                        tracing::warn!(error = %e, "boot again failed");
-                    }
+    tasks.extend([
+        tokio::spawn(beacons(mon.clone(), osd.clone(), addr.to_string())),
+        tokio::spawn(osd.clone().heartbeats(mon.clone())),
+        tokio::spawn(osd.clone().report_stats(mon.clone())),
+        tokio::spawn(measure_space(osd.shared.clone())),
+        tokio::spawn(send_pg_temp(mon.clone(), config.id, pg_temp_rx)),
+    ]);
+    Ok(Running { osd, addr, mon, first, map_tx, tasks })
+}
+
+impl Running {
+    /// Applies every new map until `stop` completes, then stops the background tasks and
+    /// syncs the store.
+    pub async fn follow_maps(
+        self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let Running { osd, mon, first, map_tx, tasks, .. } = self;
+        // Every epoch in turn: a PG's interval starts at the epoch its mapping changed, and
+        // peers agree on it only if each of them saw that epoch.
+        let mut watch = mon.watch_every_epoch(Some((*first).clone()));
+        tokio::pin!(stop);
+        let result = loop {
+            tokio::select! {
+                next = watch.next() => {
+                    let map = match next.context("follow the map") {
+                        Ok(map) => Arc::new(map.clone()),
+                        Err(e) => break Err(e),
+                    };
+                    osd.set_map(&map_tx, map.clone());
+                    osd.apply_map(&map).await;
                 }
-                match mon.beacon(osd.shared.me, epoch).await {
-                    Ok(config) => osd.shared.configure(&config),
-                    Err(e) => tracing::warn!(error = %e, "beacon failed"),
-                }
+                _ = &mut stop => break Ok(()),
             }
-        })
-    };
-    let heartbeats = tokio::spawn(osd.clone().heartbeats(mon.clone()));
-    let stats = tokio::spawn(osd.clone().report_stats(mon.clone()));
-    let measure = {
-        let shared = osd.shared.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(MEASURE_INTERVAL);
-            loop {
-                tick.tick().await;
-                let shared = shared.clone();
-                let measured = tokio::task::spawn_blocking(move || {
-                    shared.space.measure(shared.store.as_ref());
-                    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-                    let per_cpu = u64::from(load_average_milli()) / 10 / cpus as u64;
-                    shared.load_per_cpu_percent.store(per_cpu, Ordering::Relaxed);
-                });
-                let _ = measured.await;
-            }
-        })
-    };
-    let pg_temp = tokio::spawn(send_pg_temp(mon.clone(), config.id, pg_temp_rx));
-    // Every epoch in turn: a PG's interval starts at the epoch its mapping changed, and
-    // peers agree on it only if each of them saw that epoch.
-    let mut watch = mon.watch_every_epoch(Some((*first).clone()));
+        };
+        tracing::info!("stopping");
+        for task in tasks {
+            task.abort();
+        }
+        osd.shared.store.sync()?;
+        result
+    }
+}
+
+/// Beacons to the monitors, which answer with the OSDs' settings; boots again when marked
+/// down while alive (a false failure report), once the map has said so for a while. Not
+/// on every map that shows it down: the monitors mark a restarted OSD down and then up in
+/// the next epoch.
+async fn beacons(mon: Arc<MonClient>, osd: Arc<Osd>, addr: String) {
+    let me = OsdId(osd.shared.me);
+    let mut tick = tokio::time::interval(BEACON_INTERVAL);
+    let mut booted = Instant::now();
     loop {
-        tokio::select! {
-            next = watch.next() => {
-                let map = Arc::new(next.context("follow the map")?.clone());
-                osd.set_map(&map_tx, map.clone());
-                osd.apply_map(&map).await;
+        tick.tick().await;
+        let map = osd.current_map();
+        let epoch = map.as_ref().map(|m| m.epoch()).unwrap_or_default();
+        let down = map.is_some_and(|m| m.osd(me).is_some_and(|s| !s.up));
+        if down && booted.elapsed() >= REBOOT_AFTER {
+            booted = Instant::now();
+            let boot = MonRequest::OsdBoot { osd: osd.shared.me, addr: addr.clone() };
+            if let Err(e) = mon.send(boot).await {
+                tracing::warn!(error = %e, "boot again failed");
             }
-            _ = tokio::signal::ctrl_c() => break,
-            _ = term.recv() => break,
+        }
+        match mon.beacon(osd.shared.me, epoch).await {
+            Ok(config) => osd.shared.configure(&config),
+            Err(e) => tracing::warn!(error = %e, "beacon failed"),
         }
     }
-    tracing::info!("stopping");
-    let _ = std::fs::remove_file(&pid_path);
-    beacon.abort();
-    heartbeats.abort();
-    stats.abort();
-    measure.abort();
-    pg_temp.abort();
-    osd.shared.store.sync()?;
-    Ok(())
+}
+
+/// Measures the store's space and the machine's load, off the runtime's threads.
+async fn measure_space(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(MEASURE_INTERVAL);
+    loop {
+        tick.tick().await;
+        let shared = shared.clone();
+        let measured = tokio::task::spawn_blocking(move || {
+            shared.space.measure(shared.store.as_ref());
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let per_cpu = u64::from(load_average_milli()) / 10 / cpus as u64;
+            shared.load_per_cpu_percent.store(per_cpu, Ordering::Relaxed);
+        });
+        let _ = measured.await;
+    }
 }
 
 #[cfg(test)]

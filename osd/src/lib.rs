@@ -2,6 +2,7 @@
 
 pub mod caps;
 pub mod daemon;
+pub mod error;
 pub mod failpoints;
 pub mod pg;
 pub mod rocks;

@@ -495,6 +495,23 @@ pub enum PeerResponse {
     ShardRead,
 }
 
+impl PeerResponse {
+    /// The kind of answer, for errors that say what came instead of what was asked.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PeerResponse::Info { .. } => "info",
+            PeerResponse::Log { .. } => "log",
+            PeerResponse::Activated { .. } => "activated",
+            PeerResponse::Done => "done",
+            PeerResponse::Object(_) => "object",
+            PeerResponse::Scanned { .. } => "scanned",
+            PeerResponse::Pushed { .. } => "pushed",
+            PeerResponse::ScrubMap { .. } => "scrub map",
+            PeerResponse::ShardRead => "shard read",
+        }
+    }
+}
+
 /// A PG's state as its primary reports it to the monitors.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PgStat {

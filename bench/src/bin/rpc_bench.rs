@@ -131,7 +131,7 @@ struct Answerer;
 impl Service for Answerer {
     type Request = OsdRequest;
 
-    fn admit(&self, _peer: &Peer) -> Result<(), String> {
+    fn admit(&self, _peer: &Peer) -> Result<(), proto::RemoteError> {
         Ok(())
     }
 

@@ -33,6 +33,7 @@ use proto::{
 };
 use tokio::sync::mpsc;
 
+use crate::error::StateError;
 use crate::failure::FailureDetector;
 use crate::health::{self, DaemonEpoch};
 use crate::pgstats::PgStatsTable;
@@ -157,8 +158,8 @@ impl Monitor {
         ca: Option<ClusterCa>,
         genesis: Bytes,
         clock: Clock,
-    ) -> Result<Monitor, String> {
-        let entity = EntityName::mon(&name)?;
+    ) -> Result<Monitor, StateError> {
+        let entity = EntityName::mon(&name).map_err(StateError::Name)?;
         Ok(Monitor {
             name,
             entity,
@@ -568,8 +569,8 @@ impl Monitor {
 impl rpc::Service for Monitor {
     type Request = MonRequest;
 
-    fn admit(&self, peer: &Peer) -> Result<(), String> {
-        self.state.read(|a| a.state.admit(&peer.entity, peer.fingerprint.as_ref()))
+    fn admit(&self, peer: &Peer) -> Result<(), RemoteError> {
+        Ok(self.state.read(|a| a.state.admit(&peer.entity, peer.fingerprint.as_ref()))?)
     }
 
     /// Only monitors send bulk payloads (Raft's messages); anyone else's requests are

@@ -96,7 +96,7 @@ impl Pg {
                                 }
                             }
                             (other, _) => {
-                                return Err(format!("osd.{osd} answered a scan with {other:?}"));
+                                return Err(PeerError::unexpected(osd, "a scan", &other).into());
                             }
                         }
                     }
@@ -121,7 +121,7 @@ impl Pg {
     pub(super) fn scanned(
         &mut self,
         until: Option<ObjectName>,
-        result: Result<BTreeMap<u32, Vec<(ObjectName, Version)>>, String>,
+        result: Result<BTreeMap<u32, Vec<(ObjectName, Version)>>, TaskError>,
     ) {
         self.bf.scanning = false;
         let theirs = match result {
@@ -227,19 +227,17 @@ impl Pg {
                 // The primary's own shard says which version the object has; an object it
                 // lacks is removed from the targets below, as for copies.
                 let oid = object_id(&object);
-                let meta = shared.store.stat(c, &oid).map_err(|e| e.to_string())?;
+                let meta = shared.store.stat(c, &oid).map_err(TaskError::from)?;
                 if let (Some((source, sources, shard_targets)), Some(meta)) = (erasure, meta) {
                     let (bytes, full) = source
                         .rebuild(&object, Some(meta.version), &sources, &shard_targets)
-                        .await
-                        .map_err(|e| format!("{e:?}"))?;
+                        .await?;
                     for osd in full {
                         shared.space.learned_backfillfull(osd);
                     }
                     return Ok(Some(bytes));
                 }
-                let (state, bulk) =
-                    read_state(shared.store.as_ref(), c, &object).map_err(|e| e.message)?;
+                let (state, bulk) = read_state(shared.store.as_ref(), c, &object)?;
                 for osd in targets {
                     let request = PeerRequest::Push { state: state.clone() };
                     let (response, _) = peers.call(osd, request, bulk.clone()).await?;
@@ -263,7 +261,11 @@ impl Pg {
         });
     }
 
-    pub(super) fn backfilled(&mut self, object: ObjectName, result: Result<Option<u64>, String>) {
+    pub(super) fn backfilled(
+        &mut self,
+        object: ObjectName,
+        result: Result<Option<u64>, RecoveryError>,
+    ) {
         match result {
             Ok(None) => {
                 // Not pushed: the object waits, and writes to it meanwhile reach the
@@ -298,7 +300,7 @@ impl Pg {
             let mut result = Ok(());
             for osd in targets {
                 if let Err(e) = peers.call(osd, PeerRequest::BackfillDone, Bytes::new()).await {
-                    result = Err(e);
+                    result = Err(e.into());
                     break;
                 }
             }
@@ -308,7 +310,7 @@ impl Pg {
 
     /// The targets hold complete copies: acting ones take writes as any other, and an
     /// acting-set override ends (the up set peers anew, now complete).
-    pub(super) fn backfill_finished(&mut self, result: Result<(), String>) {
+    pub(super) fn backfill_finished(&mut self, result: Result<(), TaskError>) {
         self.bf.finishing = false;
         if let Err(e) = result {
             tracing::info!(pg = %self.id, error = %e, "could not finish backfill; retrying");

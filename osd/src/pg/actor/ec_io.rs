@@ -445,10 +445,13 @@ impl ShardSource {
         &self,
         shard: usize,
         object: &ObjectName,
-    ) -> Result<(ObjectState, Bytes), String> {
-        let osd = self.osds.get(shard).copied().flatten().ok_or("no OSD holds the shard")?;
+    ) -> Result<(ObjectState, Bytes), TaskError> {
+        let Some(osd) = self.osds.get(shard).copied().flatten() else {
+            let why = format!("no OSD holds shard {shard}");
+            return Err(err(ErrorCode::Unavailable, why).into());
+        };
         if osd == self.shared.me {
-            return read_state(self.shared.store.as_ref(), self.c, object).map_err(|e| e.message);
+            return Ok(read_state(self.shared.store.as_ref(), self.c, object)?);
         }
         match self
             .peers
@@ -460,7 +463,7 @@ impl ShardSource {
             .await?
         {
             (PeerResponse::Object(state), bulk) => Ok((state, bulk)),
-            (other, _) => Err(format!("osd.{osd} answered a pull with {other:?}")),
+            (other, _) => Err(PeerError::unexpected(osd, "a pull", &other).into()),
         }
     }
 
@@ -477,7 +480,6 @@ impl ShardSource {
         targets: &[(u32, usize)],
     ) -> Result<(u64, Vec<u32>), RecoveryError> {
         let layout = &self.layout;
-        use RecoveryError::{Failed, Unfound};
         let mut shards: Vec<Option<Vec<u8>>> = vec![None; layout.shards()];
         let mut state: Option<ObjectState> = None;
         // Sources that have no such object: with no version wanted (ZERO: whatever the
@@ -518,21 +520,19 @@ impl ShardSource {
                 ObjectState { object: object.clone(), version: Version::ZERO, body: None }
             }
             None => {
-                return Err(Unfound(format!(
-                    "no shard of {object} at the version wanted answered"
-                )));
+                return Err(RecoveryError::NoShard { object: object.clone() });
             }
         };
         if state.body.is_some() {
             if found < layout.k() {
-                return Err(Unfound(format!(
-                    "{found} shards of {object} at version {} answered; decoding needs {}",
-                    state.version,
-                    layout.k()
-                )));
+                let (object, version, k) = (object.clone(), state.version, layout.k());
+                return Err(RecoveryError::TooFewShards { object, version, found, k });
             }
             if shards.iter().flatten().next().is_some_and(|s| !s.is_empty()) {
-                layout.codec().reconstruct(&mut shards).map_err(|e| Failed(e.to_string()))?;
+                layout.codec().reconstruct(&mut shards).map_err(|e| TaskError::Encode {
+                    object: object.clone(),
+                    reason: e.to_string(),
+                })?;
             } else {
                 shards.iter_mut().for_each(|s| *s = Some(Vec::new()));
             }
@@ -547,13 +547,11 @@ impl ShardSource {
             }
             if osd == self.shared.me {
                 self.shared.space.wrote(bulk.len() as u64);
-                apply_state(self.shared.store.as_ref(), self.c, &state, &bulk)
-                    .map_err(|e| Failed(e.message))?;
-                self.shared.syncer.sync().await.map_err(|e| Failed(e.message))?;
+                apply_state(self.shared.store.as_ref(), self.c, &state, &bulk)?;
+                self.shared.syncer.sync().await?;
             } else {
                 let request = PeerRequest::Push { state };
-                let (response, _) =
-                    self.peers.call(osd, request, bulk.clone()).await.map_err(Failed)?;
+                let (response, _) = self.peers.call(osd, request, bulk.clone()).await?;
                 if let PeerResponse::Pushed { backfillfull: true } = response {
                     full.push(osd);
                 }

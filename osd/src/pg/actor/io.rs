@@ -219,7 +219,7 @@ impl Peers {
         osd: u32,
         request: PeerRequest,
         bulk: Bytes,
-    ) -> Result<(PeerResponse, Bytes), String> {
+    ) -> Result<(PeerResponse, Bytes), PeerError> {
         let (map, epoch) = (&self.map, self.map.epoch());
         call_peer(&self.conns, map, osd, self.pg, epoch, self.interval, request, bulk).await
     }
@@ -239,15 +239,17 @@ pub(super) async fn call_peer(
     interval: Epoch,
     request: PeerRequest,
     bulk: Bytes,
-) -> Result<(PeerResponse, Bytes), String> {
+) -> Result<(PeerResponse, Bytes), PeerError> {
     let addr = map
         .osd(placement::OsdId(osd))
         .and_then(|s| s.addr.clone())
-        .ok_or_else(|| format!("osd.{osd} has no address in the map"))?;
+        .ok_or(PeerError::NoAddress { osd })?;
     let request = OsdRequest::Peer { pg, epoch, interval, request };
     match conns.call(osd, &addr, &request, &bulk, PEER_TIMEOUT).await {
         Ok((Response::Peer(response), bulk)) => Ok((response, bulk)),
-        Ok((other, _)) => Err(format!("osd.{osd} answered with {}", other.name())),
-        Err(e) => Err(format!("osd.{osd}: {e}")),
+        Ok((other, _)) => {
+            Err(PeerError::Unexpected { osd, asked: "a peer request", got: other.name() })
+        }
+        Err(source) => Err(PeerError::Call { osd, source }),
     }
 }

@@ -31,6 +31,8 @@ use proto::osd::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use crate::error::{PeerError, RecoveryError, TaskError};
+
 use super::ec::{self as ecw, EC_SIZE_XATTR, Logical};
 use super::log::{LOG_ENTRIES_KEPT, PgLog};
 use super::ops::{self, object_id, object_name, store_error};
@@ -141,6 +143,43 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// An OSD's shared state with the defaults its settings start from (until the
+    /// monitors' first beacon answer); starts the sync thread.
+    pub fn new(
+        me: u32,
+        store: Arc<dyn ObjectStore>,
+        space: Space,
+        conns: Arc<OsdConnections>,
+        pg_temp: mpsc::Sender<(PgId, Vec<Option<u32>>)>,
+    ) -> std::io::Result<Shared> {
+        use crate::daemon::{BACKFILL_ACTIVE_MAX, RECOVERY_ACTIVE_MAX};
+        Ok(Shared {
+            me,
+            pg_temp,
+            syncer: Syncer::start(store.clone())?,
+            space,
+            store,
+            conns,
+            recovery: Throttle::new(RECOVERY_ACTIVE_MAX),
+            backfill: Throttle::new(BACKFILL_ACTIVE_MAX),
+            recovered_objects: Default::default(),
+            recovered_bytes: Default::default(),
+            scrubs: Arc::new(tokio::sync::Semaphore::new(1)),
+            scrub_interval_ms: AtomicU64::new(24 * 3600 * 1000),
+            deep_scrub_interval_ms: AtomicU64::new(7 * 24 * 3600 * 1000),
+            scrub_sleep_ms: AtomicU64::new(20),
+            client_ops: AtomicU64::new(0),
+            op_complaint_time_s: AtomicU64::new(30),
+            scrub_load_threshold_percent: AtomicU64::new(50),
+            load_per_cpu_percent: AtomicU64::new(0),
+            last_recovery_ms: Default::default(),
+            last_backfill_ms: Default::default(),
+            last_scrub_ms: Default::default(),
+            born: AtomicU64::new(u64::MAX),
+            quarantined: Default::default(),
+        })
+    }
+
     /// Applies the settings the monitors sent.
     pub fn configure(&self, config: &OsdConfig) {
         self.space.configure(config);
@@ -204,11 +243,11 @@ pub enum Event {
     },
     Peered {
         interval: Epoch,
-        result: Result<Peered, String>,
+        result: Result<Peered, TaskError>,
     },
     Activated {
         interval: Epoch,
-        result: Result<BTreeMap<u32, BTreeMap<ObjectName, Version>>, String>,
+        result: Result<BTreeMap<u32, BTreeMap<ObjectName, Version>>, TaskError>,
     },
     Committed {
         interval: Epoch,
@@ -229,19 +268,19 @@ pub enum Event {
     Scanned {
         interval: Epoch,
         until: Option<ObjectName>,
-        result: Result<BTreeMap<u32, Vec<(ObjectName, Version)>>, String>,
+        result: Result<BTreeMap<u32, Vec<(ObjectName, Version)>>, TaskError>,
     },
     /// One object backfilled (pushed to, or removed from, its targets).
     Backfilled {
         interval: Epoch,
         object: ObjectName,
         /// Bytes pushed, or `None`: not pushed, a target was backfillfull.
-        result: Result<Option<u64>, String>,
+        result: Result<Option<u64>, RecoveryError>,
     },
     /// The targets have been told their backfill is done.
     BackfillFinished {
         interval: Epoch,
-        result: Result<(), String>,
+        result: Result<(), TaskError>,
     },
     /// Try backfill (or ending the acting-set override) again after a failure.
     BackfillRetry {
@@ -264,7 +303,7 @@ pub enum Event {
     /// The copies of one chunk compared.
     ScrubChunk {
         interval: Epoch,
-        result: Result<Vec<scrub::Inconsistency>, String>,
+        result: Result<Vec<scrub::Inconsistency>, TaskError>,
     },
     /// Time for the next chunk.
     ScrubNext {
@@ -310,14 +349,6 @@ impl Blocked {
 pub enum Peered {
     Blocked(Blocked),
     Plan { plan: Plan, auth_log: Option<(Version, Vec<LogEntry>)>, auth_stats: ObjectCounts },
-}
-
-/// Why an object was not recovered.
-#[derive(Debug)]
-pub enum RecoveryError {
-    /// No OSD asked has the version the log calls for.
-    Unfound(String),
-    Failed(String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -35,7 +35,7 @@ impl Pg {
             conns: self.shared.conns.clone(),
         };
         tokio::spawn(async move {
-            let result = task.run().await;
+            let result = task.run().await.map_err(TaskError::from);
             let _ = inbox.send(Event::Peered { interval, result }).await;
         });
     }
@@ -52,7 +52,7 @@ impl Pg {
         });
     }
 
-    pub(super) fn peered(&mut self, result: Result<Peered, String>) {
+    pub(super) fn peered(&mut self, result: Result<Peered, TaskError>) {
         let (plan, auth_log, auth_stats) = match result {
             Err(e) => {
                 tracing::info!(pg = %self.id, error = %e, "peering round failed; retrying");
@@ -150,13 +150,13 @@ impl Pg {
                         }
                     }
                     Ok((other, _)) => {
-                        failure = Some(format!("osd.{osd} answered activate with {other:?}"))
+                        failure = Some(PeerError::unexpected(osd, "activate", &other))
                     }
-                    Err(e) => failure = Some(format!("osd.{osd}: {e}")),
+                    Err(e) => failure = Some(e),
                 }
             }
             let result = match failure {
-                Some(e) => Err(e),
+                Some(e) => Err(e.into()),
                 None => Ok(missing),
             };
             let _ = inbox.send(Event::Activated { interval, result }).await;
@@ -171,7 +171,7 @@ impl Pg {
         &mut self,
         tail: Version,
         entries: &[LogEntry],
-    ) -> Result<BTreeMap<ObjectName, Version>, String> {
+    ) -> Result<BTreeMap<ObjectName, Version>, StoreError> {
         let before: Vec<Version> = self.log.entries().map(|e| e.version).collect();
         let mut merge = self.log.merge_authoritative(tail, entries);
         let mut ops = self.roll_back(&mut merge);
@@ -194,7 +194,7 @@ impl Pg {
             ops.insert(0, TxOp::CreateCollection(self.c));
             self.exists = true;
         }
-        self.shared.store.apply(&Transaction { ops }).map_err(|e| e.to_string())?;
+        self.shared.store.apply(&Transaction { ops })?;
         self.rollbacks.clear();
         Ok(merge.missing)
     }
@@ -274,7 +274,7 @@ impl Pg {
 
     pub(super) fn activated(
         &mut self,
-        result: Result<BTreeMap<u32, BTreeMap<ObjectName, Version>>, String>,
+        result: Result<BTreeMap<u32, BTreeMap<ObjectName, Version>>, TaskError>,
     ) {
         match result {
             Err(e) => {
@@ -321,7 +321,7 @@ pub(super) struct PeeringTask {
 }
 
 impl PeeringTask {
-    pub(super) async fn run(self) -> Result<Peered, String> {
+    pub(super) async fn run(self) -> Result<Peered, PeerError> {
         let mut infos = BTreeMap::from([(self.me, self.mine.clone())]);
         // The shard position each answering OSD's copy is for (erasure-coded PGs).
         let mut held: BTreeMap<u32, usize> = BTreeMap::new();
@@ -388,7 +388,7 @@ impl PeeringTask {
                                 infos.insert(osd, info.map(|i| *i));
                             }
                             Ok((other, _)) => {
-                                return Err(format!("osd.{osd} answered a query with {other:?}"));
+                                return Err(PeerError::unexpected(osd, "a query", &other));
                             }
                             Err(e) => return Err(e),
                         }
@@ -430,7 +430,7 @@ impl PeeringTask {
     /// The authority's whole log (its tail and entries), a page of `LOG_PAGE_MAX` entries
     /// at a time. Each page must begin after the last: an authority takes no writes while
     /// its PG peers, so the pages end.
-    async fn fetch_log(&self, auth: u32) -> Result<(Version, Vec<LogEntry>), String> {
+    async fn fetch_log(&self, auth: u32) -> Result<(Version, Vec<LogEntry>), PeerError> {
         let (mut tail, mut entries) = (None, Vec::new());
         loop {
             let after = entries.last().map_or(Version::ZERO, |e: &LogEntry| e.version);
@@ -441,7 +441,7 @@ impl PeeringTask {
                 (PeerResponse::Log { entries: page, tail: page_tail, more }, _) => {
                     if page.first().is_some_and(|e| e.version <= after) || (more && page.is_empty())
                     {
-                        return Err(format!("osd.{auth} answered a log page out of order"));
+                        return Err(PeerError::OutOfOrder { osd: auth });
                     }
                     // The first page's tail: a trim between pages leaves entries older
                     // than a later tail in hand, which the merge accepts.
@@ -451,7 +451,7 @@ impl PeeringTask {
                         return Ok((tail.unwrap_or_default(), entries));
                     }
                 }
-                (other, _) => return Err(format!("osd.{auth} answered get-log with {other:?}")),
+                (other, _) => return Err(PeerError::unexpected(auth, "get-log", &other)),
             }
         }
     }

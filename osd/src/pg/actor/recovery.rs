@@ -69,15 +69,14 @@ impl Pg {
         );
         let want = self.missing.get(&me).and_then(|m| m.get(&object)).copied().unwrap_or_default();
         tokio::spawn(async move {
-            use RecoveryError::Failed;
             let _permit = if urgent { None } else { shared.recovery.acquire().await.ok() };
             let result = async {
                 let epoch = map.epoch();
                 let mut moved = 0u64;
                 if i_lack {
-                    let source = source.filter(|&s| s != me).ok_or_else(|| {
-                        RecoveryError::Unfound(format!("no other copy of {object} is reachable"))
-                    })?;
+                    let source = source
+                        .filter(|&s| s != me)
+                        .ok_or_else(|| RecoveryError::NoSource { object: object.clone() })?;
                     let request =
                         PeerRequest::Pull { object: object.clone(), shard: objectstore::NO_SHARD };
                     let (response, bulk) = call_peer(
@@ -90,28 +89,21 @@ impl Pg {
                         request,
                         Bytes::new(),
                     )
-                    .await
-                    .map_err(Failed)?;
+                    .await?;
                     let PeerResponse::Object(state) = response else {
-                        return Err(Failed(format!(
-                            "osd.{source} answered a pull with {response:?}"
-                        )));
+                        return Err(PeerError::unexpected(source, "a pull", &response).into());
                     };
                     if state.version < want {
-                        return Err(RecoveryError::Unfound(format!(
-                            "osd.{source} has version {} of {object}, not {want}",
-                            state.version
-                        )));
+                        let (object, has) = (object.clone(), state.version);
+                        return Err(RecoveryError::Older { osd: source, object, has, want });
                     }
                     shared.space.wrote(bulk.len() as u64);
-                    apply_state(shared.store.as_ref(), c, &state, &bulk)
-                        .map_err(|e| Failed(e.message))?;
-                    shared.syncer.sync().await.map_err(|e| Failed(e.message))?;
+                    apply_state(shared.store.as_ref(), c, &state, &bulk)?;
+                    shared.syncer.sync().await?;
                     moved += bulk.len() as u64;
                 }
                 if !targets.is_empty() {
-                    let (state, bulk) = read_state(shared.store.as_ref(), c, &object)
-                        .map_err(|e| Failed(e.message))?;
+                    let (state, bulk) = read_state(shared.store.as_ref(), c, &object)?;
                     for osd in targets {
                         let request = PeerRequest::Push { state: state.clone() };
                         call_peer(
@@ -124,8 +116,7 @@ impl Pg {
                             request,
                             bulk.clone(),
                         )
-                        .await
-                        .map_err(Failed)?;
+                        .await?;
                         moved += bulk.len() as u64;
                     }
                 }
@@ -185,12 +176,12 @@ impl Pg {
                 }
                 self.release(&object);
             }
-            Err(RecoveryError::Unfound(e)) => {
+            Err(e) if e.is_unfound() => {
                 if self.unfound.insert(object.clone()) {
                     tracing::warn!(pg = %self.id, %object, error = %e, "object unfound; will retry");
                 }
             }
-            Err(RecoveryError::Failed(e)) => {
+            Err(e) => {
                 tracing::warn!(pg = %self.id, %object, error = %e, "recovery failed; will retry");
             }
         }

@@ -128,8 +128,7 @@ impl Pg {
                 "this copy's log does not reach the authority's; backfill",
             ));
         }
-        let missing =
-            self.merge_log(info.log_tail, &entries).map_err(|e| err(ErrorCode::Internal, e))?;
+        let missing = self.merge_log(info.log_tail, &entries).map_err(store_error)?;
         self.info.last_epoch_started = info.last_epoch_started;
         self.info.stats = info.stats;
         self.info.past_intervals.clear();

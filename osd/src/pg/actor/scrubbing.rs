@@ -166,9 +166,7 @@ impl Pg {
                 let local = tokio::task::spawn_blocking(move || {
                     scrub_map(store.as_ref(), c, a.as_ref(), u.as_ref(), deep)
                 })
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.message)?;
+                .await??;
                 let mut maps = BTreeMap::from([(me, local)]);
                 for osd in others {
                     let request =
@@ -178,7 +176,7 @@ impl Pg {
                             maps.insert(osd, objects);
                         }
                         (other, _) => {
-                            return Err(format!("osd.{osd} answered a scrub with {other:?}"));
+                            return Err(PeerError::unexpected(osd, "a scrub", &other).into());
                         }
                     }
                 }
@@ -209,18 +207,14 @@ impl Pg {
 
     /// A chunk compared: bad copies are recorded and marked missing where they are, so
     /// none is served and recovery rewrites each from the authority.
-    pub(super) fn scrubbed(&mut self, result: Result<Vec<scrub::Inconsistency>, String>) {
+    pub(super) fn scrubbed(&mut self, result: Result<Vec<scrub::Inconsistency>, TaskError>) {
         let held: Vec<ObjectName> =
             self.held.keys().filter(|o| self.in_scrub_range(o)).cloned().collect();
         let Some(run) = self.scrub.as_mut() else { return };
         run.gathering = false;
         run.ranged = false;
         let until = run.until.take();
-        let result = if self.state == State::Active {
-            result
-        } else {
-            Err("the PG is peering again".to_owned())
-        };
+        let result = if self.state == State::Active { result } else { Err(TaskError::Superseded) };
         let Some(run) = self.scrub.as_mut() else { return };
         let found = match result {
             Ok(found) => found,
