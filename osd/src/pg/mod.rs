@@ -1,4 +1,4 @@
-//! Placement groups: the pure decisions (log, peering) and the per-PG task that runs them.
+//! Placement groups: the pure decisions (log, peering, recovery) and the per-PG task that runs them.
 
 pub mod actor;
 pub mod ec;
@@ -6,5 +6,6 @@ pub mod log;
 pub mod ops;
 pub mod peering;
 pub mod persist;
+pub mod recovery;
 pub mod rollback;
 pub mod scrub;

@@ -38,6 +38,7 @@ use super::log::{LOG_ENTRIES_KEPT, PgLog};
 use super::ops::{self, object_id, object_name, store_error};
 use super::peering::{self, Decision, Plan};
 use super::persist;
+use super::recovery::{self as recovery_plan, Step};
 use super::rollback::{self, Rollback};
 use super::scrub;
 use crate::space::Space;

@@ -8,31 +8,38 @@ use super::*;
 
 impl Pg {
     pub(super) fn degraded_objects(&self) -> u64 {
-        self.missing.values().map(|m| m.len() as u64).sum()
+        self.copies().degraded()
     }
 
     pub(super) fn is_missing_anywhere(&self, object: &ObjectName) -> bool {
         self.missing.values().any(|m| m.contains_key(object))
     }
 
-    /// Starts recovering objects missing somewhere, a few at a time.
+    /// The copies as the recovery decisions see them.
+    fn copies(&self) -> recovery_plan::Copies<'_> {
+        recovery_plan::Copies {
+            me: self.me(),
+            writers: &self.writers,
+            auth: self.auth,
+            missing: &self.missing,
+        }
+    }
+
+    /// Starts recovering objects missing somewhere, a few at a time; goes clean when
+    /// nothing is left to do.
     pub(super) fn kick_recovery(&mut self) {
-        let objects: Vec<ObjectName> = {
-            let mut all: Vec<&ObjectName> = self.missing.values().flat_map(|m| m.keys()).collect();
-            all.sort();
-            all.dedup();
-            all.into_iter().filter(|o| !self.recovering.contains(*o)).take(8).cloned().collect()
-        };
-        for object in objects {
+        for object in recovery_plan::to_start(&self.copies(), &self.recovering) {
             self.recover(object, false);
         }
         self.kick_backfill();
-        if self.state == State::Active
-            && self.degraded_objects() == 0
-            && self.writers.len() >= self.size
-            && self.backfill.is_empty()
-            && !self.remapped()
-        {
+        let shape = recovery_plan::Shape {
+            active: self.state == State::Active,
+            writers: self.writers.len(),
+            size: self.size,
+            backfilling: !self.backfill.is_empty(),
+            remapped: self.remapped(),
+        };
+        if recovery_plan::may_go_clean(&self.copies(), &shape) {
             self.clean();
         }
     }
@@ -44,21 +51,7 @@ impl Pg {
         if self.ec.is_some() {
             return self.ec_recover(object, urgent);
         }
-        let me = self.me();
-        let i_lack = self.missing.get(&me).is_some_and(|m| m.contains_key(&object));
-        let targets: Vec<u32> = self
-            .missing
-            .iter()
-            .filter(|(osd, m)| **osd != me && m.contains_key(&object))
-            .map(|(osd, _)| *osd)
-            .collect();
-        // A source that has it: a complete acting copy not missing it, else the authority.
-        let source = self
-            .writers
-            .iter()
-            .copied()
-            .find(|o| !self.missing.get(o).is_some_and(|m| m.contains_key(&object)))
-            .or(self.auth);
+        let step = recovery_plan::replicated(&self.copies(), &object);
         let (interval, inbox, shared, map, pg, c) = (
             self.interval,
             self.inbox.clone(),
@@ -67,41 +60,46 @@ impl Pg {
             self.id,
             self.c,
         );
-        let want = self.missing.get(&me).and_then(|m| m.get(&object)).copied().unwrap_or_default();
         tokio::spawn(async move {
             let _permit = if urgent { None } else { shared.recovery.acquire().await.ok() };
             let result = async {
                 let epoch = map.epoch();
                 let mut moved = 0u64;
-                if i_lack {
-                    let source = source
-                        .filter(|&s| s != me)
-                        .ok_or_else(|| RecoveryError::NoSource { object: object.clone() })?;
-                    let request =
-                        PeerRequest::Pull { object: object.clone(), shard: objectstore::NO_SHARD };
-                    let (response, bulk) = call_peer(
-                        &shared.conns,
-                        &map,
-                        source,
-                        pg,
-                        epoch,
-                        interval,
-                        request,
-                        Bytes::new(),
-                    )
-                    .await?;
-                    let PeerResponse::Object(state) = response else {
-                        return Err(PeerError::unexpected(source, "a pull", &response).into());
-                    };
-                    if state.version < want {
-                        let (object, has) = (object.clone(), state.version);
-                        return Err(RecoveryError::Older { osd: source, object, has, want });
+                let targets = match step {
+                    Step::Unfound => {
+                        return Err(RecoveryError::NoSource { object: object.clone() });
                     }
-                    shared.space.wrote(bulk.len() as u64);
-                    apply_state(shared.store.as_ref(), c, &state, &bulk)?;
-                    shared.syncer.sync().await?;
-                    moved += bulk.len() as u64;
-                }
+                    Step::Push { push } => push,
+                    Step::Pull { from: source, want, push } => {
+                        let request = PeerRequest::Pull {
+                            object: object.clone(),
+                            shard: objectstore::NO_SHARD,
+                        };
+                        let (response, bulk) = call_peer(
+                            &shared.conns,
+                            &map,
+                            source,
+                            pg,
+                            epoch,
+                            interval,
+                            request,
+                            Bytes::new(),
+                        )
+                        .await?;
+                        let PeerResponse::Object(state) = response else {
+                            return Err(PeerError::unexpected(source, "a pull", &response).into());
+                        };
+                        if state.version < want {
+                            let (object, has) = (object.clone(), state.version);
+                            return Err(RecoveryError::Older { osd: source, object, has, want });
+                        }
+                        shared.space.wrote(bulk.len() as u64);
+                        apply_state(shared.store.as_ref(), c, &state, &bulk)?;
+                        shared.syncer.sync().await?;
+                        moved += bulk.len() as u64;
+                        push
+                    }
+                };
                 if !targets.is_empty() {
                     let (state, bulk) = read_state(shared.store.as_ref(), c, &object)?;
                     for osd in targets {
