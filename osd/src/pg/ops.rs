@@ -117,6 +117,36 @@ pub fn execute_on(
     meta: Option<ObjectMeta>,
     read: &mut dyn FnMut(u64, u64) -> Result<Vec<u8>, RemoteError>,
 ) -> Result<Executed, RemoteError> {
+    let oid = check_request(name, ops, bulk)?;
+    let mut out = Executed {
+        prior: meta.as_ref().map(|m| m.version).unwrap_or_default(),
+        ..Executed::default()
+    };
+    let mut size = meta.as_ref().map(|m| m.size);
+    let mut data_at = 0usize;
+    for (index, op) in ops.iter().enumerate() {
+        if !read_op(store, c, &oid, name, index, op, &meta, read, &mut out)? {
+            data_at += op.data_len() as usize;
+            out.rep_ops.push(write_op(name, op, &mut size)?);
+            out.results.push(OpResult::Done);
+        }
+    }
+    // Every write's data, in op order: the whole payload (its length was checked), passed
+    // on to the store and the replicas without a copy.
+    out.rep_data = bulk.slice(..data_at);
+    out.exists_after = size.is_some();
+    out.size_before = meta.as_ref().map(|m| m.size);
+    out.size_after = size;
+    Ok(out)
+}
+
+/// What a request must be before any op runs: a valid object name, a payload exactly as
+/// long as its writes, no reserved xattr names.
+fn check_request(
+    name: &ObjectName,
+    ops: &[ObjectOp],
+    bulk: &Bytes,
+) -> Result<ObjectId, RemoteError> {
     let oid = object_id(name);
     oid.validate().map_err(store_error)?;
     let want: u64 = ops
@@ -142,166 +172,166 @@ pub fn execute_on(
             return Err(invalid("xattr names starting with a NUL byte are reserved"));
         }
     }
-    let mut out = Executed {
-        prior: meta.as_ref().map(|m| m.version).unwrap_or_default(),
-        ..Executed::default()
-    };
-    let missing = || RemoteError::new(ErrorCode::NotFound, format!("object {name} does not exist"));
-    let mut size = meta.as_ref().map(|m| m.size);
-    let mut data_at = 0usize;
-    for (index, op) in ops.iter().enumerate() {
-        match op {
-            ObjectOp::Read { offset, len } => {
-                meta.as_ref().ok_or_else(missing)?;
-                let len = (*len).min(READ_BYTES_MAX.saturating_sub(out.read_data.len() as u64));
-                let bytes = read(*offset, len)?;
-                out.results.push(OpResult::Data { len: bytes.len() as u64 });
-                out.read_data.extend_from_slice(&bytes);
-            }
-            ObjectOp::Stat => {
-                let m = meta.as_ref().ok_or_else(missing)?;
-                out.results.push(OpResult::Stat {
-                    size: m.size,
-                    version: m.version,
-                    mtime_ms: m.mtime_ms,
-                });
-            }
-            ObjectOp::GetXattr { name: x } => {
-                let m = meta.as_ref().ok_or_else(missing)?;
-                out.results.push(OpResult::Xattr(m.xattrs.get(x).cloned()));
-            }
-            ObjectOp::GetXattrs => {
-                let m = meta.as_ref().ok_or_else(missing)?;
-                let mut xattrs = m.xattrs.clone();
-                xattrs.retain(|n, _| !n.starts_with(RESERVED_XATTR_PREFIX));
-                out.results.push(OpResult::Xattrs(xattrs));
-            }
-            ObjectOp::OmapGet { keys } => {
-                meta.as_ref().ok_or_else(missing)?;
-                out.results
-                    .push(OpResult::Omap(store.omap_get(c, &oid, keys).map_err(store_error)?));
-            }
-            ObjectOp::OmapList { after, max } => {
-                meta.as_ref().ok_or_else(missing)?;
-                let max = (*max).clamp(1, LIST_PAGE_MAX) as usize;
-                let mut entries =
-                    store.omap_list(c, &oid, after.as_deref(), max + 1).map_err(store_error)?;
-                let more = entries.len() > max;
-                entries.truncate(max);
-                out.results.push(OpResult::OmapList { entries, more });
-            }
-            ObjectOp::AssertExists => {
-                meta.as_ref().ok_or_else(missing)?;
-                out.results.push(OpResult::Done);
-            }
-            ObjectOp::CmpXattr { name: x, op: cmp, value } => {
-                let have =
-                    meta.as_ref().and_then(|m| m.xattrs.get(x)).map(Vec::as_slice).unwrap_or(&[]);
-                if !compare(*cmp, have, value) {
-                    return Err(canceled(index, &format!("xattr {x} comparison")));
-                }
-                out.results.push(OpResult::Done);
-            }
-            ObjectOp::AssertVersion { version } => {
-                let have = meta.as_ref().map(|m| m.version).unwrap_or_default();
-                if have != *version {
-                    return Err(canceled(index, &format!("version is {have}, not {version}")));
-                }
-                out.results.push(OpResult::Done);
-            }
-            write => {
-                let len = write.data_len() as usize;
-                data_at += len;
-                let rep = match write {
-                    ObjectOp::Create { exclusive } => {
-                        if *exclusive && size.is_some() {
-                            return Err(RemoteError::new(
-                                ErrorCode::AlreadyExists,
-                                format!("object {name} already exists"),
-                            ));
-                        }
-                        size = Some(size.unwrap_or(0));
-                        RepOp::Create
-                    }
-                    ObjectOp::Write { offset, len } => {
-                        let end = offset
-                            .checked_add(*len)
-                            .ok_or_else(|| invalid("write past the end of the address space"))?;
-                        size = Some(size.unwrap_or(0).max(end));
-                        RepOp::Write { offset: *offset, len: *len }
-                    }
-                    ObjectOp::WriteFull { len } => {
-                        size = Some(*len);
-                        RepOp::WriteFull { len: *len }
-                    }
-                    ObjectOp::Append { len } => {
-                        let offset = size.unwrap_or(0);
-                        size = Some(
-                            offset.checked_add(*len).ok_or_else(|| invalid("append overflows"))?,
-                        );
-                        RepOp::Write { offset, len: *len }
-                    }
-                    ObjectOp::Truncate { size: s } => {
-                        size.ok_or_else(missing)?;
-                        size = Some(*s);
-                        RepOp::Truncate { size: *s }
-                    }
-                    ObjectOp::Zero { offset, len } => {
-                        size.ok_or_else(missing)?;
-                        RepOp::Zero { offset: *offset, len: *len }
-                    }
-                    ObjectOp::Remove => {
-                        size.ok_or_else(missing)?;
-                        size = None;
-                        RepOp::Remove
-                    }
-                    ObjectOp::SetXattr { name: x, value } => {
-                        size.ok_or_else(missing)?;
-                        RepOp::SetXattr { name: x.clone(), value: value.clone() }
-                    }
-                    ObjectOp::RemoveXattr { name: x } => {
-                        size.ok_or_else(missing)?;
-                        RepOp::RemoveXattr { name: x.clone() }
-                    }
-                    ObjectOp::OmapSet { entries } => {
-                        size = Some(size.unwrap_or(0));
-                        RepOp::OmapSet { entries: entries.clone() }
-                    }
-                    ObjectOp::OmapRemove { keys } => {
-                        size.ok_or_else(missing)?;
-                        RepOp::OmapRemove { keys: keys.clone() }
-                    }
-                    ObjectOp::OmapRemoveRange { start, end } => {
-                        size.ok_or_else(missing)?;
-                        RepOp::OmapRemoveRange { start: start.clone(), end: end.clone() }
-                    }
-                    ObjectOp::OmapClear => {
-                        size.ok_or_else(missing)?;
-                        RepOp::OmapClear
-                    }
-                    read => unreachable!("{read:?} is handled above"),
-                };
-                if size.is_some_and(|s| s > objectstore::OBJECT_BYTES_MAX) {
-                    return Err(RemoteError::new(
-                        ErrorCode::TooLarge,
-                        format!(
-                            "object {name} would be larger than {} bytes",
-                            objectstore::OBJECT_BYTES_MAX
-                        ),
-                    ));
-                }
-                out.rep_ops.push(rep);
-                out.results.push(OpResult::Done);
-            }
+    Ok(oid)
+}
+
+fn missing(name: &ObjectName) -> RemoteError {
+    RemoteError::new(ErrorCode::NotFound, format!("object {name} does not exist"))
+}
+
+/// Runs `op` if it is a read or a guard, against the object as it was (`meta`), and adds
+/// its result to `out`; `false` if it is a write.
+#[allow(clippy::too_many_arguments)]
+fn read_op(
+    store: &dyn ObjectStore,
+    c: CollectionId,
+    oid: &ObjectId,
+    name: &ObjectName,
+    index: usize,
+    op: &ObjectOp,
+    meta: &Option<ObjectMeta>,
+    read: &mut dyn FnMut(u64, u64) -> Result<Vec<u8>, RemoteError>,
+    out: &mut Executed,
+) -> Result<bool, RemoteError> {
+    let existing = || meta.as_ref().ok_or_else(|| missing(name));
+    let result = match op {
+        ObjectOp::Read { offset, len } => {
+            existing()?;
+            let len = (*len).min(READ_BYTES_MAX.saturating_sub(out.read_data.len() as u64));
+            let bytes = read(*offset, len)?;
+            out.read_data.extend_from_slice(&bytes);
+            OpResult::Data { len: bytes.len() as u64 }
         }
+        ObjectOp::Stat => {
+            let m = existing()?;
+            OpResult::Stat { size: m.size, version: m.version, mtime_ms: m.mtime_ms }
+        }
+        ObjectOp::GetXattr { name: x } => OpResult::Xattr(existing()?.xattrs.get(x).cloned()),
+        ObjectOp::GetXattrs => {
+            let mut xattrs = existing()?.xattrs.clone();
+            xattrs.retain(|n, _| !n.starts_with(RESERVED_XATTR_PREFIX));
+            OpResult::Xattrs(xattrs)
+        }
+        ObjectOp::OmapGet { keys } => {
+            existing()?;
+            OpResult::Omap(store.omap_get(c, oid, keys).map_err(store_error)?)
+        }
+        ObjectOp::OmapList { after, max } => {
+            existing()?;
+            let max = (*max).clamp(1, LIST_PAGE_MAX) as usize;
+            let mut entries =
+                store.omap_list(c, oid, after.as_deref(), max + 1).map_err(store_error)?;
+            let more = entries.len() > max;
+            entries.truncate(max);
+            OpResult::OmapList { entries, more }
+        }
+        ObjectOp::AssertExists => {
+            existing()?;
+            OpResult::Done
+        }
+        ObjectOp::CmpXattr { name: x, op: cmp, value } => {
+            let have =
+                meta.as_ref().and_then(|m| m.xattrs.get(x)).map(Vec::as_slice).unwrap_or(&[]);
+            if !compare(*cmp, have, value) {
+                return Err(canceled(index, &format!("xattr {x} comparison")));
+            }
+            OpResult::Done
+        }
+        ObjectOp::AssertVersion { version } => {
+            let have = meta.as_ref().map(|m| m.version).unwrap_or_default();
+            if have != *version {
+                return Err(canceled(index, &format!("version is {have}, not {version}")));
+            }
+            OpResult::Done
+        }
+        _ => return Ok(false),
+    };
+    out.results.push(result);
+    Ok(true)
+}
+
+/// The `RepOp` of a write, which every copy applies identically; `size` is the object's
+/// size as the ops before left it (`None`: it does not exist) and is updated.
+fn write_op(
+    name: &ObjectName,
+    write: &ObjectOp,
+    size: &mut Option<u64>,
+) -> Result<RepOp, RemoteError> {
+    let exists = |size: &Option<u64>| size.ok_or_else(|| missing(name));
+    let rep = match write {
+        ObjectOp::Create { exclusive } => {
+            if *exclusive && size.is_some() {
+                return Err(RemoteError::new(
+                    ErrorCode::AlreadyExists,
+                    format!("object {name} already exists"),
+                ));
+            }
+            *size = Some(size.unwrap_or(0));
+            RepOp::Create
+        }
+        ObjectOp::Write { offset, len } => {
+            let end = offset
+                .checked_add(*len)
+                .ok_or_else(|| invalid("write past the end of the address space"))?;
+            *size = Some(size.unwrap_or(0).max(end));
+            RepOp::Write { offset: *offset, len: *len }
+        }
+        ObjectOp::WriteFull { len } => {
+            *size = Some(*len);
+            RepOp::WriteFull { len: *len }
+        }
+        ObjectOp::Append { len } => {
+            let offset = size.unwrap_or(0);
+            *size = Some(offset.checked_add(*len).ok_or_else(|| invalid("append overflows"))?);
+            RepOp::Write { offset, len: *len }
+        }
+        ObjectOp::Truncate { size: s } => {
+            exists(size)?;
+            *size = Some(*s);
+            RepOp::Truncate { size: *s }
+        }
+        ObjectOp::Zero { offset, len } => {
+            exists(size)?;
+            RepOp::Zero { offset: *offset, len: *len }
+        }
+        ObjectOp::Remove => {
+            exists(size)?;
+            *size = None;
+            RepOp::Remove
+        }
+        ObjectOp::SetXattr { name: x, value } => {
+            exists(size)?;
+            RepOp::SetXattr { name: x.clone(), value: value.clone() }
+        }
+        ObjectOp::RemoveXattr { name: x } => {
+            exists(size)?;
+            RepOp::RemoveXattr { name: x.clone() }
+        }
+        ObjectOp::OmapSet { entries } => {
+            *size = Some(size.unwrap_or(0));
+            RepOp::OmapSet { entries: entries.clone() }
+        }
+        ObjectOp::OmapRemove { keys } => {
+            exists(size)?;
+            RepOp::OmapRemove { keys: keys.clone() }
+        }
+        ObjectOp::OmapRemoveRange { start, end } => {
+            exists(size)?;
+            RepOp::OmapRemoveRange { start: start.clone(), end: end.clone() }
+        }
+        ObjectOp::OmapClear => {
+            exists(size)?;
+            RepOp::OmapClear
+        }
+        read => unreachable!("{read:?} is a read or a guard, run by read_op"),
+    };
+    if size.is_some_and(|s| s > objectstore::OBJECT_BYTES_MAX) {
+        return Err(RemoteError::new(
+            ErrorCode::TooLarge,
+            format!("object {name} would be larger than {} bytes", objectstore::OBJECT_BYTES_MAX),
+        ));
     }
-    // Every write's data, in op order: the whole payload (its length was checked), passed
-    // on to the store and the replicas without a copy.
-    out.rep_data = bulk.slice(..data_at);
-    out.exists_after = size.is_some();
-    out.size_before = meta.as_ref().map(|m| m.size);
-    out.size_after = size;
-    Ok(out)
+    Ok(rep)
 }
 
 /// The store transaction for `ops` on one object, stamped with `version` if the object
@@ -403,5 +433,49 @@ mod tests {
         let listed = execute(&store, c, &name, &[ObjectOp::GetXattrs], &Bytes::new()).unwrap();
         let OpResult::Xattrs(xattrs) = &listed.results[0] else { panic!("{listed:?}") };
         assert_eq!(xattrs.keys().collect::<Vec<_>>(), ["user"]);
+    }
+
+    #[test]
+    fn a_compound_op_gives_each_op_its_result_and_the_writes_their_rep_ops_in_order() {
+        let store = KvObjectStore::new(MemoryEngine::new());
+        let c = CollectionId::replicated(PgId { pool: PoolId(1), seed: 0 });
+        let mut txn = Transaction::new();
+        txn.push(TxOp::CreateCollection(c));
+        store.apply(&txn).unwrap();
+        let name = ObjectName { namespace: String::new(), name: b"new".to_vec() };
+        let bulk = Bytes::from_static(b"hello world!");
+        let ops = [
+            ObjectOp::AssertVersion { version: Version::ZERO },
+            ObjectOp::Create { exclusive: true },
+            ObjectOp::Write { offset: 0, len: 5 },
+            ObjectOp::Append { len: 7 },
+            ObjectOp::SetXattr { name: "k".into(), value: vec![1] },
+            ObjectOp::Truncate { size: 3 },
+        ];
+        let done = execute(&store, c, &name, &ops, &bulk).unwrap();
+        assert_eq!(done.results, vec![OpResult::Done; 6]);
+        assert_eq!(
+            done.rep_ops,
+            [
+                RepOp::Create,
+                RepOp::Write { offset: 0, len: 5 },
+                RepOp::Write { offset: 5, len: 7 },
+                RepOp::SetXattr { name: "k".into(), value: vec![1] },
+                RepOp::Truncate { size: 3 },
+            ]
+        );
+        assert_eq!(done.rep_data, bulk);
+        assert_eq!((done.size_before, done.size_after, done.exists_after), (None, Some(3), true));
+        // Reads of an object that does not exist, a failed guard, a payload of the wrong
+        // length: each refused with its code, nothing to replicate.
+        let stat = execute(&store, c, &name, &[ObjectOp::Stat], &Bytes::new()).unwrap_err();
+        assert_eq!(stat.code, ErrorCode::NotFound);
+        let guard = [ObjectOp::AssertVersion { version: Version::new(1, 1) }, ObjectOp::Remove];
+        let guarded = execute(&store, c, &name, &guard, &Bytes::new()).unwrap_err();
+        assert_eq!(guarded.code, ErrorCode::Canceled);
+        let short = execute(&store, c, &name, &[ObjectOp::WriteFull { len: 4 }], &bulk);
+        assert_eq!(short.unwrap_err().code, ErrorCode::Invalid);
+        let remove = execute(&store, c, &name, &[ObjectOp::Remove], &Bytes::new()).unwrap_err();
+        assert_eq!(remove.code, ErrorCode::NotFound, "a remove of what does not exist");
     }
 }
