@@ -460,44 +460,13 @@ impl Monitor {
         bulk: Bytes,
     ) -> Result<Reply, RemoteError> {
         let from_monitor = peer.entity.kind() == EntityKind::Mon;
-        let only_monitors =
-            || error(ErrorCode::PermissionDenied, format!("{} is not a monitor", peer.entity));
         let reply = |(response, bulk)| Reply::One(response, bulk);
         if from_monitor {
             self.note_seen(peer.entity.id());
         }
         match request {
-            MonRequest::Ping { sent_ms } => {
-                let (epoch, map_hash) = self.state.read(|a| {
-                    let map = a.state.map();
-                    (map.epoch(), self.map_hash(map))
-                });
-                Ok(Reply::ok(Response::Pong {
-                    sent_ms,
-                    now_ms: self.clock.now_ms(),
-                    from: self.entity.clone(),
-                    removed_at: self.removed_at(&peer.entity),
-                    epoch,
-                    map_hash,
-                }))
-            }
-            // The leader's view is the complete one (failure detection and daemons'
-            // beacons live there); a monitor answers for itself when there is none to ask.
-            // One that knows no leader yet (it just started, or lost an election) gives the
-            // election a moment, as Ceph's monitors serve clients only in a quorum.
-            MonRequest::Status if !from_monitor && !self.is_leader() => {
-                let election = Duration::from_millis(self.raft.config().election_timeout_max);
-                let _ = self
-                    .raft
-                    .wait(Some(election * ELECTIONS_AWAITED))
-                    .metrics(|m| m.current_leader.is_some(), "a leader")
-                    .await;
-                match self.to_leader(MonRequest::Status, STATUS_FORWARD_TIMEOUT).await {
-                    Ok(answer) => Ok(reply(answer)),
-                    Err(_) => Ok(Reply::ok(Response::Status(Box::new(self.status())))),
-                }
-            }
-            MonRequest::Status => Ok(Reply::ok(Response::Status(Box::new(self.status())))),
+            MonRequest::Ping { sent_ms } => Ok(Reply::ok(self.pong(&peer, sent_ms))),
+            MonRequest::Status => Ok(self.status_reply(from_monitor).await),
             MonRequest::GetMaps { have } => {
                 if let Some(have) = have {
                     self.note_epoch(&peer.entity, have);
@@ -516,40 +485,15 @@ impl Monitor {
                 let message = OsdMessage::from_request(request).expect("an OSD request");
                 self.osd_message(peer.entity, message).await.map(reply)
             }
-            MonRequest::Raft(kind) if from_monitor => self.raft_rpc(kind, bulk).await.map(reply),
-            // Forwarded once only: a monitor that is no longer the leader says so, and the
-            // client tries again, rather than monitors passing the request around.
-            MonRequest::Forward { .. } if from_monitor && !self.is_leader() => Err(error(
-                ErrorCode::NotLeader,
-                format!("mon.{} no longer leads; retry", self.name),
-            )),
-            MonRequest::Forward { origin, id, command } if from_monitor => {
-                self.execute(origin, id, command).await.map(reply)
-            }
-            MonRequest::ForwardOsd { .. } if from_monitor && !self.is_leader() => Err(error(
-                ErrorCode::NotLeader,
-                format!("mon.{} no longer leads; retry", self.name),
-            )),
-            MonRequest::ForwardOsd { origin, message } if from_monitor => {
-                self.osd_message(origin, message).await.map(reply)
-            }
+            request @ (MonRequest::Raft(_)
+            | MonRequest::Forward { .. }
+            | MonRequest::ForwardOsd { .. }) => self.monitors_only(&peer, request, bulk).await,
             MonRequest::GetGenesis => {
                 self.require_admin(&peer.entity)?;
                 let ca_key_pem = self.ca.as_ref().map(|ca| ca.key_pem().to_owned());
                 Ok(Reply::One(Response::Genesis { ca_key_pem }, self.genesis.clone()))
             }
-            MonRequest::Raft(_) | MonRequest::Forward { .. } | MonRequest::ForwardOsd { .. } => {
-                Err(only_monitors())
-            }
-            MonRequest::GetPgStats if !from_monitor && !self.is_leader() => {
-                match self.to_leader(MonRequest::GetPgStats, STATUS_FORWARD_TIMEOUT).await {
-                    Ok(answer) => Ok(reply(answer)),
-                    Err(_) => Ok(Reply::ok(Response::PgStats(Box::new(self.pg_stats_view())))),
-                }
-            }
-            MonRequest::GetPgStats => {
-                Ok(Reply::ok(Response::PgStats(Box::new(self.pg_stats_view()))))
-            }
+            MonRequest::GetPgStats => Ok(self.pg_stats_reply(from_monitor).await),
             // OSDs check their clients' caps; nobody else needs another identity's.
             MonRequest::GetCaps { entity } => {
                 if peer.entity.kind() != EntityKind::Osd && !from_monitor {
@@ -562,6 +506,86 @@ impl Monitor {
                     self.state.read(|a| a.state.registry().get(&entity).map(|i| i.caps.clone()));
                 Ok(Reply::ok(Response::Caps(caps)))
             }
+        }
+    }
+
+    fn pong(&self, peer: &Peer, sent_ms: i64) -> Response {
+        let (epoch, map_hash) = self.state.read(|a| {
+            let map = a.state.map();
+            (map.epoch(), self.map_hash(map))
+        });
+        Response::Pong {
+            sent_ms,
+            now_ms: self.clock.now_ms(),
+            from: self.entity.clone(),
+            removed_at: self.removed_at(&peer.entity),
+            epoch,
+            map_hash,
+        }
+    }
+
+    /// The leader's view is the complete one (failure detection and daemons' beacons live
+    /// there); a monitor answers for itself when there is none to ask. One that knows no
+    /// leader yet (it just started, or lost an election) gives the election a moment, as
+    /// Ceph's monitors serve clients only in a quorum.
+    async fn status_reply(&self, from_monitor: bool) -> Reply {
+        if !from_monitor && !self.is_leader() {
+            let election = Duration::from_millis(self.raft.config().election_timeout_max);
+            let _ = self
+                .raft
+                .wait(Some(election * ELECTIONS_AWAITED))
+                .metrics(|m| m.current_leader.is_some(), "a leader")
+                .await;
+            if let Ok((response, bulk)) =
+                self.to_leader(MonRequest::Status, STATUS_FORWARD_TIMEOUT).await
+            {
+                return Reply::One(response, bulk);
+            }
+        }
+        Reply::ok(Response::Status(Box::new(self.status())))
+    }
+
+    /// PG statistics live on the leader; a monitor answers with its own when it cannot ask.
+    async fn pg_stats_reply(&self, from_monitor: bool) -> Reply {
+        if !from_monitor
+            && !self.is_leader()
+            && let Ok((response, bulk)) =
+                self.to_leader(MonRequest::GetPgStats, STATUS_FORWARD_TIMEOUT).await
+        {
+            return Reply::One(response, bulk);
+        }
+        Reply::ok(Response::PgStats(Box::new(self.pg_stats_view())))
+    }
+
+    /// Raft's messages and forwarded requests, which only monitors send. A request is
+    /// forwarded once only: a monitor that is no longer the leader says so, and the
+    /// client tries again, rather than monitors passing the request around.
+    async fn monitors_only(
+        &self,
+        peer: &Peer,
+        request: MonRequest,
+        bulk: Bytes,
+    ) -> Result<Reply, RemoteError> {
+        let reply = |(response, bulk)| Reply::One(response, bulk);
+        if peer.entity.kind() != EntityKind::Mon {
+            return Err(error(
+                ErrorCode::PermissionDenied,
+                format!("{} is not a monitor", peer.entity),
+            ));
+        }
+        if !matches!(request, MonRequest::Raft(_)) && !self.is_leader() {
+            let why = format!("mon.{} no longer leads; retry", self.name);
+            return Err(error(ErrorCode::NotLeader, why));
+        }
+        match request {
+            MonRequest::Raft(kind) => self.raft_rpc(kind, bulk).await.map(reply),
+            MonRequest::Forward { origin, id, command } => {
+                self.execute(origin, id, command).await.map(reply)
+            }
+            MonRequest::ForwardOsd { origin, message } => {
+                self.osd_message(origin, message).await.map(reply)
+            }
+            other => unreachable!("{} is not a monitor's request", other.name()),
         }
     }
 }
