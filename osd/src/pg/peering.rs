@@ -152,150 +152,20 @@ fn unanswered(p: &Peering<'_>, interval: &PastInterval) -> Vec<u32> {
 
 pub fn decide(p: &Peering<'_>, is_up: impl Fn(u32) -> bool) -> Decision {
     let les = last_epoch_started(p.infos);
-    // Everyone who might know something and can answer.
-    let mut probe: BTreeSet<u32> = p.acting.iter().chain(p.up).copied().collect();
-    probe.insert(p.me);
-    for interval in relevant(p, les) {
-        probe.extend(interval.acting.iter().copied().filter(|&o| is_up(o)));
-    }
-    let unasked: BTreeSet<u32> =
-        probe.iter().copied().filter(|o| !p.infos.contains_key(o)).collect();
+    let unasked = unasked(p, les, &is_up);
     if !unasked.is_empty() {
         return Decision::Probe(unasked);
     }
-    for interval in relevant(p, les) {
-        let represented = match p.erasure {
-            // Its writes can be read back only from k of its shards (Ceph's rule for
-            // erasure-coded PGs): fewer, and what it wrote may be lost or torn.
-            Some(e) => interval.acting.len() - unanswered(p, interval).len() >= e.k,
-            None => interval.acting.iter().any(|o| p.infos.contains_key(o)),
-        };
-        if !represented {
-            let waiting_for = unanswered(p, interval);
-            return Decision::Down { interval: interval.clone(), waiting_for };
-        }
+    if let Some(down) = unrepresented(p, les) {
+        return down;
     }
-    let candidates: Vec<(u32, &PgInfo)> = p
-        .infos
-        .iter()
-        .filter_map(|(&osd, info)| info.as_ref().map(|i| (osd, i)))
-        .filter(|(_, i)| i.backfill_incomplete.is_none())
-        .collect();
-    let auth = if candidates.is_empty() {
-        if p.infos.values().any(Option::is_some) {
-            return Decision::Incomplete;
-        }
-        // No copy anywhere: a new PG, and this primary starts its history.
-        p.me
-    } else {
-        let best_les = candidates.iter().map(|(_, i)| i.last_epoch_started).max().expect("some");
-        let newest: Vec<&(u32, &PgInfo)> =
-            candidates.iter().filter(|(_, i)| i.last_epoch_started == best_les).collect();
-        // An erasure-coded write is readable only once k distinct shards have it: the
-        // history is the newest that k shard positions reach (two copies of one
-        // position, such as a stray's and its replacement's, count once), and entries
-        // past it (a write torn by a failed primary, never acknowledged) are rewound on
-        // the shards that have them.
-        let reached = p.erasure.and_then(|e| {
-            let mut heads: BTreeMap<usize, placement::Version> = BTreeMap::new();
-            for (osd, info) in &newest {
-                if let Some(&position) = e.held.get(osd) {
-                    let head = heads.entry(position).or_default();
-                    *head = (*head).max(info.last_update);
-                }
-            }
-            let mut heads: Vec<placement::Version> = heads.into_values().collect();
-            heads.sort_unstable_by(|a, b| b.cmp(a));
-            heads.get(e.k - 1).copied()
-        });
-        newest
-            .into_iter()
-            .filter(|(_, i)| reached.is_none_or(|v| i.last_update <= v))
-            .max_by_key(|(osd, i)| {
-                (
-                    i.last_update,
-                    std::cmp::Reverse(i.log_tail),
-                    *osd == p.me,
-                    std::cmp::Reverse(*osd),
-                )
-            })
-            .map(|(osd, _)| *osd)
-            .expect("some")
-    };
+    let Some(auth) = authority(p) else { return Decision::Incomplete };
     let auth_info = p.infos.get(&auth).cloned().flatten().unwrap_or_default();
-    let complete =
-        |osd: u32| -> bool {
-            if osd == auth || auth_info.last_update == placement::Version::ZERO {
-                // Nothing was ever written: every copy, even none, is complete.
-                return true;
-            }
-            // Within the authority's log (divergent entries are rewound by log recovery).
-            p.infos.get(&osd).cloned().flatten().is_some_and(|i| {
-                i.backfill_incomplete.is_none() && i.last_update >= auth_info.log_tail
-            })
-        };
+    let complete = Complete { p, auth, auth_info: &auth_info };
     let has_copy = |osd: &u32| p.infos.get(osd).is_some_and(Option::is_some);
-    let want_acting = if let Some(e) = p.erasure {
-        // Shards keep their positions. Where the up OSD must be rebuilt, a complete
-        // shard of that position keeps serving: the one acting there now, else one an
-        // OSD outside the sets still holds (as when two OSDs of a PG are marked out at
-        // once). The positions before the first complete shard are left empty, so that a
-        // complete shard leads (the up OSDs there are rebuilt as backfill targets
-        // meanwhile). Nothing else is overridden: a shard is rebuilt in place from any k
-        // others.
-        let complete_up = |o: &Option<u32>| o.is_some_and(|o| complete(o) && is_up(o));
-        let holds = |o: u32, i: usize| e.held.get(&o) == Some(&i) && has_copy(&o);
-        let in_sets = |o: u32| e.up.contains(&Some(o)) || e.acting.contains(&Some(o));
-        let mut led = false;
-        let want: Vec<Option<u32>> =
-            e.up.iter()
-                .enumerate()
-                .map(|(i, &up)| {
-                    let acting = e.acting.get(i).copied().flatten();
-                    let stray = p
-                        .infos
-                        .keys()
-                        .copied()
-                        .find(|&o| !in_sets(o) && holds(o, i) && complete_up(&Some(o)));
-                    let pick = if complete_up(&up) {
-                        up
-                    } else if complete_up(&acting) && acting.is_some_and(|o| holds(o, i)) {
-                        acting
-                    } else if stray.is_some() {
-                        stray
-                    } else if led {
-                        up
-                    } else {
-                        None
-                    };
-                    led |= complete_up(&pick);
-                    pick
-                })
-                .collect();
-        (led && want != e.acting).then_some(want)
-    } else {
-        let mut want: Vec<u32> = p.up.iter().copied().filter(|&o| complete(o)).collect();
-        // Complete copies outside the up set, those acting now first so an override in
-        // place stays as it is.
-        let outside = p
-            .acting
-            .iter()
-            .chain(p.infos.keys())
-            .copied()
-            .filter(|o| !p.up.contains(o) && has_copy(o) && complete(*o) && is_up(*o));
-        for osd in outside {
-            if want.len() >= p.size {
-                break;
-            }
-            if !want.contains(&osd) {
-                want.push(osd);
-            }
-        }
-        let up_primary_backfills = p.up.first().is_some_and(|&o| !complete(o));
-        let override_needed =
-            want.iter().any(|o| !p.up.contains(o)) || (up_primary_backfills && !want.is_empty());
-        let desired = if override_needed { want } else { p.up.to_vec() };
-        (desired != p.acting).then(|| desired.into_iter().map(Some).collect())
+    let want_acting = match p.erasure {
+        Some(e) => want_acting_ec(p, e, &complete, &is_up),
+        None => want_acting_replicated(p, &complete, &is_up),
     };
     let mut plan = Plan {
         auth,
@@ -314,7 +184,7 @@ pub fn decide(p: &Peering<'_>, is_up: impl Fn(u32) -> bool) -> Decision {
     for &osd in p.acting {
         if osd == auth {
             plan.complete += 1;
-        } else if complete(osd) {
+        } else if complete.is(osd) {
             plan.log_recovery.push(osd);
             plan.complete += 1;
         } else {
@@ -323,10 +193,186 @@ pub fn decide(p: &Peering<'_>, is_up: impl Fn(u32) -> bool) -> Decision {
         }
     }
     // Up OSDs the acting set stands in for fill up in the background.
-    plan.backfill.extend(p.up.iter().copied().filter(|o| !p.acting.contains(o) && !complete(*o)));
+    plan.backfill
+        .extend(p.up.iter().copied().filter(|o| !p.acting.contains(o) && !complete.is(*o)));
     let serves = p.erasure.map_or(p.min_size, |e| e.k);
-    plan.active = plan.complete >= serves && complete(p.me) && plan.want_acting.is_none();
+    plan.active = plan.complete >= serves && complete.is(p.me) && plan.want_acting.is_none();
     Decision::Plan(plan)
+}
+
+/// Everyone who might know something and can answer, and has not yet: the acting and up
+/// sets, this OSD, and the up OSDs of the past intervals that may have taken writes.
+fn unasked(p: &Peering<'_>, les: Epoch, is_up: &impl Fn(u32) -> bool) -> BTreeSet<u32> {
+    let mut probe: BTreeSet<u32> = p.acting.iter().chain(p.up).copied().collect();
+    probe.insert(p.me);
+    for interval in relevant(p, les) {
+        probe.extend(interval.acting.iter().copied().filter(|&o| is_up(o)));
+    }
+    probe.into_iter().filter(|o| !p.infos.contains_key(o)).collect()
+}
+
+/// `Down` for the first past interval that may have taken writes and that the answers
+/// do not represent.
+fn unrepresented(p: &Peering<'_>, les: Epoch) -> Option<Decision> {
+    relevant(p, les).find_map(|interval| {
+        let represented = match p.erasure {
+            // Its writes can be read back only from k of its shards (Ceph's rule for
+            // erasure-coded PGs): fewer, and what it wrote may be lost or torn.
+            Some(e) => interval.acting.len() - unanswered(p, interval).len() >= e.k,
+            None => interval.acting.iter().any(|o| p.infos.contains_key(o)),
+        };
+        (!represented).then(|| Decision::Down {
+            interval: interval.clone(),
+            waiting_for: unanswered(p, interval),
+        })
+    })
+}
+
+/// The authority among complete copies: newest `last_epoch_started`, then newest
+/// `last_update` (for an erasure-coded PG, no newer than k shard positions reach),
+/// longer log, this OSD, the lowest id. With no copy anywhere this OSD starts the
+/// history; with copies but none complete there is none (`None`: incomplete).
+fn authority(p: &Peering<'_>) -> Option<u32> {
+    let candidates: Vec<(u32, &PgInfo)> = p
+        .infos
+        .iter()
+        .filter_map(|(&osd, info)| info.as_ref().map(|i| (osd, i)))
+        .filter(|(_, i)| i.backfill_incomplete.is_none())
+        .collect();
+    if candidates.is_empty() {
+        // No copy anywhere: a new PG, and this primary starts its history.
+        return (!p.infos.values().any(Option::is_some)).then_some(p.me);
+    }
+    let best_les = candidates.iter().map(|(_, i)| i.last_epoch_started).max()?;
+    let newest: Vec<&(u32, &PgInfo)> =
+        candidates.iter().filter(|(_, i)| i.last_epoch_started == best_les).collect();
+    let reached = p.erasure.and_then(|e| reached_by_k_positions(e, &newest));
+    newest
+        .into_iter()
+        .filter(|(_, i)| reached.is_none_or(|v| i.last_update <= v))
+        .max_by_key(|(osd, i)| {
+            (i.last_update, std::cmp::Reverse(i.log_tail), *osd == p.me, std::cmp::Reverse(*osd))
+        })
+        .map(|(osd, _)| *osd)
+}
+
+/// An erasure-coded write is readable only once k distinct shards have it: the history
+/// is the newest that k shard positions reach (two copies of one position, such as a
+/// stray's and its replacement's, count once), and entries past it (a write torn by a
+/// failed primary, never acknowledged) are rewound on the shards that have them.
+fn reached_by_k_positions(
+    e: Erasure<'_>,
+    newest: &[&(u32, &PgInfo)],
+) -> Option<placement::Version> {
+    let mut heads: BTreeMap<usize, placement::Version> = BTreeMap::new();
+    for (osd, info) in newest {
+        if let Some(&position) = e.held.get(osd) {
+            let head = heads.entry(position).or_default();
+            *head = (*head).max(info.last_update);
+        }
+    }
+    let mut heads: Vec<placement::Version> = heads.into_values().collect();
+    heads.sort_unstable_by(|a, b| b.cmp(a));
+    heads.get(e.k - 1).copied()
+}
+
+/// Which copies are complete against the authority's history.
+struct Complete<'a> {
+    p: &'a Peering<'a>,
+    auth: u32,
+    auth_info: &'a PgInfo,
+}
+
+impl Complete<'_> {
+    fn is(&self, osd: u32) -> bool {
+        if osd == self.auth || self.auth_info.last_update == placement::Version::ZERO {
+            // Nothing was ever written: every copy, even none, is complete.
+            return true;
+        }
+        // Within the authority's log (divergent entries are rewound by log recovery).
+        self.p.infos.get(&osd).cloned().flatten().is_some_and(|i| {
+            i.backfill_incomplete.is_none() && i.last_update >= self.auth_info.log_tail
+        })
+    }
+
+    fn has_copy(&self, osd: u32) -> bool {
+        self.p.infos.get(&osd).is_some_and(Option::is_some)
+    }
+}
+
+/// The acting set an erasure-coded PG asks for, if it differs. Shards keep their
+/// positions. Where the up OSD must be rebuilt, a complete shard of that position keeps
+/// serving: the one acting there now, else one an OSD outside the sets still holds (as
+/// when two OSDs of a PG are marked out at once). The positions before the first
+/// complete shard are left empty, so that a complete shard leads (the up OSDs there are
+/// rebuilt as backfill targets meanwhile). Nothing else is overridden: a shard is
+/// rebuilt in place from any k others.
+fn want_acting_ec(
+    p: &Peering<'_>,
+    e: Erasure<'_>,
+    complete: &Complete<'_>,
+    is_up: &impl Fn(u32) -> bool,
+) -> Option<Vec<Option<u32>>> {
+    let complete_up = |o: &Option<u32>| o.is_some_and(|o| complete.is(o) && is_up(o));
+    let holds = |o: u32, i: usize| e.held.get(&o) == Some(&i) && complete.has_copy(o);
+    let in_sets = |o: u32| e.up.contains(&Some(o)) || e.acting.contains(&Some(o));
+    let mut led = false;
+    let want: Vec<Option<u32>> =
+        e.up.iter()
+            .enumerate()
+            .map(|(i, &up)| {
+                let acting = e.acting.get(i).copied().flatten();
+                let stray = p
+                    .infos
+                    .keys()
+                    .copied()
+                    .find(|&o| !in_sets(o) && holds(o, i) && complete_up(&Some(o)));
+                let pick = if complete_up(&up) {
+                    up
+                } else if complete_up(&acting) && acting.is_some_and(|o| holds(o, i)) {
+                    acting
+                } else if stray.is_some() {
+                    stray
+                } else if led {
+                    up
+                } else {
+                    None
+                };
+                led |= complete_up(&pick);
+                pick
+            })
+            .collect();
+    (led && want != e.acting).then_some(want)
+}
+
+/// The acting set a replicated PG asks for, if it differs: the complete up OSDs, then
+/// complete copies outside the up set (those acting now first, so an override in place
+/// stays as it is) up to the pool's size; the up set itself when no override is needed.
+fn want_acting_replicated(
+    p: &Peering<'_>,
+    complete: &Complete<'_>,
+    is_up: &impl Fn(u32) -> bool,
+) -> Option<Vec<Option<u32>>> {
+    let mut want: Vec<u32> = p.up.iter().copied().filter(|&o| complete.is(o)).collect();
+    let outside = p
+        .acting
+        .iter()
+        .chain(p.infos.keys())
+        .copied()
+        .filter(|&o| !p.up.contains(&o) && complete.has_copy(o) && complete.is(o) && is_up(o));
+    for osd in outside {
+        if want.len() >= p.size {
+            break;
+        }
+        if !want.contains(&osd) {
+            want.push(osd);
+        }
+    }
+    let up_primary_backfills = p.up.first().is_some_and(|&o| !complete.is(o));
+    let override_needed =
+        want.iter().any(|o| !p.up.contains(o)) || (up_primary_backfills && !want.is_empty());
+    let desired = if override_needed { want } else { p.up.to_vec() };
+    (desired != p.acting).then(|| desired.into_iter().map(Some).collect())
 }
 
 #[cfg(test)]
