@@ -191,8 +191,22 @@ pub struct Running {
     pub endpoint: Arc<dyn Endpoint>,
 }
 
-/// Starts a monitor from its directory, listening on its configured address.
-pub async fn start(dir: &Path) -> Result<Running> {
+/// What a monitor runs on, opened from its directory by `open`; tests and a later
+/// simulation may build these otherwise (another endpoint, a clock they drive).
+pub struct Parts {
+    pub config: MonConfig,
+    pub genesis: GenesisFile,
+    /// The RocksDB store of the Raft log and the state machine.
+    pub db: Arc<rocksdb::DB>,
+    pub endpoint: Arc<dyn Endpoint>,
+    /// The cluster CA's key, on a monitor that issues identities.
+    pub ca: Option<ClusterCa>,
+    pub clock: Clock,
+}
+
+/// Opens a monitor's directory: its files, its store, and its QUIC endpoint listening
+/// on the configured address.
+pub fn open(dir: &Path) -> Result<Parts> {
     let config = MonConfig::load(dir)?;
     let genesis = GenesisFile::load(dir)?;
     let credentials =
@@ -204,26 +218,21 @@ pub async fn start(dir: &Path) -> Result<Running> {
         ),
         Err(_) => None,
     };
+    let store_dir = dir.join(STORE_DIR);
+    let db = open_db(&store_dir)
+        .with_context(|| format!("open the store in {}", store_dir.display()))?;
     let addr = config.addr.parse().expect("validated");
     let endpoint: Arc<dyn Endpoint> = Arc::new(
         QuicEndpoint::bind(addr, &credentials, &Tuning::default(), true)
             .with_context(|| format!("listen on {addr}"))?,
     );
-    start_with(dir, &config, &genesis, endpoint, ca, Clock::from_env()).await
+    Ok(Parts { config, genesis, db, endpoint, ca, clock: Clock::from_env() })
 }
 
-/// Starts a monitor on a given endpoint (QUIC, or in-memory in tests).
-pub async fn start_with(
-    dir: &Path,
-    config: &MonConfig,
-    genesis: &GenesisFile,
-    endpoint: Arc<dyn Endpoint>,
-    ca: Option<ClusterCa>,
-    clock: Clock,
-) -> Result<Running> {
-    let store_dir = dir.join(STORE_DIR);
-    let db = open_db(&store_dir)
-        .with_context(|| format!("open the store in {}", store_dir.display()))?;
+/// Starts a monitor on the parts it is given: Raft on the store, the service on the
+/// endpoint, and the loops that keep it informed.
+pub async fn start(parts: Parts) -> Result<Running> {
+    let Parts { config, genesis, db, endpoint, ca, clock } = parts;
     let log = LogStore::new(db.clone());
     let state = StateMachine::open(db, genesis.genesis().state())?;
     let fsid = placement::describe::format_uuid(&genesis.fsid);
@@ -265,7 +274,7 @@ pub async fn start_with(
     }
     let genesis_bytes = bytes::Bytes::from(genesis.encode()?);
     let monitor = Arc::new(Monitor::new(
-        config.name.clone(),
+        config.entity(),
         config.id,
         raft.clone(),
         state,
@@ -367,7 +376,7 @@ async fn tick_loop(monitor: Arc<Monitor>) {
 /// Runs a monitor until SIGINT or SIGTERM (`cairn mon run`).
 pub async fn run(dir: &Path) -> Result<()> {
     let pid_path: PathBuf = dir.join(PID_FILE);
-    let running = start(dir).await?;
+    let running = start(open(dir)?).await?;
     std::fs::write(&pid_path, std::process::id().to_string())
         .with_context(|| format!("write {}", pid_path.display()))?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

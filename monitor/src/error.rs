@@ -52,6 +52,4 @@ pub enum StateError {
     Decode { what: &'static str, reason: String },
     #[error("the snapshot's map: {0}")]
     Map(#[from] MapError),
-    #[error("the monitor's name: {0}")]
-    Name(String),
 }

@@ -24,7 +24,8 @@ pub enum PeerError {
         #[source]
         source: TransportError,
     },
-    /// It answered with another kind of answer: a bug, or builds that disagree.
+    /// It answered with another kind of answer: a bug, or builds that disagree. `asked`
+    /// is the request's `PeerRequest::name`.
     #[error("osd.{osd} answered {asked} with {got}")]
     Unexpected { osd: u32, asked: &'static str, got: &'static str },
     /// Log pages that do not follow each other.
@@ -46,9 +47,12 @@ pub enum TaskError {
     Peer(#[from] PeerError),
     #[error("the store: {0}")]
     Store(#[from] StoreError),
-    /// Reading, writing or syncing an object here failed as a client's op would.
+    /// Work on this copy failed as it would for a peer asking (a scrub chunk too large).
     #[error("{0}")]
     Local(RemoteError),
+    /// An erasure-coded PG's shard that no OSD holds in this interval.
+    #[error("no OSD holds shard {shard}")]
+    NoHolder { shard: usize },
     #[error("{object} does not encode: {reason}")]
     Encode { object: ObjectName, reason: String },
     /// Work handed to a blocking thread did not return (it panicked).
@@ -95,8 +99,8 @@ impl From<PeerError> for RecoveryError {
     }
 }
 
-impl From<RemoteError> for RecoveryError {
-    fn from(error: RemoteError) -> RecoveryError {
+impl From<StoreError> for RecoveryError {
+    fn from(error: StoreError) -> RecoveryError {
         RecoveryError::Failed(error.into())
     }
 }

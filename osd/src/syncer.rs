@@ -8,13 +8,10 @@
 
 use std::sync::{Arc, Condvar, Mutex};
 
-use objectstore::ObjectStore;
-use proto::error::{ErrorCode, RemoteError};
+use objectstore::{ObjectStore, StoreError};
 use tokio::sync::oneshot;
 
-use crate::pg::ops::store_error;
-
-type Waiter = oneshot::Sender<Result<(), RemoteError>>;
+type Waiter = oneshot::Sender<Result<(), StoreError>>;
 
 struct Queue {
     waiters: Vec<Waiter>,
@@ -44,18 +41,17 @@ impl Syncer {
     }
 
     /// Returns once every change applied to the store before this call is durable.
-    pub async fn sync(&self) -> Result<(), RemoteError> {
+    pub async fn sync(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         {
             let mut queue = self.inner.queue.lock().unwrap_or_else(|p| p.into_inner());
             if queue.stopping {
-                return Err(RemoteError::new(ErrorCode::Internal, "the OSD is stopping"));
+                return Err(StoreError::Io("the OSD is stopping".into()));
             }
             queue.waiters.push(tx);
         }
         self.inner.wake.notify_one();
-        rx.await
-            .unwrap_or_else(|_| Err(RemoteError::new(ErrorCode::Internal, "the sync thread ended")))
+        rx.await.unwrap_or_else(|_| Err(StoreError::Io("the sync thread ended".into())))
     }
 }
 
@@ -80,9 +76,9 @@ fn run(inner: &Inner, store: &dyn ObjectStore) {
         };
         // Every waiter taken registered after its change was applied, and `sync` covers
         // everything applied before it starts.
-        let result = store.sync().map_err(store_error);
+        let result = store.sync();
         if let Err(e) = &result {
-            tracing::error!(error = %e.message, "sync failed");
+            tracing::error!(error = %e, "sync failed");
         }
         for waiter in waiters {
             let _ = waiter.send(result.clone());

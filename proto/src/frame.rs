@@ -105,12 +105,15 @@ pub fn decode_message<T: DeserializeOwned>(header: &[u8]) -> Result<T, FrameErro
     Ok(message)
 }
 
+/// One decoded frame (its message and bulk payload) and the bytes after it.
+pub type Decoded<'a, T> = ((T, Bytes), &'a [u8]);
+
 /// The first frame of `bytes` and the bytes after it; `None` for no bytes at all. The
 /// same checks as a stream's reader, in the same order.
 pub fn decode<T: DeserializeOwned>(
     bytes: &[u8],
     limits: Limits,
-) -> Result<Option<((T, Bytes), &[u8])>, FrameError> {
+) -> Result<Option<Decoded<'_, T>>, FrameError> {
     if bytes.is_empty() {
         return Ok(None);
     }

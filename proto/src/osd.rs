@@ -455,6 +455,26 @@ pub enum PeerRequest {
     ReadShard { object: ObjectName, shard: u8, version: Version, ranges: Vec<(u64, u64)> },
 }
 
+impl PeerRequest {
+    /// The kind of request, for errors that say what was asked.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PeerRequest::Query => "query",
+            PeerRequest::GetLog { .. } => "get log",
+            PeerRequest::Activate { .. } => "activate",
+            PeerRequest::Replicate { .. } => "replicate",
+            PeerRequest::Push { .. } => "push",
+            PeerRequest::Pull { .. } => "pull",
+            PeerRequest::Scan { .. } => "scan",
+            PeerRequest::BackfillDone => "backfill done",
+            PeerRequest::Complete { .. } => "complete",
+            PeerRequest::RemoveStray => "remove stray",
+            PeerRequest::ScrubMap { .. } => "scrub map",
+            PeerRequest::ReadShard { .. } => "read shard",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PeerResponse {
     /// The receiver's info of the PG (`None`: it has no copy), and for an erasure-coded

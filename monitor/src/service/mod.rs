@@ -150,7 +150,7 @@ fn error(code: ErrorCode, message: impl Into<String>) -> RemoteError {
 impl Monitor {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        name: String,
+        entity: EntityName,
         node_id: NodeId,
         raft: Raft,
         state: StateMachine,
@@ -159,9 +159,8 @@ impl Monitor {
         genesis: Bytes,
         clock: Clock,
     ) -> Result<Monitor, StateError> {
-        let entity = EntityName::mon(&name).map_err(StateError::Name)?;
         Ok(Monitor {
-            name,
+            name: entity.id().to_owned(),
             entity,
             node_id,
             raft,

@@ -162,7 +162,6 @@ pub fn decide(p: &Peering<'_>, is_up: impl Fn(u32) -> bool) -> Decision {
     let Some(auth) = authority(p) else { return Decision::Incomplete };
     let auth_info = p.infos.get(&auth).cloned().flatten().unwrap_or_default();
     let complete = Complete { p, auth, auth_info: &auth_info };
-    let has_copy = |osd: &u32| p.infos.get(osd).is_some_and(Option::is_some);
     let want_acting = match p.erasure {
         Some(e) => want_acting_ec(p, e, &complete, &is_up),
         None => want_acting_replicated(p, &complete, &is_up),
@@ -178,7 +177,7 @@ pub fn decide(p: &Peering<'_>, is_up: impl Fn(u32) -> bool) -> Decision {
             .infos
             .keys()
             .copied()
-            .filter(|o| has_copy(o) && !p.acting.contains(o) && !p.up.contains(o))
+            .filter(|&o| complete.has_copy(o) && !p.acting.contains(&o) && !p.up.contains(&o))
             .collect(),
     };
     for &osd in p.acting {

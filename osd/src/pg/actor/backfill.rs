@@ -96,7 +96,7 @@ impl Pg {
                                 }
                             }
                             (other, _) => {
-                                return Err(PeerError::unexpected(osd, "a scan", &other).into());
+                                return Err(PeerError::unexpected(osd, "scan", &other).into());
                             }
                         }
                     }

@@ -246,7 +246,7 @@ impl Pg {
             let (local, remote) = tokio::join!(local, futures::future::join_all(remote));
             let result = remote
                 .into_iter()
-                .chain(std::iter::once(local))
+                .chain(std::iter::once(local.map_err(store_error)))
                 .collect::<Result<Vec<()>, _>>()
                 .map(|_| ());
             if result.is_ok() {

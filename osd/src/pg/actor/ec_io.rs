@@ -447,8 +447,7 @@ impl ShardSource {
         object: &ObjectName,
     ) -> Result<(ObjectState, Bytes), TaskError> {
         let Some(osd) = self.osds.get(shard).copied().flatten() else {
-            let why = format!("no OSD holds shard {shard}");
-            return Err(err(ErrorCode::Unavailable, why).into());
+            return Err(TaskError::NoHolder { shard });
         };
         if osd == self.shared.me {
             return Ok(read_state(self.shared.store.as_ref(), self.c, object)?);
@@ -463,7 +462,7 @@ impl ShardSource {
             .await?
         {
             (PeerResponse::Object(state), bulk) => Ok((state, bulk)),
-            (other, _) => Err(PeerError::unexpected(osd, "a pull", &other).into()),
+            (other, _) => Err(PeerError::unexpected(osd, "pull", &other).into()),
         }
     }
 

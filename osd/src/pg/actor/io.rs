@@ -99,16 +99,16 @@ pub fn read_state(
     store: &dyn ObjectStore,
     c: CollectionId,
     object: &ObjectName,
-) -> Result<(ObjectState, Bytes), RemoteError> {
+) -> Result<(ObjectState, Bytes), StoreError> {
     let oid = object_id(object);
-    let Some(meta) = store.stat(c, &oid).map_err(store_error)? else {
+    let Some(meta) = store.stat(c, &oid)? else {
         return Ok((
             ObjectState { object: object.clone(), version: Version::ZERO, body: None },
             Bytes::new(),
         ));
     };
-    let data = store.read(c, &oid, 0, meta.size).map_err(store_error)?;
-    let omap = store.omap_all(c, &oid).map_err(store_error)?;
+    let data = store.read(c, &oid, 0, meta.size)?;
+    let omap = store.omap_all(c, &oid)?;
     let body = ObjectBody { size: meta.size, mtime_ms: meta.mtime_ms, xattrs: meta.xattrs, omap };
     Ok((
         ObjectState { object: object.clone(), version: meta.version, body: Some(body) },
@@ -122,15 +122,15 @@ pub fn apply_state(
     c: CollectionId,
     state: &ObjectState,
     data: &Bytes,
-) -> Result<(), RemoteError> {
+) -> Result<(), StoreError> {
     let oid = object_id(&state.object);
     let mut txn = Transaction::new();
     txn.push(TxOp::CreateCollection(c)).push(TxOp::Remove { c, oid: oid.clone() });
     if let Some(body) = &state.body {
         if data.len() as u64 != body.size {
-            return Err(err(
-                ErrorCode::Invalid,
-                format!("pushed {} bytes for an object of {}", data.len(), body.size),
+            return Err(StoreError::invalid(
+                format!("the push of {}", state.object),
+                format!("{} bytes for an object of {}", data.len(), body.size),
             ));
         }
         txn.push(TxOp::WriteFull { c, oid: oid.clone(), data: data.clone() });
@@ -147,7 +147,7 @@ pub fn apply_state(
         }
         txn.push(TxOp::SetVersion { c, oid, version: state.version, mtime_ms: body.mtime_ms });
     }
-    apply_waiting(store, &txn).map_err(store_error)
+    apply_waiting(store, &txn)
 }
 
 /// A PG's info and log from its collection, if it has one.
@@ -244,12 +244,11 @@ pub(super) async fn call_peer(
         .osd(placement::OsdId(osd))
         .and_then(|s| s.addr.clone())
         .ok_or(PeerError::NoAddress { osd })?;
+    let asked = request.name();
     let request = OsdRequest::Peer { pg, epoch, interval, request };
     match conns.call(osd, &addr, &request, &bulk, PEER_TIMEOUT).await {
         Ok((Response::Peer(response), bulk)) => Ok((response, bulk)),
-        Ok((other, _)) => {
-            Err(PeerError::Unexpected { osd, asked: "a peer request", got: other.name() })
-        }
+        Ok((other, _)) => Err(PeerError::Unexpected { osd, asked, got: other.name() }),
         Err(source) => Err(PeerError::Call { osd, source }),
     }
 }

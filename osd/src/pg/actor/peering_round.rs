@@ -388,7 +388,7 @@ impl PeeringTask {
                                 infos.insert(osd, info.map(|i| *i));
                             }
                             Ok((other, _)) => {
-                                return Err(PeerError::unexpected(osd, "a query", &other));
+                                return Err(PeerError::unexpected(osd, "query", &other));
                             }
                             Err(e) => return Err(e),
                         }
@@ -451,7 +451,7 @@ impl PeeringTask {
                         return Ok((tail.unwrap_or_default(), entries));
                     }
                 }
-                (other, _) => return Err(PeerError::unexpected(auth, "get-log", &other)),
+                (other, _) => return Err(PeerError::unexpected(auth, "get log", &other)),
             }
         }
     }

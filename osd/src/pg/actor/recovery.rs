@@ -87,7 +87,7 @@ impl Pg {
                         )
                         .await?;
                         let PeerResponse::Object(state) = response else {
-                            return Err(PeerError::unexpected(source, "a pull", &response).into());
+                            return Err(PeerError::unexpected(source, "pull", &response).into());
                         };
                         if state.version < want {
                             let (object, has) = (object.clone(), state.version);

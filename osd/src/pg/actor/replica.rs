@@ -30,7 +30,7 @@ impl Pg {
                     // position's shard by now, which is no copy of the one wanted.
                     Err(self.not_shard(shard))
                 } else {
-                    read_state(self.shared.store.as_ref(), self.c, &object)
+                    read_state(self.shared.store.as_ref(), self.c, &object).map_err(store_error)
                 };
                 let _ =
                     reply.send(answer.map(|(s, b)| (Response::Peer(PeerResponse::Object(s)), b)));
@@ -178,12 +178,12 @@ impl Pg {
     fn push_here(&mut self, state: ObjectState, bulk: Bytes, reply: Reply) {
         self.shared.space.wrote(bulk.len() as u64);
         if let Err(e) = apply_state(self.shared.store.as_ref(), self.c, &state, &bulk) {
-            let _ = reply.send(Err(e));
+            let _ = reply.send(Err(store_error(e)));
             return;
         }
         let shared = self.shared.clone();
         tokio::spawn(async move {
-            let result = shared.syncer.sync().await;
+            let result = shared.syncer.sync().await.map_err(store_error);
             let backfillfull = shared.space.refuse_backfill().is_some();
             let _ = reply.send(result.and_then(|()| answer(PeerResponse::Pushed { backfillfull })));
         });
@@ -319,7 +319,7 @@ impl Pg {
         }
         let shared = self.shared.clone();
         tokio::spawn(async move {
-            let result = shared.syncer.sync().await;
+            let result = shared.syncer.sync().await.map_err(store_error);
             let _ = reply.send(result.and_then(|()| answer(PeerResponse::Done)));
         });
     }

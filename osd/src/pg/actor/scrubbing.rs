@@ -176,7 +176,7 @@ impl Pg {
                             maps.insert(osd, objects);
                         }
                         (other, _) => {
-                            return Err(PeerError::unexpected(osd, "a scrub", &other).into());
+                            return Err(PeerError::unexpected(osd, "scrub map", &other).into());
                         }
                     }
                 }
