@@ -7,7 +7,8 @@ use super::*;
 
 impl Pg {
     /// A request from a peer: reads are answered in any interval, anything else only from
-    /// the primary of the current one.
+    /// the primary of the current one. Writes, pushes and scrub maps are answered once
+    /// their work is done; the rest at once.
     pub(super) fn peer_request(
         &mut self,
         interval: Epoch,
@@ -15,92 +16,106 @@ impl Pg {
         bulk: Bytes,
         reply: Reply,
     ) {
-        match request {
-            PeerRequest::Query => {
-                let _ = reply.send(answer(self.query()));
-            }
+        let done = || answer(PeerResponse::Done);
+        let answered = match request {
+            PeerRequest::Query => answer(self.query()),
             PeerRequest::GetLog { after } => {
                 let (entries, more) = self.log.page_after(after, LOG_PAGE_MAX);
-                let _ =
-                    reply.send(answer(PeerResponse::Log { entries, tail: self.log.tail(), more }));
+                answer(PeerResponse::Log { entries, tail: self.log.tail(), more })
             }
-            PeerRequest::Pull { object, shard } => {
-                let answer = if shard != self.c.shard {
-                    // A pull is answered in any interval: this OSD may hold another
-                    // position's shard by now, which is no copy of the one wanted.
-                    Err(self.not_shard(shard))
-                } else {
-                    read_state(self.shared.store.as_ref(), self.c, &object).map_err(store_error)
-                };
-                let _ =
-                    reply.send(answer.map(|(s, b)| (Response::Peer(PeerResponse::Object(s)), b)));
-            }
+            PeerRequest::Pull { object, shard } => self.answer_pull(&object, shard),
             PeerRequest::ReadShard { object, shard, version, ranges } => {
-                let (store, c) = (self.shared.store.as_ref(), self.c);
-                let answer = if shard != c.shard {
-                    // This OSD's position changed: it holds another shard now.
-                    Err(self.not_shard(shard))
-                } else {
-                    read_shard(store, c, &object, version, &ranges)
-                };
-                let _ = reply.send(
-                    answer.map(|b| (Response::Peer(PeerResponse::ShardRead), Bytes::from(b))),
-                );
+                self.answer_read_shard(&object, shard, version, &ranges)
             }
-            _ if interval != self.interval => {
-                let _ = reply.send(Err(err(
-                    ErrorCode::StaleEpoch,
-                    format!(
-                        "osd.{} is in interval {} of pg {}, not {interval}",
-                        self.me(),
-                        self.interval,
-                        self.id
-                    ),
-                )));
-            }
-            PeerRequest::Activate { info, entries, backfill: true } => {
-                let result = self.start_backfill_here(info, entries).map_err(store_error);
-                let _ = reply.send(
-                    result.map(|()| PeerResponse::Activated { missing: vec![] }).and_then(answer),
-                );
-            }
+            _ if interval != self.interval => Err(self.stale(interval)),
+            PeerRequest::Activate { info, entries, backfill: true } => self
+                .start_backfill_here(info, entries)
+                .map_err(store_error)
+                .and_then(|()| answer(PeerResponse::Activated { missing: vec![] })),
             PeerRequest::Activate { info, entries, backfill: false } => {
-                let _ = reply.send(self.activate_here(info, entries).and_then(answer));
+                self.activate_here(info, entries).and_then(answer)
             }
-            request @ PeerRequest::Replicate { after, .. } => {
-                self.replicate_in_order(interval, after, request, bulk, reply);
-            }
-            PeerRequest::Push { state } => self.push_here(state, bulk, reply),
             PeerRequest::Complete { info } => {
                 self.complete_here(&info);
-                let _ = reply.send(answer(PeerResponse::Done));
+                done()
             }
-            PeerRequest::ScrubMap { after, until, deep } => {
-                self.answer_scrub_map(after, until, deep, reply);
-            }
-            PeerRequest::Scan { after, until, max } => {
-                // Each batch of backfill begins with a scan: a target too full for more
-                // data stops it here, before the monitors have told the primary.
-                if let Some(why) = self.shared.space.refuse_backfill() {
-                    let _ = reply.send(Err(err(ErrorCode::NoSpace, why)));
-                    return;
-                }
-                let _ =
-                    reply.send(self.scan(after, until, max).and_then(|(objects, more)| {
-                        answer(PeerResponse::Scanned { objects, more })
-                    }));
-            }
+            PeerRequest::Scan { after, until, max } => self.answer_scan(after, until, max),
             PeerRequest::BackfillDone => {
-                self.info.backfill_incomplete = None;
-                self.info.last_complete = self.log.head();
-                self.save_info();
-                tracing::info!(pg = %self.id, "backfill of this copy done");
-                let _ = reply.send(answer(PeerResponse::Done));
+                self.backfill_done_here();
+                done()
             }
-            PeerRequest::RemoveStray => {
-                let _ = reply.send(self.remove_stray().and_then(|()| answer(PeerResponse::Done)));
+            PeerRequest::RemoveStray => self.remove_stray().and_then(|()| done()),
+            request @ PeerRequest::Replicate { after, .. } => {
+                return self.replicate_in_order(interval, after, request, bulk, reply);
             }
+            PeerRequest::Push { state } => return self.push_here(state, bulk, reply),
+            PeerRequest::ScrubMap { after, until, deep } => {
+                return self.answer_scrub_map(after, until, deep, reply);
+            }
+        };
+        let _ = reply.send(answered);
+    }
+
+    /// A pull is answered in any interval: this OSD may hold another position's shard by
+    /// now, which is no copy of the one wanted.
+    fn answer_pull(
+        &self,
+        object: &ObjectName,
+        shard: u8,
+    ) -> Result<(Response, Bytes), RemoteError> {
+        if shard != self.c.shard {
+            return Err(self.not_shard(shard));
         }
+        let (state, bulk) =
+            read_state(self.shared.store.as_ref(), self.c, object).map_err(store_error)?;
+        Ok((Response::Peer(PeerResponse::Object(state)), bulk))
+    }
+
+    fn answer_read_shard(
+        &self,
+        object: &ObjectName,
+        shard: u8,
+        version: Version,
+        ranges: &[(u64, u64)],
+    ) -> Result<(Response, Bytes), RemoteError> {
+        if shard != self.c.shard {
+            // This OSD's position changed: it holds another shard now.
+            return Err(self.not_shard(shard));
+        }
+        let bytes = read_shard(self.shared.store.as_ref(), self.c, object, version, ranges)?;
+        Ok((Response::Peer(PeerResponse::ShardRead), Bytes::from(bytes)))
+    }
+
+    fn stale(&self, interval: Epoch) -> RemoteError {
+        let why = format!(
+            "osd.{} is in interval {} of pg {}, not {interval}",
+            self.me(),
+            self.interval,
+            self.id
+        );
+        err(ErrorCode::StaleEpoch, why)
+    }
+
+    /// Each batch of backfill begins with a scan: a target too full for more data stops
+    /// it here, before the monitors have told the primary.
+    fn answer_scan(
+        &self,
+        after: Option<ObjectName>,
+        until: Option<ObjectName>,
+        max: u32,
+    ) -> Result<(Response, Bytes), RemoteError> {
+        if let Some(why) = self.shared.space.refuse_backfill() {
+            return Err(err(ErrorCode::NoSpace, why));
+        }
+        let (objects, more) = self.scan(after, until, max)?;
+        answer(PeerResponse::Scanned { objects, more })
+    }
+
+    fn backfill_done_here(&mut self) {
+        self.info.backfill_incomplete = None;
+        self.info.last_complete = self.log.head();
+        self.save_info();
+        tracing::info!(pg = %self.id, "backfill of this copy done");
     }
 
     /// This OSD's info for a peering round (its own round's too: `start_peering`).
