@@ -1,13 +1,7 @@
 //! Backfill on the primary, for a copy the log cannot bring up to date (new, or too far
-//! behind). It walks the primary's objects in store order: scan the targets' copies of a
-//! batch, then go through it an object at a time, pushing the primary's copy where a
-//! target's version differs (or removing the target's copy where the primary has none).
-//! `Backfill::last` divides the key space: writes to objects up to it replicate to the
-//! targets in full, writes beyond it only append to their logs (the walk will copy the
-//! object), and an object being pushed takes no writes until it is there. The primary's
-//! version is read when the walk reaches the object, so a write between the scan and the
-//! walk is not missed. Once done, the acting-set override (pg_temp) that let the old
-//! copies serve meanwhile is ended.
+//! behind): the I/O of the walk `pg::backfill` decides. It lists the primary's objects,
+//! scans the targets' copies of each batch, pushes where the walk says, and once done ends
+//! the acting-set override (pg_temp) that let the old copies serve meanwhile.
 
 use super::*;
 
@@ -21,54 +15,44 @@ impl Pg {
     /// Starts the next step of backfill, if one is due: more of the batch, a scan of the
     /// next one, or telling the targets they are done.
     pub(super) fn kick_backfill(&mut self) {
-        let bf = &self.bf;
-        if self.state != State::Active
-            || self.backfill.is_empty()
-            || bf.scanning
-            || bf.finishing
-            || self.backfill_waits()
-        {
-            return;
-        }
-        if let Some(osd) = self.shared.space.backfillfull_among(&self.backfill) {
-            let retry_due = self.bf.toofull.is_some_and(|(_, due)| due);
-            if self.bf.toofull.is_none() {
-                tracing::warn!(pg = %self.id, osd, "backfill waits: the target is backfillfull");
+        let gate = backfill_plan::Gate {
+            active: self.state == State::Active,
+            targets: &self.backfill,
+            waits_for_recovery: self.backfill_waits(),
+            backfillfull: self.shared.space.backfillfull_among(&self.backfill),
+        };
+        match self.bf.next(&gate) {
+            Next::Idle => {}
+            Next::Toofull { osd, first, retry } => {
+                if first {
+                    tracing::warn!(pg = %self.id, osd, "backfill waits: the target is backfillfull");
+                }
+                if retry {
+                    self.backfill_again_later();
+                }
             }
-            self.bf.toofull = Some((osd, true));
-            if !retry_due {
-                self.backfill_again_later();
+            Next::PushDeferred(objects) => {
+                for (object, targets) in objects {
+                    self.backfill_push(object, targets);
+                }
             }
-            return;
+            Next::Walk => self.walk(),
+            Next::Finish => self.finish_backfill(),
+            Next::Scan => self.scan_targets(),
         }
-        self.bf.toofull = None;
-        // Objects whose push waited for space go first.
-        if !self.bf.deferred.is_empty() {
-            while self.bf.pushing.len() < BACKFILL_PUSHES_PER_PG {
-                let Some((_, (object, targets))) = self.bf.deferred.pop_first() else { break };
-                self.backfill_push(object, targets);
-            }
-            return;
-        }
-        let bf = &self.bf;
-        if bf.batch.is_some() {
-            return self.walk();
-        }
-        if !bf.pushing.is_empty() {
-            return;
-        }
-        if bf.end {
-            return self.finish_backfill();
-        }
-        let after = bf.last.as_ref().map(|(_, name)| object_id(name));
-        let page = match self.shared.store.list(self.c, after.as_ref(), BACKFILL_BATCH) {
+    }
+
+    /// Scans the targets' copies of the next batch: the primary's next `BATCH` objects.
+    fn scan_targets(&mut self) {
+        let after = self.bf.last.as_ref().map(|(_, name)| object_id(name));
+        let page = match self.shared.store.list(self.c, after.as_ref(), backfill_plan::BATCH) {
             Ok(page) => page,
             Err(e) => {
                 tracing::error!(pg = %self.id, error = %e, "cannot list objects to backfill");
                 return self.backfill_again_later();
             }
         };
-        let until = (page.len() >= BACKFILL_BATCH)
+        let until = (page.len() >= backfill_plan::BATCH)
             .then(|| page.last().map(|(oid, _)| object_name(oid)))
             .flatten();
         self.bf.scanning = true;
@@ -76,35 +60,20 @@ impl Pg {
         let targets = self.backfill.clone();
         let peers = self.peers();
         tokio::spawn(async move {
-            let scan = async {
-                let mut theirs = BTreeMap::new();
-                for osd in targets {
-                    let mut objects: Vec<(ObjectName, Version)> = Vec::new();
-                    let mut cursor = after.clone();
-                    loop {
-                        let request = PeerRequest::Scan {
-                            after: cursor.clone(),
-                            until: until.clone(),
-                            max: SCAN_MAX,
-                        };
-                        match peers.call(osd, request, Bytes::new()).await? {
-                            (PeerResponse::Scanned { objects: page, more }, _) => {
-                                cursor = page.last().map(|(name, _)| name.clone()).or(cursor);
-                                objects.extend(page);
-                                if !more {
-                                    break;
-                                }
-                            }
-                            (other, _) => {
-                                return Err(PeerError::unexpected(osd, "scan", &other).into());
-                            }
-                        }
+            let mut theirs = BTreeMap::new();
+            let mut result = Ok(());
+            for osd in targets {
+                match scan(&peers, osd, after.clone(), until.clone()).await {
+                    Ok(objects) => {
+                        theirs.insert(osd, objects);
                     }
-                    theirs.insert(osd, objects);
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
                 }
-                Ok(theirs)
-            };
-            let result = scan.await;
+            }
+            let result = result.map(|()| theirs);
             peers.report(Event::Scanned { interval: peers.interval, until, result }).await;
         });
     }
@@ -123,93 +92,61 @@ impl Pg {
         until: Option<ObjectName>,
         result: Result<BTreeMap<u32, Vec<(ObjectName, Version)>>, TaskError>,
     ) {
-        self.bf.scanning = false;
-        let theirs = match result {
-            Ok(theirs) => theirs,
-            Err(e) => {
-                tracing::info!(pg = %self.id, error = %e, "backfill scan failed; retrying");
-                return self.backfill_again_later();
+        match result {
+            Ok(theirs) => {
+                self.bf.scanned(until, theirs);
+                self.walk();
             }
-        };
-        let order = |name: &ObjectName| objectstore::keys::object_order(&object_id(name));
-        for (osd, objects) in theirs {
-            for (name, version) in objects {
-                let entry =
-                    self.bf.queue.entry(order(&name)).or_insert_with(|| (name, BTreeMap::new()));
-                entry.1.insert(osd, version);
+            Err(e) => {
+                self.bf.scanning = false;
+                tracing::info!(pg = %self.id, error = %e, "backfill scan failed; retrying");
+                self.backfill_again_later();
             }
         }
-        self.bf.batch = Some(until.map(|name| (order(&name), name)));
-        self.walk();
     }
 
-    /// Walks the batch an object at a time, a few pushes at once. The next object is the
-    /// first past the mark that the primary has now (read at each step, so one created
-    /// during the walk is not passed over: its writes only reached the targets' logs) or
-    /// that a target had at the scan. Compares the primary's version with each target's,
-    /// moves the mark past the object, and pushes where they differ. At the batch's end
-    /// the mark moves to the batch's end.
+    /// Walks the batch an object at a time, a few pushes at once (`Backfill::step`).
     pub(super) fn walk(&mut self) {
-        while self.bf.pushing.len() < BACKFILL_PUSHES_PER_PG {
+        while self.bf.pushing.len() < backfill_plan::PUSHES_PER_PG {
             if self.shared.space.backfillfull_among(&self.backfill).is_some() {
                 // Waits, and tries again later.
                 return self.kick_backfill();
             }
-            let Some(until) = self.bf.batch.clone() else { return };
+            if self.bf.batch.is_none() {
+                return;
+            }
             let after = self.bf.last.as_ref().map(|(_, name)| object_id(name));
             let ours = match self.shared.store.list(self.c, after.as_ref(), 1) {
-                Ok(page) => page.into_iter().next().and_then(|(oid, meta)| {
-                    let key = objectstore::keys::object_order(&oid);
-                    let within = until.as_ref().is_none_or(|(u, _)| key <= *u);
-                    within.then(|| (key, object_name(&oid), meta.version))
-                }),
+                Ok(page) => {
+                    page.into_iter().next().map(|(oid, meta)| (object_name(&oid), meta.version))
+                }
                 Err(e) => {
                     tracing::error!(pg = %self.id, error = %e, "cannot list objects to backfill");
                     return self.backfill_again_later();
                 }
             };
-            let theirs_first = self.bf.queue.keys().next().cloned();
-            let (key, object, ours) = match (ours, theirs_first) {
-                (Some((key, name, version)), theirs)
-                    if theirs.as_ref().is_none_or(|t| key <= *t) =>
-                {
-                    (key, name, Some(version))
-                }
-                // Only a target has it: the primary does not.
-                (_, Some(key)) => {
-                    let name = self.bf.queue[&key].0.clone();
-                    (key, name, None)
-                }
-                _ => {
-                    self.bf.batch = None;
-                    self.bf.end = until.is_none();
-                    self.bf.last = until;
+            let (ec, in_flight) = (self.ec.is_some(), &self.in_flight);
+            match self.bf.step(ours, &self.backfill, |o| ec && in_flight.contains_key(o)) {
+                // `release` walks on once the op is done.
+                Walked::Wait => return,
+                Walked::BatchDone => {
                     if self.bf.pushing.is_empty() {
                         self.kick_backfill();
                     }
                     return;
                 }
-            };
-            if self.ec.is_some() && self.in_flight.contains_key(&object) {
-                // An erasure-coded op on it is gathering or committing: its shards are
-                // rebuilt once it is done (`release` walks on), never from a version it
-                // is about to replace.
-                return;
-            }
-            let theirs = self.bf.queue.remove(&key).map(|(_, v)| v).unwrap_or_default();
-            let targets: Vec<u32> =
-                self.backfill.iter().copied().filter(|t| theirs.get(t) != ours.as_ref()).collect();
-            self.bf.covered += u64::from(ours.is_some());
-            self.bf.last = Some((key, object.clone()));
-            if !targets.is_empty() {
-                self.backfill_push(object, targets);
+                Walked::Passed { object, targets } => {
+                    if !targets.is_empty() {
+                        self.backfill_push(object, targets);
+                    }
+                }
             }
         }
     }
 
     /// Pushes the primary's copy of `object` (or its absence) to `targets`.
     pub(super) fn backfill_push(&mut self, object: ObjectName, targets: Vec<u32>) {
-        self.bf.pushing.insert(object.clone(), targets.clone());
+        self.bf.pushing(object.clone(), targets.clone());
         let (peers, shared, c) = (self.peers(), self.shared.clone(), self.c);
         let erasure = self.shard_source().map(|source| {
             let ec = self.ec.as_ref().expect("erasure-coded");
@@ -268,11 +205,8 @@ impl Pg {
     ) {
         match result {
             Ok(None) => {
-                // Not pushed: the object waits, and writes to it meanwhile reach the
-                // targets' logs only (they do not have it).
-                let targets = self.bf.pushing.remove(&object).unwrap_or_default();
-                let order = objectstore::keys::object_order(&object_id(&object));
-                self.bf.deferred.insert(order, (object.clone(), targets));
+                // Not pushed: a target filled up.
+                self.bf.defer(&object);
                 self.release(&object);
                 self.kick_backfill();
             }
@@ -342,5 +276,30 @@ impl Pg {
             tokio::time::sleep(PG_TEMP_RETRY).await;
             let _ = inbox.send(Event::BackfillRetry { interval }).await;
         });
+    }
+}
+
+/// A target's copies of the objects after `after` up to `until`, page by page.
+async fn scan(
+    peers: &Peers,
+    osd: u32,
+    after: Option<ObjectName>,
+    until: Option<ObjectName>,
+) -> Result<Vec<(ObjectName, Version)>, TaskError> {
+    let mut objects: Vec<(ObjectName, Version)> = Vec::new();
+    let mut cursor = after;
+    loop {
+        let request =
+            PeerRequest::Scan { after: cursor.clone(), until: until.clone(), max: SCAN_MAX };
+        match peers.call(osd, request, Bytes::new()).await? {
+            (PeerResponse::Scanned { objects: page, more }, _) => {
+                cursor = page.last().map(|(name, _)| name.clone()).or(cursor);
+                objects.extend(page);
+                if !more {
+                    return Ok(objects);
+                }
+            }
+            (other, _) => return Err(PeerError::unexpected(osd, "scan", &other).into()),
+        }
     }
 }

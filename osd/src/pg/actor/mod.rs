@@ -33,6 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{PeerError, RecoveryError, TaskError};
 
+use super::backfill::{self as backfill_plan, Backfill, Next, Walked};
 use super::ec::{self as ecw, EC_SIZE_XATTR, Logical};
 use super::log::{LOG_ENTRIES_KEPT, PgLog};
 use super::ops::{self, object_id, object_name, store_error};
@@ -71,12 +72,8 @@ pub const PENDING_REPLICATIONS_MAX: usize = 1024;
 pub const PEERING_RETRY: Duration = Duration::from_millis(500);
 /// How long a PG waits for the acting set it asked the monitors for before asking again.
 pub const PG_TEMP_RETRY: Duration = Duration::from_secs(5);
-/// Objects of the primary one backfill scan compares with the targets.
-pub const BACKFILL_BATCH: usize = 256;
 /// Times a clean PG asks a stray to delete its copy.
 pub const STRAY_REMOVAL_ATTEMPTS: u32 = 10;
-/// Backfill pushes one PG has in flight: client writes to those objects wait for them.
-pub const BACKFILL_PUSHES_PER_PG: usize = 2;
 /// Objects one scan answer carries.
 pub const SCAN_MAX: u32 = 1024;
 /// Objects of the primary one scrub chunk checks (writes to them wait meanwhile).
@@ -463,43 +460,6 @@ struct ScrubRun {
     gathering: bool,
     errors: u64,
     _permit: tokio::sync::OwnedSemaphorePermit,
-}
-
-/// How far the primary's backfill of `Pg::backfill` got.
-#[derive(Default)]
-struct Backfill {
-    /// Objects up to this one (store order) are on every target, or being pushed there.
-    last: Option<(Vec<u8>, ObjectName)>,
-    /// Every object is covered.
-    end: bool,
-    /// A scan of the targets is in flight.
-    scanning: bool,
-    /// The scanned batch, where the walk has not reached yet: each object (by store
-    /// order) with its version on the targets that have it.
-    queue: BTreeMap<Vec<u8>, (ObjectName, BTreeMap<u32, Version>)>,
-    /// Where the batch being walked ends (`None`: at the PG's end); `None` outside one.
-    batch: Option<Option<(Vec<u8>, ObjectName)>>,
-    /// Objects being pushed now, to these targets (writes to them wait).
-    pushing: HashMap<ObjectName, Vec<u32>>,
-    /// The targets are being told they are done.
-    finishing: bool,
-    /// Objects of the primary covered so far.
-    covered: u64,
-    /// A target at backfillfull or above holds backfill up: it, and whether a retry is
-    /// already due.
-    toofull: Option<(u32, bool)>,
-    /// Objects the walk passed whose push waited for space, with their targets: writes
-    /// to them reach the targets' logs only, as beyond `last`, until they are pushed.
-    deferred: BTreeMap<Vec<u8>, (ObjectName, Vec<u32>)>,
-}
-
-impl Backfill {
-    /// Whether writes to `object` replicate to the targets in full.
-    fn covers(&self, object: &ObjectName) -> bool {
-        let order = objectstore::keys::object_order(&object_id(object));
-        (self.end || self.last.as_ref().is_some_and(|(last, _)| order <= *last))
-            && !self.deferred.contains_key(&order)
-    }
 }
 
 /// `osd.1, osd.4`, or `nobody`.
