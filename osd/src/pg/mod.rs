@@ -10,3 +10,4 @@ pub mod persist;
 pub mod recovery;
 pub mod rollback;
 pub mod scrub;
+pub mod status;

@@ -42,6 +42,7 @@ use super::persist;
 use super::recovery::{self as recovery_plan, Step};
 use super::rollback::{self, Rollback};
 use super::scrub;
+use super::status::{self, Blocked, Filling};
 use crate::space::Space;
 use crate::syncer::Syncer;
 use crate::throttle::Throttle;
@@ -330,20 +331,6 @@ pub struct EcOp {
     reads: usize,
 }
 
-/// Why a PG cannot go active: its state words, in a sentence, and the OSDs it waits for.
-#[derive(Clone, Debug, Default)]
-pub struct Blocked {
-    pub state: &'static str,
-    pub why: String,
-    pub waiting_for: Vec<u32>,
-}
-
-impl Blocked {
-    fn new(state: &'static str, why: String) -> Blocked {
-        Blocked { state, why, waiting_for: Vec::new() }
-    }
-}
-
 pub enum Peered {
     Blocked(Blocked),
     Plan { plan: Plan, auth_log: Option<(Version, Vec<LogEntry>)>, auth_stats: ObjectCounts },
@@ -460,14 +447,6 @@ struct ScrubRun {
     gathering: bool,
     errors: u64,
     _permit: tokio::sync::OwnedSemaphorePermit,
-}
-
-/// `osd.1, osd.4`, or `nobody`.
-fn osd_list(osds: &[u32]) -> String {
-    if osds.is_empty() {
-        return "nobody".to_owned();
-    }
-    osds.iter().map(|o| format!("osd.{o}")).collect::<Vec<_>>().join(", ")
 }
 
 fn err(code: ErrorCode, message: impl Into<String>) -> RemoteError {

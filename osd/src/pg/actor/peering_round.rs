@@ -3,7 +3,8 @@
 //! then fetch the authority's log if it is not ours); its result comes back as an event
 //! and is acted on here: merge the authority's log into ours, roll back what it lacks,
 //! then activate the others and go active. A PG that cannot go active says why
-//! (`Blocked`). The decisions are `peering`'s and `log`'s; this moves infos and logs.
+//! (`status::Blocked`). The decisions are `peering`'s, `log`'s and `status`'s; this
+//! moves infos and logs.
 
 use super::*;
 
@@ -74,24 +75,10 @@ impl Pg {
             return self.peer_again_after(PG_TEMP_RETRY);
         }
         if !plan.active {
-            self.state = State::Blocked;
-            let why = format!(
-                "{} complete copies of min_size {} (acting {:?}, backfill needed on {:?})",
-                plan.complete, self.min_size, self.acting, plan.backfill
-            );
-            tracing::info!(pg = %self.id, %why, "cannot go active");
             let k = self.ec.as_ref().map(|e| e.layout.k());
-            self.blocked = if plan.complete == 0 {
-                Blocked::new("incomplete", why)
-            } else if let Some(k) = k.filter(|&k| plan.complete < k) {
-                let why = format!("{} complete shards, fewer than k={k}: {why}", plan.complete);
-                Blocked::new("down", why)
-            } else if plan.backfill.contains(&self.me()) {
-                let why = format!("the primary's own copy must be rebuilt first: {why}");
-                Blocked::new("peered", why)
-            } else {
-                Blocked::new("undersized+peered", why)
-            };
+            self.blocked = Blocked::inactive(&plan, self.me(), self.min_size, &self.acting, k);
+            tracing::info!(pg = %self.id, state = self.blocked.state, why = %self.blocked.why, "cannot go active");
+            self.state = State::Blocked;
             return;
         }
         // Adopt the authoritative history first.
@@ -395,25 +382,10 @@ impl PeeringTask {
                     }
                 }
                 Decision::Down { interval, waiting_for } => {
-                    let needed = match &self.erasure {
-                        Some(e) => format!("{} of them with a shard", e.layout.k()),
-                        None => "one of them".to_owned(),
-                    };
-                    let why = format!(
-                        "interval {}-{} (acting {:?}, primary {}) may have taken writes, and \
-                         {needed} must answer; waiting for {}",
-                        interval.first,
-                        interval.last,
-                        interval.acting,
-                        interval.primary.map_or("none".to_owned(), |o| format!("osd.{o}")),
-                        osd_list(&waiting_for),
-                    );
-                    return Ok(Peered::Blocked(Blocked { state: "down", why, waiting_for }));
+                    let k = self.erasure.as_ref().map(|e| e.layout.k());
+                    return Ok(Peered::Blocked(Blocked::down(&interval, waiting_for, k)));
                 }
-                Decision::Incomplete => {
-                    let why = "no complete copy answered".to_owned();
-                    return Ok(Peered::Blocked(Blocked::new("incomplete", why)));
-                }
+                Decision::Incomplete => return Ok(Peered::Blocked(Blocked::incomplete())),
                 Decision::Plan(plan) => break plan,
             }
         };

@@ -1,4 +1,5 @@
-//! What the primary tells the monitors about its PG (`PgStat`: the state words, object
+//! What the primary tells the monitors about its PG (`PgStat`: the state words `status`
+//! chooses, object
 //! counts, why it is blocked and for whom), and what it does once the PG is clean: trim the
 //! log, tell the replicas, and have the strays delete their old copies.
 
@@ -11,50 +12,24 @@ impl Pg {
             State::Replica => vec!["stray"],
             State::Peering => vec!["peering"],
             State::Blocked => self.blocked.state.split('+').collect(),
-            State::Active => {
-                // An erasure-coded PG with k shards or more but fewer than min_size
-                // taking writes serves reads only: peered, as Ceph says, not active.
-                let writable = self.ec.is_none() || self.writers.len() >= self.min_size;
-                let mut words = vec![if writable { "active" } else { "peered" }];
-                let remapped = self.remapped();
-                let short = self.acting.len() < self.size;
-                let missing = self.degraded_objects() > 0;
-                let filling = self.backfill.iter().any(|o| self.acting.contains(o));
-                if remapped {
-                    words.push("remapped");
-                }
-                if missing || short || filling {
-                    words.push("degraded");
-                }
-                if short {
-                    words.push("undersized");
-                }
-                if missing {
-                    words.push("recovering");
-                }
-                if !self.backfill.is_empty() {
-                    words.push(if self.bf.toofull.is_some() {
-                        "backfill_toofull"
-                    } else if self.backfill_waits() {
-                        "backfill_wait"
-                    } else {
-                        "backfilling"
-                    });
-                }
-                if !missing && !short && !remapped && self.backfill.is_empty() {
-                    words.push("clean");
-                }
-                if let Some(run) = &self.scrub {
-                    words.push("scrubbing");
-                    if run.deep {
-                        words.push("deep");
-                    }
-                }
-                if !self.inconsistent.is_empty() {
-                    words.push("inconsistent");
-                }
-                words
-            }
+            State::Active => status::active_words(&status::Active {
+                writable: self.ec.is_none() || self.writers.len() >= self.min_size,
+                remapped: self.remapped(),
+                undersized: self.acting.len() < self.size,
+                missing: self.degraded_objects() > 0,
+                filling_acting: self.backfill.iter().any(|o| self.acting.contains(o)),
+                backfill: if self.backfill.is_empty() {
+                    Filling::No
+                } else if self.bf.toofull.is_some() {
+                    Filling::Toofull
+                } else if self.backfill_waits() {
+                    Filling::Waiting
+                } else {
+                    Filling::Running
+                },
+                scrub: self.scrub.as_ref().map(|run| run.deep),
+                inconsistent: !self.inconsistent.is_empty(),
+            }),
         };
         let objects = self.info.stats.objects;
         let absent = self.size.saturating_sub(self.acting.len()) as u64;
