@@ -1,6 +1,7 @@
 //! Placement groups: the pure decisions (log, peering, recovery, backfill) and the per-PG task that runs them.
 
 pub mod actor;
+pub mod admission;
 pub mod backfill;
 pub mod ec;
 pub mod log;

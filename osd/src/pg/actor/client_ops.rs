@@ -1,5 +1,5 @@
-//! Client ops on the primary: held while the PG cannot serve them or their object is busy
-//! (recovering, being pushed by backfill, in a scrub chunk), executed on the local copy
+//! Client ops on the primary: admitted as `admission` decides (refused, waiting for the
+//! PG, held behind their busy object, or run), executed on the local copy
 //! (`ops`), logged and replicated to the acting set and the backfill targets, and
 //! answered once every copy has committed. Also the listing of the PG's objects.
 
@@ -8,60 +8,64 @@ use super::*;
 impl Pg {
     pub(super) fn client_op(&mut self, op: ClientOp) {
         self.shared.client_ops.fetch_add(1, Ordering::Relaxed);
-        if !self.is_primary() {
-            let _ = op.reply.send(Err(err(
-                ErrorCode::StaleEpoch,
-                format!(
+        let pg = admission::Pg {
+            primary: self.is_primary(),
+            serving: match self.state {
+                State::Active => Serving::Yes,
+                State::Blocked => Serving::No,
+                State::Peering | State::Replica => Serving::Soon,
+            },
+            waiting: self.waiting.len(),
+        };
+        let object = self.admission_view(&op.object);
+        let write = op.ops.iter().any(ObjectOp::is_write);
+        let refusal = match admission::admit(&pg, &object, write) {
+            Admit::Run => return self.execute(op),
+            Admit::Wait => {
+                tracing::debug!(pg = %self.id, object = %op.object, state = ?self.state, "op waits for the PG");
+                return self.waiting.push_back(op);
+            }
+            Admit::Hold { recover } => {
+                tracing::debug!(pg = %self.id, object = %op.object, ?object, "op held");
+                if recover {
+                    self.recover(op.object.clone(), true);
+                }
+                return self.held.entry(op.object.clone()).or_default().push_back(op);
+            }
+            Admit::NotPrimary => {
+                let why = format!(
                     "osd.{} is not the primary of pg {} at epoch {}",
                     self.me(),
                     self.id,
                     self.map.epoch()
-                ),
-            )));
-            return;
-        }
-        if self.state != State::Active {
-            if self.waiting.len() >= WAITING_OPS_MAX {
-                let _ = op.reply.send(Err(err(
-                    ErrorCode::Busy,
-                    format!("pg {} has too many waiting ops", self.id),
-                )));
-                return;
+                );
+                err(ErrorCode::StaleEpoch, why)
             }
-            if self.state == State::Blocked {
+            Admit::Blocked => {
                 let Blocked { state, why, .. } = &self.blocked;
-                let _ = op.reply.send(Err(err(
-                    ErrorCode::Unavailable,
-                    format!("pg {} is {state}: {why}", self.id),
-                )));
-                return;
+                err(ErrorCode::Unavailable, format!("pg {} is {state}: {why}", self.id))
             }
-            tracing::debug!(pg = %self.id, object = %op.object, state = ?self.state, "op waits for the PG");
-            self.waiting.push_back(op);
-            return;
-        }
-        // One change per object at a time, and nothing on an object being recovered.
-        let busy = self.in_flight.contains_key(&op.object)
-            || self.is_missing_anywhere(&op.object)
-            || self.bf.pushing.contains_key(&op.object)
-            || self.held.contains_key(&op.object)
-            || (op.ops.iter().any(ObjectOp::is_write) && self.in_scrub_range(&op.object));
-        if busy {
-            tracing::debug!(
-                pg = %self.id,
-                object = %op.object,
-                in_flight = self.in_flight.contains_key(&op.object),
-                missing = self.is_missing_anywhere(&op.object),
-                pushing = self.bf.pushing.contains_key(&op.object),
-                "op held"
-            );
-            if self.is_missing_anywhere(&op.object) && !self.recovering.contains(&op.object) {
-                self.recover(op.object.clone(), true);
+            Admit::TooManyHeld => {
+                let why = format!("too many ops wait for {} in pg {}", op.object, self.id);
+                err(ErrorCode::Busy, why)
             }
-            self.held.entry(op.object.clone()).or_default().push_back(op);
-            return;
+            Admit::TooManyWaiting => {
+                err(ErrorCode::Busy, format!("pg {} has too many waiting ops", self.id))
+            }
+        };
+        let _ = op.reply.send(Err(refusal));
+    }
+
+    /// `object` as an op's admission sees it.
+    fn admission_view(&self, object: &ObjectName) -> admission::Object {
+        admission::Object {
+            in_flight: self.in_flight.contains_key(object),
+            missing: self.is_missing_anywhere(object),
+            recovering: self.recovering.contains(object),
+            pushing: self.bf.pushing.contains_key(object),
+            scrubbing: self.in_scrub_range(object),
+            held: self.held.get(object).map_or(0, VecDeque::len),
         }
-        self.execute(op);
     }
 
     /// The primary's copy of the op's object failed its checksum: the object counts as
@@ -104,11 +108,7 @@ impl Pg {
             }
             return;
         }
-        while !self.in_flight.contains_key(object)
-            && !self.is_missing_anywhere(object)
-            && !self.bf.pushing.contains_key(object)
-            && !self.in_scrub_range(object)
-        {
+        while admission::may_release(&self.admission_view(object)) {
             let Some(queue) = self.held.get_mut(object) else { return };
             let Some(op) = queue.pop_front() else {
                 self.held.remove(object);

@@ -33,6 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{PeerError, RecoveryError, TaskError};
 
+use super::admission::{self, Admit, Serving, WAITING_OPS_MAX};
 use super::backfill::{self as backfill_plan, Backfill, Next, Walked};
 use super::ec::{self as ecw, EC_SIZE_XATTR, Logical};
 use super::log::{LOG_ENTRIES_KEPT, PgLog};
@@ -65,8 +66,6 @@ use io::{Peers, apply_waiting, call_peer, load, peer_targets};
 
 /// How long one request to a peer may take.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Client ops a PG holds while it cannot serve them (peering, inactive).
-pub const WAITING_OPS_MAX: usize = 1024;
 /// Replicated writes a replica holds that arrived before their predecessor.
 pub const PENDING_REPLICATIONS_MAX: usize = 1024;
 /// How long after a failed peering round the PG tries again.

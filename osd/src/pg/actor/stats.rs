@@ -1,7 +1,6 @@
 //! What the primary tells the monitors about its PG (`PgStat`: the state words `status`
-//! chooses, object
-//! counts, why it is blocked and for whom), and what it does once the PG is clean: trim the
-//! log, tell the replicas, and have the strays delete their old copies.
+//! chooses, object counts, why it is blocked and for whom), and what it does once the PG
+//! is clean: trim the log, tell the replicas, and have the strays delete their old copies.
 
 use super::*;
 
