@@ -478,6 +478,40 @@ impl ShardSource {
         sources: &[usize],
         targets: &[(u32, usize)],
     ) -> Result<(u64, Vec<u32>), RecoveryError> {
+        let (state, shards) = self.decode(object, want, sources).await?;
+        let mut moved = 0u64;
+        let mut full = Vec::new();
+        for &(osd, shard) in targets {
+            let bulk = Bytes::from(shards[shard].clone().unwrap_or_default());
+            let mut state = state.clone();
+            if let Some(body) = state.body.as_mut() {
+                body.size = bulk.len() as u64;
+            }
+            if osd == self.shared.me {
+                self.shared.space.wrote(bulk.len() as u64);
+                apply_state(self.shared.store.as_ref(), self.c, &state, &bulk)?;
+                self.shared.syncer.sync().await?;
+            } else {
+                let request = PeerRequest::Push { state };
+                let (response, _) = self.peers.call(osd, request, bulk.clone()).await?;
+                if let PeerResponse::Pushed { backfillfull: true } = response {
+                    full.push(osd);
+                }
+            }
+            moved += bulk.len() as u64;
+        }
+        Ok((moved, full))
+    }
+
+    /// Pulls k agreeing shards of `object` (at `want` or newer, if given) from `sources`
+    /// in order, and decodes every shard: the object's state and each shard's bytes. An
+    /// object k sources agree they lack (with no version wanted) decodes as absent.
+    async fn decode(
+        &self,
+        object: &ObjectName,
+        want: Option<Version>,
+        sources: &[usize],
+    ) -> Result<(ObjectState, Vec<Option<Vec<u8>>>), RecoveryError> {
         let layout = &self.layout;
         let mut shards: Vec<Option<Vec<u8>>> = vec![None; layout.shards()];
         let mut state: Option<ObjectState> = None;
@@ -518,9 +552,7 @@ impl ShardSource {
             None if want.is_none() && absent >= layout.k() => {
                 ObjectState { object: object.clone(), version: Version::ZERO, body: None }
             }
-            None => {
-                return Err(RecoveryError::NoShard { object: object.clone() });
-            }
+            None => return Err(RecoveryError::NoShard { object: object.clone() }),
         };
         if state.body.is_some() {
             if found < layout.k() {
@@ -536,28 +568,7 @@ impl ShardSource {
                 shards.iter_mut().for_each(|s| *s = Some(Vec::new()));
             }
         }
-        let mut moved = 0u64;
-        let mut full = Vec::new();
-        for &(osd, shard) in targets {
-            let bulk = Bytes::from(shards[shard].clone().unwrap_or_default());
-            let mut state = state.clone();
-            if let Some(body) = state.body.as_mut() {
-                body.size = bulk.len() as u64;
-            }
-            if osd == self.shared.me {
-                self.shared.space.wrote(bulk.len() as u64);
-                apply_state(self.shared.store.as_ref(), self.c, &state, &bulk)?;
-                self.shared.syncer.sync().await?;
-            } else {
-                let request = PeerRequest::Push { state };
-                let (response, _) = self.peers.call(osd, request, bulk.clone()).await?;
-                if let PeerResponse::Pushed { backfillfull: true } = response {
-                    full.push(osd);
-                }
-            }
-            moved += bulk.len() as u64;
-        }
-        Ok((moved, full))
+        Ok((state, shards))
     }
 }
 

@@ -370,6 +370,66 @@ fn positions(set: &placement::OsdSet) -> Vec<Option<u32>> {
     set.iter().map(|o| o.map(|o| o.0)).collect()
 }
 
+/// Where a map puts a PG.
+struct Placed {
+    min_size: usize,
+    size: usize,
+    ec: Option<Ec>,
+    up: Vec<u32>,
+    acting: Vec<u32>,
+    primary: Option<u32>,
+}
+
+/// Why a map does not place a PG.
+enum Unplaced {
+    PoolDeleted,
+    /// The map cannot map it (no rule result).
+    Unmapped,
+    /// Its erasure-code profile is unusable.
+    Profile(ec::EcError),
+}
+
+impl Placed {
+    fn in_map(pg: PgId, map: &OsdMap) -> Result<Placed, Unplaced> {
+        let pool = map.pool(pg.pool).ok_or(Unplaced::PoolDeleted)?;
+        let mapping = map.pg_mapping(pg).map_err(|_| Unplaced::Unmapped)?;
+        let ec = match &pool.kind {
+            placement::PoolKind::Erasure { profile, k, m, .. } => {
+                let chunk = map
+                    .contents()
+                    .erasure_profiles
+                    .get(profile)
+                    .map_or(ec::stripe::DEFAULT_CHUNK, |p| u64::from(p.stripe_unit_bytes));
+                let layout = ec::Layout::new(usize::from(*k), usize::from(*m), chunk)
+                    .map_err(Unplaced::Profile)?;
+                Some(Ec { layout, acting: positions(&mapping.acting), up: positions(&mapping.up) })
+            }
+            placement::PoolKind::Replicated { .. } => None,
+        };
+        Ok(Placed {
+            min_size: pool.min_size(),
+            size: pool.size(),
+            ec,
+            up: mapping.up.osds().map(|o| o.0).collect(),
+            acting: mapping.acting.osds().map(|o| o.0).collect(),
+            primary: mapping.acting_primary.map(|o| o.0),
+        })
+    }
+
+    /// Whether the PG's sets or primary differ from `pg`'s: a new interval.
+    fn moved(&self, pg: &Pg) -> bool {
+        let positions_moved = match (&self.ec, &pg.ec) {
+            (Some(a), Some(b)) => a.acting != b.acting || a.up != b.up,
+            (None, None) => false,
+            _ => true,
+        };
+        self.up != pg.up
+            || self.acting != pg.acting
+            || self.primary != pg.primary
+            || positions_moved
+    }
+}
+
 pub struct Pg {
     id: PgId,
     c: CollectionId,
@@ -617,54 +677,28 @@ impl Pg {
     }
 
     fn new_map(&mut self, map: Arc<OsdMap>) {
-        let Some(pool) = map.pool(self.id.pool) else {
-            // The pool was deleted: the PG goes with it.
-            self.remove_collection();
-            self.remove_other_shards();
-            self.map = map;
-            return;
-        };
-        let (min_size, size) = (pool.min_size(), pool.size());
-        let Ok(mapping) = map.pg_mapping(self.id) else {
-            self.map = map;
-            return;
-        };
-        let ec = match &pool.kind {
-            placement::PoolKind::Erasure { profile, k, m, .. } => {
-                let chunk = map
-                    .contents()
-                    .erasure_profiles
-                    .get(profile)
-                    .map_or(ec::stripe::DEFAULT_CHUNK, |p| u64::from(p.stripe_unit_bytes));
-                match ec::Layout::new(usize::from(*k), usize::from(*m), chunk) {
-                    Ok(layout) => Some(Ec {
-                        layout,
-                        acting: positions(&mapping.acting),
-                        up: positions(&mapping.up),
-                    }),
-                    Err(e) => {
-                        tracing::error!(pg = %self.id, error = %e, "unusable erasure-code profile");
-                        self.map = map;
-                        return;
-                    }
-                }
+        let placed = match Placed::in_map(self.id, &map) {
+            Ok(placed) => placed,
+            Err(Unplaced::PoolDeleted) => {
+                // The PG goes with its pool.
+                self.remove_collection();
+                self.remove_other_shards();
+                self.map = map;
+                return;
             }
-            placement::PoolKind::Replicated { .. } => None,
+            Err(Unplaced::Unmapped) => {
+                self.map = map;
+                return;
+            }
+            Err(Unplaced::Profile(e)) => {
+                tracing::error!(pg = %self.id, error = %e, "unusable erasure-code profile");
+                self.map = map;
+                return;
+            }
         };
-        let up: Vec<u32> = mapping.up.osds().map(|o| o.0).collect();
-        let acting: Vec<u32> = mapping.acting.osds().map(|o| o.0).collect();
-        let primary = mapping.acting_primary.map(|o| o.0);
-        let moved = |a: &Option<Ec>, b: &Option<Ec>| match (a, b) {
-            (Some(a), Some(b)) => a.acting != b.acting || a.up != b.up,
-            (None, None) => false,
-            _ => true,
-        };
-        let changed = up != self.up
-            || acting != self.acting
-            || primary != self.primary
-            || moved(&ec, &self.ec)
-            || self.interval == Epoch(0);
+        let changed = self.interval == Epoch(0) || placed.moved(self);
         let previous = std::mem::replace(&mut self.map, map);
+        let Placed { min_size, size, ec, up, acting, primary } = placed;
         (self.min_size, self.size) = (min_size, size);
         if !changed {
             self.ec = ec;
@@ -689,6 +723,18 @@ impl Pg {
         {
             self.switch_shard(shard as u8);
         }
+        self.forget_interval();
+        if self.is_primary() {
+            self.state = State::Peering;
+            self.start_peering();
+        } else {
+            self.state = State::Replica;
+        }
+    }
+
+    /// A new interval begins: what the primary knew of the old one's copies, recovery,
+    /// backfill and scrub goes, and so do its ops.
+    fn forget_interval(&mut self) {
         self.missing.clear();
         self.writers.clear();
         self.auth = None;
@@ -711,12 +757,6 @@ impl Pg {
         );
         for op in self.waiting.drain(..).chain(self.held.drain().flat_map(|(_, q)| q)) {
             let _ = op.reply.send(Err(stale.clone()));
-        }
-        if self.is_primary() {
-            self.state = State::Peering;
-            self.start_peering();
-        } else {
-            self.state = State::Replica;
         }
     }
 

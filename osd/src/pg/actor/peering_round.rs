@@ -104,6 +104,12 @@ impl Pg {
         info.backfill_incomplete = None;
         self.info = info.clone();
         self.save_info();
+        self.activate(&plan, info);
+    }
+
+    /// Sends the others of the plan the history to start the interval with, and reports
+    /// what each lacks (`Event::Activated`).
+    fn activate(&self, plan: &Plan, mut info: PgInfo) {
         // The replicas start the interval with this; the primary records it only once they
         // all have (`activated`). If activation fails, peering again must still probe the
         // OSDs of the past intervals: the copies this interval leaves behind (strays) are
@@ -307,80 +313,34 @@ pub(super) struct PeeringTask {
     pub(super) conns: Arc<OsdConnections>,
 }
 
+/// What a peering round heard from the OSDs it asked, itself included.
+struct Heard {
+    infos: BTreeMap<u32, Option<PgInfo>>,
+    /// The shard position each answering OSD's copy is for (erasure-coded PGs).
+    held: BTreeMap<u32, usize>,
+    /// OSDs that keep a shard of another position besides the one they answered for.
+    kept: BTreeSet<u32>,
+    /// The epoch each answering OSD's store first served at.
+    born: BTreeMap<u32, Epoch>,
+}
+
 impl PeeringTask {
     pub(super) async fn run(self) -> Result<Peered, PeerError> {
-        let mut infos = BTreeMap::from([(self.me, self.mine.clone())]);
-        // The shard position each answering OSD's copy is for (erasure-coded PGs).
-        let mut held: BTreeMap<u32, usize> = BTreeMap::new();
-        // OSDs that keep a shard of another position besides the one they answered for,
-        // and the epoch each answering OSD's store first served at.
-        let mut kept: BTreeSet<u32> = BTreeSet::new();
-        let mut born: BTreeMap<u32, Epoch> = BTreeMap::from([(self.me, self.born)]);
+        let mut heard = Heard {
+            infos: BTreeMap::from([(self.me, self.mine.clone())]),
+            held: BTreeMap::new(),
+            kept: BTreeSet::new(),
+            born: BTreeMap::from([(self.me, self.born)]),
+        };
         if self.kept {
-            kept.insert(self.me);
+            heard.kept.insert(self.me);
         }
-        if let Some(e) = &self.erasure
-            && let Some(mine) = e.shard_of(self.me)
-        {
-            held.insert(self.me, mine);
+        if let Some(mine) = self.erasure.as_ref().and_then(|e| e.shard_of(self.me)) {
+            heard.held.insert(self.me, mine);
         }
         let plan = loop {
-            let past = peering::merge_intervals(
-                infos.values().flatten().map(|i| i.past_intervals.as_slice()),
-            );
-            let input = peering::Peering {
-                me: self.me,
-                acting: &self.acting,
-                up: &self.up,
-                min_size: self.min_size,
-                size: self.size,
-                erasure: self.erasure.as_ref().map(|e| peering::Erasure {
-                    k: e.layout.k(),
-                    acting: &e.acting,
-                    up: &e.up,
-                    held: &held,
-                    kept: &kept,
-                    born: &born,
-                }),
-                infos: &infos,
-                past_intervals: &past,
-            };
-            match peering::decide(&input, |o| self.map.is_up(placement::OsdId(o))) {
-                Decision::Probe(osds) => {
-                    let this = &self;
-                    let queries = osds.iter().map(|&osd| async move {
-                        let answer = call_peer(
-                            &this.conns,
-                            &this.map,
-                            osd,
-                            this.pg,
-                            this.epoch,
-                            this.interval,
-                            PeerRequest::Query,
-                            Bytes::new(),
-                        )
-                        .await;
-                        (osd, answer)
-                    });
-                    for (osd, answer) in futures::future::join_all(queries).await {
-                        match answer {
-                            Ok((PeerResponse::Info { info, shard, kept: other, born: b }, _)) => {
-                                born.insert(osd, b);
-                                if shard != objectstore::NO_SHARD {
-                                    held.insert(osd, usize::from(shard));
-                                }
-                                if other {
-                                    kept.insert(osd);
-                                }
-                                infos.insert(osd, info.map(|i| *i));
-                            }
-                            Ok((other, _)) => {
-                                return Err(PeerError::unexpected(osd, "query", &other));
-                            }
-                            Err(e) => return Err(e),
-                        }
-                    }
-                }
+            match self.decide(&heard) {
+                Decision::Probe(osds) => self.probe(&osds, &mut heard).await?,
                 Decision::Down { interval, waiting_for } => {
                     let k = self.erasure.as_ref().map(|e| e.layout.k());
                     return Ok(Peered::Blocked(Blocked::down(&interval, waiting_for, k)));
@@ -395,8 +355,59 @@ impl PeeringTask {
         } else {
             None
         };
-        let auth_stats = infos.get(&plan.auth).cloned().flatten().unwrap_or_default().stats;
+        let auth_stats = heard.infos.get(&plan.auth).cloned().flatten().unwrap_or_default().stats;
         Ok(Peered::Plan { plan, auth_log, auth_stats })
+    }
+
+    /// `peering::decide` on what was heard so far.
+    fn decide(&self, heard: &Heard) -> Decision {
+        let past = peering::merge_intervals(
+            heard.infos.values().flatten().map(|i| i.past_intervals.as_slice()),
+        );
+        let input = peering::Peering {
+            me: self.me,
+            acting: &self.acting,
+            up: &self.up,
+            min_size: self.min_size,
+            size: self.size,
+            erasure: self.erasure.as_ref().map(|e| peering::Erasure {
+                k: e.layout.k(),
+                acting: &e.acting,
+                up: &e.up,
+                held: &heard.held,
+                kept: &heard.kept,
+                born: &heard.born,
+            }),
+            infos: &heard.infos,
+            past_intervals: &past,
+        };
+        peering::decide(&input, |o| self.map.is_up(placement::OsdId(o)))
+    }
+
+    /// Asks `osds` for their infos, all at once.
+    async fn probe(&self, osds: &BTreeSet<u32>, heard: &mut Heard) -> Result<(), PeerError> {
+        let queries = osds.iter().map(|&osd| async move {
+            let (conns, map) = (&self.conns, &self.map);
+            let (pg, epoch, interval) = (self.pg, self.epoch, self.interval);
+            let request = PeerRequest::Query;
+            (osd, call_peer(conns, map, osd, pg, epoch, interval, request, Bytes::new()).await)
+        });
+        for (osd, answer) in futures::future::join_all(queries).await {
+            match answer? {
+                (PeerResponse::Info { info, shard, kept, born }, _) => {
+                    heard.born.insert(osd, born);
+                    if shard != objectstore::NO_SHARD {
+                        heard.held.insert(osd, usize::from(shard));
+                    }
+                    if kept {
+                        heard.kept.insert(osd);
+                    }
+                    heard.infos.insert(osd, info.map(|i| *i));
+                }
+                (other, _) => return Err(PeerError::unexpected(osd, "query", &other)),
+            }
+        }
+        Ok(())
     }
 
     /// The authority's whole log (its tail and entries), a page of `LOG_PAGE_MAX` entries

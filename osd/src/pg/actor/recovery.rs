@@ -52,84 +52,31 @@ impl Pg {
             return self.ec_recover(object, urgent);
         }
         let step = recovery_plan::replicated(&self.copies(), &object);
-        let (interval, inbox, shared, map, pg, c) = (
-            self.interval,
-            self.inbox.clone(),
-            self.shared.clone(),
-            self.map.clone(),
-            self.id,
-            self.c,
-        );
+        let (peers, shared, c) = (self.peers(), self.shared.clone(), self.c);
         tokio::spawn(async move {
             let _permit = if urgent { None } else { shared.recovery.acquire().await.ok() };
             let result = async {
-                let epoch = map.epoch();
-                let mut moved = 0u64;
-                let targets = match step {
+                let (pulled, push) = match step {
                     Step::Unfound => {
                         return Err(RecoveryError::NoSource { object: object.clone() });
                     }
-                    Step::Push { push } => push,
-                    Step::Pull { from: source, want, push } => {
-                        let request = PeerRequest::Pull {
-                            object: object.clone(),
-                            shard: objectstore::NO_SHARD,
-                        };
-                        let (response, bulk) = call_peer(
-                            &shared.conns,
-                            &map,
-                            source,
-                            pg,
-                            epoch,
-                            interval,
-                            request,
-                            Bytes::new(),
-                        )
-                        .await?;
-                        let PeerResponse::Object(state) = response else {
-                            return Err(PeerError::unexpected(source, "pull", &response).into());
-                        };
-                        if state.version < want {
-                            let (object, has) = (object.clone(), state.version);
-                            return Err(RecoveryError::Older { osd: source, object, has, want });
-                        }
-                        shared.space.wrote(bulk.len() as u64);
-                        apply_state(shared.store.as_ref(), c, &state, &bulk)?;
-                        shared.syncer.sync().await?;
-                        moved += bulk.len() as u64;
-                        push
+                    Step::Push { push } => (0, push),
+                    Step::Pull { from, want, push } => {
+                        (pull(&peers, &shared, c, &object, from, want).await?, push)
                     }
                 };
-                if !targets.is_empty() {
-                    let (state, bulk) = read_state(shared.store.as_ref(), c, &object)?;
-                    for osd in targets {
-                        let request = PeerRequest::Push { state: state.clone() };
-                        call_peer(
-                            &shared.conns,
-                            &map,
-                            osd,
-                            pg,
-                            epoch,
-                            interval,
-                            request,
-                            bulk.clone(),
-                        )
-                        .await?;
-                        moved += bulk.len() as u64;
-                    }
-                }
-                Ok(moved)
+                Ok(pulled + push_to(&peers, &shared, c, &object, &push).await?)
             }
             .await;
-            if let Ok(bytes) = result {
-                shared.recovered_objects.fetch_add(1, Ordering::Relaxed);
-                shared.last_recovery_ms.store(now_ms(), Ordering::Relaxed);
-                shared.recovered_bytes.fetch_add(bytes, Ordering::Relaxed);
+            match result {
+                Ok(bytes) => {
+                    shared.recovered_objects.fetch_add(1, Ordering::Relaxed);
+                    shared.last_recovery_ms.store(now_ms(), Ordering::Relaxed);
+                    shared.recovered_bytes.fetch_add(bytes, Ordering::Relaxed);
+                }
+                Err(_) => tokio::time::sleep(PEERING_RETRY).await,
             }
-            if result.is_err() {
-                tokio::time::sleep(PEERING_RETRY).await;
-            }
-            let _ = inbox.send(Event::Recovered { interval, object, result }).await;
+            peers.report(Event::Recovered { interval: peers.interval, object, result }).await;
         });
     }
 
@@ -185,4 +132,47 @@ impl Pg {
         }
         self.kick_recovery();
     }
+}
+
+/// Copies `object` here from `source`, which must have `want` or newer; the bytes moved.
+async fn pull(
+    peers: &Peers,
+    shared: &Shared,
+    c: CollectionId,
+    object: &ObjectName,
+    source: u32,
+    want: Version,
+) -> Result<u64, RecoveryError> {
+    let request = PeerRequest::Pull { object: object.clone(), shard: objectstore::NO_SHARD };
+    let (response, bulk) = peers.call(source, request, Bytes::new()).await?;
+    let PeerResponse::Object(state) = response else {
+        return Err(PeerError::unexpected(source, "pull", &response).into());
+    };
+    if state.version < want {
+        let (object, has) = (object.clone(), state.version);
+        return Err(RecoveryError::Older { osd: source, object, has, want });
+    }
+    shared.space.wrote(bulk.len() as u64);
+    apply_state(shared.store.as_ref(), c, &state, &bulk)?;
+    shared.syncer.sync().await?;
+    Ok(bulk.len() as u64)
+}
+
+/// Pushes this copy of `object` to `targets`; the bytes moved.
+async fn push_to(
+    peers: &Peers,
+    shared: &Shared,
+    c: CollectionId,
+    object: &ObjectName,
+    targets: &[u32],
+) -> Result<u64, RecoveryError> {
+    if targets.is_empty() {
+        return Ok(0);
+    }
+    let (state, bulk) = read_state(shared.store.as_ref(), c, object)?;
+    for &osd in targets {
+        let request = PeerRequest::Push { state: state.clone() };
+        peers.call(osd, request, bulk.clone()).await?;
+    }
+    Ok(bulk.len() as u64 * targets.len() as u64)
 }
