@@ -368,8 +368,10 @@ impl Writer {
 enum Home {
     /// Back to the client's pool, if the stream ended cleanly.
     Pool(Weak<PoolShared>),
-    /// Back to the server connection's task, which decides.
-    Server(mpsc::UnboundedSender<Returned>),
+    /// Back to the server connection's task, which decides. A connection has one stream
+    /// out at a time (its task waits for it before reading the next), so the channel
+    /// holds at most one.
+    Server(mpsc::Sender<Returned>),
 }
 
 struct Returned {
@@ -424,7 +426,7 @@ fn give_back(slot: &Slot, put: impl FnOnce(&mut Parts)) {
             }
         }
         Home::Server(task) => {
-            let _ = task.send(Returned { tls, reader, writer });
+            let _ = task.try_send(Returned { tls, reader, writer });
         }
     }
 }
@@ -880,7 +882,7 @@ async fn serve_streams(
     mut closing: watch::Receiver<Option<String>>,
     ended: Arc<Mutex<Option<Ending>>>,
 ) {
-    let (home, mut returned) = mpsc::unbounded_channel();
+    let (home, mut returned) = mpsc::channel(1);
     let mut reader = Reader::default();
     reader.start();
     let why = loop {
