@@ -82,20 +82,7 @@ pub fn plan(
             vec![MapChange::RuleCreate { name: name.clone(), kind: *kind, steps }]
         }
         Command::RuleRemove { name } => vec![MapChange::RuleRemove { rule: rule_id(crush, name)? }],
-        Command::ProfileSet { name, profile } => match map.contents().erasure_profiles.get(name) {
-            Some(existing) if existing == profile => Vec::new(),
-            Some(existing) => {
-                return Err(RemoteError::new(
-                    ErrorCode::AlreadyExists,
-                    format!(
-                        "erasure-code profile '{name}' exists with k={} m={}; its pools keep \
-                         it, so remove it (no pool may use it) and set it again",
-                        existing.k, existing.m
-                    ),
-                ));
-            }
-            None => vec![MapChange::ProfileSet { name: name.clone(), profile: profile.clone() }],
-        },
+        Command::ProfileSet { name, profile } => profile_set(map, name, profile)?,
         Command::ProfileRemove { name } => vec![MapChange::ProfileRemove { name: name.clone() }],
         Command::CrushAddBucket { name, type_name, parent } => {
             let parent = parent.as_deref().map(|p| bucket_id(crush, p)).transpose()?;
@@ -106,22 +93,7 @@ pub fn plan(
                 parent,
             }]
         }
-        Command::CrushMove { name, parent } => {
-            let parent = bucket_id(crush, parent)?;
-            match crush.item_by_name(name)? {
-                item if item.bucket().is_some() => {
-                    vec![MapChange::CrushMoveBucket {
-                        bucket: item.bucket().expect("a bucket"),
-                        parent: Some(parent),
-                    }]
-                }
-                item => {
-                    let osd = item.osd().expect("an OSD");
-                    let weight = crush.devices[&osd].weight;
-                    vec![MapChange::CrushSetDevice { osd, weight, class: None, parent }]
-                }
-            }
-        }
+        Command::CrushMove { name, parent } => crush_move(crush, name, parent)?,
         Command::CrushRemove { name } => match crush.item_by_name(name)? {
             ItemId(id) if id < 0 => vec![MapChange::CrushRemoveBucket { bucket: BucketId(id) }],
             item => vec![MapChange::CrushRemoveDevice { osd: item.osd().expect("an OSD") }],
@@ -157,6 +129,38 @@ pub fn plan(
         | Command::MonRemove { .. } => return Err(invalid("not a map change")),
     };
     Ok(changes)
+}
+
+/// A profile is set once: setting it again alike changes nothing, otherwise is refused.
+fn profile_set(
+    map: &OsdMap,
+    name: &str,
+    profile: &ErasureProfile,
+) -> Result<Vec<MapChange>, RemoteError> {
+    match map.contents().erasure_profiles.get(name) {
+        Some(existing) if existing == profile => Ok(Vec::new()),
+        Some(existing) => Err(RemoteError::new(
+            ErrorCode::AlreadyExists,
+            format!(
+                "erasure-code profile '{name}' exists with k={} m={}; its pools keep it, so \
+                 remove it (no pool may use it) and set it again",
+                existing.k, existing.m
+            ),
+        )),
+        None => Ok(vec![MapChange::ProfileSet { name: name.to_owned(), profile: profile.clone() }]),
+    }
+}
+
+/// Moves a bucket, or an OSD with its weight, under `parent`.
+fn crush_move(crush: &CrushMap, name: &str, parent: &str) -> Result<Vec<MapChange>, RemoteError> {
+    let parent = bucket_id(crush, parent)?;
+    let item = crush.item_by_name(name)?;
+    if let Some(bucket) = item.bucket() {
+        return Ok(vec![MapChange::CrushMoveBucket { bucket, parent: Some(parent) }]);
+    }
+    let osd = item.osd().expect("an OSD");
+    let weight = crush.devices[&osd].weight;
+    Ok(vec![MapChange::CrushSetDevice { osd, weight, class: None, parent }])
 }
 
 fn each(

@@ -54,12 +54,36 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 /// The checks that fail, worst first; empty means HEALTH_OK.
 pub fn checks(inputs: &Inputs<'_>) -> Vec<HealthCheck> {
     let mut out = Vec::new();
-    let down_mons: Vec<&MonStatus> = inputs.monitors.iter().filter(|m| !m.in_quorum).collect();
+    mon_checks(inputs.monitors, &mut out);
+    osd_checks(inputs, &mut out);
+    clock_checks(inputs, &mut out);
+    map_hash_checks(inputs, &mut out);
+    epoch_lag_checks(inputs, &mut out);
+    let flags: Vec<&str> = inputs.map.contents().flags.iter().map(|f| f.name()).collect();
+    if !flags.is_empty() {
+        out.push(check(
+            "OSDMAP_FLAGS",
+            Severity::Warn,
+            format!("{} flag(s) set", flags.join(",")),
+            vec![],
+        ));
+    }
+    fill_checks(&inputs.pgs.osds, &inputs.settings.full_ratios, &mut out);
+    slow_op_checks(inputs, &mut out);
+    pg_checks(inputs.pgs, &mut out);
+    scrub_checks(inputs, &mut out);
+    out.sort_by_key(|c| std::cmp::Reverse(c.severity));
+    out
+}
+
+/// MON_DOWN: an error without a quorum, a warning with monitors outside it.
+fn mon_checks(monitors: &[MonStatus], out: &mut Vec<HealthCheck>) {
+    let down_mons: Vec<&MonStatus> = monitors.iter().filter(|m| !m.in_quorum).collect();
     let detail: Vec<String> = down_mons
         .iter()
         .map(|m| format!("mon.{} at {} is not in quorum", m.name, m.addr))
         .collect();
-    if down_mons.len() == inputs.monitors.len() {
+    if down_mons.len() == monitors.len() {
         // No leader known (or, before the first one, not even the members): nothing can
         // change until an election succeeds.
         out.push(check(
@@ -76,11 +100,16 @@ pub fn checks(inputs: &Inputs<'_>) -> Vec<HealthCheck> {
             format!(
                 "{} down, quorum {}",
                 plural(names.len(), "monitor", "monitors"),
-                quorum(inputs.monitors)
+                quorum(monitors)
             ),
             detail,
         ));
     }
+}
+
+/// OSD_DOWN, OSD_OUT (out but placed in CRUSH: data that would live there lives
+/// elsewhere) and OSD_FLAPPING.
+fn osd_checks(inputs: &Inputs<'_>, out: &mut Vec<HealthCheck>) {
     let osds = &inputs.map.contents().osds;
     let down: Vec<OsdId> = osds.iter().filter(|(_, s)| !s.up).map(|(o, _)| *o).collect();
     if !down.is_empty() {
@@ -92,7 +121,6 @@ pub fn checks(inputs: &Inputs<'_>) -> Vec<HealthCheck> {
             detail,
         ));
     }
-    // Out but placed in CRUSH: data that would live there lives elsewhere.
     let crush = &inputs.map.contents().crush;
     let out_osds: Vec<OsdId> = osds
         .iter()
@@ -117,8 +145,11 @@ pub fn checks(inputs: &Inputs<'_>) -> Vec<HealthCheck> {
         let summary = format!("{} flapping", plural(inputs.flapping.len(), "osd", "osds"));
         out.push(check("OSD_FLAPPING", Severity::Warn, summary, detail));
     }
-    clock_checks(inputs, &mut out);
-    map_hash_checks(inputs, &mut out);
+}
+
+/// MAP_EPOCH_LAG: daemons reporting recently that stayed behind the current epoch for
+/// longer than the grace.
+fn epoch_lag_checks(inputs: &Inputs<'_>, out: &mut Vec<HealthCheck>) {
     let grace = inputs.settings.map_epoch_lag_grace_s as i64 * 1000;
     let lagging: Vec<(&EntityName, &DaemonEpoch)> = inputs
         .daemons
@@ -138,21 +169,6 @@ pub fn checks(inputs: &Inputs<'_>) -> Vec<HealthCheck> {
         );
         out.push(check("MAP_EPOCH_LAG", Severity::Warn, summary, detail));
     }
-    let flags: Vec<&str> = inputs.map.contents().flags.iter().map(|f| f.name()).collect();
-    if !flags.is_empty() {
-        out.push(check(
-            "OSDMAP_FLAGS",
-            Severity::Warn,
-            format!("{} flag(s) set", flags.join(",")),
-            vec![],
-        ));
-    }
-    fill_checks(&inputs.pgs.osds, &inputs.settings.full_ratios, &mut out);
-    slow_op_checks(inputs, &mut out);
-    pg_checks(inputs.pgs, &mut out);
-    scrub_checks(inputs, &mut out);
-    out.sort_by_key(|c| std::cmp::Reverse(c.severity));
-    out
 }
 
 /// The OSDs whose reports are recent: what a silent one last said (its clock, its slow
