@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -31,8 +31,10 @@ use proto::osd::{OSD_BULK_BYTES_MAX, ObjectOp, OsdStat, PgStat};
 use proto::{Access, EntityKind};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 
 use crate::caps::CapsCache;
+use crate::clock::{Clock, SystemClock};
 use crate::pg::actor::{self, ClientOp, Event, Pg, Shared};
 use crate::rocks::RocksEngine;
 use crate::space::{MEASURE_INTERVAL, Space};
@@ -260,7 +262,7 @@ impl Osd {
                 let (epoch, map_hash) = *self.map_hash.lock().expect("map hash lock");
                 let pong = Response::Pong {
                     sent_ms,
-                    now_ms: actor::now_ms(),
+                    now_ms: self.shared.clock.now_ms(),
                     from: format!("osd.{}", self.shared.me).parse().expect("osd name"),
                     removed_at: None,
                     epoch,
@@ -343,10 +345,10 @@ impl Osd {
             }
             let pings = peers.iter().map(|&osd| {
                 let addr = map.osd(OsdId(osd)).and_then(|s| s.addr.clone());
-                let conns = self.shared.conns.clone();
+                let (conns, clock) = (self.shared.conns.clone(), self.shared.clock.clone());
                 async move {
                     let Some(addr) = addr else { return (osd, false) };
-                    let ping = OsdRequest::Ping { sent_ms: actor::now_ms() };
+                    let ping = OsdRequest::Ping { sent_ms: clock.now_ms() };
                     let answered = conns
                         .call(osd, &addr, &ping, &[], HEARTBEAT_INTERVAL)
                         .await
@@ -443,10 +445,10 @@ impl Osd {
     /// Pings a monitor for its clock, as the monitors measure each other's: the monitor's
     /// clock against the middle of the round trip.
     async fn measure_clock(&self, mon: &MonClient) {
-        let sent = actor::now_ms();
+        let sent = self.shared.clock.now_ms();
         let ping = MonRequest::Ping { sent_ms: sent };
         let answer = tokio::time::timeout(STATS_INTERVAL, mon.request(&ping)).await;
-        let received = actor::now_ms();
+        let received = self.shared.clock.now_ms();
         if let Ok(Ok((Response::Pong { now_ms, .. }, _))) = answer {
             let offset = (sent + received) / 2 - now_ms;
             self.clock.lock().expect("clock lock").record(offset, received - sent);
@@ -613,6 +615,8 @@ pub struct Parts {
     pub endpoint: Arc<dyn Endpoint>,
     /// For the data path between OSDs where it is TCP, at the same address.
     pub tcp: Arc<dyn Endpoint>,
+    /// Wall time.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// Runs the OSD in `dir` until the process is stopped.
@@ -657,7 +661,8 @@ fn open(dir: &Path) -> anyhow::Result<Parts> {
     let store = KvObjectStore::with_blocks(engine, blocks)
         .with_context(|| format!("read the object store in {}", store_dir.display()))?;
     let (endpoint, tcp) = listen(config.addr.parse()?, &credentials)?;
-    Ok(Parts { config, client, store: Arc::new(store), store_dir, endpoint, tcp })
+    let clock = Arc::new(SystemClock::from_env());
+    Ok(Parts { config, client, store: Arc::new(store), store_dir, endpoint, tcp, clock })
 }
 
 /// A started OSD: booted, serving, and its background tasks running.
@@ -673,7 +678,7 @@ pub struct Running {
 /// Starts an OSD on `parts`: serves its endpoints, fetches the map, starts the PGs its
 /// store holds and boots with the monitors.
 pub async fn start(parts: Parts) -> anyhow::Result<Running> {
-    let Parts { config, client, store, store_dir, endpoint, tcp } = parts;
+    let Parts { config, client, store, store_dir, endpoint, tcp, clock } = parts;
     let addr = endpoint.local_addr();
     let to_osds = match client.osd_transport {
         OsdTransport::Tcp => tcp.clone(),
@@ -682,8 +687,8 @@ pub async fn start(parts: Parts) -> anyhow::Result<Running> {
     let (pg_temp_tx, pg_temp_rx) = mpsc::channel(PG_TEMP_QUEUE);
     let space = Space::new(config.id, store_dir, config.capacity_bytes);
     let conns = Arc::new(OsdConnections::new(to_osds));
-    let shared =
-        Shared::new(config.id, store, space, conns, pg_temp_tx).context("start the sync thread")?;
+    let shared = Shared::new(config.id, store, space, conns, pg_temp_tx, clock)
+        .context("start the sync thread")?;
     let shared = Arc::new(shared);
     shared.space.measure(shared.store.as_ref());
     let (map_tx, map_rx) = watch::channel(None);

@@ -15,7 +15,9 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use objectstore::ObjectStore;
 use proto::osd::{Fill, FullRatios, OsdConfig, used_percent};

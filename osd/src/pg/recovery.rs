@@ -1,7 +1,8 @@
 //! Recovery's decisions, pure: which missing objects to start next, where a replicated
-//! object is copied from and to, and when the PG may go clean. The actor
-//! (`actor/recovery.rs`) describes its copies as `Copies`, asks, and carries out the
-//! `Step` it is given; erasure-coded objects are rebuilt from k shards instead (`ec_io`).
+//! object is copied from and to, which shards an erasure-coded one is decoded from and
+//! written to, and when the PG may go clean. The actor (`actor/recovery.rs`) describes
+//! its copies as `Copies`, asks, and carries out the `Step` or `Rebuild` it is given (the
+//! decoding of k shards is `ec_io`'s).
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -77,6 +78,45 @@ pub fn replicated(copies: &Copies, object: &ObjectName) -> Step {
     match source {
         Some(from) => Step::Pull { from, want, push },
         None => Step::Unfound,
+    }
+}
+
+/// The shard positions reads and rebuilds of `object` may use, by position: acting OSDs
+/// (`acting`, by position) that are complete and not missing it.
+pub fn readable_shards(copies: &Copies, acting: &[Option<u32>], object: &ObjectName) -> Vec<bool> {
+    acting
+        .iter()
+        .map(|osd| osd.is_some_and(|o| copies.writers.contains(&o) && !copies.lacks(o, object)))
+        .collect()
+}
+
+/// How an erasure-coded object is rebuilt: the version wanted (the log's), the shard
+/// positions to decode from, in order, and the (OSD, position) pairs to write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rebuild {
+    pub want: Option<Version>,
+    pub sources: Vec<usize>,
+    pub targets: Vec<(u32, usize)>,
+}
+
+/// The rebuild of `object` onto every copy that lacks it. `shard_of` gives the position
+/// an OSD holds in this interval (acting, else up: a backfill target).
+pub fn erasure(
+    copies: &Copies,
+    acting: &[Option<u32>],
+    shard_of: impl Fn(u32) -> Option<usize>,
+    object: &ObjectName,
+) -> Rebuild {
+    let readable = readable_shards(copies, acting, object);
+    Rebuild {
+        want: copies.missing.values().find_map(|m| m.get(object)).copied(),
+        sources: (0..readable.len()).filter(|&shard| readable[shard]).collect(),
+        targets: copies
+            .missing
+            .iter()
+            .filter(|(_, m)| m.contains_key(object))
+            .filter_map(|(&osd, _)| Some((osd, shard_of(osd)?)))
+            .collect(),
     }
 }
 
@@ -180,5 +220,31 @@ mod tests {
         assert!(!may_go_clean(&clean, &Shape { writers: 2, ..shape() }));
         assert!(!may_go_clean(&clean, &Shape { backfilling: true, ..shape() }));
         assert!(!may_go_clean(&clean, &Shape { remapped: true, ..shape() }));
+    }
+
+    #[test]
+    fn an_erasure_coded_object_is_rebuilt_from_the_complete_shards_that_have_it() {
+        // 2+1, acting [0, 1, 2]; osd.1 lacks "a", osd.2 is being backfilled (not a
+        // writer), osd.5 (up at position 2, not acting) lacks it too.
+        let lacking = missing(&[(1, &[("a", 4)]), (5, &[("a", 4)])]);
+        let copies = Copies { me: 0, writers: &[0, 1], auth: Some(0), missing: &lacking };
+        let acting = [Some(0), Some(1), Some(2)];
+        let shard_of = |osd: u32| match osd {
+            0..=2 => Some(osd as usize),
+            5 => Some(2),
+            _ => None,
+        };
+        assert_eq!(readable_shards(&copies, &acting, &name("a")), [true, false, false]);
+        assert_eq!(
+            erasure(&copies, &acting, shard_of, &name("a")),
+            Rebuild {
+                want: Some(Version { epoch: 1, seq: 4 }),
+                sources: vec![0],
+                targets: vec![(1, 1), (5, 2)],
+            }
+        );
+        // An object nobody lacks: every complete shard reads, nothing to write.
+        let b = erasure(&copies, &[Some(0), None, Some(1)], shard_of, &name("b"));
+        assert_eq!(b, Rebuild { want: None, sources: vec![0, 2], targets: vec![] });
     }
 }

@@ -189,7 +189,7 @@ impl Pg {
                 Ok(None) => {}
                 Ok(Some(bytes)) => {
                     shared.recovered_objects.fetch_add(1, Ordering::Relaxed);
-                    shared.last_recovery_ms.store(now_ms(), Ordering::Relaxed);
+                    shared.last_recovery_ms.store(shared.clock.now_ms(), Ordering::Relaxed);
                     shared.recovered_bytes.fetch_add(*bytes, Ordering::Relaxed);
                 }
                 Err(_) => tokio::time::sleep(PEERING_RETRY).await,
@@ -251,7 +251,7 @@ impl Pg {
             return self.backfill_again_later();
         }
         tracing::info!(pg = %self.id, targets = ?self.backfill, "backfill done");
-        self.shared.last_backfill_ms.store(now_ms(), Ordering::Relaxed);
+        self.shared.last_backfill_ms.store(self.shared.clock.now_ms(), Ordering::Relaxed);
         for osd in std::mem::take(&mut self.backfill) {
             if self.acting.contains(&osd) && !self.writers.contains(&osd) {
                 self.writers.push(osd);

@@ -158,7 +158,7 @@ impl Pg {
         let head = self.log.head();
         let entry = self.next_entry(&op.object, reqid, &executed);
         let mut rep_ops = executed.rep_ops;
-        rep_ops.push(proto::osd::RepOp::SetVersion { mtime_ms: now_ms() });
+        rep_ops.push(proto::osd::RepOp::SetVersion { mtime_ms: self.shared.clock.now_ms() });
         let data = executed.rep_data;
         let committed_before = self.committed_before(entry.version);
         if let Err(e) = self.apply_entry(&entry, Some((&rep_ops, &data)), committed_before) {

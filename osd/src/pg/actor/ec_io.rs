@@ -65,7 +65,7 @@ impl Pg {
         let mut rep_ops = executed.rep_ops.clone();
         let reads = wanted.len();
         if !rep_ops.is_empty() {
-            rep_ops.push(proto::osd::RepOp::SetVersion { mtime_ms: now_ms() });
+            rep_ops.push(proto::osd::RepOp::SetVersion { mtime_ms: self.shared.clock.now_ms() });
             match ecw::reads(&ec.layout, before, &rep_ops, &executed.rep_data) {
                 Ok(old) => wanted.extend(old),
                 Err(e) => {
@@ -114,15 +114,7 @@ impl Pg {
     /// The shards reads may use: acting OSDs that are complete and not missing `object`.
     pub(super) fn readable_shards(&self, object: &ObjectName) -> Vec<bool> {
         let Some(ec) = &self.ec else { return Vec::new() };
-        ec.acting
-            .iter()
-            .map(|osd| {
-                osd.is_some_and(|o| {
-                    self.writers.contains(&o)
-                        && !self.missing.get(&o).is_some_and(|m| m.contains_key(object))
-                })
-            })
-            .collect()
+        recovery_plan::readable_shards(&self.copies(), &ec.acting, object)
     }
 
     pub(super) fn ec_gathered(

@@ -17,7 +17,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use net::osd_conn::OsdConnections;
@@ -31,6 +33,7 @@ use proto::osd::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use crate::clock::Clock;
 use crate::error::{PeerError, RecoveryError, TaskError};
 
 use super::admission::{self, Admit, Serving, WAITING_OPS_MAX};
@@ -40,7 +43,7 @@ use super::log::{LOG_ENTRIES_KEPT, PgLog};
 use super::ops::{self, object_id, object_name, store_error};
 use super::peering::{self, Decision, Plan};
 use super::persist;
-use super::recovery::{self as recovery_plan, Step};
+use super::recovery::{self as recovery_plan, Rebuild, Step};
 use super::rollback::{self, Rollback};
 use super::scrub;
 use super::status::{self, Blocked, Filling};
@@ -93,6 +96,8 @@ pub type Reply = oneshot::Sender<Result<(Response, Bytes), RemoteError>>;
 /// What every PG of an OSD shares.
 pub struct Shared {
     pub me: u32,
+    /// Wall time (`crate::clock`).
+    pub clock: Arc<dyn Clock>,
     pub store: Arc<dyn ObjectStore>,
     /// Makes applied changes durable, many at once.
     pub syncer: Syncer,
@@ -149,10 +154,12 @@ impl Shared {
         space: Space,
         conns: Arc<OsdConnections>,
         pg_temp: mpsc::Sender<(PgId, Vec<Option<u32>>)>,
+        clock: Arc<dyn Clock>,
     ) -> std::io::Result<Shared> {
         use crate::daemon::{BACKFILL_ACTIVE_MAX, RECOVERY_ACTIVE_MAX};
         Ok(Shared {
             me,
+            clock,
             pg_temp,
             syncer: Syncer::start(store.clone())?,
             space,
@@ -510,21 +517,6 @@ struct ScrubRun {
 
 fn err(code: ErrorCode, message: impl Into<String>) -> RemoteError {
     RemoteError::new(code, message)
-}
-
-/// The wall clock in ms since the Unix epoch, shifted by `CAIRN_CLOCK_OFFSET_MS` (a test
-/// hook, as the monitors have, to exercise CLOCK_SKEW): for times that leave this process
-/// (scrub stamps, mtimes, pongs).
-pub(crate) fn now_ms() -> i64 {
-    static OFFSET_MS: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-    let offset = *OFFSET_MS.get_or_init(|| {
-        std::env::var("CAIRN_CLOCK_OFFSET_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0)
-    });
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    since_epoch + offset
 }
 
 impl Pg {

@@ -16,7 +16,7 @@ impl Pg {
     }
 
     /// The copies as the recovery decisions see them.
-    fn copies(&self) -> recovery_plan::Copies<'_> {
+    pub(super) fn copies(&self) -> recovery_plan::Copies<'_> {
         recovery_plan::Copies {
             me: self.me(),
             writers: &self.writers,
@@ -71,7 +71,7 @@ impl Pg {
             match result {
                 Ok(bytes) => {
                     shared.recovered_objects.fetch_add(1, Ordering::Relaxed);
-                    shared.last_recovery_ms.store(now_ms(), Ordering::Relaxed);
+                    shared.last_recovery_ms.store(shared.clock.now_ms(), Ordering::Relaxed);
                     shared.recovered_bytes.fetch_add(bytes, Ordering::Relaxed);
                 }
                 Err(_) => tokio::time::sleep(PEERING_RETRY).await,
@@ -82,15 +82,9 @@ impl Pg {
 
     /// Rebuilds the shards of `object` the OSDs missing it should hold, from k others.
     pub(super) fn ec_recover(&mut self, object: ObjectName, urgent: bool) {
-        let Some(source) = self.shard_source() else { return };
-        let want = self.missing.values().find_map(|m| m.get(&object)).copied();
-        let targets: Vec<(u32, usize)> = self
-            .missing
-            .iter()
-            .filter(|(_, m)| m.contains_key(&object))
-            .filter_map(|(&osd, _)| Some((osd, self.ec.as_ref()?.shard_of(osd)?)))
-            .collect();
-        let sources = self.readable_sources(&object);
+        let (Some(source), Some(ec)) = (self.shard_source(), self.ec.as_ref()) else { return };
+        let Rebuild { want, sources, targets } =
+            recovery_plan::erasure(&self.copies(), &ec.acting, |o| ec.shard_of(o), &object);
         let (interval, inbox, shared) = (self.interval, self.inbox.clone(), self.shared.clone());
         tokio::spawn(async move {
             let _permit = if urgent { None } else { shared.recovery.acquire().await.ok() };
@@ -98,7 +92,7 @@ impl Pg {
                 source.rebuild(&object, want, &sources, &targets).await.map(|(bytes, _)| bytes);
             if let Ok(bytes) = result {
                 shared.recovered_objects.fetch_add(1, Ordering::Relaxed);
-                shared.last_recovery_ms.store(now_ms(), Ordering::Relaxed);
+                shared.last_recovery_ms.store(shared.clock.now_ms(), Ordering::Relaxed);
                 shared.recovered_bytes.fetch_add(bytes, Ordering::Relaxed);
             } else {
                 tokio::time::sleep(PEERING_RETRY).await;

@@ -11,7 +11,7 @@ impl Pg {
         if !self.is_primary() || self.state != State::Active {
             return;
         }
-        let now = now_ms();
+        let now = self.shared.clock.now_ms();
         if self.info.last_scrub_ms == 0 {
             // A new PG: not due before its intervals have passed.
             self.info.last_scrub_ms = now;
@@ -252,7 +252,7 @@ impl Pg {
         }
         match until {
             None => {
-                let now = now_ms();
+                let now = self.shared.clock.now_ms();
                 self.info.last_scrub_ms = now;
                 if run.deep {
                     self.info.last_deep_scrub_ms = now;
