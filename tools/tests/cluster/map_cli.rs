@@ -217,6 +217,7 @@ fn balance_writes_a_map_within_a_copy_of_every_share() {
     let tested = json(&ok(&["map", "test", "b.map", "--format", "json"], d));
     let dist = &tested["pools"][0]["distribution"];
     assert_eq!(dist["violations"], 0);
+    assert_eq!(dist["per_osd"].as_array().unwrap().len(), 30, "10 hosts of 3: {dist}");
     for osd in dist["per_osd"].as_array().unwrap() {
         let off = osd["count"].as_f64().unwrap() - osd["expected"].as_f64().unwrap();
         assert!(off.abs() <= 1.0, "{osd}");

@@ -37,8 +37,9 @@ fn a_new_leader_commits_after_the_old_one_is_killed_and_nothing_is_lost() {
     assert_eq!(pools, ["before", "after"]);
     let status = c.wait_status("MON_DOWN for the killed leader", Duration::from_secs(15), |s| {
         s["checks"].as_array().unwrap().iter().any(|ch| ch["code"] == "MON_DOWN")
+            && s["leader"].is_string()
     });
-    assert_ne!(status["leader"].as_str(), Some(old.as_str()));
+    assert_ne!(status["leader"].as_str().expect("a leader"), old, "{status}");
     assert_eq!(status["health"], "HEALTH_WARN");
 }
 
@@ -362,8 +363,12 @@ fn a_skewed_clock_is_reported() {
     });
     let check =
         status["checks"].as_array().unwrap().iter().find(|ch| ch["code"] == "CLOCK_SKEW").unwrap();
-    let detail = check["detail"].to_string();
-    assert!(detail.contains("mon.c") || status["answered_by"] == "c", "{detail}");
+    let detail = check["detail"].as_array().expect("a detail list");
+    assert!(!detail.is_empty(), "{check}");
+    // Any monitor may answer: mon.c itself sees the others' clocks off by as much.
+    if status["answered_by"] != "c" {
+        assert!(detail.iter().any(|l| l.as_str().unwrap().contains("mon.c")), "{check}");
+    }
 }
 
 #[test]
@@ -469,7 +474,8 @@ async fn subscribers_get_incrementals_and_follow_the_maps_across_a_monitor_failu
             break;
         }
     }
-    assert_ne!(client.current_monitor().as_deref(), Some(serving.as_str()));
+    let now = client.current_monitor().expect("a session after the failover");
+    assert_ne!(now, serving);
 }
 
 #[test]

@@ -34,7 +34,8 @@ fn objects_survive_a_killed_osd_and_a_returning_one_catches_up() {
     assert_eq!(pool_df[0]["objects"], 3, "{pool_df}");
     assert_eq!(pool_df[0]["used_bytes"], 3 * (3_000_000 + (70u64 << 20)), "{pool_df}");
     let osd_df = c.json(&["osd", "df"]);
-    assert!(osd_df.as_array().unwrap().iter().all(|o| o["pgs"] == 8), "{osd_df}");
+    let rows = osd_df.as_array().unwrap();
+    assert!(rows.len() == 3 && rows.iter().all(|o| o["pgs"] == 8), "{osd_df}");
 
     // Kill osd.1: its peers notice and report it, and the monitors mark it down, without
     // waiting for its beacons to go missing. Writes go on, degraded.

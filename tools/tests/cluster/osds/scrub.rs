@@ -146,7 +146,8 @@ fn deep_scrub_finds_a_rotten_replica_copy_and_repair_rewrites_it() {
     // Bad input first: PGs that do not exist, and words that are not PGs.
     assert!(c.fails(&["pg", "deep-scrub", "9.0"]).contains("does not exist"));
     assert!(c.fails(&["pg", "scrub", "1.7"]).contains("does not exist"));
-    assert!(!c.fails(&["pg", "scrub", "rbd"]).is_empty());
+    let said = c.fails(&["pg", "scrub", "rbd"]);
+    assert!(said.contains("'rbd' is not a PG id"), "{said}");
 
     // A deep scrub reads every copy, finds the two rotten ones and repairs them.
     let said = c.ok(&["pg", "deep-scrub", &id]);
@@ -173,7 +174,7 @@ fn deep_scrub_finds_a_rotten_replica_copy_and_repair_rewrites_it() {
     }
     assert!(!log.contains("object=clean"), "a clean object was reported:\n{log}");
     assert!(!check_codes(&c.status().unwrap()).contains(&"PG_INCONSISTENT".to_owned()));
-    assert!(c.ok(&["pg", "ls-inconsistent"]).trim().is_empty());
+    assert_eq!(c.json(&["pg", "ls-inconsistent"]), serde_json::json!([]));
 
     // Repair is real: another deep scrub finds nothing, and the replica alone serves
     // every object byte-exact.
