@@ -324,128 +324,15 @@ struct Pending {
 fn build_crush(desc: &Description) -> Result<CrushMap, DescribeError> {
     let types =
         desc.types.clone().unwrap_or_else(|| DEFAULT_TYPES.iter().map(|t| t.to_string()).collect());
-    let crush = CrushMap::with_types(types);
+    let mut crush = CrushMap::with_types(types);
     // Checked first: everything below looks names up in this list.
     crush.validate_types().map_err(in_map("types"))?;
-    let mut crush = crush;
-    let type_id = |crush: &CrushMap, at: &str, name: &str| {
-        crush.type_id(name).map_err(in_map(at.to_owned())).and_then(|t| {
-            if t == 0 { Err(entry(at, "'osd' is the leaf type, not a bucket type")) } else { Ok(t) }
-        })
-    };
-
-    let mut buckets: BTreeMap<String, Pending> = BTreeMap::new();
-    let mut order: Vec<String> = Vec::new();
-    // Explicit ids first, so that derived ids steer around all of them whatever the order.
-    let mut ids: BTreeMap<BucketId, String> = BTreeMap::new();
-    for (i, b) in desc.buckets.iter().enumerate() {
-        let Some(id) = b.id else { continue };
-        let at = format!("bucket '{}' ([[bucket]] #{})", b.name, i + 1);
-        if !BucketId(id).is_valid() {
-            return Err(entry(at, format!("id {id} is not a negative bucket id")));
-        }
-        if let Some(other) = ids.insert(BucketId(id), b.name.clone()) {
-            return Err(entry(at, format!("id {id} is already used by bucket '{other}'")));
-        }
-    }
-    for (i, b) in desc.buckets.iter().enumerate() {
-        let at = format!("bucket '{}' ([[bucket]] #{})", b.name, i + 1);
-        if let Some(first) = buckets.get(&b.name) {
-            return Err(entry(at, format!("the name is already used by {}", first.declared_at)));
-        }
-        let type_id = type_id(&crush, &at, &b.type_name)?;
-        let id = match b.id {
-            Some(id) => BucketId(id),
-            None => {
-                let id = derived_id(&ids, &b.name);
-                ids.insert(id, b.name.clone());
-                id
-            }
-        };
-        let parent = b.parent.clone().map(|p| (p, at.clone()));
-        buckets.insert(
-            b.name.clone(),
-            Pending { id, type_id, parent, children: vec![], declared_at: at },
-        );
-        order.push(b.name.clone());
-    }
-
-    let mut seen_osds: BTreeMap<u32, usize> = BTreeMap::new();
-    let mut devices = BTreeMap::new();
-    for (i, osd) in desc.osds.iter().enumerate() {
-        let at = format!("osd.{} ([[osd]] #{})", osd.id, i + 1);
-        if let Some(first) = seen_osds.insert(osd.id, i + 1) {
-            return Err(entry(at, format!("the id is already used by [[osd]] #{first}")));
-        }
-        let id: OsdId = osd.id.to_string().parse().map_err(|e: String| entry(&at, e))?;
-        let weight = Weight::from_f64(osd.weight).map_err(|e| entry(&at, e))?;
-        if osd.location.is_empty() {
-            continue;
-        }
-        // Ancestors from the top down.
-        let mut path = Vec::new();
-        for (type_name, name) in &osd.location {
-            path.push((type_id(&crush, &format!("{at}: location"), type_name)?, type_name, name));
-        }
-        path.sort_by_key(|p| std::cmp::Reverse(p.0));
-        for (level, type_name, name) in &path {
-            match buckets.get(*name) {
-                Some(existing) if existing.type_id != *level => {
-                    return Err(entry(
-                        &at,
-                        format!(
-                            "location says {type_name} = '{name}', but '{name}' is a {} ({})",
-                            crush.type_name(existing.type_id),
-                            existing.declared_at
-                        ),
-                    ));
-                }
-                Some(_) => {}
-                None => {
-                    let id = derived_id(&ids, name);
-                    ids.insert(id, (*name).clone());
-                    let pending = Pending {
-                        id,
-                        type_id: *level,
-                        parent: None,
-                        children: vec![],
-                        declared_at: format!("{at} location"),
-                    };
-                    buckets.insert((*name).clone(), pending);
-                    order.push((*name).clone());
-                }
-            }
-        }
-        for pair in path.windows(2) {
-            let (parent, child) = (pair[0].2, pair[1].2);
-            link(&mut buckets, child, parent, &at)?;
-        }
-        let leaf = path.last().expect("location is not empty").2;
-        buckets.get_mut(leaf).expect("created above").children.push(id.into());
-        devices.insert(id, Device { weight, class: osd.class.clone() });
-    }
-
-    // Explicit parent links, checked for unknown parents and cycles before anything else.
-    let links: Vec<(String, String, String)> = buckets
-        .iter()
-        .filter_map(|(name, b)| b.parent.clone().map(|(p, at)| (name.clone(), p, at)))
-        .collect();
-    for (_, parent, at) in &links {
-        if !buckets.contains_key(parent) {
-            return Err(entry(at, format!("parent '{parent}' is not a bucket")));
-        }
-    }
-    check_cycles(&buckets)?;
-    for name in &order {
-        let Some((parent, _)) = buckets[name].parent.clone() else {
-            continue;
-        };
-        let child_id = buckets[name].id;
-        buckets.get_mut(&parent).expect("checked above").children.push(child_id.into());
-    }
-
-    for name in &order {
-        let b = &buckets[name];
+    let mut tree = Tree::default();
+    tree.declare(&crush, desc)?;
+    tree.place_osds(&crush, desc)?;
+    tree.link_parents()?;
+    for name in &tree.order {
+        let b = &tree.buckets[name];
         let bucket = Bucket {
             id: b.id,
             name: name.clone(),
@@ -454,9 +341,158 @@ fn build_crush(desc: &Description) -> Result<CrushMap, DescribeError> {
         };
         crush.buckets.insert(b.id, bucket);
     }
-    crush.devices = devices;
+    crush.devices = tree.devices;
     crush.validate().map_err(in_map("CRUSH hierarchy"))?;
     Ok(crush)
+}
+
+/// The hierarchy as the builder collects it from the buckets and the OSDs' locations.
+#[derive(Default)]
+struct Tree {
+    buckets: BTreeMap<String, Pending>,
+    /// Bucket names in the order they were declared or first named.
+    order: Vec<String>,
+    /// Every id taken, explicit or derived.
+    ids: BTreeMap<BucketId, String>,
+    devices: BTreeMap<OsdId, Device>,
+}
+
+/// The bucket type named `name`, which must not be the leaf type.
+fn bucket_type(crush: &CrushMap, at: &str, name: &str) -> Result<u16, DescribeError> {
+    crush.type_id(name).map_err(in_map(at.to_owned())).and_then(|t| {
+        if t == 0 { Err(entry(at, "'osd' is the leaf type, not a bucket type")) } else { Ok(t) }
+    })
+}
+
+impl Tree {
+    /// The `[[bucket]]` entries: explicit ids first, so that derived ids steer around all
+    /// of them whatever the order.
+    fn declare(&mut self, crush: &CrushMap, desc: &Description) -> Result<(), DescribeError> {
+        for (i, b) in desc.buckets.iter().enumerate() {
+            let Some(id) = b.id else { continue };
+            let at = format!("bucket '{}' ([[bucket]] #{})", b.name, i + 1);
+            if !BucketId(id).is_valid() {
+                return Err(entry(at, format!("id {id} is not a negative bucket id")));
+            }
+            if let Some(other) = self.ids.insert(BucketId(id), b.name.clone()) {
+                return Err(entry(at, format!("id {id} is already used by bucket '{other}'")));
+            }
+        }
+        for (i, b) in desc.buckets.iter().enumerate() {
+            let at = format!("bucket '{}' ([[bucket]] #{})", b.name, i + 1);
+            if let Some(first) = self.buckets.get(&b.name) {
+                return Err(entry(
+                    at,
+                    format!("the name is already used by {}", first.declared_at),
+                ));
+            }
+            let type_id = bucket_type(crush, &at, &b.type_name)?;
+            let id = match b.id {
+                Some(id) => BucketId(id),
+                None => self.derive(&b.name),
+            };
+            let parent = b.parent.clone().map(|p| (p, at.clone()));
+            let pending = Pending { id, type_id, parent, children: vec![], declared_at: at };
+            self.buckets.insert(b.name.clone(), pending);
+            self.order.push(b.name.clone());
+        }
+        Ok(())
+    }
+
+    fn derive(&mut self, name: &str) -> BucketId {
+        let id = derived_id(&self.ids, name);
+        self.ids.insert(id, name.to_owned());
+        id
+    }
+
+    /// The `[[osd]]` entries: each OSD under the buckets of its location, which are made
+    /// where none is declared.
+    fn place_osds(&mut self, crush: &CrushMap, desc: &Description) -> Result<(), DescribeError> {
+        let mut seen_osds: BTreeMap<u32, usize> = BTreeMap::new();
+        for (i, osd) in desc.osds.iter().enumerate() {
+            let at = format!("osd.{} ([[osd]] #{})", osd.id, i + 1);
+            if let Some(first) = seen_osds.insert(osd.id, i + 1) {
+                return Err(entry(at, format!("the id is already used by [[osd]] #{first}")));
+            }
+            let id: OsdId = osd.id.to_string().parse().map_err(|e: String| entry(&at, e))?;
+            let weight = Weight::from_f64(osd.weight).map_err(|e| entry(&at, e))?;
+            if osd.location.is_empty() {
+                continue;
+            }
+            // Ancestors from the top down.
+            let mut path = Vec::new();
+            for (type_name, name) in &osd.location {
+                let level = bucket_type(crush, &format!("{at}: location"), type_name)?;
+                path.push((level, type_name, name));
+            }
+            path.sort_by_key(|p| std::cmp::Reverse(p.0));
+            for &(level, type_name, name) in &path {
+                self.located(crush, &at, level, type_name, name)?;
+            }
+            for pair in path.windows(2) {
+                let (parent, child) = (pair[0].2, pair[1].2);
+                link(&mut self.buckets, child, parent, &at)?;
+            }
+            let leaf = path.last().expect("location is not empty").2;
+            self.buckets.get_mut(leaf).expect("created above").children.push(id.into());
+            self.devices.insert(id, Device { weight, class: osd.class.clone() });
+        }
+        Ok(())
+    }
+
+    /// A bucket an OSD's location names at `level`: it must be of that type if declared,
+    /// and is made if not.
+    fn located(
+        &mut self,
+        crush: &CrushMap,
+        at: &str,
+        level: u16,
+        type_name: &str,
+        name: &str,
+    ) -> Result<(), DescribeError> {
+        match self.buckets.get(name) {
+            Some(existing) if existing.type_id != level => Err(entry(
+                at,
+                format!(
+                    "location says {type_name} = '{name}', but '{name}' is a {} ({})",
+                    crush.type_name(existing.type_id),
+                    existing.declared_at
+                ),
+            )),
+            Some(_) => Ok(()),
+            None => {
+                let id = self.derive(name);
+                let pending = Pending {
+                    id,
+                    type_id: level,
+                    parent: None,
+                    children: vec![],
+                    declared_at: format!("{at} location"),
+                };
+                self.buckets.insert(name.to_owned(), pending);
+                self.order.push(name.to_owned());
+                Ok(())
+            }
+        }
+    }
+
+    /// Explicit parent links, checked for unknown parents and cycles before anything else.
+    fn link_parents(&mut self) -> Result<(), DescribeError> {
+        for b in self.buckets.values() {
+            if let Some((parent, at)) = &b.parent
+                && !self.buckets.contains_key(parent)
+            {
+                return Err(entry(at, format!("parent '{parent}' is not a bucket")));
+            }
+        }
+        check_cycles(&self.buckets)?;
+        for name in &self.order {
+            let Some((parent, _)) = self.buckets[name].parent.clone() else { continue };
+            let child_id = self.buckets[name].id;
+            self.buckets.get_mut(&parent).expect("checked above").children.push(child_id.into());
+        }
+        Ok(())
+    }
 }
 
 /// Records `child`'s parent, refusing a second, different one.
