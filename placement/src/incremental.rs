@@ -192,15 +192,7 @@ fn osd_state(map: &mut MapContents, osd: OsdId) -> Result<&mut OsdState, MapErro
 
 fn apply_change(map: &mut MapContents, change: &MapChange) -> Result<(), MapError> {
     match change {
-        MapChange::OsdCreate { osd } => {
-            if map.osds.contains_key(osd) {
-                return Err(MapError::AlreadyExists { what: "OSD", name: osd.to_string() });
-            }
-            if osd.0 >= crate::ids::OSD_ID_LIMIT {
-                return Err(MapError::invalid(osd.to_string(), "id is above the OSD id limit"));
-            }
-            map.osds.insert(*osd, OsdState::new_down_out());
-        }
+        MapChange::OsdCreate { osd } => create_osd(map, *osd)?,
         MapChange::OsdRemove { osd } => remove_osd(map, *osd)?,
         MapChange::OsdUp { osd } => osd_state(map, *osd)?.up = true,
         MapChange::OsdDown { osd } => osd_state(map, *osd)?.up = false,
@@ -236,49 +228,14 @@ fn apply_change(map: &mut MapContents, change: &MapChange) -> Result<(), MapErro
         MapChange::RuleCreate { name, kind, steps } => {
             map.crush.add_rule(name, *kind, steps.clone())?;
         }
-        MapChange::RuleRemove { rule } => {
-            if let Some(pool) = map.pools.values().find(|p| p.rule == *rule) {
-                let rule = map.crush.rules.get(rule).map_or(rule.to_string(), |r| r.name.clone());
-                return Err(MapError::RuleInUse { rule, pool: pool.name.clone() });
-            }
-            map.crush.remove_rule(*rule)?;
-        }
+        MapChange::RuleRemove { rule } => remove_rule(map, *rule)?,
         MapChange::ProfileSet { name, profile } => {
             profile.validate(name)?;
             map.erasure_profiles.insert(name.clone(), profile.clone());
         }
-        MapChange::ProfileRemove { name } => {
-            let used_by = map
-                .pools
-                .values()
-                .find(|p| matches!(&p.kind, PoolKind::Erasure { profile, .. } if profile == name));
-            if let Some(pool) = used_by {
-                return Err(MapError::BadPool {
-                    pool: pool.name.clone(),
-                    reason: format!("uses erasure-code profile '{name}'"),
-                });
-            }
-            map.erasure_profiles.remove(name).ok_or(MapError::NoSuchProfile(name.clone()))?;
-        }
+        MapChange::ProfileRemove { name } => remove_profile(map, name)?,
         MapChange::PoolCreate { name, kind, rule, pg_num } => {
-            if map.pools.values().any(|p| &p.name == name) {
-                return Err(MapError::AlreadyExists { what: "pool", name: name.clone() });
-            }
-            let id = map
-                .pool_max
-                .checked_add(1)
-                .ok_or(MapError::Limit { what: "pool ids", limit: u64::from(u32::MAX) })?;
-            let pool = Pool {
-                id: PoolId(id),
-                name: name.clone(),
-                kind: kind.clone(),
-                rule: *rule,
-                pg_num: *pg_num,
-                pgp_num: *pg_num,
-            };
-            pool.validate()?;
-            map.pool_max = id;
-            map.pools.insert(pool.id, pool);
+            create_pool(map, name, kind, *rule, *pg_num)?
         }
         MapChange::PoolRemove { pool } => {
             map.pools.remove(pool).ok_or(MapError::NoSuchPool(pool.to_string()))?;
@@ -307,6 +264,71 @@ fn apply_change(map: &mut MapContents, change: &MapChange) -> Result<(), MapErro
             map.flags.remove(flag);
         }
     }
+    Ok(())
+}
+
+fn create_osd(map: &mut MapContents, osd: OsdId) -> Result<(), MapError> {
+    if map.osds.contains_key(&osd) {
+        return Err(MapError::AlreadyExists { what: "OSD", name: osd.to_string() });
+    }
+    if osd.0 >= crate::ids::OSD_ID_LIMIT {
+        return Err(MapError::invalid(osd.to_string(), "id is above the OSD id limit"));
+    }
+    map.osds.insert(osd, OsdState::new_down_out());
+    Ok(())
+}
+
+/// Removes a rule no pool uses.
+fn remove_rule(map: &mut MapContents, rule: RuleId) -> Result<(), MapError> {
+    if let Some(pool) = map.pools.values().find(|p| p.rule == rule) {
+        let rule = map.crush.rules.get(&rule).map_or(rule.to_string(), |r| r.name.clone());
+        return Err(MapError::RuleInUse { rule, pool: pool.name.clone() });
+    }
+    map.crush.remove_rule(rule)
+}
+
+/// Removes an erasure-code profile no pool uses.
+fn remove_profile(map: &mut MapContents, name: &str) -> Result<(), MapError> {
+    let used_by = map
+        .pools
+        .values()
+        .find(|p| matches!(&p.kind, PoolKind::Erasure { profile, .. } if profile == name));
+    if let Some(pool) = used_by {
+        return Err(MapError::BadPool {
+            pool: pool.name.clone(),
+            reason: format!("uses erasure-code profile '{name}'"),
+        });
+    }
+    map.erasure_profiles.remove(name).ok_or(MapError::NoSuchProfile(name.to_owned()))?;
+    Ok(())
+}
+
+/// Adds a pool under the next pool id.
+fn create_pool(
+    map: &mut MapContents,
+    name: &str,
+    kind: &PoolKind,
+    rule: RuleId,
+    pg_num: u32,
+) -> Result<(), MapError> {
+    if map.pools.values().any(|p| p.name == name) {
+        return Err(MapError::AlreadyExists { what: "pool", name: name.to_owned() });
+    }
+    let id = map
+        .pool_max
+        .checked_add(1)
+        .ok_or(MapError::Limit { what: "pool ids", limit: u64::from(u32::MAX) })?;
+    let pool = Pool {
+        id: PoolId(id),
+        name: name.to_owned(),
+        kind: kind.clone(),
+        rule,
+        pg_num,
+        pgp_num: pg_num,
+    };
+    pool.validate()?;
+    map.pool_max = id;
+    map.pools.insert(pool.id, pool);
     Ok(())
 }
 
