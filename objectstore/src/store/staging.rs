@@ -232,35 +232,8 @@ impl<'a, E: Engine> Staging<'a, E> {
     pub(super) fn op(&mut self, op: &TxOp) -> Result<(), StoreError> {
         match op {
             TxOp::CreateCollection(c) => self.batch.put(Cf::Osd, registry_key(*c), vec![]),
-            TxOp::RemoveCollection(c) => {
-                let prefix = keys::collection(*c);
-                let end = keys::prefix_end(&prefix).expect("collection keys end");
-                for cf in [Cf::Meta, Cf::Data, Cf::Omap, Cf::Pg] {
-                    self.batch.delete_range(cf, prefix.to_vec(), end.clone());
-                }
-                self.batch.delete(Cf::Osd, registry_key(*c));
-                let doomed = |k: &Vec<u8>| k.starts_with(&prefix);
-                self.metas.retain(|k, _| !doomed(k));
-                self.loaded.retain(|k, _| !doomed(k));
-                self.chunks.retain(|k, _| !doomed(k));
-                if self.store.blocks.is_some() {
-                    self.freed.extend(units_in(&self.store.engine, &prefix, Some(&end))?);
-                }
-                self.removed.push(prefix);
-            }
-            TxOp::Create { c, oid, exclusive } => {
-                oid.validate()?;
-                let key = keys::object(*c, oid);
-                match self.meta(&key, oid)? {
-                    Some(_) if *exclusive => {
-                        return Err(StoreError::AlreadyExists(oid.to_string()));
-                    }
-                    Some(_) => {}
-                    None => {
-                        self.metas.insert(key, Some(ObjectMeta::default()));
-                    }
-                }
-            }
+            TxOp::RemoveCollection(c) => self.remove_collection(*c)?,
+            TxOp::Create { c, oid, exclusive } => self.create(*c, oid, *exclusive)?,
             TxOp::Write { c, oid, offset, data } => {
                 oid.validate()?;
                 self.write(*c, oid, *offset, data)?;
@@ -291,24 +264,21 @@ impl<'a, E: Engine> Staging<'a, E> {
                 Ok(())
             })?,
             TxOp::OmapSet { c, oid, entries } => {
-                let key = keys::object(*c, oid);
-                self.exists(&key, oid)?;
+                let key = self.existing(*c, oid)?;
                 for (k, v) in entries {
                     check_omap_key(oid, k)?;
                     self.batch.put(Cf::Omap, keys::omap(&key, k), v.clone());
                 }
             }
             TxOp::OmapRemove { c, oid, keys: user_keys } => {
-                let key = keys::object(*c, oid);
-                self.exists(&key, oid)?;
+                let key = self.existing(*c, oid)?;
                 for k in user_keys {
                     check_omap_key(oid, k)?;
                     self.batch.delete(Cf::Omap, keys::omap(&key, k));
                 }
             }
             TxOp::OmapRemoveRange { c, oid, start, end } => {
-                let key = keys::object(*c, oid);
-                self.exists(&key, oid)?;
+                let key = self.existing(*c, oid)?;
                 if start < end {
                     self.batch.delete_range(
                         Cf::Omap,
@@ -318,8 +288,7 @@ impl<'a, E: Engine> Staging<'a, E> {
                 }
             }
             TxOp::OmapClear { c, oid } => {
-                let key = keys::object(*c, oid);
-                self.exists(&key, oid)?;
+                let key = self.existing(*c, oid)?;
                 self.omap_clear(&key);
             }
             TxOp::SetVersion { c, oid, version, mtime_ms } => {
@@ -346,6 +315,52 @@ impl<'a, E: Engine> Staging<'a, E> {
             TxOp::OsdDelete { key } => self.batch.delete(Cf::Osd, key.clone()),
         }
         Ok(())
+    }
+
+    /// Deletes a collection's keys in every key space, and forgets what this transaction
+    /// staged for it; its block-file units are freed once the batch commits.
+    fn remove_collection(&mut self, c: CollectionId) -> Result<(), StoreError> {
+        let prefix = keys::collection(c);
+        let end = keys::prefix_end(&prefix).expect("collection keys end");
+        for cf in [Cf::Meta, Cf::Data, Cf::Omap, Cf::Pg] {
+            self.batch.delete_range(cf, prefix.to_vec(), end.clone());
+        }
+        self.batch.delete(Cf::Osd, registry_key(c));
+        let doomed = |k: &Vec<u8>| k.starts_with(&prefix);
+        self.metas.retain(|k, _| !doomed(k));
+        self.loaded.retain(|k, _| !doomed(k));
+        self.chunks.retain(|k, _| !doomed(k));
+        if self.store.blocks.is_some() {
+            self.freed.extend(units_in(&self.store.engine, &prefix, Some(&end))?);
+        }
+        self.removed.push(prefix);
+        Ok(())
+    }
+
+    /// Creates an empty object; `exclusive`: refuse one that exists.
+    fn create(
+        &mut self,
+        c: CollectionId,
+        oid: &ObjectId,
+        exclusive: bool,
+    ) -> Result<(), StoreError> {
+        oid.validate()?;
+        let key = keys::object(c, oid);
+        match self.meta(&key, oid)? {
+            Some(_) if exclusive => Err(StoreError::AlreadyExists(oid.to_string())),
+            Some(_) => Ok(()),
+            None => {
+                self.metas.insert(key, Some(ObjectMeta::default()));
+                Ok(())
+            }
+        }
+    }
+
+    /// The key of an object that must exist (for its omap).
+    fn existing(&mut self, c: CollectionId, oid: &ObjectId) -> Result<Vec<u8>, StoreError> {
+        let key = keys::object(c, oid);
+        self.exists(&key, oid)?;
+        Ok(key)
     }
 
     /// The batch, with whole chunks moved to freshly allocated block-file units when the
