@@ -19,74 +19,52 @@ impl Monitor {
                 .to_leader(MonRequest::ForwardOsd { origin, message }, FORWARD_TIMEOUT)
                 .await;
         }
+        // An OSD speaks only for itself.
+        if let Some((claimed, what)) = claimed(&message)
+            && claimed != osd.0
+        {
+            let why = format!("{origin} cannot {what} osd.{claimed}");
+            return Err(error(ErrorCode::PermissionDenied, why));
+        }
         let now = self.clock.mono_ms();
         let settings = self.state.read(|a| a.state.settings().clone());
-        let event = {
-            let mut failure = self.failure.lock().expect("failure lock");
-            match message {
-                OsdMessage::Boot { osd: claimed, addr } => {
-                    if claimed != osd.0 {
-                        return Err(error(
-                            ErrorCode::PermissionDenied,
-                            format!("{origin} cannot boot osd.{claimed}"),
-                        ));
-                    }
-                    failure.boot(osd, addr, &settings, now)
+        let event = match message {
+            OsdMessage::Boot { addr, .. } => {
+                self.failure.lock().expect("failure lock").boot(osd, addr, &settings, now)
+            }
+            OsdMessage::Beacon { epoch, .. } => {
+                self.failure.lock().expect("failure lock").beacon(osd, now);
+                self.note_epoch(&origin, epoch);
+                let mut config = settings.osd_config();
+                (config.full_osds, config.backfillfull_osds) =
+                    self.pg_stats.lock().expect("pg stats lock").filled(&settings.full_ratios);
+                return Ok((Response::OsdConfig(config), Bytes::new()));
+            }
+            OsdMessage::Failure { target, .. } => {
+                self.failure.lock().expect("failure lock").report(osd, OsdId(target), now);
+                None
+            }
+            OsdMessage::PgStats { epoch, pgs, usage, .. } => {
+                let map = self.state.read(|a| a.state.map().clone());
+                let mut table = self.pg_stats.lock().expect("pg stats lock");
+                table.retain(&map);
+                table.report(osd.0, pgs, usage, now);
+                drop(table);
+                self.note_epoch(&origin, epoch);
+                None
+            }
+            OsdMessage::PgTemp { pgs, .. } => {
+                if pgs.len() > PG_TEMP_REQUEST_MAX {
+                    return Err(error(
+                        ErrorCode::Invalid,
+                        format!("at most {PG_TEMP_REQUEST_MAX} pg_temp entries per request"),
+                    ));
                 }
-                OsdMessage::Beacon { osd: claimed, epoch } => {
-                    if claimed != osd.0 {
-                        return Err(error(
-                            ErrorCode::PermissionDenied,
-                            format!("{origin} cannot beacon for osd.{claimed}"),
-                        ));
-                    }
-                    failure.beacon(osd, now);
-                    drop(failure);
-                    self.note_epoch(&origin, epoch);
-                    let mut config = settings.osd_config();
-                    (config.full_osds, config.backfillfull_osds) =
-                        self.pg_stats.lock().expect("pg stats lock").filled(&settings.full_ratios);
-                    return Ok((Response::OsdConfig(config), Bytes::new()));
-                }
-                OsdMessage::Failure { target, .. } => {
-                    failure.report(osd, OsdId(target), now);
-                    None
-                }
-                OsdMessage::PgStats { osd: claimed, epoch, pgs, usage } => {
-                    if claimed != osd.0 {
-                        return Err(error(
-                            ErrorCode::PermissionDenied,
-                            format!("{origin} cannot report for osd.{claimed}"),
-                        ));
-                    }
-                    drop(failure);
-                    let map = self.state.read(|a| a.state.map().clone());
-                    let mut table = self.pg_stats.lock().expect("pg stats lock");
-                    table.retain(&map);
-                    table.report(osd.0, pgs, usage, now);
-                    drop(table);
-                    self.note_epoch(&origin, epoch);
-                    None
-                }
-                OsdMessage::PgTemp { osd: claimed, pgs } => {
-                    if claimed != osd.0 {
-                        return Err(error(
-                            ErrorCode::PermissionDenied,
-                            format!("{origin} cannot ask pg_temp for osd.{claimed}"),
-                        ));
-                    }
-                    if pgs.len() > PG_TEMP_REQUEST_MAX {
-                        return Err(error(
-                            ErrorCode::Invalid,
-                            format!("at most {PG_TEMP_REQUEST_MAX} pg_temp entries per request"),
-                        ));
-                    }
-                    let pgs = pgs
-                        .into_iter()
-                        .map(|(pg, osds)| (pg, osds.into_iter().map(|o| o.map(OsdId)).collect()))
-                        .collect();
-                    Some(OsdEvent::PgTemp { from: osd, pgs })
-                }
+                let pgs = pgs
+                    .into_iter()
+                    .map(|(pg, osds)| (pg, osds.into_iter().map(|o| o.map(OsdId)).collect()))
+                    .collect();
+                Some(OsdEvent::PgTemp { from: osd, pgs })
             }
         };
         if let Some(event) = event {
@@ -135,5 +113,16 @@ impl Monitor {
         *self.pg_stats.lock().expect("pg stats lock") = PgStatsTable::default();
         // Winning the election took a majority's votes.
         *self.quorum_confirmed_ms.lock().expect("quorum lock") = Some(now);
+    }
+}
+
+/// The OSD a message speaks for, and what it does for it ("boot osd.3").
+fn claimed(message: &OsdMessage) -> Option<(u32, &'static str)> {
+    match message {
+        OsdMessage::Boot { osd, .. } => Some((*osd, "boot")),
+        OsdMessage::Beacon { osd, .. } => Some((*osd, "beacon for")),
+        OsdMessage::PgStats { osd, .. } => Some((*osd, "report for")),
+        OsdMessage::PgTemp { osd, .. } => Some((*osd, "ask pg_temp for")),
+        OsdMessage::Failure { .. } => None,
     }
 }
