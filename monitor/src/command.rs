@@ -183,14 +183,36 @@ fn pool_create(
     rule: Option<&str>,
     new_rule: Option<&NewRule>,
 ) -> Result<Vec<MapChange>, RemoteError> {
-    let crush = map.crush();
     let mut changes = Vec::new();
-    // A profile with a failure domain or class gives its pools a rule of their own.
-    let mut from_profile: Option<NewRule> = None;
-    let (kind, rule_kind) = match spec {
+    let (kind, rule_kind, from_profile) = pool_kind(map, spec, rule.is_some(), &mut changes)?;
+    let new_rule = new_rule.or(from_profile.as_ref());
+    let rule = pool_rule(map.crush(), name, rule, new_rule, rule_kind, &mut changes)?;
+    let size = match &kind {
+        PoolKind::Replicated { size, .. } => usize::from(*size),
+        PoolKind::Erasure { k, m, .. } => usize::from(*k) + usize::from(*m),
+    };
+    let pg_num = pg_num.unwrap_or_else(|| {
+        // Share the OSDs evenly with the pools already there.
+        let share = 1.0 / (map.contents().pools.len() + 1) as f64;
+        ideal_pg_num(map.rule_osds(rule).len(), size, settings.target_pgs_per_osd, share)
+    });
+    changes.push(MapChange::PoolCreate { name: name.to_owned(), kind, rule, pg_num });
+    Ok(changes)
+}
+
+/// A new pool's kind and rule kind, with the profile change an `erasure --k --m` pool
+/// needs first. A named profile with a failure domain or class gives its pools a rule of
+/// their own unless one is named (`rule_named`): that rule is returned too.
+fn pool_kind(
+    map: &OsdMap,
+    spec: &PoolSpec,
+    rule_named: bool,
+    changes: &mut Vec<MapChange>,
+) -> Result<(PoolKind, RuleKind, Option<NewRule>), RemoteError> {
+    Ok(match spec {
         PoolSpec::Replicated { size, min_size } => {
             let min_size = min_size.unwrap_or_else(|| default_min_size(*size, None));
-            (PoolKind::Replicated { size: *size, min_size }, RuleKind::Replicated)
+            (PoolKind::Replicated { size: *size, min_size }, RuleKind::Replicated, None)
         }
         PoolSpec::Erasure { k, m, min_size } => {
             let profile = format!("k{k}m{m}");
@@ -200,7 +222,7 @@ fn pool_create(
             }
             let min_size =
                 min_size.unwrap_or_else(|| default_min_size(k.saturating_add(*m), Some(*k)));
-            (PoolKind::Erasure { profile, k: *k, m: *m, min_size }, RuleKind::Erasure)
+            (PoolKind::Erasure { profile, k: *k, m: *m, min_size }, RuleKind::Erasure, None)
         }
         PoolSpec::ErasureProfile { profile: name, min_size } => {
             let profile = map
@@ -211,25 +233,36 @@ fn pool_create(
             let (k, m) = (profile.k, profile.m);
             let min_size =
                 min_size.unwrap_or_else(|| default_min_size(k.saturating_add(m), Some(k)));
-            if rule.is_none() && (profile.failure_domain.is_some() || profile.class.is_some()) {
-                from_profile = Some(NewRule {
-                    failure_domain: profile.failure_domain.clone().unwrap_or_else(|| "host".into()),
-                    class: profile.class.clone(),
-                });
-            }
-            (PoolKind::Erasure { profile: name.clone(), k, m, min_size }, RuleKind::Erasure)
+            let own_rule =
+                !rule_named && (profile.failure_domain.is_some() || profile.class.is_some());
+            let from_profile = own_rule.then(|| NewRule {
+                failure_domain: profile.failure_domain.clone().unwrap_or_else(|| "host".into()),
+                class: profile.class.clone(),
+            });
+            let kind = PoolKind::Erasure { profile: name.clone(), k, m, min_size };
+            (kind, RuleKind::Erasure, from_profile)
         }
-    };
-    let new_rule = new_rule.or(from_profile.as_ref());
+    })
+}
+
+/// The rule a new pool `name` uses: the one named, a new one named after the pool (for a
+/// failure domain or class), or the default rule of its kind, made on first use as Ceph
+/// makes its EC rules.
+fn pool_rule(
+    crush: &CrushMap,
+    name: &str,
+    rule: Option<&str>,
+    new_rule: Option<&NewRule>,
+    rule_kind: RuleKind,
+    changes: &mut Vec<MapChange>,
+) -> Result<RuleId, RemoteError> {
     let default_rule = match rule_kind {
         RuleKind::Replicated => DEFAULT_REPLICATED_RULE,
         RuleKind::Erasure => DEFAULT_ERASURE_RULE,
     };
-    let rule = match (rule, new_rule, crush.rule_by_name(rule.unwrap_or(default_rule))) {
+    match (rule, new_rule, crush.rule_by_name(rule.unwrap_or(default_rule))) {
         (Some(_), Some(_), _) => {
-            return Err(invalid(
-                "name a rule, or a failure domain and class for a new one, not both",
-            ));
+            Err(invalid("name a rule, or a failure domain and class for a new one, not both"))
         }
         (None, Some(new), _) => {
             if crush.rule_by_name(name).is_some() {
@@ -243,34 +276,19 @@ fn pool_create(
             let class = new.class.as_deref();
             let steps = SimpleRule { kind: rule_kind, root, failure_domain, class }.steps();
             changes.push(MapChange::RuleCreate { name: name.to_owned(), kind: rule_kind, steps });
-            next_rule_id(crush)
+            Ok(next_rule_id(crush))
         }
-        (_, _, Some(existing)) => existing.id,
-        (Some(named), None, None) => return Err(not_found(format!("no rule '{named}'"))),
+        (_, _, Some(existing)) => Ok(existing.id),
+        (Some(named), None, None) => Err(not_found(format!("no rule '{named}'"))),
         (None, None, None) => {
-            // The default rule is made on first use, like Ceph's EC rules.
             let root = bucket_id(crush, DEFAULT_ROOT)?;
             let failure_domain = crush.type_id(DEFAULT_FAILURE_DOMAIN)?;
             let steps = SimpleRule { kind: rule_kind, root, failure_domain, class: None }.steps();
-            changes.push(MapChange::RuleCreate {
-                name: default_rule.into(),
-                kind: rule_kind,
-                steps,
-            });
-            next_rule_id(crush)
+            let name = default_rule.into();
+            changes.push(MapChange::RuleCreate { name, kind: rule_kind, steps });
+            Ok(next_rule_id(crush))
         }
-    };
-    let size = match &kind {
-        PoolKind::Replicated { size, .. } => usize::from(*size),
-        PoolKind::Erasure { k, m, .. } => usize::from(*k) + usize::from(*m),
-    };
-    let pg_num = pg_num.unwrap_or_else(|| {
-        // Share the OSDs evenly with the pools already there.
-        let share = 1.0 / (map.contents().pools.len() + 1) as f64;
-        ideal_pg_num(map.rule_osds(rule).len(), size, settings.target_pgs_per_osd, share)
-    });
-    changes.push(MapChange::PoolCreate { name: name.to_owned(), kind, rule, pg_num });
-    Ok(changes)
+    }
 }
 
 /// Places `osd` under the buckets `location` names (type → name), creating the missing ones
