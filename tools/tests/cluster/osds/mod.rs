@@ -145,6 +145,19 @@ fn wait_clean(c: &Cluster, pgs: u64) -> serde_json::Value {
     })
 }
 
+/// Three monitors and three OSDs, all up, a replicated pool `rbd` of size 3 with `pg_num`
+/// PGs, and a work folder for the objects' files: where most tests start.
+fn replicated_cluster(pg_num: u32) -> (Cluster, Osds, PathBuf) {
+    let c = Cluster::start(3);
+    let osds = Osds::create(&c, 3);
+    wait_up(&c, 3);
+    let pg_num = pg_num.to_string();
+    c.ok(&["pool", "create", "rbd", "replicated", "--size", "3", "--pg-num", &pg_num]);
+    let work = c.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    (c, osds, work)
+}
+
 fn check_codes(s: &serde_json::Value) -> Vec<String> {
     s["checks"].as_array().unwrap().iter().map(|c| c["code"].as_str().unwrap().to_owned()).collect()
 }

@@ -5,12 +5,7 @@ use super::*;
 
 #[test]
 fn objects_survive_a_killed_osd_and_a_returning_one_catches_up() {
-    let c = Cluster::start(3);
-    let mut osds = Osds::create(&c, 3);
-    wait_up(&c, 3);
-    c.ok(&["pool", "create", "rbd", "replicated", "--size", "3", "--pg-num", "8"]);
-    let work = c.dir.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
+    let (c, mut osds, work) = replicated_cluster(8);
 
     // Byte-exact round trips, an empty object, and a multi-chunk one.
     let big = pattern(1, 3_000_000);
@@ -288,10 +283,7 @@ fn backfill_stops_short_of_filling_a_small_new_osd() {
 fn a_pg_log_stays_bounded_under_writes_and_a_copy_it_left_behind_is_backfilled() {
     use osd::pg::log::{LOG_ENTRIES_KEPT, LOG_ENTRIES_MAX};
 
-    let c = Cluster::start(3);
-    let mut osds = Osds::create(&c, 3);
-    wait_up(&c, 3);
-    c.ok(&["pool", "create", "rbd", "replicated", "--size", "3", "--pg-num", "1"]);
+    let (c, mut osds, _work) = replicated_cluster(1);
     wait_clean(&c, 1);
     // Writes new objects (a bench run of its own each second) until `objects` there are:
     // the log never holds more than `most` entries meanwhile. Returns the PG and the runs.

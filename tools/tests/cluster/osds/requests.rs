@@ -15,13 +15,8 @@ fn stale_epochs_wrong_primaries_and_malformed_requests_get_clear_errors() {
     use proto::osd::{ObjectName, ObjectOp};
     use proto::{EntityName, ErrorCode};
 
-    let c = Cluster::start(3);
-    let _osds = Osds::create(&c, 3);
-    wait_up(&c, 3);
-    c.ok(&["pool", "create", "rbd", "replicated", "--size", "3", "--pg-num", "4"]);
+    let (c, _osds, work) = replicated_cluster(4);
     wait_clean(&c, 4);
-    let work = c.dir.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
     put(&c, &work, "kept", &pattern(5, 70_000));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let config = client::ClientConfig::load(&c.config()).unwrap();

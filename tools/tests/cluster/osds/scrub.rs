@@ -5,13 +5,8 @@ use super::*;
 
 #[test]
 fn a_flipped_byte_in_the_primarys_copy_is_never_served_and_is_repaired_from_a_replica() {
-    let c = Cluster::start(3);
-    let mut osds = Osds::create(&c, 3);
-    wait_up(&c, 3);
     // One PG, so one OSD is the primary of every object.
-    c.ok(&["pool", "create", "rbd", "replicated", "--size", "3", "--pg-num", "1"]);
-    let work = c.dir.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
+    let (c, mut osds, work) = replicated_cluster(1);
     let objects: Vec<(String, Vec<u8>)> =
         (0..4).map(|i| (format!("rot{i}"), pattern(40 + i, 300_000))).collect();
     for (name, data) in &objects {
@@ -99,12 +94,7 @@ fn a_flipped_byte_in_the_primarys_copy_is_never_served_and_is_repaired_from_a_re
 
 #[test]
 fn deep_scrub_finds_a_rotten_replica_copy_and_repair_rewrites_it() {
-    let c = Cluster::start(3);
-    let mut osds = Osds::create(&c, 3);
-    wait_up(&c, 3);
-    c.ok(&["pool", "create", "rbd", "replicated", "--size", "3", "--pg-num", "1"]);
-    let work = c.dir.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
+    let (c, mut osds, work) = replicated_cluster(1);
     let objects: Vec<(String, Vec<u8>)> = vec![
         ("whole".into(), pattern(1, 300_000)),
         ("small".into(), pattern(2, 10_000)),
@@ -216,10 +206,7 @@ fn bench_write_4k(c: &Cluster, run: &str) {
 
 #[test]
 fn writes_go_on_during_a_deep_scrub_and_are_no_scrub_errors() {
-    let c = Cluster::start(3);
-    let osds = Osds::create(&c, 3);
-    wait_up(&c, 3);
-    c.ok(&["pool", "create", "rbd", "replicated", "--size", "3", "--pg-num", "1"]);
+    let (c, osds, _work) = replicated_cluster(1);
     // Many small objects in one PG, and a pause between chunks: the scrub takes seconds.
     bench_write_4k(&c, "before");
     c.ok(&["config", "set", "osd.scrub_sleep_ms", "100"]);

@@ -5,12 +5,7 @@ use super::*;
 
 #[test]
 fn writes_stop_below_min_size_with_a_clear_error_and_resume_when_a_copy_returns() {
-    let c = Cluster::start(3);
-    let mut osds = Osds::create(&c, 3);
-    wait_up(&c, 3);
-    c.ok(&["pool", "create", "rbd", "replicated", "--size", "3", "--pg-num", "4"]);
-    let work = c.dir.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
+    let (c, mut osds, work) = replicated_cluster(4);
     put(&c, &work, "before", &pattern(1, 10_000));
     wait_clean(&c, 4);
 
@@ -178,10 +173,7 @@ fn concurrent_writers_to_one_object_are_serialised() {
     use proto::ErrorCode;
     use proto::osd::{CmpOp, ObjectName, ObjectOp, OpResult};
 
-    let c = Cluster::start(3);
-    let _osds = Osds::create(&c, 3);
-    wait_up(&c, 3);
-    c.ok(&["pool", "create", "rbd", "replicated", "--size", "3", "--pg-num", "4"]);
+    let (c, _osds, _work) = replicated_cluster(4);
     wait_clean(&c, 4);
     const TASKS: u32 = 6;
     const EACH: u32 = 8;
@@ -273,10 +265,7 @@ fn a_striped_object_spans_pieces_reads_sparse_ranges_as_zeros_and_is_removed_who
     use bytes::Bytes;
     use client::striper::Striper;
 
-    let c = Cluster::start(3);
-    let _osds = Osds::create(&c, 3);
-    wait_up(&c, 3);
-    c.ok(&["pool", "create", "rbd", "replicated", "--size", "3", "--pg-num", "8"]);
+    let (c, _osds, _work) = replicated_cluster(8);
     wait_clean(&c, 8);
     const MIB: u64 = 1 << 20;
     let first = pattern(7, (3 * MIB + MIB / 2) as usize);
