@@ -218,14 +218,16 @@ pub fn open(dir: &Path) -> Result<Parts> {
         ),
         Err(_) => None,
     };
-    let store_dir = dir.join(STORE_DIR);
-    let db = open_db(&store_dir)
-        .with_context(|| format!("open the store in {}", store_dir.display()))?;
+    // The address first, as before: a second monitor on the same folder or port fails on
+    // it without touching the store.
     let addr = config.addr.parse().expect("validated");
     let endpoint: Arc<dyn Endpoint> = Arc::new(
         QuicEndpoint::bind(addr, &credentials, &Tuning::default(), true)
             .with_context(|| format!("listen on {addr}"))?,
     );
+    let store_dir = dir.join(STORE_DIR);
+    let db = open_db(&store_dir)
+        .with_context(|| format!("open the store in {}", store_dir.display()))?;
     Ok(Parts { config, genesis, db, endpoint, ca, clock: Clock::from_env() })
 }
 

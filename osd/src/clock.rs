@@ -2,7 +2,7 @@
 //! OSDs on time it controls. Wall time, in ms since the Unix epoch, is for times that leave
 //! the process: scrub stamps, object mtimes, pongs, the last recovery. Intervals (timeouts,
 //! graces, slow-op ages) are measured on tokio's clock (`tokio::time::Instant`), which a
-//! paused runtime drives.
+//! paused runtime (tokio's `test-util`, not enabled here yet) can drive.
 
 /// Wall time for an OSD.
 pub trait Clock: Send + Sync {

@@ -90,7 +90,7 @@ pub enum Next {
 /// One step of the walk through a batch.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Walked {
-    /// The batch is done: the mark is at its end.
+    /// The batch is done (the mark is at its end), or none is being walked.
     BatchDone,
     /// The next object has an erasure-coded op under way: its shards are rebuilt once it
     /// is done, never from a version it is about to replace.

@@ -277,7 +277,7 @@ impl ShardSource {
             Ok((Response::Peer(PeerResponse::ShardRead), bulk)) => Ok(bulk.to_vec()),
             Ok((other, _)) => Err(err(
                 ErrorCode::Internal,
-                format!("osd.{osd} answered a shard read with {}", other.name()),
+                format!("osd.{osd} answered read shard with {}", other.name()),
             )),
             Err(proto::error::TransportError::Remote { error, .. }) => {
                 Err(err(error.code, format!("osd.{osd}: {}", error.message)))

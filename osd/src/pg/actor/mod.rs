@@ -1,7 +1,8 @@
 //! One PG on one OSD: a task that owns the PG's state and handles its events in order —
 //! new maps, client ops, requests from peers, and the results of work it started
 //! (peering rounds, commits, recovery). Decisions come from the pure modules (`peering`,
-//! `log`, `ops`); this task moves the bytes and keeps the state.
+//! `log`, `ops`, `recovery`, `backfill`, `status`, `admission`); this task moves the bytes
+//! and keeps the state.
 //!
 //! Interval discipline: anything started in one interval (a peering round, a replicated
 //! write, a recovery push) carries the interval's first epoch, and its result is dropped
@@ -132,7 +133,7 @@ pub struct Shared {
     /// A client op in flight longer than this is slow (`osd.op_complaint_time`), in s.
     pub op_complaint_time_s: AtomicU64,
     /// When this OSD last recovered an object, finished a backfill as primary and finished
-    /// a scrub (`now_ms`; 0: not since it started), for `cairn recon`.
+    /// a scrub (wall ms from `clock`; 0: not since it started), for `cairn recon`.
     pub last_recovery_ms: AtomicI64,
     pub last_backfill_ms: AtomicI64,
     pub last_scrub_ms: AtomicI64,
