@@ -90,6 +90,16 @@ pub fn readable_shards(copies: &Copies, acting: &[Option<u32>], object: &ObjectN
         .collect()
 }
 
+/// The positions `readable_shards` marks: where reads and rebuilds of `object` come from.
+pub fn readable_positions(
+    copies: &Copies,
+    acting: &[Option<u32>],
+    object: &ObjectName,
+) -> Vec<usize> {
+    let readable = readable_shards(copies, acting, object);
+    (0..readable.len()).filter(|&shard| readable[shard]).collect()
+}
+
 /// How an erasure-coded object is rebuilt: the version wanted (the log's), the shard
 /// positions to decode from, in order, and the (OSD, position) pairs to write.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,10 +117,9 @@ pub fn erasure(
     shard_of: impl Fn(u32) -> Option<usize>,
     object: &ObjectName,
 ) -> Rebuild {
-    let readable = readable_shards(copies, acting, object);
     Rebuild {
         want: copies.missing.values().find_map(|m| m.get(object)).copied(),
-        sources: (0..readable.len()).filter(|&shard| readable[shard]).collect(),
+        sources: readable_positions(copies, acting, object),
         targets: copies
             .missing
             .iter()

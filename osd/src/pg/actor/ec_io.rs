@@ -107,8 +107,8 @@ impl Pg {
 
     /// The shards `readable_shards` marks, by position.
     pub(super) fn readable_sources(&self, object: &ObjectName) -> Vec<usize> {
-        let readable = self.readable_shards(object);
-        (0..readable.len()).filter(|&shard| readable[shard]).collect()
+        let Some(ec) = &self.ec else { return Vec::new() };
+        recovery_plan::readable_positions(&self.copies(), &ec.acting, object)
     }
 
     /// The shards reads may use: acting OSDs that are complete and not missing `object`.
