@@ -113,9 +113,18 @@ impl OsdConfig {
     }
 }
 
+/// The PGs' tasks, and the newest map handed to them all.
+#[derive(Default)]
+struct Pgs {
+    tasks: HashMap<PgId, mpsc::Sender<Event>>,
+    /// What `apply_map` handed to every task: one started later, for a request of an older
+    /// epoch, starts from this map instead, so that no task misses it.
+    newest: Option<Arc<OsdMap>>,
+}
+
 pub struct Osd {
     shared: Arc<Shared>,
-    pgs: Mutex<HashMap<PgId, mpsc::Sender<Event>>>,
+    pgs: Mutex<Pgs>,
     map: watch::Receiver<Option<Arc<OsdMap>>>,
     /// The OSDs this one shares a PG with in the current map (heartbeat peers).
     peers: Mutex<BTreeSet<u32>>,
@@ -129,7 +138,10 @@ pub struct Osd {
 }
 
 impl Osd {
-    /// Makes `map` the current one.
+    /// Makes `map` the current one: requests of its epoch are handed to the PGs from now
+    /// on. Its PGs must have it first (`apply_map`): a PG asked by a peer of a new
+    /// interval while it is still in the one that ended could take writes there after it
+    /// answered, and its answer would leave them out of the new interval's history.
     fn set_map(&self, map_tx: &watch::Sender<Option<Arc<OsdMap>>>, map: Arc<OsdMap>) {
         *self.map_hash.lock().expect("map hash lock") =
             (map.epoch(), placement::encoding::map_hash(&map));
@@ -163,7 +175,13 @@ impl Osd {
     /// OSD has none yet.
     fn pg_from(&self, pg: PgId, shard: u8, map: &Arc<OsdMap>) -> mpsc::Sender<Event> {
         let mut pgs = self.pgs.lock().expect("pgs lock");
-        pgs.entry(pg)
+        let Pgs { tasks, newest } = &mut *pgs;
+        let map = match newest {
+            Some(newest) if newest.epoch() > map.epoch() => newest,
+            _ => map,
+        };
+        tasks
+            .entry(pg)
             .or_insert_with(|| Pg::spawn(pg, shard, self.shared.clone(), map.clone()))
             .clone()
     }
@@ -172,6 +190,7 @@ impl Osd {
     /// (a missed one could leave it in an ended interval), so this waits for room in a
     /// busy PG's inbox rather than dropping the map.
     async fn apply_map(&self, map: &Arc<OsdMap>) {
+        crate::failpoints::delay("osd::map_arrived").await;
         let me = OsdId(self.shared.me);
         let mut peers = BTreeSet::new();
         for pool in map.contents().pools.values() {
@@ -185,8 +204,11 @@ impl Osd {
         }
         peers.remove(&me.0);
         *self.peers.lock().expect("peers lock") = peers;
-        let senders: Vec<mpsc::Sender<Event>> =
-            self.pgs.lock().expect("pgs lock").values().cloned().collect();
+        let senders: Vec<mpsc::Sender<Event>> = {
+            let mut pgs = self.pgs.lock().expect("pgs lock");
+            pgs.newest = Some(map.clone());
+            pgs.tasks.values().cloned().collect()
+        };
         for sender in senders {
             let _ = sender.send(Event::Map(map.clone())).await;
         }
@@ -380,7 +402,7 @@ impl Osd {
     /// The states of the PGs this OSD is primary of, and its usage.
     async fn stats(&self) -> (Vec<PgStat>, OsdStat) {
         let senders: Vec<mpsc::Sender<Event>> =
-            self.pgs.lock().expect("pgs lock").values().cloned().collect();
+            self.pgs.lock().expect("pgs lock").tasks.values().cloned().collect();
         // A PG whose inbox stays full for a whole interval is left out of this report
         // (the monitors keep its last one) rather than holding up the others.
         let asks = senders.into_iter().map(|sender| async move {
@@ -694,7 +716,7 @@ pub async fn start(parts: Parts) -> anyhow::Result<Running> {
     let (map_tx, map_rx) = watch::channel(None);
     let osd = Arc::new(Osd {
         shared,
-        pgs: Mutex::new(HashMap::new()),
+        pgs: Mutex::default(),
         map: map_rx,
         peers: Mutex::new(BTreeSet::new()),
         caps: CapsCache::default(),
@@ -717,13 +739,13 @@ pub async fn start(parts: Parts) -> anyhow::Result<Running> {
     let first = Arc::new(first);
     let born = born_epoch(osd.shared.store.as_ref(), first.epoch())?;
     osd.shared.born.store(born.0, Ordering::Relaxed);
-    osd.set_map(&map_tx, first.clone());
     for c in osd.shared.store.collections()? {
         if first.pool(c.pg.pool).is_some_and(|p| c.pg.seed < p.pg_num) {
             osd.pg_from(c.pg, c.shard, &first);
         }
     }
     osd.apply_map(&first).await;
+    osd.set_map(&map_tx, first.clone());
     mon.send(MonRequest::OsdBoot { osd: config.id, addr: addr.to_string() })
         .await
         .context("boot")?;
@@ -757,8 +779,8 @@ impl Running {
                         Ok(map) => Arc::new(map.clone()),
                         Err(e) => break Err(e),
                     };
-                    osd.set_map(&map_tx, map.clone());
                     osd.apply_map(&map).await;
+                    osd.set_map(&map_tx, map.clone());
                 }
                 _ = &mut stop => break Ok(()),
             }

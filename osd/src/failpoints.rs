@@ -5,17 +5,29 @@
 //! test hits the window it means to, instead of killing the process and hoping. Actions
 //! are the fail crate's: `return` every time, `2*off->return` the third time.
 //!
-//! The points:
+//! A delay point instead holds the task that reaches it: `return(MS)` waits MS
+//! milliseconds there (without blocking the runtime's thread), so a test can hold a
+//! window open that is otherwise a few microseconds wide.
+//!
+//! The crash points:
 //! - `osd::write_applied`: a primary applied a client write to its store, and has neither
 //!   replicated it nor made it durable;
 //! - `osd::write_replicated`: every copy has a write durably, and the client has no answer;
 //! - `osd::backfill_pushed`: a backfill target holds a pushed object, and the walk has not
 //!   moved on;
 //! - `osd::peering_decided`: a peering round has its plan, and nothing was activated.
+//!
+//! The delay points:
+//! - `osd::map_arrived`: the OSD has a new map, and has handed it to none of its PGs.
 
-/// The crash points there are (a name not here is refused, not ignored).
-pub const POINTS: [&str; 4] =
-    ["osd::write_applied", "osd::write_replicated", "osd::backfill_pushed", "osd::peering_decided"];
+/// The crash and delay points there are (a name not here is refused, not ignored).
+pub const POINTS: [&str; 5] = [
+    "osd::write_applied",
+    "osd::write_replicated",
+    "osd::backfill_pushed",
+    "osd::peering_decided",
+    "osd::map_arrived",
+];
 
 /// The exit status of an OSD that stopped at a crash point.
 pub const CRASH_EXIT_CODE: i32 = 86;
@@ -61,6 +73,21 @@ pub fn crash(point: &str) -> ! {
     // SAFETY: _exit(2) ends the process without running anything else; nothing is shared.
     unsafe { libc::_exit(CRASH_EXIT_CODE) }
 }
+
+/// Waits at delay point `point` as long as its `return(MS)` action says; a point that is
+/// off, or an action without a number of milliseconds, does not wait.
+#[cfg(feature = "failpoints")]
+pub async fn delay(point: &str) {
+    let ms = fail::eval(point, |ms| ms.and_then(|ms| ms.parse::<u64>().ok())).flatten();
+    if let Some(ms) = ms {
+        tracing::warn!(point, ms, "delay point reached: waiting");
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+}
+
+/// A delay point: nothing at all without the `failpoints` feature.
+#[cfg(not(feature = "failpoints"))]
+pub async fn delay(_point: &str) {}
 
 /// A crash point (see the module's doc); nothing at all without the `failpoints` feature.
 #[macro_export]

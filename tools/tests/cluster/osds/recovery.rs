@@ -1,5 +1,6 @@
 //! Recovery and backfill: an OSD that returns catches up, data moves when OSDs go out and
-//! in, a primary dying mid-backfill, a small OSD, a log that moved past a copy.
+//! in, a primary dying mid-backfill, a new interval peering with an OSD slow to take its
+//! map, a small OSD, a log that moved past a copy.
 
 use super::*;
 
@@ -220,6 +221,61 @@ fn a_primary_that_dies_mid_backfill_leaves_nothing_lost_and_the_backfill_finishe
     });
     for (name, data) in &expected {
         assert!(get(&c, &work, name) == *data, "{name} after the backfill");
+    }
+}
+
+/// osd.1 takes two seconds to hand each new map to its PGs (a delay point holds open the
+/// window between a map's arrival and its PGs having it). A PG of a new interval peers
+/// only with copies that have entered it: one still in the interval that ended could
+/// take writes there after answering, and its answer would then be stale. So when osd.0
+/// goes down, osd.1's answers wait for its PGs to take the map, and the PGs osd.2 now
+/// leads activate osd.1 at their first try, never hearing from an ended interval.
+#[test]
+fn a_new_interval_peers_only_with_copies_that_have_entered_it() {
+    let c = Cluster::start(3);
+    let mut osds = Osds::create_with_env(&c, 3, |i| match i {
+        1 => vec![("FAILPOINTS".to_owned(), "osd::map_arrived=return(2000)".to_owned())],
+        _ => Vec::new(),
+    });
+    wait_up(&c, 3);
+    c.ok(&["pool", "create", "rbd", "replicated", "--size", "3", "--pg-num", "8"]);
+    let work = c.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    for i in 0..8u32 {
+        put(&c, &work, &format!("o{i}"), &pattern(i, 20_000));
+    }
+    wait_clean(&c, 8);
+    // The PGs osd.2 leads once osd.0 is gone: the first of their acting sets without it.
+    let dump = c.json(&["pg", "dump"]);
+    let led_by_osd2 = dump["pgs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            let acting = p["acting"].as_array().unwrap();
+            acting.iter().find(|&o| *o != 0) == Some(&serde_json::json!(2))
+        })
+        .count();
+    assert!(led_by_osd2 > 0, "no PG for osd.2 to lead: {dump}");
+
+    osds.kill(0);
+    c.ok(&["osd", "down", "0"]);
+    c.wait_status("8 PGs active without osd.0", Duration::from_secs(60), |s| {
+        let states = s["pg_summary"]["states"].as_object().unwrap();
+        s["osds"]["up"] == 2
+            && states
+                .iter()
+                .filter(|(k, _)| k.starts_with("active"))
+                .map(|(_, n)| n.as_u64().unwrap())
+                .sum::<u64>()
+                == 8
+    });
+    wait_log(&osds.dirs[1], "delay point reached", "osd::map_arrived");
+    let log = std::fs::read_to_string(osds.dirs[2].join("osd.log")).unwrap();
+    let failed: Vec<&str> = log.lines().filter(|l| l.contains("activation failed")).collect();
+    assert!(failed.is_empty(), "osd.2 heard from an ended interval: {failed:#?}");
+    for i in 0..8u32 {
+        assert!(get(&c, &work, &format!("o{i}")) == pattern(i, 20_000), "o{i}");
     }
 }
 
