@@ -699,13 +699,7 @@ fn build_pools(
     if target == 0 || target > 10_000 {
         return Err(entry("target_pgs_per_osd", format!("{target} is not in 1..=10000")));
     }
-    let ratios: Vec<f64> = desc.pools.iter().map(|p| p.target_size_ratio.unwrap_or(1.0)).collect();
-    if let Some((i, r)) = ratios.iter().enumerate().find(|(_, r)| !r.is_finite() || **r < 0.0) {
-        return Err(entry(
-            format!("pool '{}'", desc.pools[i].name),
-            format!("target_size_ratio {r} is not >= 0"),
-        ));
-    }
+    let ratios = size_ratios(desc)?;
     let ratio_sum: f64 = ratios.iter().sum();
     // Pools' rules must exist before pg_num can be sized from them, so compile a map of
     // the hierarchy first.
@@ -730,26 +724,7 @@ fn build_pools(
             return Err(entry(at, format!("pool id {id} is used twice")));
         }
         let kind = pool_kind(p, &at, contents)?;
-        let rule_name = p.rule.clone().unwrap_or_else(|| match p.kind {
-            RuleKind::Replicated => DEFAULT_REPLICATED_RULE.to_owned(),
-            RuleKind::Erasure => DEFAULT_ERASURE_RULE.to_owned(),
-        });
-        let rule = contents
-            .crush
-            .rule_by_name(&rule_name)
-            .ok_or_else(|| entry(&at, format!("rule '{rule_name}' does not exist")))?;
-        let rule_id: RuleId = rule.id;
-        if rule.kind != p.kind {
-            return Err(entry(
-                at,
-                format!(
-                    "rule '{rule_name}' is {}, the pool is {}",
-                    rule.kind.name(),
-                    p.kind.name()
-                ),
-            ));
-        }
-        check_rule_weight(&contents.crush, &at, &rule_name, &rule.steps)?;
+        let rule_id = pool_rule(p, &at, contents)?;
         let size = match &kind {
             PoolKind::Replicated { size, .. } => usize::from(*size),
             PoolKind::Erasure { k, m, .. } => usize::from(*k) + usize::from(*m),
@@ -790,6 +765,39 @@ fn build_pools(
         pools.insert(pool.id, pool);
     }
     Ok(pools)
+}
+
+/// Each pool's `target_size_ratio` (1 when unset), each a number >= 0.
+fn size_ratios(desc: &Description) -> Result<Vec<f64>, DescribeError> {
+    let ratios: Vec<f64> = desc.pools.iter().map(|p| p.target_size_ratio.unwrap_or(1.0)).collect();
+    if let Some((i, r)) = ratios.iter().enumerate().find(|(_, r)| !r.is_finite() || **r < 0.0) {
+        return Err(entry(
+            format!("pool '{}'", desc.pools[i].name),
+            format!("target_size_ratio {r} is not >= 0"),
+        ));
+    }
+    Ok(ratios)
+}
+
+/// The pool's rule (the default of its kind when unset): it exists, is of the pool's
+/// kind, and reaches OSDs with weight.
+fn pool_rule(p: &PoolDesc, at: &str, contents: &MapContents) -> Result<RuleId, DescribeError> {
+    let rule_name = p.rule.clone().unwrap_or_else(|| match p.kind {
+        RuleKind::Replicated => DEFAULT_REPLICATED_RULE.to_owned(),
+        RuleKind::Erasure => DEFAULT_ERASURE_RULE.to_owned(),
+    });
+    let rule = contents
+        .crush
+        .rule_by_name(&rule_name)
+        .ok_or_else(|| entry(at, format!("rule '{rule_name}' does not exist")))?;
+    if rule.kind != p.kind {
+        return Err(entry(
+            at,
+            format!("rule '{rule_name}' is {}, the pool is {}", rule.kind.name(), p.kind.name()),
+        ));
+    }
+    check_rule_weight(&contents.crush, at, &rule_name, &rule.steps)?;
+    Ok(rule.id)
 }
 
 fn pool_kind(

@@ -326,12 +326,35 @@ pub fn demo(dir: &Path) -> Result<()> {
         before.up,
         fmt_primary(before.up_primary)
     );
+    demo_host_fails(dir, &map, pg, before.up_primary.expect("a primary"))?;
+    demo_host_joins(dir, &desc, &map)?;
+    demo_balancer(dir, &map)?;
 
+    // The command as it was run, so the suggestions work without `cairn` on the PATH.
+    let cairn = std::env::args().next().unwrap_or_else(|| "cairn".into());
+    println!("\nMaps written to {}. Try:", dir.display());
+    println!("  {cairn} map show {}", map_path.display());
+    println!("  {cairn} map test {} --show-osds", map_path.display());
+    println!("  {cairn} map diff {} {}", map_path.display(), dir.join("host-added.map").display());
+    println!(
+        "  {cairn} map test {} --rule erasure_rule --num-rep 6 --inputs 100000",
+        map_path.display()
+    );
+    Ok(())
+}
+
+/// The demo's host of `primary` goes down, then out.
+fn demo_host_fails(
+    dir: &Path,
+    map: &OsdMap,
+    pg: placement::PgId,
+    primary: placement::OsdId,
+) -> Result<()> {
     // A host goes down: its OSDs are marked down, nothing moves, PGs run degraded.
-    let host = host_of(&map, before.up_primary.expect("a primary"));
-    let host_osds = osds_under(&map, host);
+    let host = host_of(map, primary);
+    let host_osds = osds_under(map, host);
     let down = map.apply(&Incremental::new(
-        &map,
+        map,
         host_osds.iter().map(|&osd| MapChange::OsdDown { osd }).collect(),
     ))?;
     let during = down.pg_mapping(pg)?;
@@ -341,7 +364,7 @@ pub fn demo(dir: &Path) -> Result<()> {
         down.epoch(),
         during.up
     );
-    print!("{}", diff(&map, &down, &analysis::diff(&map, &down)));
+    print!("{}", diff(map, &down, &analysis::diff(map, &down)));
 
     // It stays down: marked out, its PGs move to the other hosts, and only those.
     let out = down.apply(&Incremental::new(
@@ -353,8 +376,12 @@ pub fn demo(dir: &Path) -> Result<()> {
         "\n== Still down after the grace period: marked out (epoch {}), data moves:",
         out.epoch()
     );
-    print!("{}", diff(&map, &out, &analysis::diff(&map, &out)));
+    print!("{}", diff(map, &out, &analysis::diff(map, &out)));
+    Ok(())
+}
 
+/// A host joins the demo's cluster.
+fn demo_host_joins(dir: &Path, desc: &Description, map: &OsdMap) -> Result<()> {
     // A new host joins rack0 with 3 OSDs: it receives its share, taken from everyone.
     let mut grown = desc.clone();
     let first = grown.osds.len() as u32;
@@ -371,11 +398,14 @@ pub fn demo(dir: &Path) -> Result<()> {
     let grown_map = grown.build()?;
     fs::write(dir.join("host-added.map"), encoding::encode_map(&grown_map)?)?;
     println!("\n== A 13th host joins (3 more OSDs):");
-    print!("{}", diff(&map, &grown_map, &analysis::diff(&map, &grown_map)));
+    print!("{}", diff(map, &grown_map, &analysis::diff(map, &grown_map)));
+    Ok(())
+}
 
-    // The balancer evens out what hashing leaves uneven.
-    let plan = placement::balance::plan(&map, &placement::balance::Options::default());
-    let balanced = map.apply(&Incremental::new(&map, plan.changes.clone()))?;
+/// The balancer evens out what hashing leaves uneven.
+fn demo_balancer(dir: &Path, map: &OsdMap) -> Result<()> {
+    let plan = placement::balance::plan(map, &placement::balance::Options::default());
+    let balanced = map.apply(&Incremental::new(map, plan.changes.clone()))?;
     fs::write(dir.join("balanced.map"), encoding::encode_map(&balanced)?)?;
     println!(
         "\n== The balancer pins {} PGs with pg_upmap_items (cairn map balance):",
@@ -389,17 +419,6 @@ pub fn demo(dir: &Path) -> Result<()> {
         .filter_map(|&p| analysis::test_pool(&balanced, p))
         .collect();
     print!("{}", test(&reports, None, false));
-
-    // The command as it was run, so the suggestions work without `cairn` on the PATH.
-    let cairn = std::env::args().next().unwrap_or_else(|| "cairn".into());
-    println!("\nMaps written to {}. Try:", dir.display());
-    println!("  {cairn} map show {}", map_path.display());
-    println!("  {cairn} map test {} --show-osds", map_path.display());
-    println!("  {cairn} map diff {} {}", map_path.display(), dir.join("host-added.map").display());
-    println!(
-        "  {cairn} map test {} --rule erasure_rule --num-rep 6 --inputs 100000",
-        map_path.display()
-    );
     Ok(())
 }
 

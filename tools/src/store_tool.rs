@@ -168,72 +168,9 @@ struct Dumped {
 pub fn run(dir: &Path, format: Format, command: StoreToolCommand) -> Result<()> {
     let store = open(dir)?;
     match command {
-        StoreToolCommand::List { pg: None } => {
-            let pgs: Vec<String> =
-                store.collections()?.into_iter().map(|c| c.to_string()).collect();
-            match format {
-                Format::Json => print_json(&pgs)?,
-                Format::Plain => pgs.iter().for_each(|pg| println!("{pg}")),
-            }
-        }
-        StoreToolCommand::List { pg: Some(pg) } => {
-            let c = held(&store, pg)?;
-            let mut objects = Vec::new();
-            let mut after: Option<ObjectId> = None;
-            loop {
-                let page = store.list(c, after.as_ref(), LIST_PAGE)?;
-                let Some((last, _)) = page.last() else { break };
-                after = Some(last.clone());
-                objects.extend(page.into_iter().map(|(oid, meta)| Listed {
-                    name: oid.to_string(),
-                    size: meta.size,
-                    version: meta.version.to_string(),
-                }));
-            }
-            match format {
-                Format::Json => print_json(&objects)?,
-                Format::Plain => {
-                    for o in &objects {
-                        println!("{}\t{}\t{}", o.name, o.size, o.version);
-                    }
-                }
-            }
-        }
-        StoreToolCommand::Dump { pg, object } => {
-            let (c, oid) = existing(&store, pg, &object)?;
-            let meta = store.stat(c, &oid)?.context("the object went away")?;
-            let dumped = Dumped {
-                pg: pg.to_string(),
-                name: object,
-                size: meta.size,
-                version: meta.version.to_string(),
-                mtime_ms: meta.mtime_ms,
-                xattrs: meta.xattrs.keys().cloned().collect(),
-                omap_keys: store.omap_all(c, &oid)?.len() as u64,
-                chunks: store.chunk_places(c, &oid)?,
-            };
-            match format {
-                Format::Json => print_json(&dumped)?,
-                Format::Plain => {
-                    println!("pg {} object {}", dumped.pg, dumped.name);
-                    println!(
-                        "size {} version {} mtime_ms {}",
-                        dumped.size, dumped.version, dumped.mtime_ms
-                    );
-                    println!("xattrs {:?} omap keys {}", dumped.xattrs, dumped.omap_keys);
-                    for (index, place) in &dumped.chunks {
-                        match place {
-                            ChunkPlace::Block { unit, crc } => {
-                                println!("chunk {index}: block unit {unit}, crc32c {crc:08x}")
-                            }
-                            ChunkPlace::Engine { bytes, crc } => {
-                                println!("chunk {index}: engine, {bytes} bytes, crc32c {crc:08x}")
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        StoreToolCommand::List { pg: None } => list_pgs(&store, format),
+        StoreToolCommand::List { pg: Some(pg) } => list_objects(&store, format, pg),
+        StoreToolCommand::Dump { pg, object } => dump(&store, format, pg, object),
         StoreToolCommand::Get { pg, object, file } => {
             let (c, oid) = existing(&store, pg, &object)?;
             let data = store
@@ -243,6 +180,7 @@ pub fn run(dir: &Path, format: Format, command: StoreToolCommand) -> Result<()> 
             if format == Format::Plain {
                 println!("wrote {} bytes to {}", data.len(), file.display());
             }
+            Ok(())
         }
         StoreToolCommand::Corrupt { pg, object, offset } => {
             let (c, oid) = existing(&store, pg, &object)?;
@@ -251,28 +189,107 @@ pub fn run(dir: &Path, format: Format, command: StoreToolCommand) -> Result<()> 
                 Format::Json => print_json(&serde_json::json!({ "corrupted": place }))?,
                 Format::Plain => println!("flipped byte {offset} of '{object}': {place}"),
             }
+            Ok(())
         }
         StoreToolCommand::SetBytes { pg, object, offset, file } => {
-            let (c, oid) = existing(&store, pg, &object)?;
-            let data = std::fs::read(&file).with_context(|| format!("read {}", file.display()))?;
-            let size = store.stat(c, &oid)?.context("the object went away")?.size;
-            if offset.checked_add(data.len() as u64).is_none_or(|end| end > size) {
-                anyhow::bail!(
-                    "{} bytes at {offset} run past the end of '{object}' ({size} bytes): \
-                     set-bytes overwrites, it does not grow an object",
-                    data.len()
-                );
-            }
-            let written = data.len();
-            let mut txn = objectstore::Transaction::default();
-            txn.ops.push(objectstore::TxOp::Write { c, oid, offset, data: data.into() });
-            store.apply(&txn)?;
-            store.sync()?;
-            match format {
-                Format::Json => print_json(&serde_json::json!({ "written": written }))?,
-                Format::Plain => println!("wrote {written} bytes at {offset} of '{object}'"),
+            set_bytes(&store, format, pg, object, offset, &file)
+        }
+    }
+}
+
+fn list_pgs(store: &Store, format: Format) -> Result<()> {
+    let pgs: Vec<String> = store.collections()?.into_iter().map(|c| c.to_string()).collect();
+    match format {
+        Format::Json => print_json(&pgs)?,
+        Format::Plain => pgs.iter().for_each(|pg| println!("{pg}")),
+    }
+    Ok(())
+}
+
+fn list_objects(store: &Store, format: Format, pg: PgArg) -> Result<()> {
+    let c = held(store, pg)?;
+    let mut objects = Vec::new();
+    let mut after: Option<ObjectId> = None;
+    loop {
+        let page = store.list(c, after.as_ref(), LIST_PAGE)?;
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        objects.extend(page.into_iter().map(|(oid, meta)| Listed {
+            name: oid.to_string(),
+            size: meta.size,
+            version: meta.version.to_string(),
+        }));
+    }
+    match format {
+        Format::Json => print_json(&objects)?,
+        Format::Plain => {
+            for o in &objects {
+                println!("{}\t{}\t{}", o.name, o.size, o.version);
             }
         }
+    }
+    Ok(())
+}
+
+fn dump(store: &Store, format: Format, pg: PgArg, object: String) -> Result<()> {
+    let (c, oid) = existing(store, pg, &object)?;
+    let meta = store.stat(c, &oid)?.context("the object went away")?;
+    let dumped = Dumped {
+        pg: pg.to_string(),
+        name: object,
+        size: meta.size,
+        version: meta.version.to_string(),
+        mtime_ms: meta.mtime_ms,
+        xattrs: meta.xattrs.keys().cloned().collect(),
+        omap_keys: store.omap_all(c, &oid)?.len() as u64,
+        chunks: store.chunk_places(c, &oid)?,
+    };
+    if format == Format::Json {
+        return print_json(&dumped);
+    }
+    println!("pg {} object {}", dumped.pg, dumped.name);
+    println!("size {} version {} mtime_ms {}", dumped.size, dumped.version, dumped.mtime_ms);
+    println!("xattrs {:?} omap keys {}", dumped.xattrs, dumped.omap_keys);
+    for (index, place) in &dumped.chunks {
+        match place {
+            ChunkPlace::Block { unit, crc } => {
+                println!("chunk {index}: block unit {unit}, crc32c {crc:08x}")
+            }
+            ChunkPlace::Engine { bytes, crc } => {
+                println!("chunk {index}: engine, {bytes} bytes, crc32c {crc:08x}")
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Overwrites bytes of an object in place, inside its size.
+fn set_bytes(
+    store: &Store,
+    format: Format,
+    pg: PgArg,
+    object: String,
+    offset: u64,
+    file: &Path,
+) -> Result<()> {
+    let (c, oid) = existing(store, pg, &object)?;
+    let data = std::fs::read(file).with_context(|| format!("read {}", file.display()))?;
+    let size = store.stat(c, &oid)?.context("the object went away")?.size;
+    if offset.checked_add(data.len() as u64).is_none_or(|end| end > size) {
+        anyhow::bail!(
+            "{} bytes at {offset} run past the end of '{object}' ({size} bytes): \
+             set-bytes overwrites, it does not grow an object",
+            data.len()
+        );
+    }
+    let written = data.len();
+    let mut txn = objectstore::Transaction::default();
+    txn.ops.push(objectstore::TxOp::Write { c, oid, offset, data: data.into() });
+    store.apply(&txn)?;
+    store.sync()?;
+    match format {
+        Format::Json => print_json(&serde_json::json!({ "written": written }))?,
+        Format::Plain => println!("wrote {written} bytes at {offset} of '{object}'"),
     }
     Ok(())
 }

@@ -79,54 +79,16 @@ pub(crate) fn do_rule(
             CompiledStep::Choose { mode, count, type_id, leaf } => {
                 mapper.step_r = choose_index * STEP_R_STRIDE;
                 last_mode = mode;
-                let mut output_len = 0;
-                for &parent in &working[..working_len] {
-                    let numrep =
-                        if count > 0 { count as i64 } else { result_max as i64 + i64::from(count) };
-                    if numrep <= 0 || output_len >= result_max {
-                        continue;
-                    }
-                    let numrep = numrep as usize;
-                    let room = result_max - output_len;
-                    let leaf_out = if leaf { Some(&mut leaves[output_len..]) } else { None };
-                    match mode {
-                        ChooseMode::Firstn if parent < 0 => {
-                            output_len += mapper.choose_firstn(
-                                parent,
-                                numrep.min(room),
-                                type_id,
-                                &mut output[output_len..],
-                                choose_tries,
-                                leaf_tries,
-                                leaf_out,
-                            );
-                        }
-                        ChooseMode::Firstn => {}
-                        ChooseMode::Indep => {
-                            let n = numrep.min(room);
-                            if parent < 0 {
-                                mapper.choose_indep(
-                                    parent,
-                                    n,
-                                    numrep,
-                                    type_id,
-                                    &mut output[output_len..],
-                                    0,
-                                    choose_tries,
-                                    leaf_tries,
-                                    leaf_out,
-                                    mapper.step_r,
-                                );
-                            } else {
-                                // A hole from an earlier step keeps its positions as holes,
-                                // so the positions after it do not shift.
-                                output[output_len..output_len + n].fill(ITEM_NONE);
-                                leaves[output_len..output_len + n].fill(ITEM_NONE);
-                            }
-                            output_len += n;
-                        }
-                    }
-                }
+                let numrep =
+                    if count > 0 { count as i64 } else { result_max as i64 + i64::from(count) };
+                let step = Step { mode, numrep, type_id, leaf, tries: (choose_tries, leaf_tries) };
+                let output_len = mapper.choose(
+                    &step,
+                    &working[..working_len],
+                    result_max,
+                    &mut output,
+                    &mut leaves,
+                );
                 if leaf {
                     output[..output_len].copy_from_slice(&leaves[..output_len]);
                 }
@@ -135,23 +97,50 @@ pub(crate) fn do_rule(
                 choose_index += 1;
             }
             CompiledStep::Emit => {
-                for &item in &working[..working_len] {
-                    let repeated = item != ITEM_NONE && result[..result_len].contains(&item);
-                    let item = match (repeated, last_mode) {
-                        (false, _) => item,
-                        (true, ChooseMode::Indep) => ITEM_NONE,
-                        (true, ChooseMode::Firstn) => continue,
-                    };
-                    if result_len < result_max {
-                        result[result_len] = item;
-                        result_len += 1;
-                    }
-                }
+                result_len =
+                    emit(&working[..working_len], last_mode, result, result_len, result_max);
                 working_len = 0;
             }
         }
     }
     debug_assert!(result[..result_len].iter().all(|&i| i >= 0));
+    result_len
+}
+
+/// A choose step as `do_rule` runs it: how many to pick under each parent (`numrep`,
+/// the rule's count resolved against the result size), of which type, whether down to a
+/// leaf, and the tries (choose, chooseleaf).
+struct Step {
+    mode: ChooseMode,
+    numrep: i64,
+    type_id: u16,
+    leaf: bool,
+    tries: (u32, u32),
+}
+
+/// Appends the chosen `working` items to `result` (of `result_len` so far), up to
+/// `result_max`; returns the new length. An OSD emitted twice leaves a hole (indep) or is
+/// skipped (firstn), so no PG ever holds one OSD twice.
+#[inline]
+fn emit(
+    working: &[i32],
+    last_mode: ChooseMode,
+    result: &mut [i32; SHARDS_MAX],
+    mut result_len: usize,
+    result_max: usize,
+) -> usize {
+    for &item in working {
+        let repeated = item != ITEM_NONE && result[..result_len].contains(&item);
+        let item = match (repeated, last_mode) {
+            (false, _) => item,
+            (true, ChooseMode::Indep) => ITEM_NONE,
+            (true, ChooseMode::Firstn) => continue,
+        };
+        if result_len < result_max {
+            result[result_len] = item;
+            result_len += 1;
+        }
+    }
     result_len
 }
 
@@ -165,6 +154,66 @@ struct Mapper<'a> {
 }
 
 impl Mapper<'_> {
+    /// One choose step over the working set: up to `result_max` items into `output` (and,
+    /// for a leaf step, the leaves under them into `leaves`); returns how many.
+    #[inline]
+    fn choose(
+        &self,
+        step: &Step,
+        working: &[i32],
+        result_max: usize,
+        output: &mut [i32; SHARDS_MAX],
+        leaves: &mut [i32; SHARDS_MAX],
+    ) -> usize {
+        let (choose_tries, leaf_tries) = step.tries;
+        let mut output_len = 0;
+        for &parent in working {
+            if step.numrep <= 0 || output_len >= result_max {
+                continue;
+            }
+            let numrep = step.numrep as usize;
+            let n = numrep.min(result_max - output_len);
+            let leaf_out = if step.leaf { Some(&mut leaves[output_len..]) } else { None };
+            match step.mode {
+                ChooseMode::Firstn if parent < 0 => {
+                    output_len += self.choose_firstn(
+                        parent,
+                        n,
+                        step.type_id,
+                        &mut output[output_len..],
+                        choose_tries,
+                        leaf_tries,
+                        leaf_out,
+                    );
+                }
+                ChooseMode::Firstn => {}
+                ChooseMode::Indep => {
+                    if parent < 0 {
+                        self.choose_indep(
+                            parent,
+                            n,
+                            numrep,
+                            step.type_id,
+                            &mut output[output_len..],
+                            0,
+                            choose_tries,
+                            leaf_tries,
+                            leaf_out,
+                            self.step_r,
+                        );
+                    } else {
+                        // A hole from an earlier step keeps its positions as holes, so the
+                        // positions after it do not shift.
+                        output[output_len..output_len + n].fill(ITEM_NONE);
+                        leaves[output_len..output_len + n].fill(ITEM_NONE);
+                    }
+                    output_len += n;
+                }
+            }
+        }
+        output_len
+    }
+
     /// The type level of a compiled item (OSDs are 0).
     fn item_type(&self, item: i32) -> u16 {
         if item >= 0 { 0 } else { self.crush.buckets[(-1 - item) as usize].type_id }
