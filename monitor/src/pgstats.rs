@@ -97,49 +97,7 @@ impl PgStatsTable {
         let mut summary = PgSummary::default();
         for pool in map.contents().pools.values() {
             for pg in map.pgs(pool) {
-                let mapping = map.pg_mapping(pg).ok();
-                let up: Vec<u32> = mapping
-                    .as_ref()
-                    .map(|m| m.up.osds().map(|o| o.0).collect())
-                    .unwrap_or_default();
-                let acting: Vec<u32> = mapping
-                    .as_ref()
-                    .map(|m| m.acting.osds().map(|o| o.0).collect())
-                    .unwrap_or_default();
-                let stat = match self.pgs.get(&pg) {
-                    None => PgStat {
-                        pg,
-                        state: vec!["unknown".into()],
-                        up,
-                        acting,
-                        epoch: map.epoch(),
-                        last_update: Default::default(),
-                        log_entries: 0,
-                        objects: 0,
-                        bytes: 0,
-                        degraded: 0,
-                        misplaced: 0,
-                        unfound: 0,
-                        recovered_bytes: 0,
-                        recovered_objects: 0,
-                        last_scrub_ms: 0,
-                        last_deep_scrub_ms: 0,
-                        last_scrub_errors: 0,
-                        inconsistent: 0,
-                        inconsistent_detail: Vec::new(),
-                        blocked_reason: String::new(),
-                        blocked_by: Vec::new(),
-                    },
-                    Some(r) => {
-                        let reporter_gone = !map.is_up(OsdId(r.reporter));
-                        let old = now_ms - r.at_ms > STALE_MS;
-                        let mut stat = r.stat.clone();
-                        if reporter_gone || old {
-                            stat.state.insert(0, "stale".into());
-                        }
-                        stat
-                    }
-                };
+                let stat = self.pg_view(map, pg, now_ms);
                 summary.pgs += 1;
                 *summary.states.entry(stat.state.join("+")).or_default() += 1;
                 summary.objects += stat.objects;
@@ -158,9 +116,54 @@ impl PgStatsTable {
                 summary.recovery_bytes_per_s = (last.2 - first.2) * 1000 / span as u64;
             }
         }
+        ClusterPgStats { epoch: map.epoch(), pgs, osds: self.osd_views(map, now_ms), summary }
+    }
+
+    /// A PG as its primary last reported it, `stale` if that primary is down or silent;
+    /// `unknown` (with the map's sets) if none has.
+    fn pg_view(&self, map: &OsdMap, pg: PgId, now_ms: i64) -> PgStat {
+        if let Some(r) = self.pgs.get(&pg) {
+            let reporter_gone = !map.is_up(OsdId(r.reporter));
+            let old = now_ms - r.at_ms > STALE_MS;
+            let mut stat = r.stat.clone();
+            if reporter_gone || old {
+                stat.state.insert(0, "stale".into());
+            }
+            return stat;
+        }
+        let (up, acting) = map
+            .pg_mapping(pg)
+            .map(|m| (m.up.osds().map(|o| o.0).collect(), m.acting.osds().map(|o| o.0).collect()))
+            .unwrap_or_default();
+        PgStat {
+            pg,
+            state: vec!["unknown".into()],
+            up,
+            acting,
+            epoch: map.epoch(),
+            last_update: Default::default(),
+            log_entries: 0,
+            objects: 0,
+            bytes: 0,
+            degraded: 0,
+            misplaced: 0,
+            unfound: 0,
+            recovered_bytes: 0,
+            recovered_objects: 0,
+            last_scrub_ms: 0,
+            last_deep_scrub_ms: 0,
+            last_scrub_errors: 0,
+            inconsistent: 0,
+            inconsistent_detail: Vec::new(),
+            blocked_reason: String::new(),
+            blocked_by: Vec::new(),
+        }
+    }
+
+    /// Every OSD of `map` with the usage it last reported.
+    fn osd_views(&self, map: &OsdMap, now_ms: i64) -> Vec<OsdStat> {
         let age = |r: &OsdReported| (now_ms - r.at_ms).max(0) as u64;
-        let osds = map
-            .contents()
+        map.contents()
             .osds
             .keys()
             .map(|osd| match self.osds.get(&osd.0) {
@@ -176,8 +179,7 @@ impl PgStatsTable {
                 },
                 None => OsdStat { osd: osd.0, ..OsdStat::default() },
             })
-            .collect();
-        ClusterPgStats { epoch: map.epoch(), pgs, osds, summary }
+            .collect()
     }
 }
 

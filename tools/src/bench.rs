@@ -176,82 +176,93 @@ pub async fn run(connect: &Connect, args: BenchArgs) -> Result<()> {
     objects.op_timeout = Duration::from_secs(connect.timeout.max(1));
     let objects = Arc::new(objects);
     objects.pool_id(&args.pool)?;
-    let run = args.run_name.clone();
-    let pool = args.pool.clone();
     let report = match args.mode {
-        Mode::Write => {
-            let data = Bytes::from(vec![0x5au8; args.size as usize]);
-            let (o, p, r) = (objects.clone(), pool.clone(), run.clone());
-            let next: Arc<dyn Fn(u64) -> Option<u64> + Send + Sync> = Arc::new(Some);
-            let (samples, done, elapsed) = drive(args.concurrency, args.seconds, next, move |i| {
-                let (o, p, name, data) = (o.clone(), p.clone(), object(&r, i), data.clone());
-                async move {
-                    let len = data.len() as u64;
-                    o.write_full(&p, &name, data).await?;
-                    Ok(len)
-                }
-            })
-            .await?;
-            // Every ticket taken is written before its worker looks at the clock again
-            // (an error ends the whole run), so the objects written are 0..written.
-            let written = done.len() as u64;
-            if args.no_cleanup {
-                let meta = Meta { objects: written, object_bytes: args.size };
-                let body = Bytes::from(serde_json::to_vec(&meta)?);
-                objects.write_full(&pool, &meta_name(&run), body).await?;
-            } else {
-                remove_objects(&objects, &pool, &run, written).await?;
-            }
-            report(&args, args.size, samples, done, elapsed)
-        }
-        Mode::Seq | Mode::Rand => {
-            let meta = objects
-                .read(&pool, &meta_name(&run), 0, 4096)
-                .await
-                .with_context(|| format!("no objects of a `write --no-cleanup` run '{run}'"))?;
-            let meta: Meta = serde_json::from_slice(&meta).context("the bench's meta object")?;
-            let count = meta.objects;
-            if count == 0 {
-                bail!("run '{run}' wrote no objects");
-            }
-            let next: Arc<dyn Fn(u64) -> Option<u64> + Send + Sync> = if args.mode == Mode::Seq {
-                Arc::new(move |ticket| Some(ticket).filter(|&i| i < count))
-            } else {
-                Arc::new(move |ticket| {
-                    let mut rng = Rng(ticket.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-                    Some(rng.below(count))
-                })
-            };
-            let (o, p, r, size) = (objects.clone(), pool.clone(), run.clone(), meta.object_bytes);
-            let (samples, done, elapsed) = drive(args.concurrency, args.seconds, next, move |i| {
-                let (o, p, name) = (o.clone(), p.clone(), object(&r, i));
-                async move {
-                    let data = o.read(&p, &name, 0, size).await?;
-                    if data.len() as u64 != size {
-                        bail!("{name} has {} bytes, not {size}", data.len());
-                    }
-                    Ok(size)
-                }
-            })
-            .await?;
-            report(&args, meta.object_bytes, samples, done, elapsed)
-        }
-        Mode::Cleanup => {
-            let meta = objects.read(&pool, &meta_name(&run), 0, 4096).await;
-            let meta: Meta = match meta {
-                Ok(m) => serde_json::from_slice(&m).context("the bench's meta object")?,
-                Err(e) => bail!("no bench run '{run}' to clean up: {e}"),
-            };
-            let removed = remove_objects(&objects, &pool, &run, meta.objects).await?;
-            objects.remove(&pool, &meta_name(&run)).await?;
-            println!("removed {removed} objects of run '{run}'");
-            return Ok(());
-        }
+        Mode::Write => write_run(&objects, &args).await?,
+        Mode::Seq | Mode::Rand => read_run(&objects, &args).await?,
+        Mode::Cleanup => return cleanup(&objects, &args).await,
     };
     match connect.format {
         Format::Json => print_json(&report)?,
         Format::Plain => print!("{}", render(&report)),
     }
+    Ok(())
+}
+
+/// Writes objects of `args.size` for `args.seconds`; keeps them with a meta object for the
+/// read runs (`--no-cleanup`), else removes them.
+async fn write_run(objects: &Arc<Objects>, args: &BenchArgs) -> Result<Report> {
+    let (pool, run) = (&args.pool, &args.run_name);
+    let data = Bytes::from(vec![0x5au8; args.size as usize]);
+    let (o, p, r) = (objects.clone(), pool.clone(), run.clone());
+    let next: Arc<dyn Fn(u64) -> Option<u64> + Send + Sync> = Arc::new(Some);
+    let (samples, done, elapsed) = drive(args.concurrency, args.seconds, next, move |i| {
+        let (o, p, name, data) = (o.clone(), p.clone(), object(&r, i), data.clone());
+        async move {
+            let len = data.len() as u64;
+            o.write_full(&p, &name, data).await?;
+            Ok(len)
+        }
+    })
+    .await?;
+    // Every ticket taken is written before its worker looks at the clock again (an error
+    // ends the whole run), so the objects written are 0..written.
+    let written = done.len() as u64;
+    if args.no_cleanup {
+        let meta = Meta { objects: written, object_bytes: args.size };
+        let body = Bytes::from(serde_json::to_vec(&meta)?);
+        objects.write_full(pool, &meta_name(run), body).await?;
+    } else {
+        remove_objects(objects, pool, run, written).await?;
+    }
+    Ok(report(args, args.size, samples, done, elapsed))
+}
+
+/// Reads the objects a `write --no-cleanup` run left, in order or at random, for
+/// `args.seconds`; each read must return the whole object.
+async fn read_run(objects: &Arc<Objects>, args: &BenchArgs) -> Result<Report> {
+    let (pool, run) = (&args.pool, &args.run_name);
+    let meta = objects
+        .read(pool, &meta_name(run), 0, 4096)
+        .await
+        .with_context(|| format!("no objects of a `write --no-cleanup` run '{run}'"))?;
+    let meta: Meta = serde_json::from_slice(&meta).context("the bench's meta object")?;
+    let count = meta.objects;
+    if count == 0 {
+        bail!("run '{run}' wrote no objects");
+    }
+    let next: Arc<dyn Fn(u64) -> Option<u64> + Send + Sync> = if args.mode == Mode::Seq {
+        Arc::new(move |ticket| Some(ticket).filter(|&i| i < count))
+    } else {
+        Arc::new(move |ticket| {
+            let mut rng = Rng(ticket.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+            Some(rng.below(count))
+        })
+    };
+    let (o, p, r, size) = (objects.clone(), pool.clone(), run.clone(), meta.object_bytes);
+    let (samples, done, elapsed) = drive(args.concurrency, args.seconds, next, move |i| {
+        let (o, p, name) = (o.clone(), p.clone(), object(&r, i));
+        async move {
+            let data = o.read(&p, &name, 0, size).await?;
+            if data.len() as u64 != size {
+                bail!("{name} has {} bytes, not {size}", data.len());
+            }
+            Ok(size)
+        }
+    })
+    .await?;
+    Ok(report(args, meta.object_bytes, samples, done, elapsed))
+}
+
+/// Removes the objects of a `write --no-cleanup` run and its meta object.
+async fn cleanup(objects: &Arc<Objects>, args: &BenchArgs) -> Result<()> {
+    let (pool, run) = (&args.pool, &args.run_name);
+    let meta: Meta = match objects.read(pool, &meta_name(run), 0, 4096).await {
+        Ok(m) => serde_json::from_slice(&m).context("the bench's meta object")?,
+        Err(e) => bail!("no bench run '{run}' to clean up: {e}"),
+    };
+    let removed = remove_objects(objects, pool, run, meta.objects).await?;
+    objects.remove(pool, &meta_name(run)).await?;
+    println!("removed {removed} objects of run '{run}'");
     Ok(())
 }
 

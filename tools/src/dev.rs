@@ -25,7 +25,7 @@ use monitor::daemon::{GenesisFile, MonConfig, PID_FILE, RaftTiming};
 use monitor::state::Identity;
 use monitor::store::MonNode;
 use net::identity::{ClusterCa, write_private};
-use proto::message::Severity;
+use proto::message::{Severity, StatusReport};
 use proto::{Caps, EntityName};
 
 pub const CLIENT_CONFIG: &str = "client.toml";
@@ -287,25 +287,11 @@ async fn add_osds(dir: &Path, client: &client::MonClient, want: usize) -> Result
 pub async fn up(dir: &Path, monitors: usize, base_port: u16, osds: usize) -> Result<()> {
     let started = Instant::now();
     let config_path = dir.join(CLIENT_CONFIG);
-    let fresh = !config_path.exists();
     if osds > 64 {
         bail!("--osds must be at most 64 on one machine");
     }
-    if fresh {
-        if monitors == 0 || monitors > 7 {
-            bail!("--mons must be 1 to 7");
-        }
-        let names = ["a", "b", "c", "d", "e", "f", "g"];
-        let mut mons = Vec::new();
-        for (i, name) in names.iter().take(monitors).enumerate() {
-            let port = base_port.checked_add(i as u16).context("port out of range")?;
-            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("literal address");
-            if std::net::UdpSocket::bind(addr).is_err() {
-                bail!("port {port} on 127.0.0.1 is in use; choose other ports with --base-port");
-            }
-            mons.push(((*name).to_owned(), addr));
-        }
-        bootstrap(dir, &mons)?;
+    if !config_path.exists() {
+        bootstrap(dir, &monitor_addrs(monitors, base_port)?)?;
         println!("bootstrapped a new cluster in {}", dir.display());
     }
     let deadline = Instant::now() + UP_TIMEOUT;
@@ -313,12 +299,49 @@ pub async fn up(dir: &Path, monitors: usize, base_port: u16, osds: usize) -> Res
     let config = ClientConfig::load(&config_path)?;
     let client = client::MonClient::connect(config).context("connect to the monitors")?;
     // A quorum first: OSDs are registered through it.
+    wait_quorum(&client, deadline).await?;
+    add_osds(dir, &client, osds).await?;
+    start_all(dir, OSD, deadline).await?;
+    let status = wait_healthy(&client, deadline).await?;
+    println!(
+        "cluster {} is HEALTH_OK after {:.1} s: {} monitors in quorum, leader mon.{}, {} osds up",
+        status.fsid,
+        started.elapsed().as_secs_f64(),
+        status.monitors.len(),
+        status.leader.as_deref().unwrap_or("?"),
+        status.osds.up
+    );
+    print_how_to_reach(dir, &config_path);
+    Ok(())
+}
+
+/// The loopback addresses of a new cluster's `monitors` (named a, b, c, ...), from
+/// `base_port` up, each free now.
+fn monitor_addrs(monitors: usize, base_port: u16) -> Result<Vec<(String, SocketAddr)>> {
+    if monitors == 0 || monitors > 7 {
+        bail!("--mons must be 1 to 7");
+    }
+    let names = ["a", "b", "c", "d", "e", "f", "g"];
+    let mut mons = Vec::new();
+    for (i, name) in names.iter().take(monitors).enumerate() {
+        let port = base_port.checked_add(i as u16).context("port out of range")?;
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("literal address");
+        if std::net::UdpSocket::bind(addr).is_err() {
+            bail!("port {port} on 127.0.0.1 is in use; choose other ports with --base-port");
+        }
+        mons.push(((*name).to_owned(), addr));
+    }
+    Ok(mons)
+}
+
+/// Waits until every monitor is in a quorum with a leader, until `deadline`.
+async fn wait_quorum(client: &client::MonClient, deadline: Instant) -> Result<()> {
     loop {
         match client.status().await {
             Ok(status)
                 if status.leader.is_some() && status.monitors.iter().all(|m| m.in_quorum) =>
             {
-                break;
+                return Ok(());
             }
             Ok(_) | Err(_) if Instant::now() > deadline => {
                 bail!("the monitors did not form a quorum within {} s", UP_TIMEOUT.as_secs())
@@ -326,8 +349,11 @@ pub async fn up(dir: &Path, monitors: usize, base_port: u16, osds: usize) -> Res
             _ => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
-    add_osds(dir, &client, osds).await?;
-    start_all(dir, OSD, deadline).await?;
+}
+
+/// Waits until the cluster is HEALTH_OK with every monitor in quorum, until `deadline`;
+/// past it, the error names the checks that were not clear.
+async fn wait_healthy(client: &client::MonClient, deadline: Instant) -> Result<StatusReport> {
     loop {
         match client.status().await {
             Ok(status)
@@ -335,16 +361,7 @@ pub async fn up(dir: &Path, monitors: usize, base_port: u16, osds: usize) -> Res
                     && status.leader.is_some()
                     && status.monitors.iter().all(|m| m.in_quorum) =>
             {
-                println!(
-                    "cluster {} is HEALTH_OK after {:.1} s: {} monitors in quorum, leader mon.{}, \
-                     {} osds up",
-                    status.fsid,
-                    started.elapsed().as_secs_f64(),
-                    status.monitors.len(),
-                    status.leader.as_deref().unwrap_or("?"),
-                    status.osds.up
-                );
-                break;
+                return Ok(status);
             }
             Ok(status) if Instant::now() > deadline => {
                 let checks: Vec<&str> = status.checks.iter().map(|c| c.summary.as_str()).collect();
@@ -358,7 +375,11 @@ pub async fn up(dir: &Path, monitors: usize, base_port: u16, osds: usize) -> Res
             _ => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
-    let abs = std::fs::canonicalize(&config_path).unwrap_or(config_path);
+}
+
+/// How to reach the cluster `dir` holds: its client configuration and the commands to try.
+fn print_how_to_reach(dir: &Path, config_path: &Path) {
+    let abs = std::fs::canonicalize(config_path).unwrap_or_else(|_| config_path.to_owned());
     println!("client configuration: {}", abs.display());
     // The binary as this shell can name it: `cairn` on the PATH, else its path.
     let exe = std::env::current_exe().ok();
@@ -371,7 +392,6 @@ pub async fn up(dir: &Path, monitors: usize, base_port: u16, osds: usize) -> Res
     println!("try: {cairn} status    (from this directory, or with CAIRN_CONF={})", abs.display());
     println!("     {cairn} pool create data && {cairn} obj put data NAME FILE");
     println!("stop with: {cairn} dev down    (data stays in {})", dir.display());
-    Ok(())
 }
 
 /// The `cairn` the shell would run, if one is on the PATH.

@@ -159,38 +159,8 @@ pub async fn osd(connect: &Connect, command: OsdCommand) -> Result<()> {
                 Command::ProfileSet { name, profile }
             }
             ProfileCommand::Rm { name } => Command::ProfileRemove { name },
-            ProfileCommand::Ls | ProfileCommand::Get { .. } => {
-                let map = connect.client()?.map().await?;
-                let profiles = &map.contents().erasure_profiles;
-                let shown: Vec<(&String, &ErasureProfile)> = match &command {
-                    ProfileCommand::Get { name } => {
-                        let profile = profiles
-                            .get(name)
-                            .with_context(|| format!("no erasure-code profile '{name}'"))?;
-                        vec![(name, profile)]
-                    }
-                    _ => profiles.iter().collect(),
-                };
-                match connect.format {
-                    Format::Json => print_json(&shown.into_iter().collect::<BTreeMap<_, _>>())?,
-                    Format::Plain => {
-                        for (name, p) in shown {
-                            let mut line = format!(
-                                "{name}: k={} m={} stripe_unit={}",
-                                p.k, p.m, p.stripe_unit_bytes
-                            );
-                            if let Some(fd) = &p.failure_domain {
-                                line += &format!(" failure_domain={fd}");
-                            }
-                            if let Some(class) = &p.class {
-                                line += &format!(" class={class}");
-                            }
-                            println!("{line}");
-                        }
-                    }
-                }
-                return Ok(());
-            }
+            ProfileCommand::Ls => return show_profiles(connect, None).await,
+            ProfileCommand::Get { name } => return show_profiles(connect, Some(&name)).await,
         },
         OsdCommand::CrushSet { osd, weight, location, class } => {
             let mut pairs = BTreeMap::new();
@@ -203,6 +173,34 @@ pub async fn osd(connect: &Connect, command: OsdCommand) -> Result<()> {
         }
     };
     change(connect, command).await
+}
+
+/// `osd erasure-code-profile ls` (every profile) and `get NAME` (that one).
+async fn show_profiles(connect: &Connect, name: Option<&String>) -> Result<()> {
+    let map = connect.client()?.map().await?;
+    let profiles = &map.contents().erasure_profiles;
+    let shown: Vec<(&String, &ErasureProfile)> = match name {
+        Some(name) => {
+            let profile =
+                profiles.get(name).with_context(|| format!("no erasure-code profile '{name}'"))?;
+            vec![(name, profile)]
+        }
+        None => profiles.iter().collect(),
+    };
+    if connect.format == Format::Json {
+        return print_json(&shown.into_iter().collect::<BTreeMap<_, _>>());
+    }
+    for (name, p) in shown {
+        let mut line = format!("{name}: k={} m={} stripe_unit={}", p.k, p.m, p.stripe_unit_bytes);
+        if let Some(fd) = &p.failure_domain {
+            line += &format!(" failure_domain={fd}");
+        }
+        if let Some(class) = &p.class {
+            line += &format!(" class={class}");
+        }
+        println!("{line}");
+    }
+    Ok(())
 }
 
 fn dump(map: &OsdMap) -> String {

@@ -142,21 +142,7 @@ pub async fn pool(connect: &Connect, command: PoolCommand) -> Result<()> {
             failure_domain,
             class,
         } => {
-            let spec = match (kind, size, k, m, profile) {
-                (PoolType::Replicated, size, None, None, None) => {
-                    PoolSpec::Replicated { size: size.unwrap_or(3), min_size }
-                }
-                (PoolType::Erasure, None, Some(k), Some(m), None) => {
-                    PoolSpec::Erasure { k, m, min_size }
-                }
-                (PoolType::Erasure, None, None, None, Some(profile)) => {
-                    PoolSpec::ErasureProfile { profile, min_size }
-                }
-                (PoolType::Replicated, ..) => bail!("--k, --m and --profile are for erasure pools"),
-                (PoolType::Erasure, ..) => {
-                    bail!("an erasure pool needs --k and --m, or --profile (and no --size)")
-                }
-            };
+            let spec = pool_spec(kind, size, k, m, profile, min_size)?;
             let new_rule = (failure_domain.is_some() || class.is_some()).then(|| NewRule {
                 failure_domain: failure_domain.unwrap_or_else(|| "host".to_owned()),
                 class,
@@ -172,25 +158,51 @@ pub async fn pool(connect: &Connect, command: PoolCommand) -> Result<()> {
             Command::PoolDelete { name }
         }
         PoolCommand::Set { name, field, value } => {
-            let number =
-                |v: &str| v.parse::<u32>().with_context(|| format!("'{v}' is not a number"));
-            let small = |v: &str| {
-                v.parse::<u8>().with_context(|| format!("'{v}' is not a number up to 255"))
-            };
-            let field = match field.as_str() {
-                "size" => PoolField::Size(small(&value)?),
-                "min_size" => PoolField::MinSize(small(&value)?),
-                "pg_num" => PoolField::PgNum(number(&value)?),
-                "pgp_num" => PoolField::PgpNum(number(&value)?),
-                "rule" | "crush_rule" => PoolField::Rule(value),
-                other => {
-                    bail!("'{other}' is not a pool setting (size, min_size, pg_num, pgp_num, rule)")
-                }
-            };
+            let field = pool_field(&field, value)?;
             Command::PoolSet { name, field }
         }
     };
     change(connect, command).await
+}
+
+/// What `pool create` makes, from its flags: replicated (`--size`), or erasure-coded
+/// (`--k` and `--m`, or `--profile`).
+fn pool_spec(
+    kind: PoolType,
+    size: Option<u8>,
+    k: Option<u8>,
+    m: Option<u8>,
+    profile: Option<String>,
+    min_size: Option<u8>,
+) -> Result<PoolSpec> {
+    Ok(match (kind, size, k, m, profile) {
+        (PoolType::Replicated, size, None, None, None) => {
+            PoolSpec::Replicated { size: size.unwrap_or(3), min_size }
+        }
+        (PoolType::Erasure, None, Some(k), Some(m), None) => PoolSpec::Erasure { k, m, min_size },
+        (PoolType::Erasure, None, None, None, Some(profile)) => {
+            PoolSpec::ErasureProfile { profile, min_size }
+        }
+        (PoolType::Replicated, ..) => bail!("--k, --m and --profile are for erasure pools"),
+        (PoolType::Erasure, ..) => {
+            bail!("an erasure pool needs --k and --m, or --profile (and no --size)")
+        }
+    })
+}
+
+/// The setting `pool set NAME FIELD VALUE` changes.
+fn pool_field(field: &str, value: String) -> Result<PoolField> {
+    let number = |v: &str| v.parse::<u32>().with_context(|| format!("'{v}' is not a number"));
+    let small =
+        |v: &str| v.parse::<u8>().with_context(|| format!("'{v}' is not a number up to 255"));
+    Ok(match field {
+        "size" => PoolField::Size(small(&value)?),
+        "min_size" => PoolField::MinSize(small(&value)?),
+        "pg_num" => PoolField::PgNum(number(&value)?),
+        "pgp_num" => PoolField::PgpNum(number(&value)?),
+        "rule" | "crush_rule" => PoolField::Rule(value),
+        other => bail!("'{other}' is not a pool setting (size, min_size, pg_num, pgp_num, rule)"),
+    })
 }
 
 pub async fn rule(connect: &Connect, command: RuleCommand) -> Result<()> {
