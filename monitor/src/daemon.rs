@@ -22,9 +22,10 @@ use proto::EntityName;
 use serde::{Deserialize, Serialize};
 
 use crate::network::Network;
-use crate::service::{Clock, Monitor};
+use crate::service::Monitor;
 use crate::state::{Genesis, Identity};
 use crate::store::{LogStore, MonNode, NodeId, Raft, StateMachine, open_db};
+use proto::clock::{Clock, SystemClock};
 
 pub const CONFIG_FILE: &str = "mon.toml";
 pub const GENESIS_FILE: &str = "genesis.bin";
@@ -201,7 +202,7 @@ pub struct Parts {
     pub endpoint: Arc<dyn Endpoint>,
     /// The cluster CA's key, on a monitor that issues identities.
     pub ca: Option<ClusterCa>,
-    pub clock: Clock,
+    pub clock: Arc<dyn Clock>,
 }
 
 /// Opens a monitor's directory: its files, its store, and its QUIC endpoint listening
@@ -228,7 +229,7 @@ pub fn open(dir: &Path) -> Result<Parts> {
     let store_dir = dir.join(STORE_DIR);
     let db = open_db(&store_dir)
         .with_context(|| format!("open the store in {}", store_dir.display()))?;
-    Ok(Parts { config, genesis, db, endpoint, ca, clock: Clock::from_env() })
+    Ok(Parts { config, genesis, db, endpoint, ca, clock: Arc::new(SystemClock::from_env()) })
 }
 
 /// Starts a monitor on the parts it is given: Raft on the store, the service on the

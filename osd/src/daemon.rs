@@ -34,11 +34,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::caps::CapsCache;
-use crate::clock::{Clock, SystemClock};
 use crate::pg::actor::{self, ClientOp, Event, Pg, Shared};
 use crate::rocks::RocksEngine;
 use crate::space::{MEASURE_INTERVAL, Space};
 use crate::tracker::OpTracker;
+use proto::clock::{Clock, SystemClock};
 
 pub const CONFIG_FILE: &str = "osd.toml";
 pub const CLIENT_FILE: &str = "client.toml";

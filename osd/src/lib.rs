@@ -1,7 +1,6 @@
 //! The OSD: a daemon that keeps objects in RocksDB and serves the PGs the map gives it.
 
 pub mod caps;
-pub mod clock;
 pub mod daemon;
 pub mod error;
 pub mod failpoints;

@@ -24,6 +24,7 @@ use net::transport::{BoxFuture, Connection, Endpoint, Peer};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 use placement::{Epoch, OsdId, OsdMap};
+use proto::clock::Clock;
 use proto::message::{
     ClusterPgStats, MonStatus, OsdCounts, OsdMessage, RaftRpc, RequestId, StatusReport,
 };
@@ -76,37 +77,6 @@ const MONITORS_TRACKED_MAX: usize = 64;
 /// Daemons whose map epochs are tracked for MAP_EPOCH_LAG.
 const DAEMONS_TRACKED_MAX: usize = 1 << 16;
 
-/// The wall clock, shifted by a test hook (`CAIRN_CLOCK_OFFSET_MS`) to exercise CLOCK_SKEW.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Clock {
-    pub offset_ms: i64,
-}
-
-impl Clock {
-    pub fn from_env() -> Clock {
-        let offset_ms =
-            std::env::var("CAIRN_CLOCK_OFFSET_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
-        Clock { offset_ms }
-    }
-
-    /// Milliseconds on a monotonic clock (since this process started). Intervals (graces,
-    /// silences, ages) are measured on it, so a step of the wall clock (NTP after a VM
-    /// resumes) cannot make every OSD look silent at once.
-    pub fn mono_ms(&self) -> i64 {
-        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-        START.get_or_init(std::time::Instant::now).elapsed().as_millis() as i64
-    }
-
-    /// The wall clock in milliseconds since the Unix epoch (shifted by the test hook):
-    /// for times that leave this process (log entries, clock comparisons).
-    pub fn now_ms(&self) -> i64 {
-        let since_epoch = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        since_epoch + self.offset_ms
-    }
-}
-
 /// What this monitor last heard from each of its peers.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PeerView {
@@ -128,7 +98,7 @@ pub struct Monitor {
     pub ca: Option<ClusterCa>,
     /// The genesis file this monitor started from, for monitors that join later.
     pub genesis: Bytes,
-    pub clock: Clock,
+    pub clock: Arc<dyn Clock>,
     pub failure: Mutex<FailureDetector>,
     pub peers: Mutex<BTreeMap<String, PeerView>>,
     pub daemons: Mutex<BTreeMap<EntityName, DaemonEpoch>>,
@@ -157,7 +127,7 @@ impl Monitor {
         endpoint: Arc<dyn Endpoint>,
         ca: Option<ClusterCa>,
         genesis: Bytes,
-        clock: Clock,
+        clock: Arc<dyn Clock>,
     ) -> Result<Monitor, StateError> {
         Ok(Monitor {
             name: entity.id().to_owned(),
@@ -168,8 +138,8 @@ impl Monitor {
             endpoint,
             ca,
             genesis,
-            clock,
             failure: Mutex::new(FailureDetector::new(clock.mono_ms())),
+            clock,
             peers: Mutex::new(BTreeMap::new()),
             daemons: Mutex::new(BTreeMap::new()),
             pg_stats: Mutex::new(PgStatsTable::default()),

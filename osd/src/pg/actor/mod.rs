@@ -34,8 +34,8 @@ use proto::osd::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use crate::clock::Clock;
 use crate::error::{PeerError, RecoveryError, TaskError};
+use proto::clock::Clock;
 
 use super::admission::{self, Admit, Serving, WAITING_OPS_MAX};
 use super::backfill::{self as backfill_plan, Backfill, Next, Walked};
