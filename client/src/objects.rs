@@ -10,7 +10,7 @@ use bytes::Bytes;
 use placement::{OsdMap, PgId, PoolId, Version};
 use proto::error::{ErrorCode, RemoteError, TransportError};
 use proto::message::{OsdRequest, Response, new_request_id};
-use proto::osd::{LIST_PAGE_MAX, ObjectName, ObjectOp, OpResult};
+use proto::osd::{LIST_PAGE_MAX, LockInfo, ObjectName, ObjectOp, OpResult};
 use tokio::sync::Semaphore;
 
 use crate::mon_client::{ClientError, MonClient};
@@ -249,8 +249,34 @@ impl Objects {
         self.op(pool, object, vec![ObjectOp::Remove], Bytes::new()).await.map(|_| ())
     }
 
-    /// Every object of a pool with its size, PG by PG (each PG's page resumes after the
-    /// last name seen, so the listing is stable while objects change).
+    /// Lock `name` of an object: its kind, tag and live holders (`None`: no holder). Lock
+    /// changes are ops (`ObjectOp::Lock`, `Unlock`, `BreakLock`) sent with `op`, alone or
+    /// with the writes they go with.
+    pub async fn lock_info(
+        &self,
+        pool: &str,
+        object: &ObjectName,
+        name: &str,
+    ) -> Result<Option<LockInfo>, ClientError> {
+        let ops = vec![ObjectOp::GetLockInfo { name: name.to_owned() }];
+        match self.op(pool, object, ops, Bytes::new()).await?.results.pop() {
+            Some(OpResult::Lock(info)) => Ok(info),
+            _ => Err(ClientError::Unexpected { request: "lock info", got: "another result" }),
+        }
+    }
+
+    /// The names of an object's locks that have a holder.
+    pub async fn list_locks(
+        &self,
+        pool: &str,
+        object: &ObjectName,
+    ) -> Result<Vec<String>, ClientError> {
+        match self.op(pool, object, vec![ObjectOp::ListLocks], Bytes::new()).await?.results.pop() {
+            Some(OpResult::Locks(names)) => Ok(names),
+            _ => Err(ClientError::Unexpected { request: "list locks", got: "another result" }),
+        }
+    }
+
     /// Asks a PG's primary to scrub it now (`deep`: reading every byte), repairing what
     /// it finds. Returns once the scrub is queued; the PG's stats show when it ends.
     pub async fn scrub(&self, pg: PgId, deep: bool) -> Result<(), ClientError> {
@@ -267,6 +293,8 @@ impl Objects {
         }
     }
 
+    /// Every object of a pool with its size, PG by PG (each PG's page resumes after the
+    /// last name seen, so the listing is stable while objects change).
     pub async fn list(&self, pool: &str) -> Result<Vec<(ObjectName, u64)>, ClientError> {
         let pool_id = self.pool_id(pool)?;
         let pg_num = self.map().pool(pool_id).map(|p| p.pg_num).unwrap_or(0);

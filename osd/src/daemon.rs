@@ -316,7 +316,8 @@ impl Osd {
                 }
                 let _tracked = self.tracker.start(what);
                 self.ask(pg, epoch, |reply| {
-                    Event::Client(ClientOp { client, reqid, epoch, object, ops, bulk, reply })
+                    let addr = peer.addr.to_string();
+                    Event::Client(ClientOp { client, addr, reqid, epoch, object, ops, bulk, reply })
                 })
                 .await
             }

@@ -49,11 +49,14 @@ pub enum ErrorCode {
     /// An OSD the write would land on is full: nothing was written. Reads and deletes
     /// still work; writes do again once space is freed or added.
     NoSpace = 15,
+    /// An advisory lock of the object is held by another holder (a lock op's refusal, or a
+    /// guard's): sending it again does not help until that holder lets go.
+    Locked = 16,
 }
 
 impl ErrorCode {
     /// Every code, in the order of its number.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::Invalid,
         ErrorCode::NotFound,
         ErrorCode::AlreadyExists,
@@ -70,6 +73,7 @@ impl ErrorCode {
         ErrorCode::Canceled,
         ErrorCode::Corrupt,
         ErrorCode::NoSpace,
+        ErrorCode::Locked,
     ];
 
     /// The number a code travels as.
@@ -107,6 +111,7 @@ impl ErrorCode {
             ErrorCode::Canceled => "canceled",
             ErrorCode::Corrupt => "corrupt",
             ErrorCode::NoSpace => "no space",
+            ErrorCode::Locked => "locked",
         }
     }
 }
@@ -236,6 +241,7 @@ mod tests {
         assert_eq!(postcard::to_allocvec(&ErrorCode::Invalid).unwrap(), [0]);
         assert_eq!(postcard::to_allocvec(&ErrorCode::StaleEpoch).unwrap(), [12]);
         assert_eq!(postcard::to_allocvec(&ErrorCode::NoSpace).unwrap(), [15]);
+        assert_eq!(postcard::to_allocvec(&ErrorCode::Locked).unwrap(), [16]);
         for (i, code) in ErrorCode::ALL.into_iter().enumerate() {
             assert_eq!(usize::from(code.wire()), i);
             let bytes = postcard::to_allocvec(&code).unwrap();
@@ -245,7 +251,7 @@ mod tests {
             ErrorCode::ALL.iter().map(|c| c.name()).collect();
         assert_eq!(names.len(), ErrorCode::ALL.len(), "a code is listed twice");
         let unknown = postcard::to_allocvec(&(ErrorCode::ALL.len() as u16)).unwrap();
-        assert!(postcard::from_bytes::<ErrorCode>(&unknown).is_err(), "code 16 is not known");
-        assert_eq!(ErrorCode::from_wire(16), None);
+        assert!(postcard::from_bytes::<ErrorCode>(&unknown).is_err(), "code 17 is not known");
+        assert_eq!(ErrorCode::from_wire(17), None);
     }
 }

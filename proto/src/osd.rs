@@ -190,6 +190,76 @@ pub enum ObjectOp {
         end: Vec<u8>,
     },
     OmapClear,
+    // Advisory locks (Ceph's cls_lock); a lock's name, cookie and tag are at most
+    // `LOCK_FIELD_MAX` bytes.
+    /// Takes lock `name` for this client and `cookie`: exclusive, or shared with holders
+    /// of the same `tag`. It expires `duration_ms` after (none: never). With `renew`, a
+    /// holder taking it again moves its expiry (its description stays unless a new one is
+    /// given) rather than being refused.
+    Lock {
+        name: String,
+        kind: LockKind,
+        cookie: String,
+        tag: String,
+        description: String,
+        duration_ms: Option<u64>,
+        renew: bool,
+    },
+    /// Releases this client's hold of lock `name` with `cookie`.
+    Unlock {
+        name: String,
+        cookie: String,
+    },
+    /// Removes `locker`'s hold of lock `name` with `cookie` (its holder died, or an
+    /// operator says so).
+    BreakLock {
+        name: String,
+        locker: String,
+        cookie: String,
+    },
+    /// Lock `name`: its kind, tag and live holders (`OpResult::Lock`).
+    GetLockInfo {
+        name: String,
+    },
+    /// The names of the object's locks with a holder (`OpResult::Locks`).
+    ListLocks,
+    /// A guard: this client holds lock `name` with `cookie`, of `kind`, with `tag`.
+    AssertLocked {
+        name: String,
+        kind: LockKind,
+        cookie: String,
+        tag: String,
+    },
+}
+
+/// Bytes a lock's name, cookie or tag may have (a description four times as many).
+pub const LOCK_FIELD_MAX: usize = 256;
+/// Holders one shared lock may have.
+pub const LOCK_HOLDERS_MAX: usize = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockKind {
+    Exclusive,
+    Shared,
+}
+
+/// A lock on an object: its kind, the tag its shared holders agree on, and its holders.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockInfo {
+    pub kind: LockKind,
+    pub tag: String,
+    pub holders: Vec<Locker>,
+}
+
+/// One holder of a lock: the client and its cookie, where it was connected from, and
+/// when its hold expires (ms since the Unix epoch, on the primary's clock).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Locker {
+    pub client: String,
+    pub cookie: String,
+    pub addr: String,
+    pub description: String,
+    pub expires_ms: Option<i64>,
 }
 
 impl ObjectOp {
@@ -209,6 +279,9 @@ impl ObjectOp {
                 | ObjectOp::OmapRemove { .. }
                 | ObjectOp::OmapRemoveRange { .. }
                 | ObjectOp::OmapClear
+                | ObjectOp::Lock { .. }
+                | ObjectOp::Unlock { .. }
+                | ObjectOp::BreakLock { .. }
         )
     }
 
@@ -223,6 +296,8 @@ impl ObjectOp {
                 | ObjectOp::OmapRemove { .. }
                 | ObjectOp::OmapRemoveRange { .. }
                 | ObjectOp::OmapClear
+                | ObjectOp::Unlock { .. }
+                | ObjectOp::BreakLock { .. }
         ) || !self.is_write()
     }
 
@@ -257,6 +332,9 @@ pub enum OpResult {
         entries: Vec<(Vec<u8>, Vec<u8>)>,
         more: bool,
     },
+    /// A lock (`None`: it has no holder).
+    Lock(Option<LockInfo>),
+    Locks(Vec<String>),
 }
 
 /// Who made a change, so a resend is recognised: the client's identity and request id.

@@ -1,4 +1,4 @@
-//! `cairn obj`: objects in pools, as `rados put/get/stat/ls/rm`.
+//! `cairn obj`: objects in pools, as `rados put/get/stat/ls/rm/lock`.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use clap::Subcommand;
 use client::objects::Objects;
-use proto::osd::ObjectName;
+use proto::osd::{LockInfo, LockKind, ObjectName, ObjectOp};
 
 use crate::Format;
 use crate::connect::Connect;
@@ -40,6 +40,58 @@ pub enum ObjCommand {
     Rm {
         pool: String,
         name: String,
+    },
+    /// Advisory locks on an object, as `rados lock`.
+    Lock {
+        #[command(subcommand)]
+        command: LockCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum LockCommand {
+    /// Take lock LOCK of the object: held until unlocked, broken, or --duration passes.
+    Get {
+        pool: String,
+        name: String,
+        lock: String,
+        #[arg(long, default_value = "")]
+        cookie: String,
+        /// Shared holders must give the same tag.
+        #[arg(long, default_value = "")]
+        tag: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Seconds until the hold expires (none: never).
+        #[arg(long)]
+        duration: Option<u64>,
+        /// Shared with other holders of the tag, not exclusive.
+        #[arg(long)]
+        shared: bool,
+        /// Take it again if this client holds it with the cookie, moving its expiry.
+        #[arg(long)]
+        renew: bool,
+    },
+    /// Release this client's hold of LOCK.
+    Unlock {
+        pool: String,
+        name: String,
+        lock: String,
+        #[arg(long, default_value = "")]
+        cookie: String,
+    },
+    /// The kind, tag and holders of LOCK.
+    Info { pool: String, name: String, lock: String },
+    /// The object's locks.
+    List { pool: String, name: String },
+    /// Remove LOCKER's hold of LOCK (LOCKER as `lock info` names it, `client.NAME`).
+    Break {
+        pool: String,
+        name: String,
+        lock: String,
+        locker: String,
+        #[arg(long, default_value = "")]
+        cookie: String,
     },
 }
 
@@ -101,6 +153,90 @@ pub async fn run(connect: &Connect, command: ObjCommand) -> Result<()> {
             }
         }
         ObjCommand::Rm { pool, name } => objects.remove(&pool, &ObjectName::new(name)).await?,
+        ObjCommand::Lock { command } => lock(connect, &objects, command).await?,
+    }
+    Ok(())
+}
+
+async fn lock(connect: &Connect, objects: &Objects, command: LockCommand) -> Result<()> {
+    let (pool, name, op) = match command {
+        LockCommand::Get {
+            pool,
+            name,
+            lock,
+            cookie,
+            tag,
+            description,
+            duration,
+            shared,
+            renew,
+        } => {
+            let kind = if shared { LockKind::Shared } else { LockKind::Exclusive };
+            let duration_ms = duration.map(|s| s.saturating_mul(1000));
+            (
+                pool,
+                name,
+                ObjectOp::Lock { name: lock, kind, cookie, tag, description, duration_ms, renew },
+            )
+        }
+        LockCommand::Unlock { pool, name, lock, cookie } => {
+            (pool, name, ObjectOp::Unlock { name: lock, cookie })
+        }
+        LockCommand::Break { pool, name, lock, locker, cookie } => {
+            (pool, name, ObjectOp::BreakLock { name: lock, locker, cookie })
+        }
+        LockCommand::Info { pool, name, lock } => {
+            let info = objects.lock_info(&pool, &ObjectName::new(name), &lock).await?;
+            return print_lock(connect.format, &lock, info.as_ref());
+        }
+        LockCommand::List { pool, name } => {
+            let names = objects.list_locks(&pool, &ObjectName::new(name)).await?;
+            match connect.format {
+                Format::Json => print_json(&names)?,
+                Format::Plain => names.iter().for_each(|n| println!("{n}")),
+            }
+            return Ok(());
+        }
+    };
+    objects.op(&pool, &ObjectName::new(name), vec![op], Bytes::new()).await?;
+    Ok(())
+}
+
+/// A lock as `rados lock info` shows it.
+fn print_lock(format: Format, lock: &str, info: Option<&LockInfo>) -> Result<()> {
+    let kind = |k: LockKind| match k {
+        LockKind::Exclusive => "exclusive",
+        LockKind::Shared => "shared",
+    };
+    let holders = info.map(|i| i.holders.as_slice()).unwrap_or_default();
+    if format == Format::Json {
+        let lockers: Vec<serde_json::Value> = holders
+            .iter()
+            .map(|h| {
+                serde_json::json!({
+                    "name": h.client, "cookie": h.cookie, "address": h.addr,
+                    "description": h.description, "expires_ms": h.expires_ms,
+                })
+            })
+            .collect();
+        return print_json(&serde_json::json!({
+            "name": lock,
+            "type": info.map_or("", |i| kind(i.kind)),
+            "tag": info.map_or("", |i| i.tag.as_str()),
+            "lockers": lockers,
+        }));
+    }
+    let Some(info) = info else {
+        println!("{lock}: no holder");
+        return Ok(());
+    };
+    println!("{lock}: {} tag '{}'", kind(info.kind), info.tag);
+    for h in holders {
+        let expires = h.expires_ms.map_or("never".to_owned(), |ms| ms.to_string());
+        println!(
+            "  {} cookie '{}' address {} expires_ms {expires} description '{}'",
+            h.client, h.cookie, h.addr, h.description
+        );
     }
     Ok(())
 }

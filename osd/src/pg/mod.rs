@@ -4,6 +4,7 @@ pub mod actor;
 pub mod admission;
 pub mod backfill;
 pub mod ec;
+pub mod locks;
 pub mod log;
 pub mod ops;
 pub mod peering;

@@ -11,6 +11,8 @@ use proto::osd::{
     CmpOp, LIST_PAGE_MAX, ObjectName, ObjectOp, OpResult, RESERVED_XATTR_PREFIX, RepOp,
 };
 
+use crate::pg::locks::{Caller, LockChange, Locks};
+
 /// Bytes one request may read at most (the answer must fit a frame).
 pub const READ_BYTES_MAX: u64 = 64 << 20;
 
@@ -77,11 +79,13 @@ fn compare(op: CmpOp, have: &[u8], want: &[u8]) -> bool {
     }
 }
 
-/// Evaluates a request against the local copy. `bulk` holds the write data in op order.
+/// Evaluates a request of `caller` against the local copy. `bulk` holds the write data in
+/// op order.
 pub fn execute(
     store: &dyn ObjectStore,
     c: CollectionId,
     name: &ObjectName,
+    caller: Caller<'_>,
     ops: &[ObjectOp],
     bulk: &Bytes,
 ) -> Result<Executed, RemoteError> {
@@ -98,20 +102,31 @@ pub fn execute(
         }
         _ => (store.stat(c, &oid).map_err(store_error)?, None),
     };
-    execute_on(store, c, name, ops, bulk, meta, &mut |offset, len| match read_ahead.take() {
-        Some((at, wanted, bytes)) if (at, wanted) == (offset, len) => Ok(bytes),
-        _ => store.read(c, &oid, offset, len).map_err(store_error),
-    })
+    execute_on(
+        store,
+        c,
+        name,
+        caller,
+        ops,
+        bulk,
+        meta,
+        &mut |offset, len| match read_ahead.take() {
+            Some((at, wanted, bytes)) if (at, wanted) == (offset, len) => Ok(bytes),
+            _ => store.read(c, &oid, offset, len).map_err(store_error),
+        },
+    )
 }
 
 /// Evaluates a request against an object described by `meta`, whose bytes `read` returns
 /// (short at its end, as the store reads); omap reads go to the store. An erasure-coded
 /// PG's primary passes the logical object here: its own shard's metadata with the
 /// logical size, and bytes gathered from the shards.
+#[allow(clippy::too_many_arguments)]
 pub fn execute_on(
     store: &dyn ObjectStore,
     c: CollectionId,
     name: &ObjectName,
+    caller: Caller<'_>,
     ops: &[ObjectOp],
     bulk: &Bytes,
     meta: Option<ObjectMeta>,
@@ -123,9 +138,16 @@ pub fn execute_on(
         ..Executed::default()
     };
     let mut size = meta.as_ref().map(|m| m.size);
+    let mut locks = Locks::new(meta.as_ref().map(|m| &m.xattrs));
     let mut data_at = 0usize;
     for (index, op) in ops.iter().enumerate() {
-        if !read_op(store, c, &oid, name, index, op, &meta, read, &mut out)? {
+        if let Some((result, rep)) = lock_op(name, op, caller, &mut locks, meta.is_some(), size)? {
+            out.rep_ops.extend(rep);
+            out.results.push(result);
+        } else if !read_op(store, c, &oid, name, index, op, &meta, read, &mut out)? {
+            if matches!(op, ObjectOp::Remove) {
+                locks.remove_all();
+            }
             data_at += op.data_len() as usize;
             out.rep_ops.push(write_op(name, op, &mut size)?);
             out.results.push(OpResult::Done);
@@ -177,6 +199,54 @@ fn check_request(
 
 fn missing(name: &ObjectName) -> RemoteError {
     RemoteError::new(ErrorCode::NotFound, format!("object {name} does not exist"))
+}
+
+/// Runs `op` if it is a lock op (`None` if not): a read or guard against the locks as the
+/// request began (`existed`: the object existed then), a change against them as the lock
+/// ops before left them, on an object that exists as the ops before left it (`size`).
+fn lock_op(
+    name: &ObjectName,
+    op: &ObjectOp,
+    caller: Caller<'_>,
+    locks: &mut Locks<'_>,
+    existed: bool,
+    size: Option<u64>,
+) -> Result<Option<(OpResult, Option<RepOp>)>, RemoteError> {
+    let existed = || if existed { Ok(()) } else { Err(missing(name)) };
+    let (lock, change) = match op {
+        ObjectOp::GetLockInfo { name: lock } => {
+            existed()?;
+            return Ok(Some((OpResult::Lock(locks.before(lock, caller.now_ms)), None)));
+        }
+        ObjectOp::ListLocks => {
+            existed()?;
+            return Ok(Some((OpResult::Locks(locks.names(caller.now_ms)), None)));
+        }
+        ObjectOp::AssertLocked { name: lock, kind, cookie, tag } => {
+            existed()?;
+            locks.assert_held(lock, caller, *kind, cookie, tag)?;
+            return Ok(Some((OpResult::Done, None)));
+        }
+        ObjectOp::Lock { name: lock, kind, cookie, tag, description, duration_ms, renew } => {
+            let take = LockChange::Take {
+                kind: *kind,
+                cookie,
+                tag,
+                description,
+                duration_ms: *duration_ms,
+                renew: *renew,
+            };
+            (lock, take)
+        }
+        ObjectOp::Unlock { name: lock, cookie } => (lock, LockChange::Release { cookie }),
+        ObjectOp::BreakLock { name: lock, locker, cookie } => {
+            (lock, LockChange::Break { locker, cookie })
+        }
+        _ => return Ok(None),
+    };
+    size.ok_or_else(|| missing(name))?;
+    let rep = locks.change(lock, caller, &change)?;
+    Ok(Some((OpResult::Done, Some(rep))))
 }
 
 /// Runs `op` if it is a read or a guard, against the object as it was (`meta`), and adds
@@ -405,6 +475,9 @@ mod tests {
 
     use super::*;
 
+    const ME: Caller<'static> =
+        Caller { client: "client.admin", addr: "127.0.0.1:1", now_ms: 1_000 };
+
     #[test]
     fn reserved_xattrs_are_neither_set_read_nor_listed_by_clients() {
         let store = KvObjectStore::new(MemoryEngine::new());
@@ -427,10 +500,10 @@ mod tests {
             ObjectOp::RemoveXattr { name: reserved.clone() },
             ObjectOp::CmpXattr { name: reserved.clone(), op: CmpOp::Eq, value: vec![1] },
         ] {
-            let e = execute(&store, c, &name, &[op], &Bytes::new()).unwrap_err();
+            let e = execute(&store, c, &name, ME, &[op], &Bytes::new()).unwrap_err();
             assert_eq!(e.code, ErrorCode::Invalid, "{e:?}");
         }
-        let listed = execute(&store, c, &name, &[ObjectOp::GetXattrs], &Bytes::new()).unwrap();
+        let listed = execute(&store, c, &name, ME, &[ObjectOp::GetXattrs], &Bytes::new()).unwrap();
         let OpResult::Xattrs(xattrs) = &listed.results[0] else { panic!("{listed:?}") };
         assert_eq!(xattrs.keys().collect::<Vec<_>>(), ["user"]);
     }
@@ -452,7 +525,7 @@ mod tests {
             ObjectOp::SetXattr { name: "k".into(), value: vec![1] },
             ObjectOp::Truncate { size: 3 },
         ];
-        let done = execute(&store, c, &name, &ops, &bulk).unwrap();
+        let done = execute(&store, c, &name, ME, &ops, &bulk).unwrap();
         assert_eq!(done.results, vec![OpResult::Done; 6]);
         assert_eq!(
             done.rep_ops,
@@ -468,14 +541,98 @@ mod tests {
         assert_eq!((done.size_before, done.size_after, done.exists_after), (None, Some(3), true));
         // Reads of an object that does not exist, a failed guard, a payload of the wrong
         // length: each refused with its code, nothing to replicate.
-        let stat = execute(&store, c, &name, &[ObjectOp::Stat], &Bytes::new()).unwrap_err();
+        let stat = execute(&store, c, &name, ME, &[ObjectOp::Stat], &Bytes::new()).unwrap_err();
         assert_eq!(stat.code, ErrorCode::NotFound);
         let guard = [ObjectOp::AssertVersion { version: Version::new(1, 1) }, ObjectOp::Remove];
-        let guarded = execute(&store, c, &name, &guard, &Bytes::new()).unwrap_err();
+        let guarded = execute(&store, c, &name, ME, &guard, &Bytes::new()).unwrap_err();
         assert_eq!(guarded.code, ErrorCode::Canceled);
-        let short = execute(&store, c, &name, &[ObjectOp::WriteFull { len: 4 }], &bulk);
+        let short = execute(&store, c, &name, ME, &[ObjectOp::WriteFull { len: 4 }], &bulk);
         assert_eq!(short.unwrap_err().code, ErrorCode::Invalid);
-        let remove = execute(&store, c, &name, &[ObjectOp::Remove], &Bytes::new()).unwrap_err();
+        let remove = execute(&store, c, &name, ME, &[ObjectOp::Remove], &Bytes::new()).unwrap_err();
         assert_eq!(remove.code, ErrorCode::NotFound, "a remove of what does not exist");
+    }
+
+    #[test]
+    fn a_lock_is_taken_with_the_writes_of_its_op_or_not_at_all() {
+        let store = KvObjectStore::new(MemoryEngine::new());
+        let c = CollectionId::replicated(PgId { pool: PoolId(1), seed: 0 });
+        let mut txn = Transaction::new();
+        txn.push(TxOp::CreateCollection(c));
+        store.apply(&txn).unwrap();
+        let name = ObjectName { namespace: String::new(), name: b"header".to_vec() };
+        let lock = |cookie: &str| ObjectOp::Lock {
+            name: "owner".into(),
+            kind: proto::osd::LockKind::Exclusive,
+            cookie: cookie.into(),
+            tag: String::new(),
+            description: String::new(),
+            duration_ms: None,
+            renew: false,
+        };
+        // On a missing object: refused, nothing to replicate.
+        let e = execute(&store, c, &name, ME, &[lock("a")], &Bytes::new()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotFound);
+        // Create, take the lock and write in one op: one RepOp each, in order.
+        let bulk = Bytes::from_static(b"v1");
+        let ops = [ObjectOp::Create { exclusive: true }, lock("a"), ObjectOp::WriteFull { len: 2 }];
+        let done = execute(&store, c, &name, ME, &ops, &bulk).unwrap();
+        assert!(matches!(
+            done.rep_ops.as_slice(),
+            [RepOp::Create, RepOp::SetXattr { name, .. }, RepOp::WriteFull { len: 2 }]
+                if name == "\0lock.owner"
+        ));
+        let mut txn = Transaction::new();
+        transaction(
+            c,
+            &object_id(&name),
+            &done.rep_ops,
+            &done.rep_data,
+            Version::new(1, 1),
+            &mut txn,
+        )
+        .unwrap();
+        store.apply(&txn).unwrap();
+        // Held: a guard of it passes, its xattr is hidden from clients, another cookie
+        // is refused.
+        let info = ObjectOp::GetLockInfo { name: "owner".into() };
+        let answer =
+            execute(&store, c, &name, ME, &[info.clone(), ObjectOp::ListLocks], &Bytes::new())
+                .unwrap();
+        let OpResult::Lock(Some(held)) = &answer.results[0] else { panic!("{answer:?}") };
+        assert_eq!(
+            (held.holders[0].client.as_str(), held.holders[0].cookie.as_str()),
+            ("client.admin", "a")
+        );
+        assert_eq!(answer.results[1], OpResult::Locks(vec!["owner".into()]));
+        let guard = ObjectOp::AssertLocked {
+            name: "owner".into(),
+            kind: proto::osd::LockKind::Exclusive,
+            cookie: "a".into(),
+            tag: String::new(),
+        };
+        execute(&store, c, &name, ME, &[guard], &Bytes::new()).unwrap();
+        let hidden = execute(&store, c, &name, ME, &[ObjectOp::GetXattrs], &Bytes::new()).unwrap();
+        assert_eq!(hidden.results[0], OpResult::Xattrs(Default::default()));
+        let e = execute(&store, c, &name, ME, &[lock("b")], &Bytes::new()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Locked);
+        // A failed guard after an unlock refuses the whole op: the lock is still held.
+        let ops = [
+            ObjectOp::Unlock { name: "owner".into(), cookie: "a".into() },
+            ObjectOp::AssertVersion { version: Version::ZERO },
+        ];
+        let e = execute(&store, c, &name, ME, &ops, &Bytes::new()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Canceled);
+        let answer = execute(&store, c, &name, ME, &[info], &Bytes::new()).unwrap();
+        assert!(matches!(&answer.results[0], OpResult::Lock(Some(_))), "{answer:?}");
+        // A remove takes the locks with it: a lock op after it in the same request, on the
+        // object created again, finds none.
+        let ops = [
+            ObjectOp::Remove,
+            ObjectOp::Create { exclusive: true },
+            ObjectOp::Unlock { name: "owner".into(), cookie: "a".into() },
+        ];
+        let e = execute(&store, c, &name, ME, &ops, &Bytes::new()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotFound);
+        assert!(e.message.contains("holds no lock owner"), "{}", e.message);
     }
 }

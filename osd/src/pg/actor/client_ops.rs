@@ -140,15 +140,16 @@ impl Pg {
         if self.ec.is_some() {
             return self.ec_execute(op, reqid, is_write);
         }
-        let executed =
-            match ops::execute(self.shared.store.as_ref(), self.c, &op.object, &op.ops, &op.bulk) {
-                Ok(executed) => executed,
-                Err(e) if e.code == ErrorCode::Corrupt => return self.repair(op, e),
-                Err(e) => {
-                    let _ = op.reply.send(Err(e));
-                    return;
-                }
-            };
+        let caller = op.caller(self.shared.clock.now_ms());
+        let store = self.shared.store.as_ref();
+        let executed = match ops::execute(store, self.c, &op.object, caller, &op.ops, &op.bulk) {
+            Ok(executed) => executed,
+            Err(e) if e.code == ErrorCode::Corrupt => return self.repair(op, e),
+            Err(e) => {
+                let _ = op.reply.send(Err(e));
+                return;
+            }
+        };
         if executed.rep_ops.is_empty() {
             let response =
                 Response::ObjectOps { version: executed.prior, results: executed.results };

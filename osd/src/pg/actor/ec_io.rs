@@ -45,6 +45,7 @@ impl Pg {
             self.shared.store.as_ref(),
             self.c,
             &op.object,
+            op.caller(self.shared.clock.now_ms()),
             &op.ops,
             &op.bulk,
             view,

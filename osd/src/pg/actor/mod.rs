@@ -225,12 +225,21 @@ impl Shared {
 
 pub struct ClientOp {
     pub client: String,
+    /// Where the client's connection comes from (what a lock's holder shows).
+    pub addr: String,
     pub reqid: u64,
     pub epoch: Epoch,
     pub object: ObjectName,
     pub ops: Vec<ObjectOp>,
     pub bulk: Bytes,
     pub reply: Reply,
+}
+
+impl ClientOp {
+    /// Who asks, at `now_ms`: what lock ops record and check.
+    pub fn caller(&self, now_ms: i64) -> crate::pg::locks::Caller<'_> {
+        crate::pg::locks::Caller { client: &self.client, addr: &self.addr, now_ms }
+    }
 }
 
 pub enum Event {

@@ -162,9 +162,7 @@ fn ec_round_trip(k: usize, m: usize) {
     assert!(refused.contains(&format!("min_size is {}", k + 1)), "{refused}");
     // min_size lowered to k: writes resume on k shards.
     c.ok(&["pool", "set", "ec", "min_size", &ks]);
-    c.wait_status("PGs active", Duration::from_secs(60), |s| {
-        s["pg_summary"]["states"].as_object().unwrap().keys().all(|k| k.starts_with("active"))
-    });
+    c.wait_status("PGs active", Duration::from_secs(60), all_active);
     op("o0", vec![ObjectOp::Write { offset: 99_990, len: 20 }], pattern(60, 20));
     let o0 = model.get_mut("o0").unwrap();
     o0.truncate(99_990);
@@ -187,9 +185,7 @@ fn ec_round_trip(k: usize, m: usize) {
     // It returns: everything is there, including what was written on k shards.
     osds.start(second);
     wait_up(&c, (total - m) as u64);
-    c.wait_status("PGs active again", Duration::from_secs(60), |s| {
-        s["pg_summary"]["states"].as_object().unwrap().keys().all(|k| k.starts_with("active"))
-    });
+    c.wait_status("PGs active again", Duration::from_secs(60), all_active);
     check_all(&model, "after a shard returned");
 
     // The first OSD is gone for good (the other failed ones return): marked out, its
@@ -224,12 +220,7 @@ fn ec_round_trip(k: usize, m: usize) {
     }
     c.ok(&down);
     c.wait_status("m OSDs down", Duration::from_secs(60), |s| {
-        s["osds"]["up"] == total - 1 - m
-            && s["pg_summary"]["states"]
-                .as_object()
-                .unwrap()
-                .keys()
-                .all(|k| k.starts_with("active"))
+        s["osds"]["up"] == total - 1 - m && all_active(s)
     });
     check_all(&model, "read through the rebuilt shards");
     drop(objects);
@@ -346,12 +337,7 @@ fn a_rotten_erasure_coded_shard_is_read_around_found_by_deep_scrub_and_rebuilt()
     osds.kill(primary);
     c.ok(&["osd", "down", &primary.to_string()]);
     c.wait_status("the PG active on two shards", Duration::from_secs(60), |s| {
-        s["osds"]["up"] == 2
-            && s["pg_summary"]["states"]
-                .as_object()
-                .unwrap()
-                .keys()
-                .all(|k| k.starts_with("active"))
+        s["osds"]["up"] == 2 && all_active(s)
     });
     for (name, data) in &objects {
         assert!(get_in(&c, &work, "ec", name) == *data, "{name} read through the rebuilt shard");

@@ -3,6 +3,7 @@
 //! per story; the helpers they share are here.
 
 mod erasure;
+mod locks;
 mod recovery;
 mod requests;
 mod restart;
@@ -156,6 +157,11 @@ fn replicated_cluster(pg_num: u32) -> (Cluster, Osds, PathBuf) {
     let work = c.dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     (c, osds, work)
+}
+
+/// Whether every PG in the status is in an active state.
+fn all_active(s: &serde_json::Value) -> bool {
+    s["pg_summary"]["states"].as_object().unwrap().keys().all(|k| k.starts_with("active"))
 }
 
 fn check_codes(s: &serde_json::Value) -> Vec<String> {

@@ -28,12 +28,7 @@ fn writes_stop_below_min_size_with_a_clear_error_and_resume_when_a_copy_returns(
     osds.start(1);
     wait_up(&c, 2);
     c.wait_status("PGs active again", Duration::from_secs(60), |s| {
-        !check_codes(s).contains(&"PG_INACTIVE".to_owned())
-            && s["pg_summary"]["states"]
-                .as_object()
-                .unwrap()
-                .keys()
-                .all(|k| k.starts_with("active"))
+        !check_codes(s).contains(&"PG_INACTIVE".to_owned()) && all_active(s)
     });
     put(&c, &work, "during", &pattern(2, 10_000));
     assert!(get(&c, &work, "during") == pattern(2, 10_000));
