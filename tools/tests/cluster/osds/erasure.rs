@@ -327,7 +327,10 @@ fn a_rotten_erasure_coded_shard_is_read_around_found_by_deep_scrub_and_rebuilt()
             && l.contains(&format!("osd.{rotten}: unreadable"))
     });
     assert!(found, "no scrub finding for cold:\n{log}");
-    // The rebuilt shard is right: with the primary gone, it and the third serve.
+    // The rebuilt shard is right: with the primary gone, it and the third serve. A lock
+    // is an xattr of every shard: the scrub finds the shards equal, and it outlives the
+    // primary.
+    c.ok(&["obj", "lock", "get", "ec", "small", "owner", "--cookie", "a"]);
     let stamp = pg["last_deep_scrub_ms"].as_i64().unwrap();
     c.ok(&["pg", "deep-scrub", &id]);
     let pg =
@@ -342,6 +345,10 @@ fn a_rotten_erasure_coded_shard_is_read_around_found_by_deep_scrub_and_rebuilt()
     for (name, data) in &objects {
         assert!(get_in(&c, &work, "ec", name) == *data, "{name} read through the rebuilt shard");
     }
+    let info = c.json(&["obj", "lock", "info", "ec", "small", "owner"]);
+    assert_eq!(info["lockers"][0]["cookie"], "a", "{info}");
+    let busy = c.fails(&["obj", "lock", "get", "ec", "small", "owner", "--cookie", "b"]);
+    assert!(busy.contains("is held by client.admin"), "{busy}");
 }
 
 /// A cluster of `n` OSDs with pool ec (k+m, one PG) and a work folder.
