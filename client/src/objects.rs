@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use placement::{OsdMap, PgId, PoolId, Version};
 use proto::error::{ErrorCode, RemoteError, TransportError};
-use proto::message::{OsdRequest, Response, new_request_id};
+use proto::message::{Command, CommandOutput, OsdRequest, Response, new_request_id};
 use proto::osd::{LIST_PAGE_MAX, LockInfo, ObjectName, ObjectOp, OpResult};
 use tokio::sync::Semaphore;
 
@@ -173,6 +173,7 @@ impl Objects {
             reqid,
             object: object.clone(),
             ops: ops.clone(),
+            instance: proto::reqid::instance(),
         };
         match self.send(pool, pg_of, make, &data).await? {
             (Response::ObjectOps { version, results }, data) => {
@@ -263,6 +264,60 @@ impl Objects {
             Some(OpResult::Lock(info)) => Ok(info),
             _ => Err(ClientError::Unexpected { request: "lock info", got: "another result" }),
         }
+    }
+
+    /// Breaks `locker`'s hold of lock `name` with `cookie` after fencing it, as Ceph's
+    /// block clients do: the holder's instance is blocklisted first, and the break is sent
+    /// at the epoch that lists it, so the primary refuses the old holder's writes before
+    /// the lock is free. A holder cut off from the cluster, not dead, can then never write
+    /// after its lock was taken. Returns the entry blocklisted.
+    pub async fn break_lock_fencing(
+        &self,
+        pool: &str,
+        object: &ObjectName,
+        name: &str,
+        locker: &str,
+        cookie: &str,
+    ) -> Result<String, ClientError> {
+        let refused = |code, why: String| ClientError::Refused(RemoteError::new(code, why));
+        let info = self.lock_info(pool, object, name).await?;
+        let holder = info
+            .iter()
+            .flat_map(|i| &i.holders)
+            .find(|h| h.client == locker && h.cookie == cookie)
+            .ok_or_else(|| {
+                let why = format!("lock {name} has no holder {locker} with cookie '{cookie}'");
+                refused(ErrorCode::NotFound, why)
+            })?;
+        let entry = holder.addr.clone();
+        let command = Command::BlocklistAdd { entry: entry.clone(), expire_secs: None };
+        let epoch = match self.mon.command(command).await? {
+            CommandOutput::Epoch(epoch) => epoch,
+            _ => {
+                return Err(ClientError::Unexpected {
+                    request: "blocklist add",
+                    got: "another output",
+                });
+            }
+        };
+        let deadline = Instant::now() + self.op_timeout;
+        while self.map().epoch() < epoch {
+            if Instant::now() >= deadline {
+                let why = format!("the map of epoch {epoch}, which fences {entry}, did not come");
+                return Err(refused(ErrorCode::Timeout, why));
+            }
+            self.refresh_map().await;
+            if self.map().epoch() < epoch {
+                tokio::time::sleep(BACKOFF_MIN).await;
+            }
+        }
+        let op = ObjectOp::BreakLock {
+            name: name.to_owned(),
+            locker: locker.to_owned(),
+            cookie: cookie.to_owned(),
+        };
+        self.op(pool, object, vec![op], Bytes::new()).await?;
+        Ok(entry)
     }
 
     /// The names of an object's locks that have a holder.

@@ -52,11 +52,12 @@ fn next_rule_id(crush: &CrushMap) -> RuleId {
     (0..).map(RuleId).find(|id| !crush.rules.contains_key(id)).expect("rule ids")
 }
 
-/// The map changes that carry out `command`.
+/// The map changes that carry out `command`, logged at `at_ms` (the leader's clock).
 pub fn plan(
     map: &OsdMap,
     settings: &Settings,
     command: &Command,
+    at_ms: i64,
 ) -> Result<Vec<MapChange>, RemoteError> {
     let crush = map.crush();
     let changes = match command {
@@ -121,6 +122,17 @@ pub fn plan(
         }
         Command::SetFlag { flag } => vec![MapChange::SetFlag { flag: *flag }],
         Command::ClearFlag { flag } => vec![MapChange::ClearFlag { flag: *flag }],
+        Command::BlocklistAdd { entry, expire_secs } => {
+            let secs = expire_secs.unwrap_or(proto::message::BLOCKLIST_EXPIRE_DEFAULT_SECS);
+            let ms = i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+            vec![MapChange::BlocklistAdd {
+                entry: entry.clone(),
+                until_ms: at_ms.saturating_add(ms),
+            }]
+        }
+        Command::BlocklistRemove { entry } => {
+            vec![MapChange::BlocklistRemove { entry: entry.clone() }]
+        }
         Command::ConfigSet { .. }
         | Command::AuthAdd { .. }
         | Command::AuthRemove { .. }

@@ -347,7 +347,7 @@ impl ClusterState {
                 Ok(CommandOutput::OsdCreated { osd: osd.0, epoch })
             }
             Command::OsdIn { osds } | Command::OsdOut { osds } => {
-                let changes = command::plan(&self.map, &self.settings, command)?;
+                let changes = command::plan(&self.map, &self.settings, command, self.last_at_ms)?;
                 let epoch = self.commit(changes)?;
                 // An operator's in or out stands: the monitors no longer bring these in.
                 for osd in osds {
@@ -356,12 +356,17 @@ impl ClusterState {
                 Ok(CommandOutput::Epoch(epoch))
             }
             Command::OsdRemove { osd } => {
-                let epoch = self.commit(command::plan(&self.map, &self.settings, command)?)?;
+                let epoch = self.commit(command::plan(
+                    &self.map,
+                    &self.settings,
+                    command,
+                    self.last_at_ms,
+                )?)?;
                 self.auto_in.remove(&OsdId(*osd));
                 Ok(CommandOutput::Epoch(epoch))
             }
             _ => {
-                let changes = command::plan(&self.map, &self.settings, command)?;
+                let changes = command::plan(&self.map, &self.settings, command, self.last_at_ms)?;
                 if changes.is_empty() {
                     // Already so (a profile set again as it is): no new epoch.
                     return Ok(CommandOutput::Epoch(self.map.epoch()));

@@ -251,6 +251,27 @@ impl Osd {
         }
     }
 
+    /// A client instance the map (at `epoch` or newer) blocklists is refused every op: it
+    /// was fenced (its lock broken), and must not write after that.
+    async fn check_blocklist(
+        &self,
+        peer: &Peer,
+        instance: u64,
+        epoch: Epoch,
+    ) -> Result<(), RemoteError> {
+        let map = match self.current_map() {
+            Some(map) if map.epoch() >= epoch => map,
+            _ => self.map_at(epoch).await?,
+        };
+        if map.contents().blocklisted(peer.addr, instance, self.shared.clock.now_ms()) {
+            return Err(RemoteError::new(
+                ErrorCode::PermissionDenied,
+                format!("{} at {}/{instance} is blocklisted", peer.entity, peer.addr),
+            ));
+        }
+        Ok(())
+    }
+
     /// A client's caps must allow `access` to the PG's pool (daemons pass). A pool the
     /// map does not have is left to the PG lookup, which says so.
     async fn check_caps(
@@ -292,7 +313,7 @@ impl Osd {
                 };
                 Ok((pong, Bytes::new()))
             }
-            OsdRequest::ObjectOps { pg, epoch, reqid, object, ops } => {
+            OsdRequest::ObjectOps { pg, epoch, reqid, object, ops, instance } => {
                 if ops.is_empty() || ops.len() > proto::osd::OPS_PER_REQUEST_MAX {
                     return Err(RemoteError::new(
                         ErrorCode::Invalid,
@@ -305,6 +326,7 @@ impl Osd {
                     Access::Read
                 };
                 self.check_caps(&peer, pg, epoch, access).await?;
+                self.check_blocklist(&peer, instance, epoch).await?;
                 let client = peer.entity.to_string();
                 let mut what = format!("pg {pg} object {object} from {client}");
                 if what.len() > proto::osd::OP_DESCRIPTION_MAX {
@@ -316,7 +338,7 @@ impl Osd {
                 }
                 let _tracked = self.tracker.start(what);
                 self.ask(pg, epoch, |reply| {
-                    let addr = peer.addr.to_string();
+                    let addr = format!("{}/{instance}", peer.addr);
                     Event::Client(ClientOp { client, addr, reqid, epoch, object, ops, bulk, reply })
                 })
                 .await

@@ -134,6 +134,14 @@ pub enum MapChange {
     ClearFlag {
         flag: MapFlag,
     },
+    /// Refuses a client instance's ops (or every client's at an IP) until `until_ms`.
+    BlocklistAdd {
+        entry: String,
+        until_ms: i64,
+    },
+    BlocklistRemove {
+        entry: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -262,6 +270,17 @@ fn apply_change(map: &mut MapContents, change: &MapChange) -> Result<(), MapErro
         }
         MapChange::ClearFlag { flag } => {
             map.flags.remove(flag);
+        }
+        MapChange::BlocklistAdd { entry, until_ms } => {
+            entry
+                .parse::<crate::osdmap::Blocklisted>()
+                .map_err(|e| MapError::invalid("blocklist", e))?;
+            map.blocklist.insert(entry.clone(), *until_ms);
+        }
+        MapChange::BlocklistRemove { entry } => {
+            if map.blocklist.remove(entry).is_none() {
+                return Err(MapError::invalid("blocklist", format!("'{entry}' is not on it")));
+            }
         }
     }
     Ok(())

@@ -35,5 +35,5 @@ pub use ids::{
     Version, Weight,
 };
 pub use incremental::{Incremental, MapChange, PoolSetting};
-pub use osdmap::{MapContents, MapFlag, OsdMap, OsdSet, OsdState, PgMapping};
+pub use osdmap::{Blocklisted, MapContents, MapFlag, OsdMap, OsdSet, OsdState, PgMapping};
 pub use pool::{ErasureProfile, Pool, PoolKind};

@@ -142,6 +142,39 @@ pub struct MapContents {
     /// Per-PG exceptions to CRUSH: each pair replaces `from` by `to` (the balancer's tool).
     pub pg_upmap_items: BTreeMap<PgId, Vec<(OsdId, OsdId)>>,
     pub flags: BTreeSet<MapFlag>,
+    /// Client instances whose ops OSDs refuse (fencing), each until a wall-clock time (ms
+    /// since the Unix epoch): `IP:PORT/NONCE` for one instance, `IP` for every client at
+    /// that address (`Blocklisted`).
+    pub blocklist: BTreeMap<String, i64>,
+}
+
+/// Entries the blocklist may hold.
+pub const BLOCKLIST_MAX: usize = 1 << 16;
+
+/// A blocklist entry: one client instance (`IP:PORT/NONCE`), or every client at an address
+/// (`IP`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Blocklisted {
+    Instance(std::net::SocketAddr, u64),
+    Host(std::net::IpAddr),
+}
+
+impl std::str::FromStr for Blocklisted {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Blocklisted, String> {
+        let bad = || format!("'{s}' is neither IP:PORT/NONCE (a client instance) nor an IP");
+        if s.len() > ADDR_BYTES_MAX {
+            return Err(bad());
+        }
+        match s.split_once('/') {
+            Some((addr, nonce)) => Ok(Blocklisted::Instance(
+                addr.parse().map_err(|_| bad())?,
+                nonce.parse().map_err(|_| bad())?,
+            )),
+            None => s.parse().map(Blocklisted::Host).map_err(|_| bad()),
+        }
+    }
 }
 
 impl MapContents {
@@ -159,6 +192,7 @@ impl MapContents {
             pg_temp: BTreeMap::new(),
             pg_upmap_items: BTreeMap::new(),
             flags: BTreeSet::new(),
+            blocklist: BTreeMap::new(),
         }
     }
 
@@ -291,7 +325,21 @@ impl MapContents {
                 }
             }
         }
+        if self.blocklist.len() > BLOCKLIST_MAX {
+            return Err(MapError::Limit { what: "blocklist entries", limit: BLOCKLIST_MAX as u64 });
+        }
+        for entry in self.blocklist.keys() {
+            entry.parse::<Blocklisted>().map_err(|e| MapError::invalid("blocklist", e))?;
+        }
         Ok(())
+    }
+
+    /// Whether the blocklist refuses the client instance `addr`/`nonce` at `now_ms`: an
+    /// entry for it, or for its IP, that has not expired.
+    pub fn blocklisted(&self, addr: std::net::SocketAddr, nonce: u64, now_ms: i64) -> bool {
+        let live = |key: &str| self.blocklist.get(key).is_some_and(|&until| until > now_ms);
+        !self.blocklist.is_empty()
+            && (live(&format!("{addr}/{nonce}")) || live(&addr.ip().to_string()))
     }
 }
 
@@ -721,6 +769,32 @@ mod tests {
         assert!(serde_json::from_str::<OsdSet>("[99999999]").is_err());
         assert_eq!(set.to_string(), "[3,NONE,7]");
         assert_eq!((set.len(), set.count(), set.primary()), (3, 2, Some(OsdId(3))));
+    }
+
+    #[test]
+    fn the_blocklist_refuses_an_instance_or_a_host_until_its_entry_expires() {
+        let levels = [("root".to_owned(), 1), ("host".to_owned(), 1)];
+        let map = crate::describe::synthesize(&levels, 1, 1.0, None).unwrap().build().unwrap();
+        let add = |entry: &str, until_ms| MapChange::BlocklistAdd { entry: entry.into(), until_ms };
+        let changes = vec![add("10.0.0.1:5000/7", 2_000), add("10.0.0.2", 3_000)];
+        let fenced = map.apply(&Incremental::new(&map, changes)).unwrap();
+        let c = fenced.contents();
+        let one: std::net::SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        assert!(c.blocklisted(one, 7, 1_999));
+        assert!(!c.blocklisted(one, 7, 2_000), "expired at its time");
+        assert!(!c.blocklisted(one, 8, 1_000), "another instance at the same address");
+        assert!(c.blocklisted("10.0.0.2:6000".parse().unwrap(), 1, 2_999), "the whole host");
+        assert!(!map.contents().blocklisted(one, 7, 0));
+        // Bad entries and removing what is not there are refused.
+        for bad in ["10.0.0.1:5000", "host/1", "10.0.0.1:5000/x", ""] {
+            let e = fenced.apply(&Incremental::new(&fenced, vec![add(bad, 1)])).unwrap_err();
+            assert!(e.to_string().contains("neither IP:PORT/NONCE"), "{bad}: {e}");
+        }
+        let gone = MapChange::BlocklistRemove { entry: "10.0.0.2".into() };
+        let lifted = fenced.apply(&Incremental::new(&fenced, vec![gone.clone()])).unwrap();
+        assert!(!lifted.contents().blocklisted("10.0.0.2:6000".parse().unwrap(), 1, 0));
+        let e = lifted.apply(&Incremental::new(&lifted, vec![gone])).unwrap_err();
+        assert!(e.to_string().contains("is not on it"), "{e}");
     }
 
     #[test]

@@ -79,8 +79,17 @@ pub enum OsdRequest {
     /// Liveness and clocks: answered with `Pong`.
     Ping { sent_ms: i64 },
     /// Client to a PG's primary: ops on one object, applied atomically. Write data is in
-    /// the bulk payload. Answered with `ObjectOps`.
-    ObjectOps { pg: PgId, epoch: Epoch, reqid: RequestId, object: ObjectName, ops: Vec<ObjectOp> },
+    /// the bulk payload. `instance` names the client process (`reqid::instance`): with
+    /// its address, what a lock records and the blocklist fences. Answered with
+    /// `ObjectOps`.
+    ObjectOps {
+        pg: PgId,
+        epoch: Epoch,
+        reqid: RequestId,
+        object: ObjectName,
+        ops: Vec<ObjectOp>,
+        instance: u64,
+    },
     /// Client to a PG's primary: a page of its objects after `after`. Answered with
     /// `Objects`.
     ListObjects { pg: PgId, epoch: Epoch, after: Option<ObjectName>, max: u32 },
@@ -400,7 +409,20 @@ pub enum Command {
     MonRemove {
         name: String,
     },
+    /// Fences a client instance (`IP:PORT/NONCE`, as a lock's holder shows it) or every
+    /// client at an IP: OSDs refuse its ops once they have the epoch this commits, for
+    /// `expire_secs` (`BLOCKLIST_EXPIRE_DEFAULT_SECS` if none) on the monitors' clock.
+    BlocklistAdd {
+        entry: String,
+        expire_secs: Option<u64>,
+    },
+    BlocklistRemove {
+        entry: String,
+    },
 }
+
+/// How long a blocklist entry lasts unless told (Ceph's default too).
+pub const BLOCKLIST_EXPIRE_DEFAULT_SECS: u64 = 3600;
 
 impl Command {
     /// Whether the command only reads (it still goes through the leader).

@@ -12,19 +12,25 @@ pub type RequestId = u64;
 /// ids stay unique across a client's processes without a system call per request (one
 /// `getrandom` per op was 0.9% of all CPU under 4 KiB reads).
 pub fn new_request_id() -> RequestId {
-    use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
-    static START: OnceLock<u64> = OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let start = *START.get_or_init(|| {
+    instance().wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// This process as a client instance: a random number drawn once (Ceph's address nonce).
+/// Two processes behind one address differ by it, so the blocklist can fence one of them,
+/// and a later process that reuses a fenced one's port is not fenced.
+pub fn instance() -> u64 {
+    use std::sync::OnceLock;
+    static INSTANCE: OnceLock<u64> = OnceLock::new();
+    *INSTANCE.get_or_init(|| {
         use ring::rand::SecureRandom;
         let mut bytes = [0u8; 8];
         // The system's random source does not fail on Linux; a zero start would still
         // be unique enough among one identity's recent requests.
         let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
         u64::from_le_bytes(bytes)
-    });
-    start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed))
+    })
 }
 
 #[cfg(test)]

@@ -85,6 +85,8 @@ pub enum LockCommand {
     /// The object's locks.
     List { pool: String, name: String },
     /// Remove LOCKER's hold of LOCK (LOCKER as `lock info` names it, `client.NAME`).
+    /// The holder is fenced first (its instance blocklisted, so that it cannot write after
+    /// its lock is taken), unless --no-blocklist.
     Break {
         pool: String,
         name: String,
@@ -92,6 +94,8 @@ pub enum LockCommand {
         locker: String,
         #[arg(long, default_value = "")]
         cookie: String,
+        #[arg(long)]
+        no_blocklist: bool,
     },
 }
 
@@ -182,8 +186,18 @@ async fn lock(connect: &Connect, objects: &Objects, command: LockCommand) -> Res
         LockCommand::Unlock { pool, name, lock, cookie } => {
             (pool, name, ObjectOp::Unlock { name: lock, cookie })
         }
-        LockCommand::Break { pool, name, lock, locker, cookie } => {
+        LockCommand::Break { pool, name, lock, locker, cookie, no_blocklist: true } => {
             (pool, name, ObjectOp::BreakLock { name: lock, locker, cookie })
+        }
+        LockCommand::Break { pool, name, lock, locker, cookie, no_blocklist: false } => {
+            let object = ObjectName::new(name);
+            let fenced =
+                objects.break_lock_fencing(&pool, &object, &lock, &locker, &cookie).await?;
+            match connect.format {
+                Format::Json => print_json(&serde_json::json!({ "blocklisted": fenced }))?,
+                Format::Plain => println!("blocklisted {fenced}"),
+            }
+            return Ok(());
         }
         LockCommand::Info { pool, name, lock } => {
             let info = objects.lock_info(&pool, &ObjectName::new(name), &lock).await?;

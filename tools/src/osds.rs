@@ -78,6 +78,11 @@ pub enum OsdCommand {
         #[command(subcommand)]
         command: ProfileCommand,
     },
+    /// Fenced clients, whose ops every OSD refuses: add, rm, ls.
+    Blocklist {
+        #[command(subcommand)]
+        command: BlocklistCommand,
+    },
     /// Place an OSD in CRUSH: `cairn osd crush-set 3 1.0 root=default host=node1`.
     CrushSet {
         osd: u32,
@@ -117,6 +122,22 @@ pub enum ProfileCommand {
     Rm { name: String },
 }
 
+#[derive(Subcommand)]
+pub enum BlocklistCommand {
+    /// Fence a client instance (IP:PORT/NONCE, as `obj lock info` shows a holder) or every
+    /// client at an IP.
+    Add {
+        entry: String,
+        /// Seconds until the entry lapses (default an hour).
+        #[arg(long)]
+        expire: Option<u64>,
+    },
+    /// Lift an entry.
+    Rm { entry: String },
+    /// The entries, with when each lapses (ms since the Unix epoch).
+    Ls,
+}
+
 pub async fn osd(connect: &Connect, command: OsdCommand) -> Result<()> {
     let command = match command {
         OsdCommand::Tree => {
@@ -150,6 +171,25 @@ pub async fn osd(connect: &Connect, command: OsdCommand) -> Result<()> {
         OsdCommand::Down { osds } => Command::OsdDown { osds },
         OsdCommand::Reweight { osd, reweight } => Command::OsdReweight { osd, reweight },
         OsdCommand::SetClass { osd, class } => Command::OsdSetClass { osd, class },
+        OsdCommand::Blocklist { command: BlocklistCommand::Ls } => {
+            let map = connect.client()?.map().await?;
+            let entries = &map.contents().blocklist;
+            match connect.format {
+                Format::Json => print_json(entries)?,
+                Format::Plain => {
+                    for (entry, until_ms) in entries {
+                        println!("{entry} until_ms {until_ms}");
+                    }
+                }
+            }
+            return Ok(());
+        }
+        OsdCommand::Blocklist { command: BlocklistCommand::Add { entry, expire } } => {
+            Command::BlocklistAdd { entry, expire_secs: expire }
+        }
+        OsdCommand::Blocklist { command: BlocklistCommand::Rm { entry } } => {
+            Command::BlocklistRemove { entry }
+        }
         OsdCommand::Set { flag } => Command::SetFlag { flag },
         OsdCommand::Unset { flag } => Command::ClearFlag { flag },
         OsdCommand::ErasureCodeProfile { command } => match command {

@@ -1,5 +1,6 @@
 //! Advisory locks on objects through `cairn obj lock`, as `rados lock`: exclusive and
-//! shared holders, renewal, expiry, break, and a lock that outlives its primary.
+//! shared holders, renewal, expiry, break, a lock that outlives its primary, and the
+//! fencing of a holder whose lock is broken (`cairn osd blocklist`).
 
 use super::*;
 
@@ -107,4 +108,67 @@ fn locks_refuse_other_holders_expire_are_broken_and_outlive_their_primary() {
     assert!(unnamed.contains("a lock needs a name"), "{unnamed}");
     let missing_info = lock_fails(&c, &["info", "rbd", "nosuch", "owner"]);
     assert!(missing_info.contains("does not exist"), "{missing_info}");
+}
+
+/// A holder whose lock is broken is fenced first: every OSD refuses its writes from the
+/// epoch that blocklists it (it may be cut off rather than dead, and must never write
+/// after its lock was taken), other clients write, and it writes again once the entry is
+/// lifted. This test's process is the holder.
+#[test]
+fn a_broken_lock_fences_its_holder_until_the_entry_is_lifted() {
+    use bytes::Bytes;
+    use proto::ErrorCode;
+    use proto::osd::{LockKind, ObjectName, ObjectOp};
+
+    let (c, _osds, work) = replicated_cluster(4);
+    put(&c, &work, "header", b"v1");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let config = client::ClientConfig::load(&c.config()).unwrap();
+    let objects = runtime.block_on(async {
+        let mon = std::sync::Arc::new(client::MonClient::connect(config).unwrap());
+        client::objects::Objects::new(mon).await.unwrap()
+    });
+    let header = ObjectName::new("header");
+    let write = |data: &'static [u8]| {
+        let ops = vec![ObjectOp::WriteFull { len: data.len() as u64 }];
+        runtime.block_on(objects.op("rbd", &header, ops, Bytes::from_static(data)))
+    };
+    // The lock and a write in one op.
+    let take = ObjectOp::Lock {
+        name: "owner".into(),
+        kind: LockKind::Exclusive,
+        cookie: "me".into(),
+        tag: String::new(),
+        description: String::new(),
+        duration_ms: None,
+        renew: false,
+    };
+    let ops = vec![take, ObjectOp::WriteFull { len: 2 }];
+    runtime.block_on(objects.op("rbd", &header, ops, Bytes::from_static(b"v2"))).unwrap();
+    let info = c.json(&["obj", "lock", "info", "rbd", "header", "owner"]);
+    let entry = info["lockers"][0]["address"].as_str().unwrap().to_owned();
+    assert!(entry.ends_with(&format!("/{}", proto::reqid::instance())), "{info}");
+
+    let broke = lock(&c, &["break", "rbd", "header", "owner", "client.admin", "--cookie", "me"]);
+    assert!(broke.contains(&format!("blocklisted {entry}")), "{broke}");
+    let listed = c.json(&["osd", "blocklist", "ls"]);
+    assert!(listed[&entry].as_i64().is_some(), "{listed}");
+    let e = write(b"v3").unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::PermissionDenied), "{e}");
+    assert!(e.to_string().contains("is blocklisted"), "{e}");
+    // Another client (a process of the same identity) is not fenced.
+    put(&c, &work, "header", b"v4");
+    assert_eq!(get(&c, &work, "header"), b"v4");
+
+    c.ok(&["osd", "blocklist", "rm", &entry]);
+    common::wait_for("the holder to write again", Duration::from_secs(30), || {
+        write(b"v5").map_err(|e| e.to_string())
+    });
+    assert_eq!(get(&c, &work, "header"), b"v5");
+
+    // Bad input: clear errors.
+    let bad = c.fails(&["osd", "blocklist", "add", "not-an-address"]);
+    assert!(bad.contains("neither IP:PORT/NONCE"), "{bad}");
+    let absent = c.fails(&["osd", "blocklist", "rm", "10.9.9.9"]);
+    assert!(absent.contains("is not on it"), "{absent}");
 }
