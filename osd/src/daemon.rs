@@ -251,27 +251,6 @@ impl Osd {
         }
     }
 
-    /// A client instance the map (at `epoch` or newer) blocklists is refused every op: it
-    /// was fenced (its lock broken), and must not write after that.
-    async fn check_blocklist(
-        &self,
-        peer: &Peer,
-        instance: u64,
-        epoch: Epoch,
-    ) -> Result<(), RemoteError> {
-        let map = match self.current_map() {
-            Some(map) if map.epoch() >= epoch => map,
-            _ => self.map_at(epoch).await?,
-        };
-        if map.contents().blocklisted(peer.addr, instance, self.shared.clock.now_ms()) {
-            return Err(RemoteError::new(
-                ErrorCode::PermissionDenied,
-                format!("{} at {}/{instance} is blocklisted", peer.entity, peer.addr),
-            ));
-        }
-        Ok(())
-    }
-
     /// A client's caps must allow `access` to the PG's pool (daemons pass). A pool the
     /// map does not have is left to the PG lookup, which says so.
     async fn check_caps(
@@ -326,7 +305,6 @@ impl Osd {
                     Access::Read
                 };
                 self.check_caps(&peer, pg, epoch, access).await?;
-                self.check_blocklist(&peer, instance, epoch).await?;
                 let client = peer.entity.to_string();
                 let mut what = format!("pg {pg} object {object} from {client}");
                 if what.len() > proto::osd::OP_DESCRIPTION_MAX {

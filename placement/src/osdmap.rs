@@ -334,6 +334,18 @@ impl MapContents {
         Ok(())
     }
 
+    /// `blocklisted` for an instance as locks record it (`IP:PORT/NONCE`); one that does
+    /// not parse is not on the blocklist.
+    pub fn blocklists_instance(&self, instance: &str, now_ms: i64) -> bool {
+        if self.blocklist.is_empty() {
+            return false;
+        }
+        match instance.parse::<Blocklisted>() {
+            Ok(Blocklisted::Instance(addr, nonce)) => self.blocklisted(addr, nonce, now_ms),
+            _ => false,
+        }
+    }
+
     /// Whether the blocklist refuses the client instance `addr`/`nonce` at `now_ms`: an
     /// entry for it, or for its IP, that has not expired.
     pub fn blocklisted(&self, addr: std::net::SocketAddr, nonce: u64, now_ms: i64) -> bool {
@@ -785,6 +797,8 @@ mod tests {
         assert!(!c.blocklisted(one, 8, 1_000), "another instance at the same address");
         assert!(c.blocklisted("10.0.0.2:6000".parse().unwrap(), 1, 2_999), "the whole host");
         assert!(!map.contents().blocklisted(one, 7, 0));
+        assert!(c.blocklists_instance("10.0.0.1:5000/7", 1_999));
+        assert!(!c.blocklists_instance("10.0.0.1:5000/8", 1_999));
         // Bad entries and removing what is not there are refused.
         for bad in ["10.0.0.1:5000", "host/1", "10.0.0.1:5000/x", ""] {
             let e = fenced.apply(&Incremental::new(&fenced, vec![add(bad, 1)])).unwrap_err();

@@ -122,6 +122,14 @@ impl Pg {
     }
 
     pub(super) fn execute(&mut self, op: ClientOp) {
+        // Fencing is checked as the op runs, on this PG's map: an op that waited here (for
+        // peering, or behind another op) from before its client was blocklisted is refused
+        // too, so a fenced holder never writes after its lock was broken.
+        if self.map.contents().blocklists_instance(&op.addr, self.shared.clock.now_ms()) {
+            let why = format!("{} at {} is blocklisted", op.client, op.addr);
+            let _ = op.reply.send(Err(err(ErrorCode::PermissionDenied, why)));
+            return;
+        }
         let reqid = ReqId { client: op.client.clone(), id: op.reqid };
         let is_write = op.ops.iter().any(ObjectOp::is_write);
         if is_write && let Some(version) = self.log.find_reqid(&reqid) {

@@ -225,7 +225,8 @@ impl Shared {
 
 pub struct ClientOp {
     pub client: String,
-    /// Where the client's connection comes from (what a lock's holder shows).
+    /// The client instance: its connection's address and its process's nonce,
+    /// `IP:PORT/NONCE` (what a lock's holder shows and the blocklist fences).
     pub addr: String,
     pub reqid: u64,
     pub epoch: Epoch,
