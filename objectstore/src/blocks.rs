@@ -10,7 +10,9 @@
 //! is durable, so a crash can never bring back a reference to overwritten bytes.
 //!
 //! The allocation map is not stored: at open the store rebuilds it from the metadata
-//! records, which are the only references.
+//! records, which are the only references. A unit may be referenced by several records
+//! (a clone shares the chunks it did not change with the object it was cloned from); it is
+//! counted per reference and freed when the last one goes.
 //!
 //! Writes bypass the page cache (O_DIRECT, where the filesystem has it): on this machine,
 //! copying 4 MiB writes into the page cache and the inode lock buffered writes hold took
@@ -24,7 +26,7 @@
 //! change measurably, as the disk itself was the limit: bench/RESULTS.md.) The space
 //! allocated ahead is not counted as used: usage is the units in use.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -66,6 +68,9 @@ struct Allocator {
     end: u64,
     /// Units referenced or allocated.
     used: u64,
+    /// References beyond the first, for units that several objects share (a clone and
+    /// the object it was cloned from); a unit is free only when its last one goes.
+    extra: HashMap<u64, u32>,
 }
 
 impl Allocator {
@@ -194,16 +199,20 @@ impl BlockFile {
         })
     }
 
-    /// Sets the allocation map from every unit the store references.
+    /// Sets the allocation map from every unit the store references, once per reference.
     pub(crate) fn mark_used(&self, mut used: Vec<u64>) -> Result<(), StoreError> {
         used.sort_unstable();
-        if let Some(pair) = used.windows(2).find(|w| w[0] == w[1]) {
-            return Err(StoreError::corrupt(
-                "the block allocation",
-                format!("unit {} is referenced twice", pair[0]),
-            ));
-        }
-        *self.lock_alloc()? = Allocator::from_used(&used);
+        let mut extra = HashMap::new();
+        used.dedup_by(|a, b| {
+            let same = a == b;
+            if same {
+                *extra.entry(*b).or_insert(0) += 1;
+            }
+            same
+        });
+        let mut alloc = Allocator::from_used(&used);
+        alloc.extra = extra;
+        *self.lock_alloc()? = alloc;
         Ok(())
     }
 
@@ -222,11 +231,42 @@ impl BlockFile {
         }
     }
 
-    /// Units a written batch stopped referencing: free once it is durable.
-    pub(crate) fn free_after_sync(&self, units: Vec<u64>) {
-        if let Ok(mut freed) = self.freed.lock() {
-            freed.extend(units);
+    /// Units a written batch references once more (it cloned an object that had them).
+    pub(crate) fn share(&self, units: &[u64]) {
+        if let Ok(mut alloc) = self.lock_alloc() {
+            for &unit in units {
+                *alloc.extra.entry(unit).or_insert(0) += 1;
+            }
         }
+    }
+
+    /// Units a written batch stopped referencing once each (call after `share` for the
+    /// same batch): a unit whose last reference went is free once the batch is durable.
+    pub(crate) fn free_after_sync(&self, units: Vec<u64>) {
+        let last: Vec<u64> = match self.lock_alloc() {
+            Ok(mut alloc) => units
+                .into_iter()
+                .filter(|unit| match alloc.extra.get_mut(unit) {
+                    Some(n) => {
+                        *n -= 1;
+                        if *n == 0 {
+                            alloc.extra.remove(unit);
+                        }
+                        false
+                    }
+                    None => true,
+                })
+                .collect(),
+            Err(_) => return,
+        };
+        if let Ok(mut freed) = self.freed.lock() {
+            freed.extend(last);
+        }
+    }
+
+    /// How many references a unit has beyond the first (for tests and inspection).
+    pub fn shared_references(&self) -> u64 {
+        self.lock_alloc().map_or(0, |a| a.extra.values().map(|&n| u64::from(n)).sum())
     }
 
     /// The units freed by batches written so far (called just before the engine syncs).

@@ -120,6 +120,31 @@ pub trait Engine: Send + Sync + 'static {
     fn used_bytes(&self) -> u64;
 }
 
+/// A shared engine (tests reopen a store over the engine of one before).
+impl<E: Engine> Engine for std::sync::Arc<E> {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        (**self).get(cf, key)
+    }
+    fn scan(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
+        (**self).scan(cf, start, end, limit)
+    }
+    fn write(&self, batch: Batch) -> Result<(), StoreError> {
+        (**self).write(batch)
+    }
+    fn sync(&self) -> Result<(), StoreError> {
+        (**self).sync()
+    }
+    fn used_bytes(&self) -> u64 {
+        (**self).used_bytes()
+    }
+}
+
 /// An engine in memory, for unit tests. `sync` does nothing.
 #[derive(Default)]
 pub struct MemoryEngine {

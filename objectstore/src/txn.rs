@@ -47,6 +47,16 @@ pub enum TxOp {
         c: CollectionId,
         oid: ObjectId,
     },
+    /// Makes `to` a copy of `from` (data, xattrs, omap, version), replacing what `to` was.
+    /// Whole chunks in the block file are shared, not copied: cloning an object to keep it
+    /// as a snapshot costs its metadata and its partial chunks. `from` must exist and be
+    /// another object, and its omap must not have been changed earlier in the transaction
+    /// (the copy is of its omap as committed).
+    Clone {
+        c: CollectionId,
+        from: ObjectId,
+        to: ObjectId,
+    },
     SetXattr {
         c: CollectionId,
         oid: ObjectId,

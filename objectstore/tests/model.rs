@@ -17,11 +17,34 @@ fn coll() -> CollectionId {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Write { obj: u8, offset: u64, len: usize, fill: u8 },
-    WriteFull { obj: u8, len: usize, fill: u8 },
-    Truncate { obj: u8, size: u64 },
-    Zero { obj: u8, offset: u64, len: u64 },
-    Remove { obj: u8 },
+    Write {
+        obj: u8,
+        offset: u64,
+        len: usize,
+        fill: u8,
+    },
+    WriteFull {
+        obj: u8,
+        len: usize,
+        fill: u8,
+    },
+    Truncate {
+        obj: u8,
+        size: u64,
+    },
+    Zero {
+        obj: u8,
+        offset: u64,
+        len: u64,
+    },
+    Remove {
+        obj: u8,
+    },
+    /// `to` becomes a copy of `from` (another object).
+    Clone {
+        from: u8,
+        to: u8,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -34,6 +57,7 @@ fn op() -> impl Strategy<Value = Op> {
         (0..3u8, 0..span).prop_map(|(obj, size)| Op::Truncate { obj, size }),
         (0..3u8, 0..span, 0..span).prop_map(|(obj, offset, len)| Op::Zero { obj, offset, len }),
         (0..3u8).prop_map(|obj| Op::Remove { obj }),
+        (0..3u8, 1..3u8).prop_map(|(from, step)| Op::Clone { from, to: (from + step) % 3 }),
     ]
 }
 
@@ -71,6 +95,13 @@ fn model_apply(model: &mut BTreeMap<u8, Vec<u8>>, op: &Op) -> bool {
         Op::Remove { obj } => {
             model.remove(&obj);
         }
+        Op::Clone { from, to } => match model.get(&from) {
+            Some(data) => {
+                let data = data.clone();
+                model.insert(to, data);
+            }
+            None => return false,
+        },
     }
     true
 }
@@ -87,6 +118,7 @@ fn tx_op(op: &Op) -> TxOp {
         Op::Truncate { obj, size } => TxOp::Truncate { c, oid: oid(obj), size },
         Op::Zero { obj, offset, len } => TxOp::Zero { c, oid: oid(obj), offset, len },
         Op::Remove { obj } => TxOp::Remove { c, oid: oid(obj) },
+        Op::Clone { from, to } => TxOp::Clone { c, from: oid(from), to: oid(to) },
     }
 }
 
@@ -165,6 +197,7 @@ proptest! {
         store.sync().unwrap();
         let (used, _) = store.blocks().unwrap().units();
         prop_assert_eq!(used, 0, "units still in use after every object was removed");
+        prop_assert_eq!(store.blocks().unwrap().shared_references(), 0);
     }
 }
 
@@ -372,4 +405,83 @@ fn corrupt_byte_rots_one_stored_byte_where_it_lives_and_refuses_what_is_not_stor
         assert!(matches!(error, StoreError::Corrupt { .. }), "{error}");
     }
     assert_eq!(store.read(c, &oid(1), 0, 16).unwrap(), vec![0u8; 16]);
+}
+
+#[test]
+fn a_clone_shares_whole_chunks_until_either_side_changes_them_and_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = std::sync::Arc::new(MemoryEngine::new());
+    let open = || {
+        let blocks = BlockFile::open(&dir.path().join("block")).unwrap();
+        KvObjectStore::with_blocks(engine.clone(), blocks).unwrap()
+    };
+    let store = open();
+    let c = coll();
+    // Four whole chunks (block file) and a partial one (engine), an xattr and omap.
+    let data: Vec<u8> = (0..4 * CHUNK_BYTES + 100).map(|i| (i % 251) as u8).collect();
+    let mut txn = Transaction::new();
+    txn.push(TxOp::WriteFull { c, oid: oid(0), data: Bytes::from(data.clone()) })
+        .push(TxOp::SetXattr { c, oid: oid(0), name: "x".into(), value: b"1".to_vec() })
+        .push(TxOp::OmapSet { c, oid: oid(0), entries: vec![(b"k".to_vec(), b"v".to_vec())] });
+    store.apply(&txn).unwrap();
+    let snap = ObjectId { snap: 4, ..oid(0) };
+    // The clone and a 4 KiB write to the head in one transaction, as a first write after a
+    // snapshot: only the written chunk gets a unit of its own.
+    let mut txn = Transaction::new();
+    txn.push(TxOp::Clone { c, from: oid(0), to: snap.clone() }).push(TxOp::Write {
+        c,
+        oid: oid(0),
+        offset: CHUNK_BYTES,
+        data: Bytes::from(vec![0xee; 4096]),
+    });
+    store.apply(&txn).unwrap();
+    let blocks = store.blocks().unwrap();
+    assert_eq!(blocks.units().0, 5, "four shared-or-own units and the rewritten chunk");
+    assert_eq!(blocks.shared_references(), 3);
+    assert_eq!(store.read(c, &snap, 0, u64::MAX).unwrap(), data, "the clone is the old object");
+    let meta = store.stat(c, &snap).unwrap().unwrap();
+    assert_eq!(meta.xattrs.get("x").map(Vec::as_slice), Some(&b"1"[..]));
+    assert_eq!(store.omap_get(c, &snap, &[b"k".to_vec()]).unwrap(), vec![Some(b"v".to_vec())]);
+    let mut changed = data.clone();
+    changed[CHUNK_BYTES as usize..CHUNK_BYTES as usize + 4096].fill(0xee);
+    assert_eq!(store.read(c, &oid(0), 0, u64::MAX).unwrap(), changed);
+    // A clone onto itself, of a missing object, or after an omap change in the same
+    // transaction is refused, and changes nothing.
+    let refused = [
+        vec![TxOp::Clone { c, from: oid(0), to: oid(0) }],
+        vec![TxOp::Clone { c, from: oid(2), to: oid(1) }],
+        vec![
+            TxOp::OmapSet { c, oid: oid(0), entries: vec![(b"k2".to_vec(), vec![])] },
+            TxOp::Clone { c, from: oid(0), to: oid(1) },
+        ],
+    ];
+    for ops in refused {
+        assert!(store.apply(&Transaction { ops }).is_err());
+    }
+    assert!(store.stat(c, &oid(1)).unwrap().is_none());
+    store.sync().unwrap();
+    drop(store);
+    // Reopened: the references are counted again from the records.
+    let store = open();
+    assert_eq!(store.blocks().unwrap().shared_references(), 3);
+    assert_eq!(store.read(c, &snap, 0, u64::MAX).unwrap(), data);
+    // Rolling back (the clone copied onto the head) shares all four again.
+    store
+        .apply(&Transaction { ops: vec![TxOp::Clone { c, from: snap.clone(), to: oid(0) }] })
+        .unwrap();
+    store.sync().unwrap();
+    assert_eq!(store.blocks().unwrap().units().0, 4, "the head's own chunk is free");
+    assert_eq!(store.blocks().unwrap().shared_references(), 4);
+    assert_eq!(store.read(c, &oid(0), 0, u64::MAX).unwrap(), data);
+    assert_eq!(store.omap_get(c, &oid(0), &[b"k".to_vec()]).unwrap(), vec![Some(b"v".to_vec())]);
+    let mut txn = Transaction::new();
+    txn.push(TxOp::Remove { c, oid: oid(0) });
+    store.apply(&txn).unwrap();
+    store.sync().unwrap();
+    assert_eq!(store.blocks().unwrap().units().0, 4, "the clone still holds every unit");
+    assert_eq!(store.read(c, &snap, 0, u64::MAX).unwrap(), data);
+    store.apply(&Transaction { ops: vec![TxOp::Remove { c, oid: snap }] }).unwrap();
+    store.sync().unwrap();
+    assert_eq!(store.blocks().unwrap().units().0, 0);
+    assert_eq!(store.blocks().unwrap().shared_references(), 0);
 }

@@ -449,6 +449,8 @@ impl<E: Engine> ObjectStore for KvObjectStore<E> {
             metas: HashMap::new(),
             loaded: HashMap::new(),
             chunks: HashMap::new(),
+            adopted: HashMap::new(),
+            omaps: HashMap::new(),
             freed: Vec::new(),
             removed: Vec::new(),
             batch: Batch::default(),
@@ -456,7 +458,7 @@ impl<E: Engine> ObjectStore for KvObjectStore<E> {
         for op in &txn.ops {
             staging.op(op)?;
         }
-        let Staged { batch, mut writes, freed } = staging.into_staged()?;
+        let Staged { batch, mut writes, freed, shared } = staging.into_staged()?;
         if batch.is_empty() {
             return Ok(());
         }
@@ -473,6 +475,7 @@ impl<E: Engine> ObjectStore for KvObjectStore<E> {
         .and_then(|()| self.engine.write(batch));
         match written {
             Ok(()) => {
+                blocks.share(&shared);
                 blocks.free_after_sync(freed);
                 Ok(())
             }

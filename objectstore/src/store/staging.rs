@@ -3,6 +3,8 @@
 //! checked against the limits, and the whole turned into a batch, the block writes it
 //! needs and the block units it frees. Nothing reaches the engine if any op fails.
 
+use std::collections::HashSet;
+
 use super::*;
 
 /// What an object was in the engine before the transaction.
@@ -10,6 +12,17 @@ use super::*;
 pub(super) struct Loaded {
     pub(super) extents: BTreeMap<u32, Extent>,
     pub(super) size: u64,
+    pub(super) existed: bool,
+}
+
+/// What an object's omap is after the ops of a transaction so far.
+#[derive(Clone)]
+pub(super) enum Omap {
+    Empty,
+    /// As the object of this key has it committed.
+    Committed(Vec<u8>),
+    /// Changed by ops whose result is only in the batch.
+    Changed,
 }
 
 /// The changes of one transaction before they become a batch.
@@ -22,6 +35,12 @@ pub(super) struct Staging<'a, E: Engine> {
     /// Object key → chunk index → its bytes after the ops so far (`None`: absent, reads as
     /// zeros). A chunk not staged is as it was in the engine.
     pub(super) chunks: HashMap<Vec<u8>, BTreeMap<u32, Option<Bytes>>>,
+    /// Object key → the extents it took from the object it was cloned from, which replace
+    /// what it had in the engine; its chunks not in them are all staged.
+    pub(super) adopted: HashMap<Vec<u8>, BTreeMap<u32, Extent>>,
+    /// Object key → what its omap is after the ops so far, for objects an op changed the
+    /// omap of (the changes are in the batch, not readable yet).
+    pub(super) omaps: HashMap<Vec<u8>, Omap>,
     /// Units of objects in removed collections.
     pub(super) freed: Vec<u64>,
     /// Collections removed by an earlier op: their objects are gone, whatever the engine
@@ -36,8 +55,10 @@ pub(super) struct Staged {
     pub(super) batch: Batch,
     /// (unit, bytes) to write to the block file before the batch.
     pub(super) writes: Vec<(u64, Bytes)>,
-    /// Units the batch stops referencing.
+    /// Units the batch stops referencing, once per reference.
     pub(super) freed: Vec<u64>,
+    /// Units the batch references once more than before (shared by a clone).
+    pub(super) shared: Vec<u64>,
 }
 
 impl<'a, E: Engine> Staging<'a, E> {
@@ -53,7 +74,7 @@ impl<'a, E: Engine> Staging<'a, E> {
         let onode = if gone { None } else { self.store.load_onode(key, oid)? };
         let loaded = onode
             .as_ref()
-            .map(|o| Loaded { extents: o.extents.clone(), size: o.meta.size })
+            .map(|o| Loaded { extents: o.extents.clone(), size: o.meta.size, existed: true })
             .unwrap_or_default();
         self.loaded.insert(key.to_vec(), loaded);
         let meta = onode.map(|o| o.meta);
@@ -74,6 +95,12 @@ impl<'a, E: Engine> Staging<'a, E> {
     ) -> Result<Vec<u8>, StoreError> {
         if let Some(chunk) = self.chunks.get(key).and_then(|c| c.get(&index)) {
             return Ok(chunk.as_deref().map(<[u8]>::to_vec).unwrap_or_default());
+        }
+        if let Some(adopted) = self.adopted.get(key) {
+            return match adopted.get(&index) {
+                Some(&extent) => self.store.read_extent(extent, oid, index),
+                None => Ok(Vec::new()),
+            };
         }
         let loaded = self.loaded.get(key);
         if let Some(&extent) = loaded.and_then(|l| l.extents.get(&index)) {
@@ -211,6 +238,7 @@ impl<'a, E: Engine> Staging<'a, E> {
     }
 
     pub(super) fn omap_clear(&mut self, object_key: &[u8]) {
+        self.omaps.insert(object_key.to_vec(), Omap::Empty);
         if let Some(end) = keys::prefix_end(object_key) {
             self.batch.delete_range(Cf::Omap, object_key.to_vec(), end);
         }
@@ -249,6 +277,7 @@ impl<'a, E: Engine> Staging<'a, E> {
             TxOp::Zero { c, oid, offset, len } => self.zero(*c, oid, *offset, *len)?,
             TxOp::Truncate { c, oid, size } => self.truncate(*c, oid, *size)?,
             TxOp::Remove { c, oid } => self.remove(*c, oid)?,
+            TxOp::Clone { c, from, to } => self.clone_object(*c, from, to)?,
             TxOp::SetXattr { c, oid, name, value } => self.update_meta(*c, oid, |meta| {
                 meta.xattrs.insert(name.clone(), value.clone());
                 if meta.xattr_bytes() > XATTR_BYTES_MAX {
@@ -265,6 +294,7 @@ impl<'a, E: Engine> Staging<'a, E> {
             })?,
             TxOp::OmapSet { c, oid, entries } => {
                 let key = self.existing(*c, oid)?;
+                self.omaps.insert(key.clone(), Omap::Changed);
                 for (k, v) in entries {
                     check_omap_key(oid, k)?;
                     self.batch.put(Cf::Omap, keys::omap(&key, k), v.clone());
@@ -272,6 +302,7 @@ impl<'a, E: Engine> Staging<'a, E> {
             }
             TxOp::OmapRemove { c, oid, keys: user_keys } => {
                 let key = self.existing(*c, oid)?;
+                self.omaps.insert(key.clone(), Omap::Changed);
                 for k in user_keys {
                     check_omap_key(oid, k)?;
                     self.batch.delete(Cf::Omap, keys::omap(&key, k));
@@ -279,6 +310,7 @@ impl<'a, E: Engine> Staging<'a, E> {
             }
             TxOp::OmapRemoveRange { c, oid, start, end } => {
                 let key = self.existing(*c, oid)?;
+                self.omaps.insert(key.clone(), Omap::Changed);
                 if start < end {
                     self.batch.delete_range(
                         Cf::Omap,
@@ -330,6 +362,8 @@ impl<'a, E: Engine> Staging<'a, E> {
         self.metas.retain(|k, _| !doomed(k));
         self.loaded.retain(|k, _| !doomed(k));
         self.chunks.retain(|k, _| !doomed(k));
+        self.adopted.retain(|k, _| !doomed(k));
+        self.omaps.retain(|k, _| !doomed(k));
         if self.store.blocks.is_some() {
             self.freed.extend(units_in(&self.store.engine, &prefix, Some(&end))?);
         }
@@ -356,6 +390,75 @@ impl<'a, E: Engine> Staging<'a, E> {
         }
     }
 
+    /// `to` becomes a copy of `from`: unchanged whole chunks are shared (adopted), chunks
+    /// staged or in the engine are staged for `to`, the omap is copied, and whatever `to`
+    /// held in the engine goes.
+    fn clone_object(
+        &mut self,
+        c: CollectionId,
+        from: &ObjectId,
+        to: &ObjectId,
+    ) -> Result<(), StoreError> {
+        from.validate()?;
+        to.validate()?;
+        if from == to {
+            return Err(StoreError::invalid(format!("clone of {from}"), "onto itself"));
+        }
+        let (from_key, to_key) = (keys::object(c, from), keys::object(c, to));
+        let meta = self.exists(&from_key, from)?;
+        let gone = self.removed.iter().any(|prefix| from_key.starts_with(prefix));
+        let omap = match self.omaps.get(&from_key) {
+            Some(omap) => omap.clone(),
+            None if gone => Omap::Empty,
+            None => Omap::Committed(from_key.clone()),
+        };
+        let omap_entries = match &omap {
+            Omap::Empty => Vec::new(),
+            Omap::Committed(key) => omap_of(&self.store.engine, key)?,
+            Omap::Changed => {
+                return Err(StoreError::invalid(
+                    format!("clone of {from}"),
+                    "after a change to its omap in the same transaction",
+                ));
+            }
+        };
+        self.meta(&to_key, to)?;
+        let end = keys::prefix_end(&to_key);
+        if let Some(end) = end.filter(|_| self.loaded.get(&to_key).is_some_and(|l| l.existed)) {
+            self.batch.delete_range(Cf::Data, to_key.clone(), end);
+        }
+        self.omap_clear(&to_key);
+        let staged = self.chunks.get(&from_key).cloned().unwrap_or_default();
+        let mut adopted = BTreeMap::new();
+        let mut chunks = BTreeMap::new();
+        for index in 0..meta.size.div_ceil(CHUNK_BYTES) as u32 {
+            if let Some(bytes) = staged.get(&index) {
+                chunks.insert(index, bytes.clone());
+                continue;
+            }
+            let extent = match self.adopted.get(&from_key) {
+                Some(adopted) => adopted.get(&index),
+                None => self.loaded.get(&from_key).and_then(|l| l.extents.get(&index)),
+            };
+            if let Some(&extent) = extent {
+                adopted.insert(index, extent);
+                continue;
+            }
+            let bytes = self.chunk(&from_key, from, index)?;
+            if !bytes.is_empty() {
+                chunks.insert(index, Some(Bytes::from(bytes)));
+            }
+        }
+        for (k, v) in omap_entries {
+            self.batch.put(Cf::Omap, keys::omap(&to_key, &k), v);
+        }
+        self.omaps.insert(to_key.clone(), omap);
+        self.chunks.insert(to_key.clone(), chunks);
+        self.adopted.insert(to_key.clone(), adopted);
+        self.metas.insert(to_key, Some(meta));
+        Ok(())
+    }
+
     /// The key of an object that must exist (for its omap).
     fn existing(&mut self, c: CollectionId, oid: &ObjectId) -> Result<Vec<u8>, StoreError> {
         let key = keys::object(c, oid);
@@ -377,11 +480,13 @@ impl<'a, E: Engine> Staging<'a, E> {
         };
         let mut writes = Vec::with_capacity(wanted);
         let mut freed = std::mem::take(&mut self.freed);
+        let mut shared = Vec::new();
         let mut batch = std::mem::take(&mut self.batch);
         for (key, meta) in self.metas {
             let loaded = self.loaded.remove(&key).unwrap_or_default();
             let loaded_chunks = loaded.size.div_ceil(CHUNK_BYTES);
-            let mut extents = loaded.extents.clone();
+            let adopted = self.adopted.remove(&key);
+            let mut extents = adopted.clone().unwrap_or_else(|| loaded.extents.clone());
             for (index, bytes) in self.chunks.remove(&key).unwrap_or_default() {
                 let was_extent = extents.remove(&index).is_some();
                 let maybe_inline = !was_extent && u64::from(index) < loaded_chunks;
@@ -403,28 +508,47 @@ impl<'a, E: Engine> Staging<'a, E> {
                     _ => batch.delete(Cf::Data, chunk_key),
                 }
             }
+            let extents = if meta.is_some() { extents } else { BTreeMap::new() };
+            // Each unit is referenced at most once by one object.
+            let before: HashSet<u64> = loaded.extents.values().map(|e| e.unit).collect();
+            let after: HashSet<u64> = extents.values().map(|e| e.unit).collect();
+            freed.extend(before.difference(&after));
+            if let Some(adopted) = adopted {
+                shared.extend(
+                    adopted
+                        .values()
+                        .map(|e| e.unit)
+                        .filter(|u| after.contains(u) && !before.contains(u)),
+                );
+            }
             match meta {
-                Some(meta) => {
-                    let onode = Onode { meta, extents };
-                    freed.extend(
-                        loaded
-                            .extents
-                            .iter()
-                            .filter(|&(i, e)| onode.extents.get(i) != Some(e))
-                            .map(|(_, e)| e.unit),
-                    );
-                    batch.put(Cf::Meta, key, encode_onode(&onode));
-                }
-                None => {
-                    freed.extend(loaded.extents.values().map(|e| e.unit));
-                    batch.delete(Cf::Meta, key);
-                }
+                Some(meta) => batch.put(Cf::Meta, key, encode_onode(&Onode { meta, extents })),
+                None => batch.delete(Cf::Meta, key),
             }
         }
         if let Some(blocks) = blocks {
             // Units counted for chunks of objects the transaction did not keep.
             blocks.release_now(&units.collect::<Vec<_>>());
         }
-        Ok(Staged { batch, writes, freed })
+        Ok(Staged { batch, writes, freed, shared })
+    }
+}
+
+/// An object's omap as committed, read a page at a time.
+fn omap_of<E: Engine>(engine: &E, object_key: &[u8]) -> Result<Entries, StoreError> {
+    let Some(end) = keys::prefix_end(object_key) else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    let mut from = object_key.to_vec();
+    loop {
+        let page = engine.scan(Cf::Omap, &from, Some(&end), SCAN_ENTRIES_MAX)?;
+        let done = page.len() < SCAN_ENTRIES_MAX;
+        if let Some((last, _)) = page.last() {
+            from = last.clone();
+            from.push(0);
+        }
+        out.extend(page.into_iter().map(|(k, v)| (k[object_key.len()..].to_vec(), v)));
+        if done {
+            return Ok(out);
+        }
     }
 }
