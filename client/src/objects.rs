@@ -10,7 +10,9 @@ use bytes::Bytes;
 use placement::{OsdMap, PgId, PoolId, Version};
 use proto::error::{ErrorCode, RemoteError, TransportError};
 use proto::message::{Command, CommandOutput, OsdRequest, Response, new_request_id};
-use proto::osd::{LIST_PAGE_MAX, LockInfo, ObjectName, ObjectOp, OpResult};
+use proto::osd::{
+    LIST_PAGE_MAX, LockInfo, ObjectName, ObjectOp, OpResult, SnapArgs, SnapContext, SnapList,
+};
 use tokio::sync::Semaphore;
 
 use crate::mon_client::{ClientError, MonClient};
@@ -160,6 +162,19 @@ impl Objects {
         ops: Vec<ObjectOp>,
         data: Bytes,
     ) -> Result<OpAnswer, ClientError> {
+        self.op_with(pool, object, ops, data, &SnapArgs::default()).await
+    }
+
+    /// `op` with snapshot arguments: the snapshot context of writes (self-managed
+    /// snapshots), or the snapshot reads are of.
+    pub async fn op_with(
+        &self,
+        pool: &str,
+        object: &ObjectName,
+        ops: Vec<ObjectOp>,
+        data: Bytes,
+        snap: &SnapArgs,
+    ) -> Result<OpAnswer, ClientError> {
         let pool = self.pool_id(pool)?;
         let reqid = new_request_id();
         let pg_of = |map: &OsdMap| {
@@ -174,6 +189,7 @@ impl Objects {
             object: object.clone(),
             ops: ops.clone(),
             instance: proto::reqid::instance(),
+            snap: snap.clone(),
         };
         match self.send(pool, pg_of, make, &data).await? {
             (Response::ObjectOps { version, results }, data) => {
@@ -206,9 +222,20 @@ impl Objects {
     /// A whole object, however large: read in pieces that each assert the version the
     /// first saw, so a change between pieces restarts the read instead of tearing it.
     pub async fn read_full(&self, pool: &str, object: &ObjectName) -> Result<Bytes, ClientError> {
+        self.read_full_at(pool, object, None).await
+    }
+
+    /// `read_full` of the object as it was at snapshot `snap` (`None`: as it is).
+    pub async fn read_full_at(
+        &self,
+        pool: &str,
+        object: &ObjectName,
+        snap: Option<u64>,
+    ) -> Result<Bytes, ClientError> {
+        let at = SnapArgs { context: None, read: snap };
         'whole: for _ in 0..READ_FULL_ATTEMPTS {
             let first = vec![ObjectOp::Stat, ObjectOp::Read { offset: 0, len: READ_PIECE_BYTES }];
-            let answer = self.op(pool, object, first, Bytes::new()).await?;
+            let answer = self.op_with(pool, object, first, Bytes::new(), &at).await?;
             let Some(OpResult::Stat { size, version, .. }) = answer.results.first().cloned() else {
                 return Err(ClientError::Unexpected { request: "read", got: "another result" });
             };
@@ -218,7 +245,7 @@ impl Objects {
                     ObjectOp::AssertVersion { version },
                     ObjectOp::Read { offset: data.len() as u64, len: READ_PIECE_BYTES },
                 ];
-                match self.op(pool, object, ops, Bytes::new()).await {
+                match self.op_with(pool, object, ops, Bytes::new(), &at).await {
                     Ok(piece) if !piece.data.is_empty() => data.extend_from_slice(&piece.data),
                     Ok(_) => continue 'whole,
                     Err(e) if e.code() == Some(ErrorCode::Canceled) => continue 'whole,
@@ -300,17 +327,7 @@ impl Objects {
                 });
             }
         };
-        let deadline = Instant::now() + self.op_timeout;
-        while self.map().epoch() < epoch {
-            if Instant::now() >= deadline {
-                let why = format!("the map of epoch {epoch}, which fences {entry}, did not come");
-                return Err(refused(ErrorCode::Timeout, why));
-            }
-            self.refresh_map().await;
-            if self.map().epoch() < epoch {
-                tokio::time::sleep(BACKOFF_MIN).await;
-            }
-        }
+        self.wait_for_epoch(epoch, &format!("which fences {entry}")).await?;
         let op = ObjectOp::BreakLock {
             name: name.to_owned(),
             locker: locker.to_owned(),
@@ -318,6 +335,87 @@ impl Objects {
         };
         self.op(pool, object, vec![op], Bytes::new()).await?;
         Ok(entry)
+    }
+
+    /// Waits until this client has the map of `epoch` (`what` it brings, for the error).
+    async fn wait_for_epoch(&self, epoch: placement::Epoch, what: &str) -> Result<(), ClientError> {
+        let deadline = Instant::now() + self.op_timeout;
+        while self.map().epoch() < epoch {
+            if Instant::now() >= deadline {
+                return Err(ClientError::Refused(RemoteError::new(
+                    ErrorCode::Timeout,
+                    format!("the map of epoch {epoch}, {what}, did not come"),
+                )));
+            }
+            self.refresh_map().await;
+            if self.map().epoch() < epoch {
+                tokio::time::sleep(BACKOFF_MIN).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a snapshot command on the monitors; the id it hands out and its epoch.
+    async fn snap_command(&self, command: Command) -> Result<(u64, placement::Epoch), ClientError> {
+        match self.mon.command(command).await? {
+            CommandOutput::Snap { id, epoch } => Ok((id, epoch)),
+            CommandOutput::Epoch(epoch) => Ok((0, epoch)),
+            _ => Err(ClientError::Unexpected { request: "snapshot", got: "another output" }),
+        }
+    }
+
+    /// A new self-managed snapshot id of `pool`, for the snapshot contexts of writes
+    /// (`SnapArgs::context`): writes that carry it keep what they change as clones.
+    pub async fn snap_create(&self, pool: &str) -> Result<u64, ClientError> {
+        let command = Command::SelfManagedSnapCreate { pool: pool.to_owned() };
+        Ok(self.snap_command(command).await?.0)
+    }
+
+    pub async fn snap_remove(&self, pool: &str, snap: u64) -> Result<(), ClientError> {
+        let command = Command::SelfManagedSnapRemove { pool: pool.to_owned(), snap };
+        self.snap_command(command).await.map(|_| ())
+    }
+
+    /// Takes pool snapshot `name` of a whole pool; returns once this client has the map
+    /// with it, so its own writes from then on keep what they change.
+    pub async fn pool_snap_create(&self, pool: &str, name: &str) -> Result<u64, ClientError> {
+        let command = Command::PoolSnapCreate { pool: pool.to_owned(), name: name.to_owned() };
+        let (id, epoch) = self.snap_command(command).await?;
+        self.wait_for_epoch(epoch, &format!("with snapshot {name} of {pool}")).await?;
+        Ok(id)
+    }
+
+    pub async fn pool_snap_remove(&self, pool: &str, name: &str) -> Result<(), ClientError> {
+        let command = Command::PoolSnapRemove { pool: pool.to_owned(), name: name.to_owned() };
+        let (_, epoch) = self.snap_command(command).await?;
+        self.wait_for_epoch(epoch, &format!("without snapshot {name} of {pool}")).await
+    }
+
+    /// An object's clones, each with the snapshots it serves and what it shares with the
+    /// next newer one.
+    pub async fn list_snaps(
+        &self,
+        pool: &str,
+        object: &ObjectName,
+    ) -> Result<SnapList, ClientError> {
+        match self.op(pool, object, vec![ObjectOp::ListSnaps], Bytes::new()).await?.results.pop() {
+            Some(OpResult::Snaps(list)) => Ok(list),
+            _ => Err(ClientError::Unexpected { request: "list snaps", got: "another result" }),
+        }
+    }
+
+    /// Makes an object what it was at snapshot `snap`; `context` as for any write (a pool
+    /// with pool snapshots uses its own).
+    pub async fn rollback(
+        &self,
+        pool: &str,
+        object: &ObjectName,
+        snap: u64,
+        context: Option<SnapContext>,
+    ) -> Result<(), ClientError> {
+        let args = SnapArgs { context, read: None };
+        let ops = vec![ObjectOp::Rollback { snap }];
+        self.op_with(pool, object, ops, Bytes::new(), &args).await.map(|_| ())
     }
 
     /// The names of an object's locks that have a holder.

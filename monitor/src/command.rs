@@ -133,6 +133,18 @@ pub fn plan(
         Command::BlocklistRemove { entry } => {
             vec![MapChange::BlocklistRemove { entry: entry.clone() }]
         }
+        Command::PoolSnapCreate { pool, name } => {
+            vec![MapChange::PoolSnapCreate { pool: pool_id(map, pool)?, name: name.clone(), at_ms }]
+        }
+        Command::PoolSnapRemove { pool, name } => {
+            vec![MapChange::PoolSnapRemove { pool: pool_id(map, pool)?, name: name.clone() }]
+        }
+        Command::SelfManagedSnapCreate { pool } => {
+            vec![MapChange::SelfManagedSnapCreate { pool: pool_id(map, pool)? }]
+        }
+        Command::SelfManagedSnapRemove { pool, snap } => {
+            vec![MapChange::SelfManagedSnapRemove { pool: pool_id(map, pool)?, snap: *snap }]
+        }
         Command::ConfigSet { .. }
         | Command::AuthAdd { .. }
         | Command::AuthRemove { .. }

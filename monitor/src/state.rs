@@ -284,7 +284,18 @@ impl ClusterState {
             Command::MonAdd { .. } | Command::MonRemove { .. } => Access::All,
             _ => Access::ReadWrite,
         };
-        let allowed = self.registry.get(origin).is_some_and(|id| id.caps.allows_mon(needed));
+        let caps = self.registry.get(origin).map(|id| &id.caps);
+        // A client that may write a pool may snapshot its own objects there (as Ceph's
+        // `profile rbd` lets it), with only read access to the monitors.
+        if let Command::SelfManagedSnapCreate { pool } | Command::SelfManagedSnapRemove { pool, .. } =
+            command
+            && caps.is_some_and(|c| {
+                c.allows_mon(Access::Read) && c.allows_pool(pool, Access::ReadWrite)
+            })
+        {
+            return Ok(());
+        }
+        let allowed = caps.is_some_and(|c| c.allows_mon(needed));
         if allowed {
             Ok(())
         } else {
@@ -364,6 +375,12 @@ impl ClusterState {
                 )?)?;
                 self.auto_in.remove(&OsdId(*osd));
                 Ok(CommandOutput::Epoch(epoch))
+            }
+            Command::PoolSnapCreate { pool, .. } | Command::SelfManagedSnapCreate { pool } => {
+                let changes = command::plan(&self.map, &self.settings, command, self.last_at_ms)?;
+                let epoch = self.commit(changes)?;
+                let id = self.map.pool_by_name(pool).map_or(0, |p| p.snaps.seq);
+                Ok(CommandOutput::Snap { id, epoch })
             }
             _ => {
                 let changes = command::plan(&self.map, &self.settings, command, self.last_at_ms)?;
@@ -556,6 +573,13 @@ mod tests {
                         fingerprint: Fingerprint([2; 32]),
                     },
                 ),
+                (
+                    EntityName::client("volumes").unwrap(),
+                    Identity {
+                        caps: Caps::parse("allow r", "allow rw pool=rbd").unwrap(),
+                        fingerprint: Fingerprint([3; 32]),
+                    },
+                ),
             ],
         }
         .state()
@@ -613,6 +637,59 @@ mod tests {
         // The oldest answer was dropped: the very first id now counts as a new command.
         let late = restored.apply(&create("kept", Some(1), admin())).unwrap_err();
         assert_eq!(late.code, ErrorCode::AlreadyExists);
+    }
+
+    #[test]
+    fn snapshot_ids_are_handed_out_once_to_whoever_may_write_the_pool() {
+        let mut state = genesis();
+        state.apply(&create("rbd", None, admin())).unwrap();
+        state.apply(&create("images", None, admin())).unwrap();
+        let volumes = EntityName::client("volumes").unwrap();
+        let run = |state: &mut ClusterState, origin: &EntityName, command: Command| {
+            let entry = LogEntry::Command {
+                origin: origin.clone(),
+                id: None,
+                command,
+                issued: None,
+                at_ms: 5_000,
+            };
+            state.apply(&entry)
+        };
+        let take = |pool: &str| Command::SelfManagedSnapCreate { pool: pool.into() };
+        for want in [1, 2] {
+            match run(&mut state, &volumes, take("rbd")).unwrap() {
+                CommandOutput::Snap { id, epoch } => {
+                    assert_eq!(id, want);
+                    assert_eq!(epoch, state.map().epoch());
+                }
+                other => panic!("answered {other:?}"),
+            }
+        }
+        let elsewhere = run(&mut state, &volumes, take("images")).unwrap_err();
+        assert_eq!(elsewhere.code, ErrorCode::PermissionDenied);
+        let viewer = EntityName::client("viewer").unwrap();
+        assert_eq!(
+            run(&mut state, &viewer, take("rbd")).unwrap_err().code,
+            ErrorCode::PermissionDenied
+        );
+        let remove = |snap| Command::SelfManagedSnapRemove { pool: "rbd".into(), snap };
+        run(&mut state, &volumes, remove(1)).unwrap();
+        let twice = run(&mut state, &volumes, remove(1)).unwrap_err();
+        assert!(twice.message.contains("does not exist"), "{}", twice.message);
+        let snaps = &state.map().pool_by_name("rbd").unwrap().snaps;
+        assert_eq!((snaps.seq, snaps.exists(1), snaps.exists(2)), (2, false, true));
+        // Pool snapshots are the admin's, and not on a pool with self-managed ones.
+        let mksnap = |pool: &str| Command::PoolSnapCreate { pool: pool.into(), name: "s1".into() };
+        let mixed = run(&mut state, &admin(), mksnap("rbd")).unwrap_err();
+        assert!(mixed.message.contains("self-managed"), "{}", mixed.message);
+        assert_eq!(
+            run(&mut state, &volumes, mksnap("images")).unwrap_err().code,
+            ErrorCode::PermissionDenied
+        );
+        let taken = run(&mut state, &admin(), mksnap("images")).unwrap();
+        assert!(matches!(taken, CommandOutput::Snap { id: 1, .. }), "{taken:?}");
+        let snap = &state.map().pool_by_name("images").unwrap().snaps.named[&1];
+        assert_eq!((snap.name.as_str(), snap.created_ms), ("s1", 5_000));
     }
 
     #[test]

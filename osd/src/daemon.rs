@@ -292,7 +292,7 @@ impl Osd {
                 };
                 Ok((pong, Bytes::new()))
             }
-            OsdRequest::ObjectOps { pg, epoch, reqid, object, ops, instance } => {
+            OsdRequest::ObjectOps { pg, epoch, reqid, object, ops, instance, snap } => {
                 if ops.is_empty() || ops.len() > proto::osd::OPS_PER_REQUEST_MAX {
                     return Err(RemoteError::new(
                         ErrorCode::Invalid,
@@ -317,7 +317,17 @@ impl Osd {
                 let _tracked = self.tracker.start(what);
                 self.ask(pg, epoch, |reply| {
                     let addr = format!("{}/{instance}", peer.addr);
-                    Event::Client(ClientOp { client, addr, reqid, epoch, object, ops, bulk, reply })
+                    Event::Client(ClientOp {
+                        client,
+                        addr,
+                        reqid,
+                        epoch,
+                        object,
+                        ops,
+                        bulk,
+                        snap,
+                        reply,
+                    })
                 })
                 .await
             }

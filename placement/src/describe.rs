@@ -737,6 +737,7 @@ fn build_pools(
             rule: rule_id,
             pg_num: 1,
             pgp_num: 1,
+            snaps: Default::default(),
         };
         shape.validate().map_err(in_map(&at))?;
         let pg_num = match p.pg_num {
@@ -757,6 +758,7 @@ fn build_pools(
             rule: rule_id,
             pg_num,
             pgp_num: pg_num,
+            snaps: Default::default(),
         };
         pool.validate().map_err(in_map(&at))?;
         if pools.values().any(|other: &Pool| other.name == pool.name) {

@@ -142,6 +142,24 @@ pub enum MapChange {
     BlocklistRemove {
         entry: String,
     },
+    /// Takes pool snapshot `name`: the pool's next snapshot id.
+    PoolSnapCreate {
+        pool: PoolId,
+        name: String,
+        at_ms: i64,
+    },
+    PoolSnapRemove {
+        pool: PoolId,
+        name: String,
+    },
+    /// Hands out the pool's next snapshot id to a client (self-managed snapshots).
+    SelfManagedSnapCreate {
+        pool: PoolId,
+    },
+    SelfManagedSnapRemove {
+        pool: PoolId,
+        snap: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -282,8 +300,37 @@ fn apply_change(map: &mut MapContents, change: &MapChange) -> Result<(), MapErro
                 return Err(MapError::invalid("blocklist", format!("'{entry}' is not on it")));
             }
         }
+        MapChange::PoolSnapCreate { pool, name, at_ms } => {
+            let p = snapshot_pool(map, *pool)?;
+            p.snaps.create_named(&p.name, name, *at_ms)?;
+        }
+        MapChange::PoolSnapRemove { pool, name } => {
+            let p = snapshot_pool(map, *pool)?;
+            p.snaps.remove_named(&p.name, name)?;
+        }
+        MapChange::SelfManagedSnapCreate { pool } => {
+            let p = snapshot_pool(map, *pool)?;
+            p.snaps.create_self_managed(&p.name)?;
+        }
+        MapChange::SelfManagedSnapRemove { pool, snap } => {
+            let p = snapshot_pool(map, *pool)?;
+            p.snaps.remove_self_managed(&p.name, *snap)?;
+        }
     }
     Ok(())
+}
+
+/// A pool whose snapshots change: not an erasure-coded one (its OSDs do not keep clones
+/// yet).
+fn snapshot_pool(map: &mut MapContents, pool: PoolId) -> Result<&mut crate::pool::Pool, MapError> {
+    let p = map.pools.get_mut(&pool).ok_or(MapError::NoSuchPool(pool.to_string()))?;
+    if p.is_erasure() {
+        return Err(MapError::BadPool {
+            pool: p.name.clone(),
+            reason: "snapshots of erasure-coded pools are not supported yet".into(),
+        });
+    }
+    Ok(p)
 }
 
 fn create_osd(map: &mut MapContents, osd: OsdId) -> Result<(), MapError> {
@@ -344,6 +391,7 @@ fn create_pool(
         rule,
         pg_num,
         pgp_num: pg_num,
+        snaps: Default::default(),
     };
     pool.validate()?;
     map.pool_max = id;

@@ -25,6 +25,7 @@ mod ids;
 pub mod incremental;
 pub mod osdmap;
 pub mod pool;
+pub mod snaps;
 
 pub use crush::SHARDS_MAX;
 pub use crush::map::{Bucket, CrushMap, Device};
@@ -37,3 +38,4 @@ pub use ids::{
 pub use incremental::{Incremental, MapChange, PoolSetting};
 pub use osdmap::{Blocklisted, MapContents, MapFlag, OsdMap, OsdSet, OsdState, PgMapping};
 pub use pool::{ErasureProfile, Pool, PoolKind};
+pub use snaps::{PoolSnaps, SnapMode};

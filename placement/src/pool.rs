@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::MapError;
 use crate::crush::SHARDS_MAX;
 use crate::ids::{PoolId, RuleId};
+use crate::snaps::PoolSnaps;
 
 /// Replicated pools keep at most this many copies.
 pub const REPLICAS_MAX: u8 = 10;
@@ -36,6 +37,7 @@ pub struct Pool {
     /// Number of distinct placements among them. It trails `pg_num` while a split's new PGs
     /// are still placed with their parents, so a split and its data movement can be paced.
     pub pgp_num: u32,
+    pub snaps: PoolSnaps,
 }
 
 impl Pool {

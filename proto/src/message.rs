@@ -89,6 +89,7 @@ pub enum OsdRequest {
         object: ObjectName,
         ops: Vec<ObjectOp>,
         instance: u64,
+        snap: crate::osd::SnapArgs,
     },
     /// Client to a PG's primary: a page of its objects after `after`. Answered with
     /// `Objects`.
@@ -419,6 +420,25 @@ pub enum Command {
     BlocklistRemove {
         entry: String,
     },
+    /// Takes a snapshot of a whole pool (`cairn pool mksnap`); answered with its id.
+    PoolSnapCreate {
+        pool: String,
+        name: String,
+    },
+    PoolSnapRemove {
+        pool: String,
+        name: String,
+    },
+    /// Hands out a snapshot id for a client's own snapshots of objects in the pool
+    /// (answered with it). Allowed to clients that may write the pool.
+    SelfManagedSnapCreate {
+        pool: String,
+    },
+    /// Removes a self-managed snapshot: OSDs trim its clones.
+    SelfManagedSnapRemove {
+        pool: String,
+        snap: u64,
+    },
 }
 
 /// How long a blocklist entry lasts unless told (Ceph's default too).
@@ -459,6 +479,11 @@ pub enum CommandOutput {
     Identities(Vec<IdentityInfo>),
     /// A change outside the map (config, auth, monitors).
     Done,
+    /// A snapshot id handed out, in the map as of `epoch`.
+    Snap {
+        id: u64,
+        epoch: Epoch,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

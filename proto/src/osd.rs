@@ -230,6 +230,82 @@ pub enum ObjectOp {
         cookie: String,
         tag: String,
     },
+    // Snapshots.
+    /// The object's clones (`OpResult::Snaps`); an op of its own.
+    ListSnaps,
+    /// Makes the object what it was at snapshot `snap` (removes it if it did not exist
+    /// then), keeping its locks; an op of its own, with the request's snapshot context
+    /// as for any write.
+    Rollback {
+        snap: u64,
+    },
+}
+
+/// Snapshot ids one snapshot context lists at most.
+pub const SNAP_CONTEXT_SNAPS_MAX: usize = 4096;
+
+/// What a request says about snapshots.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapArgs {
+    /// The writer's snapshot context (Ceph's SnapContext): a write is the first after a
+    /// snapshot when its `seq` is newer than any the object has seen, and then keeps the
+    /// object as it was as a clone first. For a pool with pool snapshots the primary uses
+    /// the newer of this and the pool's own.
+    pub context: Option<SnapContext>,
+    /// Reads: the snapshot to read the object as it was at (`None`: the head).
+    pub read: Option<u64>,
+}
+
+/// The newest snapshot id a writer knows and the snapshots that exist, newest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapContext {
+    pub seq: u64,
+    pub snaps: Vec<u64>,
+}
+
+impl SnapContext {
+    /// Snapshot ids strictly newest first, none above `seq`, within the limit.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.snaps.len() > SNAP_CONTEXT_SNAPS_MAX {
+            return Err(format!(
+                "a snapshot context lists {} snapshots; at most {SNAP_CONTEXT_SNAPS_MAX}",
+                self.snaps.len()
+            ));
+        }
+        if self.snaps.first().is_some_and(|&newest| newest > self.seq) {
+            return Err(format!(
+                "snapshot {} is newer than the context's seq {}",
+                self.snaps[0], self.seq
+            ));
+        }
+        if self.snaps.windows(2).any(|w| w[0] <= w[1]) || self.snaps.contains(&0) {
+            return Err("a snapshot context lists nonzero ids, newest first, once each".into());
+        }
+        Ok(())
+    }
+}
+
+/// An object's clones and what each shares with the next newer one (`ListSnaps`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapList {
+    /// The newest snapshot context seq a write to the object carried.
+    pub seq: u64,
+    /// Oldest first.
+    pub clones: Vec<CloneInfo>,
+    /// Whether the head (the current object) exists.
+    pub head_exists: bool,
+}
+
+/// A clone: the object as it was before the first write after snapshot `id`, which
+/// serves reads at each of `snaps` (newest first).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloneInfo {
+    pub id: u64,
+    pub snaps: Vec<u64>,
+    pub size: u64,
+    /// `(offset, len)` ranges, in order, where the clone's bytes are those of the next
+    /// newer clone (or of the head, for the newest): what did not change since.
+    pub overlap: Vec<(u64, u64)>,
 }
 
 /// Bytes a lock's name, cookie or tag may have (a description four times as many).
@@ -282,6 +358,7 @@ impl ObjectOp {
                 | ObjectOp::Lock { .. }
                 | ObjectOp::Unlock { .. }
                 | ObjectOp::BreakLock { .. }
+                | ObjectOp::Rollback { .. }
         )
     }
 
@@ -335,6 +412,7 @@ pub enum OpResult {
     /// A lock (`None`: it has no holder).
     Lock(Option<LockInfo>),
     Locks(Vec<String>),
+    Snaps(SnapList),
 }
 
 /// Who made a change, so a resend is recognised: the client's identity and request id.
@@ -442,18 +520,54 @@ pub struct PastInterval {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RepOp {
     Create,
-    Write { offset: u64, len: u64 },
-    WriteFull { len: u64 },
-    Truncate { size: u64 },
-    Zero { offset: u64, len: u64 },
+    Write {
+        offset: u64,
+        len: u64,
+    },
+    WriteFull {
+        len: u64,
+    },
+    Truncate {
+        size: u64,
+    },
+    Zero {
+        offset: u64,
+        len: u64,
+    },
     Remove,
-    SetXattr { name: String, value: Vec<u8> },
-    RemoveXattr { name: String },
-    OmapSet { entries: Vec<(Vec<u8>, Vec<u8>)> },
-    OmapRemove { keys: Vec<Vec<u8>> },
-    OmapRemoveRange { start: Vec<u8>, end: Vec<u8> },
+    SetXattr {
+        name: String,
+        value: Vec<u8>,
+    },
+    RemoveXattr {
+        name: String,
+    },
+    OmapSet {
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+    OmapRemove {
+        keys: Vec<Vec<u8>>,
+    },
+    OmapRemoveRange {
+        start: Vec<u8>,
+        end: Vec<u8>,
+    },
     OmapClear,
-    SetVersion { mtime_ms: i64 },
+    SetVersion {
+        mtime_ms: i64,
+    },
+    /// Keeps the object as it is as its clone `snap`, without the reserved xattrs named
+    /// (the head's locks and snapshot set are not the clone's).
+    Clone {
+        snap: u64,
+        drop_xattrs: Vec<String>,
+    },
+    /// Makes the object a copy of its clone `snap`, then sets `keep` (the head's own
+    /// reserved xattrs: locks).
+    RollbackTo {
+        snap: u64,
+        keep: Vec<(String, Vec<u8>)>,
+    },
 }
 
 /// One object's whole state, pushed by recovery or backfill (data in the bulk payload).

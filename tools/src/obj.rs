@@ -1,4 +1,4 @@
-//! `cairn obj`: objects in pools, as `rados put/get/stat/ls/rm/lock`.
+//! `cairn obj`: objects in pools, as `rados put/get/stat/ls/rm/lock/listsnaps/rollback`.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use clap::Subcommand;
 use client::objects::Objects;
-use proto::osd::{LockInfo, LockKind, ObjectName, ObjectOp};
+use proto::osd::{LockInfo, LockKind, ObjectName, ObjectOp, SnapList};
 
 use crate::Format;
 use crate::connect::Connect;
@@ -27,6 +27,20 @@ pub enum ObjCommand {
         pool: String,
         name: String,
         file: PathBuf,
+        /// The object as it was at this snapshot (a pool snapshot's name, or an id).
+        #[arg(long)]
+        snap: Option<String>,
+    },
+    /// The object's clones: the snapshots each serves, its size, what it shares.
+    Listsnaps {
+        pool: String,
+        name: String,
+    },
+    /// Make the object what it was at snapshot SNAP (a pool snapshot's name, or an id).
+    Rollback {
+        pool: String,
+        name: String,
+        snap: String,
     },
     /// Size, version and modification time.
     Stat {
@@ -119,8 +133,9 @@ pub async fn run(connect: &Connect, command: ObjCommand) -> Result<()> {
                 print_json(&serde_json::json!({ "name": name, "version": version.to_string() }))?;
             }
         }
-        ObjCommand::Get { pool, name, file } => {
-            let data = objects.read_full(&pool, &ObjectName::new(name)).await?;
+        ObjCommand::Get { pool, name, file, snap } => {
+            let snap = snap.map(|s| snap_id(&objects, &pool, &s)).transpose()?;
+            let data = objects.read_full_at(&pool, &ObjectName::new(name), snap).await?;
             if file.as_os_str() == "-" {
                 std::io::stdout().write_all(&data)?;
             } else {
@@ -158,8 +173,46 @@ pub async fn run(connect: &Connect, command: ObjCommand) -> Result<()> {
         }
         ObjCommand::Rm { pool, name } => objects.remove(&pool, &ObjectName::new(name)).await?,
         ObjCommand::Lock { command } => lock(connect, &objects, command).await?,
+        ObjCommand::Listsnaps { pool, name } => {
+            let list = objects.list_snaps(&pool, &ObjectName::new(name.clone())).await?;
+            match connect.format {
+                Format::Json => print_json(&list)?,
+                Format::Plain => print_snaps(&name, &list),
+            }
+        }
+        ObjCommand::Rollback { pool, name, snap } => {
+            let snap = snap_id(&objects, &pool, &snap)?;
+            objects.rollback(&pool, &ObjectName::new(name), snap, None).await?;
+        }
     }
     Ok(())
+}
+
+/// A snapshot as the CLI names it: a pool snapshot's name, else a numeric id.
+fn snap_id(objects: &Objects, pool: &str, snap: &str) -> Result<u64> {
+    let map = objects.map();
+    let named = map.pool_by_name(pool).and_then(|p| p.snaps.by_name(snap));
+    match named {
+        Some(id) => Ok(id),
+        None => snap.parse().map_err(|_| {
+            anyhow::anyhow!("pool {pool} has no snapshot '{snap}' (and it is not an id)")
+        }),
+    }
+}
+
+/// Clones as `rados listsnaps` shows them.
+fn print_snaps(name: &str, list: &SnapList) {
+    println!("{name}:");
+    println!("cloneid\tsnaps\tsize\toverlap");
+    for clone in &list.clones {
+        let snaps: Vec<String> = clone.snaps.iter().rev().map(u64::to_string).collect();
+        let overlap: Vec<String> =
+            clone.overlap.iter().map(|(at, len)| format!("{at}~{len}")).collect();
+        println!("{}\t{}\t{}\t[{}]", clone.id, snaps.join(","), clone.size, overlap.join(","));
+    }
+    if list.head_exists {
+        println!("head\t-\t-\t-");
+    }
 }
 
 async fn lock(connect: &Connect, objects: &Objects, command: LockCommand) -> Result<()> {

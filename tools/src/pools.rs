@@ -1,6 +1,8 @@
 //! `cairn pool ...`, `cairn crush ...` and `cairn rule ...`: pools, the CRUSH hierarchy
 //! and the rules that place the pools' PGs in it.
 
+use std::sync::Arc;
+
 use anyhow::{Context, Result, bail};
 use clap::{Subcommand, ValueEnum};
 use placement::RuleKind;
@@ -75,6 +77,12 @@ pub enum PoolCommand {
     Ls,
     /// Per pool: data stored, objects, raw space used, space left.
     Df,
+    /// Take snapshot SNAP of every object in the pool (`rados mksnap`).
+    Mksnap { pool: String, snap: String },
+    /// Remove pool snapshot SNAP; its clones are trimmed.
+    Rmsnap { pool: String, snap: String },
+    /// The pool's snapshots: id, name, when taken.
+    Lssnap { pool: String },
 }
 
 #[derive(Subcommand)]
@@ -129,6 +137,34 @@ pub async fn pool(connect: &Connect, command: PoolCommand) -> Result<()> {
             return Ok(());
         }
         PoolCommand::Df => return crate::pg::pool_df_command(connect).await,
+        PoolCommand::Mksnap { pool, snap } => {
+            let objects = client::objects::Objects::new(Arc::new(connect.client()?)).await?;
+            let id = objects.pool_snap_create(&pool, &snap).await?;
+            match connect.format {
+                Format::Json => print_json(&serde_json::json!({ "name": snap, "id": id }))?,
+                Format::Plain => println!("created pool {pool} snap {snap} (id {id})"),
+            }
+            return Ok(());
+        }
+        PoolCommand::Rmsnap { pool, snap } => {
+            let objects = client::objects::Objects::new(Arc::new(connect.client()?)).await?;
+            objects.pool_snap_remove(&pool, &snap).await?;
+            return Ok(());
+        }
+        PoolCommand::Lssnap { pool } => {
+            let map = connect.client()?.map().await?;
+            let p = map.pool_by_name(&pool).with_context(|| format!("no pool '{pool}'"))?;
+            match connect.format {
+                Format::Json => print_json(&p.snaps)?,
+                Format::Plain => {
+                    for (id, snap) in &p.snaps.named {
+                        println!("{id}\t{}\t{}", snap.name, snap.created_ms);
+                    }
+                    println!("{} snaps", p.snaps.named.len());
+                }
+            }
+            return Ok(());
+        }
         PoolCommand::Create {
             name,
             kind,

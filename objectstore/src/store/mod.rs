@@ -98,6 +98,33 @@ pub trait ObjectStore: Send + Sync + 'static {
         after: Option<&ObjectId>,
         max: usize,
     ) -> Result<Vec<(ObjectId, ObjectMeta)>, StoreError>;
+    /// `list` without clones (objects whose `snap` is not `SNAP_HEAD`): up to `max`
+    /// heads after `after`, however many clones lie between them.
+    fn list_heads(
+        &self,
+        c: CollectionId,
+        after: Option<&ObjectId>,
+        max: usize,
+    ) -> Result<Vec<(ObjectId, ObjectMeta)>, StoreError> {
+        let mut out = Vec::new();
+        let mut cursor = after.cloned();
+        loop {
+            let page = self.list(c, cursor.as_ref(), SCAN_ENTRIES_MAX.min(max.max(1) * 2))?;
+            let done = page.is_empty();
+            cursor = page.last().map(|(oid, _)| oid.clone());
+            for (oid, meta) in page {
+                if oid.snap == crate::types::SNAP_HEAD {
+                    out.push((oid, meta));
+                    if out.len() >= max {
+                        return Ok(out);
+                    }
+                }
+            }
+            if done {
+                return Ok(out);
+            }
+        }
+    }
     fn collections(&self) -> Result<Vec<CollectionId>, StoreError>;
     fn collection_get(&self, c: CollectionId, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Records of a collection with `start <= key < end`, at most `max`.

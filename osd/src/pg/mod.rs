@@ -12,4 +12,5 @@ pub mod persist;
 pub mod recovery;
 pub mod rollback;
 pub mod scrub;
+pub mod snaps;
 pub mod status;

@@ -8,10 +8,12 @@ use objectstore::{CollectionId, ObjectId, ObjectMeta, ObjectStore, StoreError, T
 use placement::Version;
 use proto::error::{ErrorCode, RemoteError};
 use proto::osd::{
-    CmpOp, LIST_PAGE_MAX, ObjectName, ObjectOp, OpResult, RESERVED_XATTR_PREFIX, RepOp,
+    CmpOp, LIST_PAGE_MAX, ObjectName, ObjectOp, OpResult, RESERVED_XATTR_PREFIX, RepOp, SnapArgs,
+    SnapContext,
 };
 
 use crate::pg::locks::{Caller, LockChange, Locks};
+use crate::pg::snaps::{Resolved, SNAPSET_XATTR, SnapSet, WHITEOUT_XATTR};
 
 /// Bytes one request may read at most (the answer must fit a frame).
 pub const READ_BYTES_MAX: u64 = 64 << 20;
@@ -50,6 +52,9 @@ pub struct Executed {
     pub rep_data: Bytes,
     /// Whether the object exists after the changes.
     pub exists_after: bool,
+    /// Whether a record of it stays in the store (it exists, or is a whiteout that
+    /// keeps its clones' snap set): the log entry is then a modification.
+    pub kept_after: bool,
     /// The object's version before the request.
     pub prior: Version,
     /// Its size before and after (`None`: it does not exist).
@@ -80,7 +85,7 @@ fn compare(op: CmpOp, have: &[u8], want: &[u8]) -> bool {
 }
 
 /// Evaluates a request of `caller` against the local copy. `bulk` holds the write data in
-/// op order.
+/// op order; `snap` says which snapshot reads are of and the snapshot context of writes.
 pub fn execute(
     store: &dyn ObjectStore,
     c: CollectionId,
@@ -88,12 +93,14 @@ pub fn execute(
     caller: Caller<'_>,
     ops: &[ObjectOp],
     bulk: &Bytes,
+    snap: &SnapArgs,
 ) -> Result<Executed, RemoteError> {
     let oid = object_id(name);
     oid.validate().map_err(store_error)?;
-    // A lone read, the commonest op, looks the object up once.
-    let (meta, mut read_ahead) = match ops {
-        [ObjectOp::Read { offset, len }] => {
+    check_snap_request(ops, snap)?;
+    // A lone read of the head, the commonest op, looks the object up once.
+    let (physical, mut read_ahead) = match ops {
+        [ObjectOp::Read { offset, len }] if snap.read.is_none() => {
             let len = (*len).min(READ_BYTES_MAX);
             match store.stat_read(c, &oid, *offset, len).map_err(store_error)? {
                 Some((meta, bytes)) => (Some(meta), Some((*offset, len, bytes))),
@@ -102,19 +109,180 @@ pub fn execute(
         }
         _ => (store.stat(c, &oid).map_err(store_error)?, None),
     };
-    execute_on(
-        store,
-        c,
-        name,
-        caller,
-        ops,
-        bulk,
-        meta,
-        &mut |offset, len| match read_ahead.take() {
-            Some((at, wanted, bytes)) if (at, wanted) == (offset, len) => Ok(bytes),
-            _ => store.read(c, &oid, offset, len).map_err(store_error),
-        },
-    )
+    let whiteout = physical.as_ref().is_some_and(|m| m.xattrs.contains_key(WHITEOUT_XATTR));
+    let head = if whiteout { None } else { physical.clone() };
+    let mut set = SnapSet::load(physical.as_ref().map(|m| &m.xattrs), name)?;
+    match ops {
+        [ObjectOp::ListSnaps] => {
+            return Ok(Executed {
+                results: vec![OpResult::Snaps(set.list(head.is_some()))],
+                prior: head.as_ref().map(|m| m.version).unwrap_or_default(),
+                ..Executed::default()
+            });
+        }
+        [ObjectOp::Rollback { snap: to }] => {
+            let mut out = rollback(store, c, name, &set, head.as_ref(), *to)?;
+            snapshot_writes(&mut out, &mut set, snap.context.as_ref(), head.as_ref(), whiteout)?;
+            return Ok(out);
+        }
+        _ => {}
+    }
+    if let Some(at) = snap.read {
+        let (target, meta) = match set.resolve(at, head.is_some()) {
+            Resolved::Head => (oid, head),
+            Resolved::Missing => (oid, None),
+            Resolved::Clone(id) => {
+                let clone = ObjectId { snap: id, ..oid };
+                let meta = store.stat(c, &clone).map_err(store_error)?.ok_or_else(|| {
+                    RemoteError::new(
+                        ErrorCode::Corrupt,
+                        format!("clone {id} of {name} is in its snap set but not here"),
+                    )
+                })?;
+                (clone, Some(meta))
+            }
+        };
+        let mut read = |offset, len| store.read(c, &target, offset, len).map_err(store_error);
+        return execute_on(store, c, name, &target, caller, ops, bulk, meta, &mut read);
+    }
+    let mut out =
+        execute_on(store, c, name, &oid, caller, ops, bulk, head.clone(), &mut |offset, len| {
+            match read_ahead.take() {
+                Some((at, wanted, bytes)) if (at, wanted) == (offset, len) => Ok(bytes),
+                _ => store.read(c, &oid, offset, len).map_err(store_error),
+            }
+        })?;
+    if !out.rep_ops.is_empty() {
+        snapshot_writes(&mut out, &mut set, snap.context.as_ref(), head.as_ref(), whiteout)?;
+    }
+    Ok(out)
+}
+
+/// What a request must be as to snapshots: a valid context, no writes to a snapshot,
+/// `ListSnaps` and `Rollback` alone.
+fn check_snap_request(ops: &[ObjectOp], snap: &SnapArgs) -> Result<(), RemoteError> {
+    if let Some(context) = &snap.context {
+        context.validate().map_err(invalid)?;
+    }
+    let alone = ops.iter().any(|op| matches!(op, ObjectOp::ListSnaps | ObjectOp::Rollback { .. }));
+    if alone && ops.len() > 1 {
+        return Err(invalid("ListSnaps and Rollback are ops of their own"));
+    }
+    if snap.read.is_some() && ops.iter().any(ObjectOp::is_write) {
+        return Err(invalid("a snapshot is read-only: a write cannot name a snapshot to read"));
+    }
+    if snap.read.is_some_and(|s| s == 0 || s == objectstore::SNAP_HEAD) {
+        return Err(invalid("snapshot ids are 1 and up"));
+    }
+    Ok(())
+}
+
+/// The changes that make the head what it was at snapshot `to`, before the request's own
+/// snapshot context is applied.
+fn rollback(
+    store: &dyn ObjectStore,
+    c: CollectionId,
+    name: &ObjectName,
+    set: &SnapSet,
+    head: Option<&ObjectMeta>,
+    to: u64,
+) -> Result<Executed, RemoteError> {
+    if to == 0 || to == objectstore::SNAP_HEAD {
+        return Err(invalid("snapshot ids are 1 and up"));
+    }
+    let prior = head.map(|m| m.version).unwrap_or_default();
+    let size_before = head.map(|m| m.size);
+    let mut out =
+        Executed { results: vec![OpResult::Done], prior, size_before, ..Executed::default() };
+    match set.resolve(to, head.is_some()) {
+        // Unchanged since: nothing to do.
+        Resolved::Head => {
+            out.exists_after = true;
+            out.kept_after = true;
+            out.size_after = size_before;
+        }
+        Resolved::Missing if head.is_none() => {}
+        Resolved::Missing => out.rep_ops.push(RepOp::Remove),
+        Resolved::Clone(id) => {
+            let clone = ObjectId { snap: id, ..object_id(name) };
+            let meta = store.stat(c, &clone).map_err(store_error)?.ok_or_else(|| {
+                RemoteError::new(ErrorCode::Corrupt, format!("clone {id} of {name} is missing"))
+            })?;
+            let keep = head.map(reserved_xattrs).unwrap_or_default();
+            out.rep_ops.push(RepOp::RollbackTo { snap: id, keep });
+            out.exists_after = true;
+            out.kept_after = true;
+            out.size_after = Some(meta.size);
+        }
+    }
+    Ok(out)
+}
+
+/// The head's reserved xattrs but its snap set and whiteout mark: what a clone does not
+/// take and a rollback keeps (locks).
+fn reserved_xattrs(meta: &ObjectMeta) -> Vec<(String, Vec<u8>)> {
+    meta.xattrs
+        .iter()
+        .filter(|(n, _)| n.starts_with(RESERVED_XATTR_PREFIX))
+        .filter(|(n, _)| n.as_str() != SNAPSET_XATTR && n.as_str() != WHITEOUT_XATTR)
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect()
+}
+
+/// Wraps a write's changes in what snapshots need: a whiteout head cleared first, the
+/// clone the first write after a snapshot keeps, the snap set moved on and stored, and a
+/// head removed while clones remain kept as a whiteout.
+fn snapshot_writes(
+    out: &mut Executed,
+    set: &mut SnapSet,
+    context: Option<&SnapContext>,
+    head: Option<&ObjectMeta>,
+    whiteout: bool,
+) -> Result<(), RemoteError> {
+    if out.rep_ops.is_empty() {
+        return Ok(());
+    }
+    let before = set.clone();
+    let mut ops = Vec::with_capacity(out.rep_ops.len() + 4);
+    if whiteout {
+        ops.push(RepOp::Remove);
+    }
+    if let Some(context) = context
+        && let Some(id) = set.before_write(context, head.map(|m| m.size))?
+    {
+        let mut drop_xattrs: Vec<String> =
+            head.map(reserved_xattrs).unwrap_or_default().into_iter().map(|(n, _)| n).collect();
+        drop_xattrs.push(SNAPSET_XATTR.to_owned());
+        ops.push(RepOp::Clone { snap: id, drop_xattrs });
+    }
+    let mut wiped = whiteout;
+    for op in &out.rep_ops {
+        match op {
+            RepOp::Write { offset, len } | RepOp::Zero { offset, len } => {
+                set.head_changed(*offset, *len)
+            }
+            RepOp::Truncate { size } => set.head_changed(*size, u64::MAX),
+            RepOp::WriteFull { .. } => set.head_changed(0, u64::MAX),
+            RepOp::Remove | RepOp::RollbackTo { .. } => {
+                set.head_changed(0, u64::MAX);
+                wiped = true;
+            }
+            _ => {}
+        }
+    }
+    ops.append(&mut out.rep_ops);
+    if out.exists_after {
+        if !set.is_empty() && (wiped || *set != before) {
+            ops.push(RepOp::SetXattr { name: SNAPSET_XATTR.to_owned(), value: set.encode() });
+        }
+    } else if !set.clones.is_empty() {
+        ops.push(RepOp::Create);
+        ops.push(RepOp::SetXattr { name: WHITEOUT_XATTR.to_owned(), value: Vec::new() });
+        ops.push(RepOp::SetXattr { name: SNAPSET_XATTR.to_owned(), value: set.encode() });
+        out.kept_after = true;
+    }
+    out.rep_ops = ops;
+    Ok(())
 }
 
 /// Evaluates a request against an object described by `meta`, whose bytes `read` returns
@@ -126,13 +294,15 @@ pub fn execute_on(
     store: &dyn ObjectStore,
     c: CollectionId,
     name: &ObjectName,
+    target: &ObjectId,
     caller: Caller<'_>,
     ops: &[ObjectOp],
     bulk: &Bytes,
     meta: Option<ObjectMeta>,
     read: &mut dyn FnMut(u64, u64) -> Result<Vec<u8>, RemoteError>,
 ) -> Result<Executed, RemoteError> {
-    let oid = check_request(name, ops, bulk)?;
+    check_request(name, ops, bulk)?;
+    let oid = target.clone();
     let mut out = Executed {
         prior: meta.as_ref().map(|m| m.version).unwrap_or_default(),
         ..Executed::default()
@@ -157,6 +327,7 @@ pub fn execute_on(
     // on to the store and the replicas without a copy.
     out.rep_data = bulk.slice(..data_at);
     out.exists_after = size.is_some();
+    out.kept_after = size.is_some();
     out.size_before = meta.as_ref().map(|m| m.size);
     out.size_after = size;
     Ok(out)
@@ -298,6 +469,12 @@ fn read_op(
         ObjectOp::AssertExists => {
             existing()?;
             OpResult::Done
+        }
+        ObjectOp::ListSnaps | ObjectOp::Rollback { .. } => {
+            return Err(RemoteError::new(
+                ErrorCode::Unsupported,
+                "snapshots of erasure-coded objects are not supported yet",
+            ));
         }
         ObjectOp::CmpXattr { name: x, op: cmp, value } => {
             let have =
@@ -458,6 +635,28 @@ pub fn transaction(
                 mtime_ms = *m;
                 continue;
             }
+            RepOp::Clone { snap, drop_xattrs } => {
+                let to = ObjectId { snap: *snap, ..oid.clone() };
+                txn.push(TxOp::Clone { c, from: oid, to: to.clone() });
+                for name in drop_xattrs {
+                    txn.push(TxOp::RemoveXattr { c, oid: to.clone(), name: name.clone() });
+                }
+                continue;
+            }
+            RepOp::RollbackTo { snap, keep } => {
+                let from = ObjectId { snap: *snap, ..oid.clone() };
+                txn.push(TxOp::Clone { c, from, to: oid.clone() });
+                for (name, value) in keep {
+                    txn.push(TxOp::SetXattr {
+                        c,
+                        oid: oid.clone(),
+                        name: name.clone(),
+                        value: value.clone(),
+                    });
+                }
+                exists = true;
+                continue;
+            }
         };
         txn.push(tx_op);
         exists = true;
@@ -500,10 +699,20 @@ mod tests {
             ObjectOp::RemoveXattr { name: reserved.clone() },
             ObjectOp::CmpXattr { name: reserved.clone(), op: CmpOp::Eq, value: vec![1] },
         ] {
-            let e = execute(&store, c, &name, ME, &[op], &Bytes::new()).unwrap_err();
+            let e = execute(&store, c, &name, ME, &[op], &Bytes::new(), &SnapArgs::default())
+                .unwrap_err();
             assert_eq!(e.code, ErrorCode::Invalid, "{e:?}");
         }
-        let listed = execute(&store, c, &name, ME, &[ObjectOp::GetXattrs], &Bytes::new()).unwrap();
+        let listed = execute(
+            &store,
+            c,
+            &name,
+            ME,
+            &[ObjectOp::GetXattrs],
+            &Bytes::new(),
+            &SnapArgs::default(),
+        )
+        .unwrap();
         let OpResult::Xattrs(xattrs) = &listed.results[0] else { panic!("{listed:?}") };
         assert_eq!(xattrs.keys().collect::<Vec<_>>(), ["user"]);
     }
@@ -525,7 +734,7 @@ mod tests {
             ObjectOp::SetXattr { name: "k".into(), value: vec![1] },
             ObjectOp::Truncate { size: 3 },
         ];
-        let done = execute(&store, c, &name, ME, &ops, &bulk).unwrap();
+        let done = execute(&store, c, &name, ME, &ops, &bulk, &SnapArgs::default()).unwrap();
         assert_eq!(done.results, vec![OpResult::Done; 6]);
         assert_eq!(
             done.rep_ops,
@@ -541,14 +750,27 @@ mod tests {
         assert_eq!((done.size_before, done.size_after, done.exists_after), (None, Some(3), true));
         // Reads of an object that does not exist, a failed guard, a payload of the wrong
         // length: each refused with its code, nothing to replicate.
-        let stat = execute(&store, c, &name, ME, &[ObjectOp::Stat], &Bytes::new()).unwrap_err();
+        let stat =
+            execute(&store, c, &name, ME, &[ObjectOp::Stat], &Bytes::new(), &SnapArgs::default())
+                .unwrap_err();
         assert_eq!(stat.code, ErrorCode::NotFound);
         let guard = [ObjectOp::AssertVersion { version: Version::new(1, 1) }, ObjectOp::Remove];
-        let guarded = execute(&store, c, &name, ME, &guard, &Bytes::new()).unwrap_err();
+        let guarded =
+            execute(&store, c, &name, ME, &guard, &Bytes::new(), &SnapArgs::default()).unwrap_err();
         assert_eq!(guarded.code, ErrorCode::Canceled);
-        let short = execute(&store, c, &name, ME, &[ObjectOp::WriteFull { len: 4 }], &bulk);
+        let short = execute(
+            &store,
+            c,
+            &name,
+            ME,
+            &[ObjectOp::WriteFull { len: 4 }],
+            &bulk,
+            &SnapArgs::default(),
+        );
         assert_eq!(short.unwrap_err().code, ErrorCode::Invalid);
-        let remove = execute(&store, c, &name, ME, &[ObjectOp::Remove], &Bytes::new()).unwrap_err();
+        let remove =
+            execute(&store, c, &name, ME, &[ObjectOp::Remove], &Bytes::new(), &SnapArgs::default())
+                .unwrap_err();
         assert_eq!(remove.code, ErrorCode::NotFound, "a remove of what does not exist");
     }
 
@@ -570,12 +792,13 @@ mod tests {
             renew: false,
         };
         // On a missing object: refused, nothing to replicate.
-        let e = execute(&store, c, &name, ME, &[lock("a")], &Bytes::new()).unwrap_err();
+        let e = execute(&store, c, &name, ME, &[lock("a")], &Bytes::new(), &SnapArgs::default())
+            .unwrap_err();
         assert_eq!(e.code, ErrorCode::NotFound);
         // Create, take the lock and write in one op: one RepOp each, in order.
         let bulk = Bytes::from_static(b"v1");
         let ops = [ObjectOp::Create { exclusive: true }, lock("a"), ObjectOp::WriteFull { len: 2 }];
-        let done = execute(&store, c, &name, ME, &ops, &bulk).unwrap();
+        let done = execute(&store, c, &name, ME, &ops, &bulk, &SnapArgs::default()).unwrap();
         assert!(matches!(
             done.rep_ops.as_slice(),
             [RepOp::Create, RepOp::SetXattr { name, .. }, RepOp::WriteFull { len: 2 }]
@@ -595,9 +818,16 @@ mod tests {
         // Held: a guard of it passes, its xattr is hidden from clients, another cookie
         // is refused.
         let info = ObjectOp::GetLockInfo { name: "owner".into() };
-        let answer =
-            execute(&store, c, &name, ME, &[info.clone(), ObjectOp::ListLocks], &Bytes::new())
-                .unwrap();
+        let answer = execute(
+            &store,
+            c,
+            &name,
+            ME,
+            &[info.clone(), ObjectOp::ListLocks],
+            &Bytes::new(),
+            &SnapArgs::default(),
+        )
+        .unwrap();
         let OpResult::Lock(Some(held)) = &answer.results[0] else { panic!("{answer:?}") };
         assert_eq!(
             (held.holders[0].client.as_str(), held.holders[0].cookie.as_str()),
@@ -610,19 +840,31 @@ mod tests {
             cookie: "a".into(),
             tag: String::new(),
         };
-        execute(&store, c, &name, ME, &[guard], &Bytes::new()).unwrap();
-        let hidden = execute(&store, c, &name, ME, &[ObjectOp::GetXattrs], &Bytes::new()).unwrap();
+        execute(&store, c, &name, ME, &[guard], &Bytes::new(), &SnapArgs::default()).unwrap();
+        let hidden = execute(
+            &store,
+            c,
+            &name,
+            ME,
+            &[ObjectOp::GetXattrs],
+            &Bytes::new(),
+            &SnapArgs::default(),
+        )
+        .unwrap();
         assert_eq!(hidden.results[0], OpResult::Xattrs(Default::default()));
-        let e = execute(&store, c, &name, ME, &[lock("b")], &Bytes::new()).unwrap_err();
+        let e = execute(&store, c, &name, ME, &[lock("b")], &Bytes::new(), &SnapArgs::default())
+            .unwrap_err();
         assert_eq!(e.code, ErrorCode::Locked);
         // A failed guard after an unlock refuses the whole op: the lock is still held.
         let ops = [
             ObjectOp::Unlock { name: "owner".into(), cookie: "a".into() },
             ObjectOp::AssertVersion { version: Version::ZERO },
         ];
-        let e = execute(&store, c, &name, ME, &ops, &Bytes::new()).unwrap_err();
+        let e =
+            execute(&store, c, &name, ME, &ops, &Bytes::new(), &SnapArgs::default()).unwrap_err();
         assert_eq!(e.code, ErrorCode::Canceled);
-        let answer = execute(&store, c, &name, ME, &[info], &Bytes::new()).unwrap();
+        let answer =
+            execute(&store, c, &name, ME, &[info], &Bytes::new(), &SnapArgs::default()).unwrap();
         assert!(matches!(&answer.results[0], OpResult::Lock(Some(_))), "{answer:?}");
         // A remove takes the locks with it: a lock op after it in the same request, on the
         // object created again, finds none.
@@ -631,8 +873,113 @@ mod tests {
             ObjectOp::Create { exclusive: true },
             ObjectOp::Unlock { name: "owner".into(), cookie: "a".into() },
         ];
-        let e = execute(&store, c, &name, ME, &ops, &Bytes::new()).unwrap_err();
+        let e =
+            execute(&store, c, &name, ME, &ops, &Bytes::new(), &SnapArgs::default()).unwrap_err();
         assert_eq!(e.code, ErrorCode::NotFound);
         assert!(e.message.contains("holds no lock owner"), "{}", e.message);
+    }
+
+    /// Executes a request and applies its changes as every copy would, at the next version.
+    fn run(
+        store: &KvObjectStore<MemoryEngine>,
+        name: &ObjectName,
+        ops: &[ObjectOp],
+        bulk: &'static [u8],
+        snap: &SnapArgs,
+        version: &mut u64,
+    ) -> Result<Executed, RemoteError> {
+        let c = CollectionId::replicated(PgId { pool: PoolId(1), seed: 0 });
+        let out = execute(store, c, name, ME, ops, &Bytes::from_static(bulk), snap)?;
+        if !out.rep_ops.is_empty() {
+            *version += 1;
+            let mut txn = Transaction::new();
+            let at = Version::new(1, *version);
+            transaction(c, &object_id(name), &out.rep_ops, &out.rep_data, at, &mut txn)?;
+            store.apply(&txn).map_err(store_error)?;
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn writes_after_a_snapshot_keep_clones_that_reads_rollbacks_and_listings_find() {
+        let store = KvObjectStore::new(MemoryEngine::new());
+        let c = CollectionId::replicated(PgId { pool: PoolId(1), seed: 0 });
+        store.apply(Transaction::new().push(TxOp::CreateCollection(c))).unwrap();
+        let name = ObjectName { namespace: String::new(), name: b"disk".to_vec() };
+        let v = &mut 0;
+        let writes = |seq, snaps: &[u64]| SnapArgs {
+            context: Some(SnapContext { seq, snaps: snaps.to_vec() }),
+            read: None,
+        };
+        let at = |snap| SnapArgs { context: None, read: Some(snap) };
+        let read = [ObjectOp::Read { offset: 0, len: 100 }];
+        let read_at = |snap, v: &mut u64| match run(&store, &name, &read, b"", &at(snap), v) {
+            Ok(out) => Ok(String::from_utf8(out.read_data).unwrap()),
+            Err(e) => Err(e.code),
+        };
+        run(&store, &name, &[ObjectOp::WriteFull { len: 8 }], b"original", &writes(0, &[]), v)
+            .unwrap();
+        // Snapshot 3 taken: the next write keeps the object as clone 3 first.
+        let write = [ObjectOp::Write { offset: 0, len: 3 }];
+        let first = run(&store, &name, &write, b"NEW", &writes(3, &[3]), v).unwrap();
+        assert!(matches!(first.rep_ops[0], RepOp::Clone { snap: 3, .. }), "{:?}", first.rep_ops);
+        let again = run(&store, &name, &write, b"new", &writes(3, &[3]), v).unwrap();
+        assert!(!again.rep_ops.iter().any(|op| matches!(op, RepOp::Clone { .. })));
+        assert_eq!(read_at(3, v), Ok("original".into()));
+        assert_eq!(read_at(4, v), Ok("newginal".into()), "a later snapshot is the head");
+        let listed = run(&store, &name, &[ObjectOp::ListSnaps], b"", &SnapArgs::default(), v);
+        let OpResult::Snaps(list) = &listed.unwrap().results[0] else { panic!("not snaps") };
+        assert_eq!((list.seq, list.head_exists), (3, true));
+        assert_eq!(
+            list.clones,
+            vec![proto::osd::CloneInfo { id: 3, snaps: vec![3], size: 8, overlap: vec![(3, 5)] }]
+        );
+        // Snapshot 5, then the head is removed: clone 5 keeps it, the head is a whiteout.
+        let removed = run(&store, &name, &[ObjectOp::Remove], b"", &writes(5, &[5, 3]), v).unwrap();
+        assert!(removed.kept_after && !removed.exists_after);
+        let stat = run(&store, &name, &[ObjectOp::Stat], b"", &SnapArgs::default(), v);
+        assert_eq!(stat.unwrap_err().code, ErrorCode::NotFound);
+        assert_eq!(read_at(5, v), Ok("newginal".into()));
+        assert_eq!(read_at(3, v), Ok("original".into()));
+        assert_eq!(read_at(6, v), Err(ErrorCode::NotFound));
+        // Rolled back to snapshot 3; a lock taken then stays through a rollback to 5.
+        let back = [ObjectOp::Rollback { snap: 3 }];
+        run(&store, &name, &back, b"", &writes(5, &[5, 3]), v).unwrap();
+        assert_eq!(read_at(6, v), Ok("original".into()));
+        let lock = ObjectOp::Lock {
+            name: "owner".into(),
+            kind: proto::osd::LockKind::Exclusive,
+            cookie: "c".into(),
+            tag: String::new(),
+            description: String::new(),
+            duration_ms: None,
+            renew: false,
+        };
+        run(&store, &name, &[lock], b"", &writes(5, &[5, 3]), v).unwrap();
+        let back = [ObjectOp::Rollback { snap: 5 }];
+        run(&store, &name, &back, b"", &writes(5, &[5, 3]), v).unwrap();
+        assert_eq!(read_at(6, v), Ok("newginal".into()));
+        let info = [ObjectOp::GetLockInfo { name: "owner".into() }];
+        let info = run(&store, &name, &info, b"", &SnapArgs::default(), v).unwrap();
+        assert!(matches!(&info.results[0], OpResult::Lock(Some(l)) if l.holders.len() == 1));
+        // The clones hold no lock and no snap set of their own.
+        let clone = ObjectId { snap: 5, ..object_id(&name) };
+        let xattrs = store.stat(c, &clone).unwrap().unwrap().xattrs;
+        assert!(xattrs.keys().all(|k| !k.starts_with(RESERVED_XATTR_PREFIX)), "{xattrs:?}");
+        // Bad requests change nothing.
+        let before = *v;
+        let bad: [(&[ObjectOp], &[u8], SnapArgs); 5] = [
+            (&write, b"bad", at(3)),
+            (&[ObjectOp::ListSnaps, ObjectOp::Stat], b"", SnapArgs::default()),
+            (&write, b"bad", writes(7, &[3, 5])),
+            (&write, b"bad", writes(2, &[3])),
+            (&read, b"", at(0)),
+        ];
+        for (ops, bulk, snap) in bad {
+            let e = run(&store, &name, ops, bulk, &snap, v).unwrap_err();
+            assert_eq!(e.code, ErrorCode::Invalid, "{e:?}");
+        }
+        assert_eq!(*v, before);
+        assert_eq!(read_at(6, v), Ok("newginal".into()));
     }
 }

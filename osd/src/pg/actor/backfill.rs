@@ -45,7 +45,8 @@ impl Pg {
     /// Scans the targets' copies of the next batch: the primary's next `BATCH` objects.
     fn scan_targets(&mut self) {
         let after = self.bf.last.as_ref().map(|(_, name)| object_id(name));
-        let page = match self.shared.store.list(self.c, after.as_ref(), backfill_plan::BATCH) {
+        let page = match self.shared.store.list_heads(self.c, after.as_ref(), backfill_plan::BATCH)
+        {
             Ok(page) => page,
             Err(e) => {
                 tracing::error!(pg = %self.id, error = %e, "cannot list objects to backfill");
@@ -116,7 +117,7 @@ impl Pg {
                 return;
             }
             let after = self.bf.last.as_ref().map(|(_, name)| object_id(name));
-            let ours = match self.shared.store.list(self.c, after.as_ref(), 1) {
+            let ours = match self.shared.store.list_heads(self.c, after.as_ref(), 1) {
                 Ok(page) => {
                     page.into_iter().next().map(|(oid, meta)| (object_name(&oid), meta.version))
                 }

@@ -150,14 +150,16 @@ impl Pg {
         }
         let caller = op.caller(self.shared.clock.now_ms());
         let store = self.shared.store.as_ref();
-        let executed = match ops::execute(store, self.c, &op.object, caller, &op.ops, &op.bulk) {
-            Ok(executed) => executed,
-            Err(e) if e.code == ErrorCode::Corrupt => return self.repair(op, e),
-            Err(e) => {
-                let _ = op.reply.send(Err(e));
-                return;
-            }
-        };
+        let snap = self.snap_args(&op.snap);
+        let executed =
+            match ops::execute(store, self.c, &op.object, caller, &op.ops, &op.bulk, &snap) {
+                Ok(executed) => executed,
+                Err(e) if e.code == ErrorCode::Corrupt => return self.repair(op, e),
+                Err(e) => {
+                    let _ = op.reply.send(Err(e));
+                    return;
+                }
+            };
         if executed.rep_ops.is_empty() {
             let response =
                 Response::ObjectOps { version: executed.prior, results: executed.results };
@@ -187,6 +189,20 @@ impl Pg {
         self.send_entry(head, entry, committed_before, peers, executed.results, op.reply);
     }
 
+    /// What a request says about snapshots, with a pool's own snapshot context where it
+    /// is newer than the writer's (a pool with pool snapshots: `cairn pool mksnap`).
+    fn snap_args(&self, asked: &proto::osd::SnapArgs) -> proto::osd::SnapArgs {
+        let mut snap = asked.clone();
+        let pool = self.map.pool(self.id.pool).map(|p| &p.snaps);
+        if let Some(snaps) = pool.filter(|s| s.mode == placement::SnapMode::Pool) {
+            let (seq, ids) = snaps.pool_context();
+            if snap.context.as_ref().is_none_or(|c| c.seq < seq) {
+                snap.context = Some(proto::osd::SnapContext { seq, snaps: ids });
+            }
+        }
+        snap
+    }
+
     /// The log entry of a write the primary executed.
     pub(super) fn next_entry(
         &self,
@@ -198,7 +214,7 @@ impl Pg {
             version: Version::new(self.map.epoch().0, self.log.head().seq + 1),
             prior_version: executed.prior,
             object: object.clone(),
-            op: if executed.exists_after { LogOp::Modify } else { LogOp::Delete },
+            op: if executed.kept_after { LogOp::Modify } else { LogOp::Delete },
             reqid: Some(reqid),
             delta: CountsDelta::of(executed.size_before, executed.size_after),
         }
@@ -405,21 +421,24 @@ impl Pg {
         let max = max.clamp(1, proto::osd::LIST_PAGE_MAX) as usize;
         let after = after.as_ref().map(object_id);
         let erasure = self.ec.is_some();
-        let answer =
-            self.shared.store.list(self.c, after.as_ref(), max + 1).map_err(store_error).map(
-                |mut page| {
-                    let more = page.len() > max;
-                    page.truncate(max);
-                    let objects = page
-                        .into_iter()
-                        .map(|(oid, meta)| {
-                            let size = if erasure { logical_size(&meta) } else { meta.size };
-                            (ops::object_name(&oid), size)
-                        })
-                        .collect();
-                    (Response::Objects { objects, more }, Bytes::new())
-                },
-            );
+        let answer = self
+            .shared
+            .store
+            .list_heads(self.c, after.as_ref(), max + 1)
+            .map_err(store_error)
+            .map(|mut page| {
+                let more = page.len() > max;
+                page.truncate(max);
+                let objects = page
+                    .into_iter()
+                    .filter(|(_, meta)| !meta.xattrs.contains_key(crate::pg::snaps::WHITEOUT_XATTR))
+                    .map(|(oid, meta)| {
+                        let size = if erasure { logical_size(&meta) } else { meta.size };
+                        (ops::object_name(&oid), size)
+                    })
+                    .collect();
+                (Response::Objects { objects, more }, Bytes::new())
+            });
         let _ = reply.send(answer);
     }
 }

@@ -13,6 +13,11 @@ impl Pg {
     /// answers a read, or turns a write into each shard's changes.
     pub(super) fn ec_execute(&mut self, op: ClientOp, reqid: ReqId, is_write: bool) {
         let Some(ec) = self.ec.clone() else { return };
+        if op.snap.read.is_some() || op.snap.context.as_ref().is_some_and(|c| c.seq > 0) {
+            let why = "snapshots of erasure-coded objects are not supported yet";
+            let _ = op.reply.send(Err(err(ErrorCode::Unsupported, why)));
+            return;
+        }
         if is_write && self.writers.len() < self.min_size {
             let _ = op.reply.send(Err(err(
                 ErrorCode::Unavailable,
@@ -45,6 +50,7 @@ impl Pg {
             self.shared.store.as_ref(),
             self.c,
             &op.object,
+            &oid,
             op.caller(self.shared.clock.now_ms()),
             &op.ops,
             &op.bulk,

@@ -233,6 +233,7 @@ pub struct ClientOp {
     pub object: ObjectName,
     pub ops: Vec<ObjectOp>,
     pub bulk: Bytes,
+    pub snap: proto::osd::SnapArgs,
     pub reply: Reply,
 }
 

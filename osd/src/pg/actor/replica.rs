@@ -300,7 +300,8 @@ impl Pg {
         let max = max.clamp(1, SCAN_MAX) as usize;
         let until = until.map(|u| objectstore::keys::object_order(&object_id(&u)));
         let after = after.as_ref().map(object_id);
-        let page = self.shared.store.list(self.c, after.as_ref(), max + 1).map_err(store_error)?;
+        let page =
+            self.shared.store.list_heads(self.c, after.as_ref(), max + 1).map_err(store_error)?;
         let mut objects: Vec<(ObjectName, Version)> = page
             .into_iter()
             .take_while(|(oid, _)| {

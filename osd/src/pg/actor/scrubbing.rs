@@ -104,7 +104,7 @@ impl Pg {
     pub(super) fn scrub_chunk(&mut self) {
         let Some(run) = &self.scrub else { return };
         let after = run.after.as_ref().map(|(_, name)| object_id(name));
-        let page = match self.shared.store.list(self.c, after.as_ref(), SCRUB_CHUNK) {
+        let page = match self.shared.store.list_heads(self.c, after.as_ref(), SCRUB_CHUNK) {
             Ok(page) => page,
             Err(e) => {
                 tracing::error!(pg = %self.id, error = %e, "scrub cannot list objects; stopped");
@@ -313,7 +313,7 @@ pub fn scrub_map(
     let mut cursor = after.map(object_id);
     let mut out = Vec::new();
     loop {
-        let page = store.list(c, cursor.as_ref(), SCAN_MAX as usize).map_err(store_error)?;
+        let page = store.list_heads(c, cursor.as_ref(), SCAN_MAX as usize).map_err(store_error)?;
         let more = page.len() >= SCAN_MAX as usize;
         for (oid, meta) in page {
             if until.as_ref().is_some_and(|u| objectstore::keys::object_order(&oid) > *u) {

@@ -8,6 +8,7 @@ mod recovery;
 mod requests;
 mod restart;
 mod scrub;
+mod snapshots;
 mod writes;
 
 use std::path::PathBuf;

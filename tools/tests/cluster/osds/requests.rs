@@ -50,6 +50,7 @@ fn stale_epochs_wrong_primaries_and_malformed_requests_get_clear_errors() {
             object: object.clone(),
             ops: vec![ObjectOp::Read { offset: 0, len: 100 }],
             instance: 1,
+            snap: Default::default(),
         };
         let call = |conn: std::sync::Arc<dyn net::transport::Connection>, request: OsdRequest| async move {
             net::rpc::call(conn.as_ref(), &request, &[], Duration::from_secs(10)).await
@@ -73,6 +74,7 @@ fn stale_epochs_wrong_primaries_and_malformed_requests_get_clear_errors() {
             object: object.clone(),
             ops: vec![],
             instance: 1,
+            snap: Default::default(),
         };
         let e = call(at_primary.clone(), empty).await.unwrap_err();
         assert_eq!(e.remote_code(), Some(ErrorCode::Invalid), "{e}");
@@ -83,6 +85,7 @@ fn stale_epochs_wrong_primaries_and_malformed_requests_get_clear_errors() {
             object: object.clone(),
             ops: vec![ObjectOp::WriteFull { len: 3 }],
             instance: 1,
+            snap: Default::default(),
         };
         let e = net::rpc::call(at_primary.as_ref(), &write, b"too long", Duration::from_secs(10))
             .await
@@ -96,6 +99,7 @@ fn stale_epochs_wrong_primaries_and_malformed_requests_get_clear_errors() {
             object: object.clone(),
             ops: vec![ObjectOp::Stat],
             instance: 1,
+            snap: Default::default(),
         };
         let e = call(at_primary.clone(), nowhere).await.unwrap_err();
         assert_eq!(e.remote_code(), Some(ErrorCode::NotFound), "{e}");

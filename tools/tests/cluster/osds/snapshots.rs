@@ -1,0 +1,108 @@
+//! Snapshots: pool snapshots through `cairn pool mksnap` and `cairn obj get --snap`, as
+//! `rados mksnap`, and self-managed ones through the client library, as block images take
+//! them: the first write after a snapshot keeps the object as a clone, reads at the
+//! snapshot find it, a rollback brings it back.
+
+use super::*;
+
+#[test]
+fn writes_after_a_snapshot_keep_what_they_change_for_reads_at_it_and_rollbacks() {
+    let (c, _osds, work) = replicated_cluster(4);
+    let v1 = pattern(1, 300_000);
+    put(&c, &work, "a", &v1);
+    put(&c, &work, "b", b"b1");
+    let taken = c.json(&["pool", "mksnap", "rbd", "s1"]);
+    assert_eq!(taken["id"], 1, "{taken}");
+    let v2 = pattern(2, 200_000);
+    put(&c, &work, "a", &v2);
+    c.ok(&["obj", "rm", "rbd", "b"]);
+    put(&c, &work, "c", b"c1");
+
+    let at = |name: &str, snap: &str| {
+        let file = work.join(format!("{name}@{snap}.out"));
+        c.ok(&["obj", "get", "rbd", name, path_str(&file), "--snap", snap]);
+        std::fs::read(file).unwrap()
+    };
+    let at_fails = |name: &str, snap: &str| {
+        c.fails(&["obj", "get", "rbd", name, path_str(&work.join("x")), "--snap", snap])
+    };
+    assert!(at("a", "s1") == v1, "the snapshot reads the object as it was");
+    assert!(get(&c, &work, "a") == v2);
+    assert_eq!(at("b", "s1"), b"b1", "a removed object is still in the snapshot");
+    let gone = c.fails(&["obj", "get", "rbd", "b", path_str(&work.join("b.out"))]);
+    assert!(gone.contains("does not exist"), "{gone}");
+    let later = at_fails("c", "s1");
+    assert!(later.contains("does not exist"), "created after the snapshot: {later}");
+    let listed = c.json(&["obj", "listsnaps", "rbd", "a"]);
+    assert_eq!(listed["clones"][0]["id"], 1, "{listed}");
+    assert_eq!(listed["clones"][0]["snaps"], serde_json::json!([1]), "{listed}");
+    assert_eq!(listed["clones"][0]["size"], 300_000, "{listed}");
+    assert_eq!(listed["head_exists"], true, "{listed}");
+    // Listings show heads only: no clone, no removed object kept for its snapshot.
+    let names: Vec<String> = c
+        .json(&["obj", "ls", "rbd"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap().to_owned())
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["a", "c"], "{names:?}");
+    let lssnap = c.json(&["pool", "lssnap", "rbd"]);
+    assert_eq!(lssnap["named"]["1"]["name"], "s1", "{lssnap}");
+
+    // Rollbacks: to what the object was, and back into existence.
+    c.ok(&["obj", "rollback", "rbd", "a", "s1"]);
+    assert!(get(&c, &work, "a") == v1);
+    c.ok(&["obj", "rollback", "rbd", "b", "s1"]);
+    assert_eq!(get(&c, &work, "b"), b"b1");
+
+    // Bad input: a clear error, nothing changed.
+    let twice = c.fails(&["pool", "mksnap", "rbd", "s1"]);
+    assert!(twice.contains("already exists"), "{twice}");
+    let unknown = at_fails("a", "nosuch");
+    assert!(unknown.contains("has no snapshot 'nosuch'"), "{unknown}");
+    c.ok(&["pool", "create", "ec", "erasure", "--k", "2", "--m", "1", "--pg-num", "1"]);
+    let ec = c.fails(&["pool", "mksnap", "ec", "s1"]);
+    assert!(ec.contains("not supported yet"), "{ec}");
+    assert!(get(&c, &work, "a") == v1);
+
+    // Self-managed snapshots, as a block image takes them: ids from the monitors, the
+    // snapshot context in each write.
+    use bytes::Bytes;
+    use proto::osd::{ObjectName, ObjectOp, SnapArgs, SnapContext};
+    c.ok(&["pool", "create", "vols", "replicated", "--size", "3", "--pg-num", "4"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let config = client::ClientConfig::load(&c.config()).unwrap();
+    let objects = runtime.block_on(async {
+        let mon = std::sync::Arc::new(client::MonClient::connect(config).unwrap());
+        client::objects::Objects::new(mon).await.unwrap()
+    });
+    let image = ObjectName::new("rbd_data.1");
+    let write = |data: &'static [u8], seq: u64, snaps: &[u64]| {
+        let ops = vec![ObjectOp::Write { offset: 0, len: data.len() as u64 }];
+        let args =
+            SnapArgs { context: Some(SnapContext { seq, snaps: snaps.to_vec() }), read: None };
+        runtime.block_on(objects.op_with("vols", &image, ops, Bytes::from_static(data), &args))
+    };
+    write(b"one", 0, &[]).unwrap();
+    let s1 = runtime.block_on(objects.snap_create("vols")).unwrap();
+    write(b"two", s1, &[s1]).unwrap();
+    let s2 = runtime.block_on(objects.snap_create("vols")).unwrap();
+    assert!(s2 > s1);
+    write(b"six", s2, &[s2, s1]).unwrap();
+    let read_at = |snap| runtime.block_on(objects.read_full_at("vols", &image, snap)).unwrap();
+    assert_eq!(
+        (read_at(Some(s1)), read_at(Some(s2)), read_at(None)),
+        (Bytes::from_static(b"one"), Bytes::from_static(b"two"), Bytes::from_static(b"six"))
+    );
+    let list = runtime.block_on(objects.list_snaps("vols", &image)).unwrap();
+    assert_eq!(list.clones.iter().map(|c| c.id).collect::<Vec<_>>(), vec![s1, s2]);
+    let disorder = write(b"bad", s2, &[s1, s2]).unwrap_err();
+    assert_eq!(disorder.code(), Some(proto::ErrorCode::Invalid), "{disorder}");
+    runtime.block_on(objects.snap_remove("vols", s1)).unwrap();
+    let again = runtime.block_on(objects.snap_remove("vols", s1)).unwrap_err();
+    assert!(again.to_string().contains("does not exist"), "{again}");
+    assert_eq!(read_at(None), Bytes::from_static(b"six"));
+}
