@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use cairn_bench::dev::{DevCluster, cairn_binary, free_ports, run_cairn};
 use client::{ClientConfig, MonClient};
 use proto::message::PoolSpec;
 use proto::{Command, CommandOutput};
@@ -42,102 +43,24 @@ const PGS_PER_POOL: u32 = 256;
 /// The setting every `config set` changes; its values stay within its bounds.
 const SETTING: &str = "mon.down_out_interval";
 const SETTING_BASE_S: usize = 600;
-/// Where the search for free loopback ports starts, and how many bases it tries.
-const PORT_SEARCH_START: u16 = 17_800;
-const PORT_SEARCH_TRIES: u16 = 200;
-/// How long `cairn dev up` and `dev down` may take before the benchmark gives up.
-const DEV_TIMEOUT: Duration = Duration::from_secs(90);
 const MIB: f64 = 1024.0 * 1024.0;
 
-/// The `cairn` binary: `$CAIRN_BIN`, or the one next to this program.
-fn cairn_binary() -> Result<PathBuf> {
-    let path = match std::env::var_os("CAIRN_BIN") {
-        Some(path) => PathBuf::from(path),
-        None => {
-            let exe = std::env::current_exe().context("find this program")?;
-            exe.parent().context("this program's directory")?.join("cairn")
+/// Each monitor's name and pid, from its pid file.
+fn monitor_pids(cluster: &DevCluster) -> Result<Vec<(String, i32)>> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir(cluster.data())? {
+        let path = entry?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+        if !name.starts_with("mon.") || !path.is_dir() {
+            continue;
         }
-    };
-    ensure!(
-        path.is_file(),
-        "no cairn binary at {}: build it with `cargo build --release -p cairn`, or set CAIRN_BIN",
-        path.display()
-    );
-    Ok(path)
-}
-
-/// A base port with `count` free UDP ports from it on 127.0.0.1.
-fn free_ports(count: usize) -> Result<u16> {
-    let free = |port: u16| std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok();
-    (0..PORT_SEARCH_TRIES)
-        .map(|i| PORT_SEARCH_START + i * 10)
-        .find(|&base| (0..count as u16).all(|i| free(base + i)))
-        .context("no free loopback ports")
-}
-
-/// Runs `cairn ARGS` in `dir` to completion, within `DEV_TIMEOUT`; returns its output.
-fn run_cairn(cairn: &Path, dir: &Path, args: &[&str]) -> Result<String> {
-    let mut child = Process::new(cairn)
-        .args(args)
-        .current_dir(dir)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .with_context(|| format!("start cairn {}", args.join(" ")))?;
-    let deadline = Instant::now() + DEV_TIMEOUT;
-    while child.try_wait()?.is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            bail!("cairn {} took over {} s", args.join(" "), DEV_TIMEOUT.as_secs());
-        }
-        std::thread::sleep(Duration::from_millis(5));
+        let pid_path = path.join("mon.pid");
+        let text = std::fs::read_to_string(&pid_path)
+            .with_context(|| format!("read {}", pid_path.display()))?;
+        pids.push((name.to_owned(), text.trim().parse()?));
     }
-    let out = child.wait_with_output()?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() {
-        bail!("cairn {} failed: {}{}", args.join(" "), text, String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(text)
-}
-
-/// A cluster started with `cairn dev up` in a temporary directory; dropping it runs
-/// `cairn dev down`, on success and on error alike.
-struct DevCluster {
-    cairn: PathBuf,
-    dir: tempfile::TempDir,
-}
-
-impl DevCluster {
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("cairn-data")
-    }
-
-    /// Each monitor's name and pid, from its pid file.
-    fn monitor_pids(&self) -> Result<Vec<(String, i32)>> {
-        let mut pids = Vec::new();
-        for entry in std::fs::read_dir(self.data())? {
-            let path = entry?.path();
-            let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
-            if !name.starts_with("mon.") || !path.is_dir() {
-                continue;
-            }
-            let pid_path = path.join("mon.pid");
-            let text = std::fs::read_to_string(&pid_path)
-                .with_context(|| format!("read {}", pid_path.display()))?;
-            pids.push((name.to_owned(), text.trim().parse()?));
-        }
-        pids.sort();
-        Ok(pids)
-    }
-}
-
-impl Drop for DevCluster {
-    fn drop(&mut self) {
-        match run_cairn(&self.cairn, self.dir.path(), &["dev", "down"]) {
-            Ok(_) => eprintln!("cairn dev down: done"),
-            Err(e) => eprintln!("cairn dev down: {e:#}"),
-        }
-    }
+    pids.sort();
+    Ok(pids)
 }
 
 /// VmRSS and VmHWM of a process, in bytes.
@@ -411,7 +334,7 @@ fn main() -> Result<()> {
 async fn measure(cluster: &DevCluster, options: &Options) -> Result<Value> {
     let config_path = cluster.data().join("client.toml");
     let config = ClientConfig::load(&config_path)?;
-    let pids = cluster.monitor_pids()?;
+    let pids = monitor_pids(cluster)?;
     let idle: Vec<(u64, u64)> = pids.iter().map(|(_, pid)| memory(*pid)).collect::<Result<_>>()?;
 
     let client = Arc::new(MonClient::connect(config.clone())?);
