@@ -577,6 +577,17 @@ pub struct ObjectState {
     pub version: Version,
     /// `None`: the object does not exist at this version (remove it).
     pub body: Option<ObjectBody>,
+    /// Its clones (snapshots), oldest first; their data follows the head's in the bulk
+    /// payload, in this order.
+    pub clones: Vec<ClonePush>,
+}
+
+/// A clone of a pushed object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClonePush {
+    pub snap: u64,
+    pub version: Version,
+    pub body: ObjectBody,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -548,9 +548,12 @@ impl ShardSource {
         }
         let state = match state {
             Some(state) => state,
-            None if want.is_none() && absent >= layout.k() => {
-                ObjectState { object: object.clone(), version: Version::ZERO, body: None }
-            }
+            None if want.is_none() && absent >= layout.k() => ObjectState {
+                object: object.clone(),
+                version: Version::ZERO,
+                body: None,
+                clones: Vec::new(),
+            },
             None => return Err(RecoveryError::NoShard { object: object.clone() }),
         };
         if state.body.is_some() {

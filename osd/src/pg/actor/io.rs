@@ -3,7 +3,11 @@
 //! whole state for a push, and `Peers`, what a task the PG starts needs to call the OSDs of
 //! its interval and report back.
 
+use objectstore::{ObjectId, ObjectMeta, SNAP_HEAD};
+use proto::osd::{ClonePush, ObjectBody};
+
 use super::*;
+use crate::pg::snaps::SnapSet;
 
 impl Pg {
     /// Moves to another shard's collection: this OSD's position in an erasure-coded PG
@@ -94,7 +98,8 @@ impl Pg {
     }
 }
 
-/// An object's whole state for a push: metadata, omap, and its data as the bulk payload.
+/// An object's whole state for a push: metadata, omap, and its clones', and their data as
+/// the bulk payload (the head's, then each clone's).
 pub fn read_state(
     store: &dyn ObjectStore,
     c: CollectionId,
@@ -102,21 +107,57 @@ pub fn read_state(
 ) -> Result<(ObjectState, Bytes), StoreError> {
     let oid = object_id(object);
     let Some(meta) = store.stat(c, &oid)? else {
-        return Ok((
-            ObjectState { object: object.clone(), version: Version::ZERO, body: None },
-            Bytes::new(),
-        ));
+        let state = ObjectState {
+            object: object.clone(),
+            version: Version::ZERO,
+            body: None,
+            clones: vec![],
+        };
+        return Ok((state, Bytes::new()));
     };
-    let data = store.read(c, &oid, 0, meta.size)?;
-    let omap = store.omap_all(c, &oid)?;
-    let body = ObjectBody { size: meta.size, mtime_ms: meta.mtime_ms, xattrs: meta.xattrs, omap };
-    Ok((
-        ObjectState { object: object.clone(), version: meta.version, body: Some(body) },
-        Bytes::from(data),
-    ))
+    let mut data = store.read(c, &oid, 0, meta.size)?;
+    let set = snap_set(&meta, object)?;
+    let mut clones = Vec::with_capacity(set.clones.len());
+    for clone in &set.clones {
+        let clone_oid = ObjectId { snap: clone.id, ..oid.clone() };
+        let clone_meta = store.stat(c, &clone_oid)?.ok_or_else(|| {
+            StoreError::corrupt(
+                format!("clone {} of {object}", clone.id),
+                "is in its snap set but not in the store",
+            )
+        })?;
+        if data.len() as u64 + clone_meta.size > proto::osd::OSD_BULK_BYTES_MAX as u64 {
+            return Err(StoreError::invalid(
+                format!("the push of {object}"),
+                format!("it and its clones are above {} bytes", proto::osd::OSD_BULK_BYTES_MAX),
+            ));
+        }
+        data.extend(store.read(c, &clone_oid, 0, clone_meta.size)?);
+        let body = body(store, c, &clone_oid, clone_meta.clone())?;
+        clones.push(ClonePush { snap: clone.id, version: clone_meta.version, body });
+    }
+    let version = meta.version;
+    let body = body(store, c, &oid, meta)?;
+    let state = ObjectState { object: object.clone(), version, body: Some(body), clones };
+    Ok((state, Bytes::from(data)))
 }
 
-/// Replaces an object with a pushed state.
+fn body(
+    store: &dyn ObjectStore,
+    c: CollectionId,
+    oid: &ObjectId,
+    meta: ObjectMeta,
+) -> Result<ObjectBody, StoreError> {
+    let omap = store.omap_all(c, oid)?;
+    Ok(ObjectBody { size: meta.size, mtime_ms: meta.mtime_ms, xattrs: meta.xattrs, omap })
+}
+
+fn snap_set(meta: &ObjectMeta, object: &ObjectName) -> Result<SnapSet, StoreError> {
+    SnapSet::load(Some(&meta.xattrs), object)
+        .map_err(|e| StoreError::corrupt(format!("the snap set of {object}"), e.message))
+}
+
+/// Replaces an object and its clones with a pushed state.
 pub fn apply_state(
     store: &dyn ObjectStore,
     c: CollectionId,
@@ -125,15 +166,34 @@ pub fn apply_state(
 ) -> Result<(), StoreError> {
     let oid = object_id(&state.object);
     let mut txn = Transaction::new();
-    txn.push(TxOp::CreateCollection(c)).push(TxOp::Remove { c, oid: oid.clone() });
-    if let Some(body) = &state.body {
-        if data.len() as u64 != body.size {
-            return Err(StoreError::invalid(
-                format!("the push of {}", state.object),
-                format!("{} bytes for an object of {}", data.len(), body.size),
-            ));
+    txn.push(TxOp::CreateCollection(c));
+    // The clones this copy has go, whatever the push brings.
+    if let Some(meta) = store.stat(c, &oid)?
+        && let Ok(set) = snap_set(&meta, &state.object)
+    {
+        for clone in set.clones {
+            txn.push(TxOp::Remove { c, oid: ObjectId { snap: clone.id, ..oid.clone() } });
         }
-        txn.push(TxOp::WriteFull { c, oid: oid.clone(), data: data.clone() });
+    }
+    txn.push(TxOp::Remove { c, oid: oid.clone() });
+    let Some(head) = &state.body else { return apply_waiting(store, &txn) };
+    let want =
+        state.clones.iter().try_fold(head.size, |sum, clone| sum.checked_add(clone.body.size));
+    if want != Some(data.len() as u64) {
+        return Err(StoreError::invalid(
+            format!("the push of {}", state.object),
+            format!("{} bytes for an object of {}", data.len(), head.size),
+        ));
+    }
+    let mut at = 0usize;
+    let parts = std::iter::once((SNAP_HEAD, state.version, head))
+        .chain(state.clones.iter().map(|clone| (clone.snap, clone.version, &clone.body)));
+    for (snap, version, body) in parts {
+        let oid = ObjectId { snap, ..oid.clone() };
+        let bytes = data.slice(at..at + body.size as usize);
+        at += body.size as usize;
+        txn.push(TxOp::Remove { c, oid: oid.clone() });
+        txn.push(TxOp::WriteFull { c, oid: oid.clone(), data: bytes });
         for (name, value) in &body.xattrs {
             txn.push(TxOp::SetXattr {
                 c,
@@ -145,7 +205,7 @@ pub fn apply_state(
         if !body.omap.is_empty() {
             txn.push(TxOp::OmapSet { c, oid: oid.clone(), entries: body.omap.clone() });
         }
-        txn.push(TxOp::SetVersion { c, oid, version: state.version, mtime_ms: body.mtime_ms });
+        txn.push(TxOp::SetVersion { c, oid, version, mtime_ms: body.mtime_ms });
     }
     apply_waiting(store, &txn)
 }

@@ -29,8 +29,8 @@ use placement::{Epoch, OsdMap, PgId, Version};
 use proto::error::{ErrorCode, RemoteError};
 use proto::message::{OsdRequest, Response};
 use proto::osd::{
-    CountsDelta, LOG_PAGE_MAX, LogEntry, LogOp, ObjectBody, ObjectCounts, ObjectName, ObjectOp,
-    ObjectState, OsdConfig, PastInterval, PeerRequest, PeerResponse, PgInfo, PgStat, ReqId,
+    CountsDelta, LOG_PAGE_MAX, LogEntry, LogOp, ObjectCounts, ObjectName, ObjectOp, ObjectState,
+    OsdConfig, PastInterval, PeerRequest, PeerResponse, PgInfo, PgStat, ReqId,
 };
 use tokio::sync::{mpsc, oneshot};
 

@@ -106,3 +106,44 @@ fn writes_after_a_snapshot_keep_what_they_change_for_reads_at_it_and_rollbacks()
     assert!(again.to_string().contains("does not exist"), "{again}");
     assert_eq!(read_at(None), Bytes::from_static(b"six"));
 }
+
+#[test]
+fn clones_are_recovered_with_their_heads_by_a_copy_that_missed_the_writes() {
+    let (c, mut osds, work) = replicated_cluster(4);
+    let (v1, v2, v3) = (pattern(1, 300_000), pattern(2, 200_000), pattern(3, 100_000));
+    put(&c, &work, "a", &v1);
+    put(&c, &work, "b", b"b1");
+    c.ok(&["pool", "mksnap", "rbd", "s1"]);
+    // osd.1 misses the writes that make clones, and the removal that leaves a whiteout.
+    osds.kill(1);
+    c.wait_status("osd.1 reported down", Duration::from_secs(15), |s| s["osds"]["up"] == 2);
+    put(&c, &work, "a", &v2);
+    c.ok(&["obj", "rm", "rbd", "b"]);
+    c.ok(&["pool", "mksnap", "rbd", "s2"]);
+    put(&c, &work, "a", &v3);
+    osds.start(1);
+    wait_up(&c, 3);
+    wait_clean(&c, 4);
+    // Then the two others die: osd.1 alone serves the heads and every clone.
+    c.ok(&["pool", "set", "rbd", "min_size", "1"]);
+    assert!(get(&c, &work, "a") == v3);
+    osds.kill(0);
+    osds.kill(2);
+    c.ok(&["osd", "down", "0", "2"]);
+    assert_eq!(up_osds(&c), 1);
+    let at = |name: &str, snap: &str| {
+        let file = work.join(format!("{name}@{snap}.out"));
+        c.ok(&["obj", "get", "rbd", name, path_str(&file), "--snap", snap, "--timeout", "60"]);
+        std::fs::read(file).unwrap()
+    };
+    assert!(get(&c, &work, "a") == v3, "the head on osd.1 alone");
+    assert!(at("a", "s1") == v1, "clone 1 on osd.1 alone");
+    assert!(at("a", "s2") == v2, "clone 2 on osd.1 alone");
+    assert_eq!(at("b", "s1"), b"b1", "a removed object's clone on osd.1 alone");
+    let gone = c.fails(&["obj", "get", "rbd", "b", path_str(&work.join("b.out"))]);
+    assert!(gone.contains("does not exist"), "{gone}");
+    let listed = c.json(&["obj", "listsnaps", "rbd", "a"]);
+    let ids: Vec<u64> =
+        listed["clones"].as_array().unwrap().iter().map(|c| c["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [1, 2], "{listed}");
+}
