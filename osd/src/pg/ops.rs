@@ -123,6 +123,9 @@ pub fn execute(
         [ObjectOp::Rollback { snap: to }] => {
             let mut out = rollback(store, c, name, &set, head.as_ref(), *to)?;
             snapshot_writes(&mut out, &mut set, snap.context.as_ref(), head.as_ref(), whiteout)?;
+            if whiteout {
+                out.prior = physical.as_ref().map(|m| m.version).unwrap_or_default();
+            }
             return Ok(out);
         }
         _ => {}
@@ -154,6 +157,11 @@ pub fn execute(
         })?;
     if !out.rep_ops.is_empty() {
         snapshot_writes(&mut out, &mut set, snap.context.as_ref(), head.as_ref(), whiteout)?;
+    }
+    if whiteout {
+        // The record a whiteout is: a divergent write to it is then undone by recovery,
+        // not by removing an object it takes for new (and the snap set with it).
+        out.prior = physical.as_ref().map(|m| m.version).unwrap_or_default();
     }
     Ok(out)
 }
@@ -944,7 +952,9 @@ mod tests {
         assert_eq!(read_at(6, v), Err(ErrorCode::NotFound));
         // Rolled back to snapshot 3; a lock taken then stays through a rollback to 5.
         let back = [ObjectOp::Rollback { snap: 3 }];
-        run(&store, &name, &back, b"", &writes(5, &[5, 3]), v).unwrap();
+        let whiteout_version = Version::new(1, *v);
+        let back = run(&store, &name, &back, b"", &writes(5, &[5, 3]), v).unwrap();
+        assert_eq!(back.prior, whiteout_version, "a whiteout's record is what a write follows");
         assert_eq!(read_at(6, v), Ok("original".into()));
         let lock = ObjectOp::Lock {
             name: "owner".into(),

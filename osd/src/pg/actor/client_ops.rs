@@ -419,19 +419,11 @@ impl Pg {
             return;
         }
         let max = max.clamp(1, proto::osd::LIST_PAGE_MAX) as usize;
-        let after = after.as_ref().map(object_id);
         let erasure = self.ec.is_some();
-        let answer = self
-            .shared
-            .store
-            .list_heads(self.c, after.as_ref(), max + 1)
-            .map_err(store_error)
-            .map(|mut page| {
-                let more = page.len() > max;
-                page.truncate(max);
-                let objects = page
+        let answer =
+            self.visible_objects(after.as_ref().map(object_id), max).map(|(objects, more)| {
+                let objects = objects
                     .into_iter()
-                    .filter(|(_, meta)| !meta.xattrs.contains_key(crate::pg::snaps::WHITEOUT_XATTR))
                     .map(|(oid, meta)| {
                         let size = if erasure { logical_size(&meta) } else { meta.size };
                         (ops::object_name(&oid), size)
@@ -440,5 +432,35 @@ impl Pg {
                 (Response::Objects { objects, more }, Bytes::new())
             });
         let _ = reply.send(answer);
+    }
+
+    /// Up to `max` objects after `after` that clients see (heads, not whiteouts kept for
+    /// their clones), and whether more follow: pages are read until `max` are found, so a
+    /// run of whiteouts never makes a page empty while more follow.
+    fn visible_objects(
+        &self,
+        mut after: Option<objectstore::ObjectId>,
+        max: usize,
+    ) -> Result<(Vec<(objectstore::ObjectId, objectstore::ObjectMeta)>, bool), RemoteError> {
+        let mut out = Vec::with_capacity(max + 1);
+        loop {
+            let page = self
+                .shared
+                .store
+                .list_heads(self.c, after.as_ref(), max + 1)
+                .map_err(store_error)?;
+            let done = page.len() <= max;
+            after = page.last().map(|(oid, _)| oid.clone());
+            out.extend(
+                page.into_iter().filter(|(_, meta)| {
+                    !meta.xattrs.contains_key(crate::pg::snaps::WHITEOUT_XATTR)
+                }),
+            );
+            if out.len() > max || done {
+                let more = out.len() > max;
+                out.truncate(max);
+                return Ok((out, more));
+            }
+        }
     }
 }

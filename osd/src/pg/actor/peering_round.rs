@@ -178,7 +178,7 @@ impl Pg {
             ops.push(persist::put_entry(self.c, entry));
         }
         for object in &merge.remove {
-            ops.push(TxOp::Remove { c: self.c, oid: object_id(object) });
+            ops.extend(remove_with_clones(self.shared.store.as_ref(), self.c, object));
         }
         self.info.last_update = self.log.head();
         self.info.log_tail = self.log.tail();
@@ -438,4 +438,22 @@ impl PeeringTask {
             }
         }
     }
+}
+
+/// Removes an object's head and every clone its snap set names (a snap set that does not
+/// decode is logged, and only the head goes).
+fn remove_with_clones(store: &dyn ObjectStore, c: CollectionId, object: &ObjectName) -> Vec<TxOp> {
+    let oid = object_id(object);
+    let mut ops = Vec::new();
+    if let Ok(Some(meta)) = store.stat(c, &oid) {
+        match crate::pg::snaps::SnapSet::load(Some(&meta.xattrs), object) {
+            Ok(set) => ops.extend(set.clones.iter().map(|clone| TxOp::Remove {
+                c,
+                oid: objectstore::ObjectId { snap: clone.id, ..oid.clone() },
+            })),
+            Err(e) => tracing::error!(%c, %object, error = %e.message, "its clones stay"),
+        }
+    }
+    ops.push(TxOp::Remove { c, oid });
+    ops
 }
