@@ -109,8 +109,10 @@ pub fn execute(
         }
         _ => (store.stat(c, &oid).map_err(store_error)?, None),
     };
-    let whiteout = physical.as_ref().is_some_and(|m| m.xattrs.contains_key(WHITEOUT_XATTR));
-    let head = if whiteout { None } else { physical.clone() };
+    // A whiteout's version: what a write to it follows.
+    let whiteout =
+        physical.as_ref().filter(|m| m.xattrs.contains_key(WHITEOUT_XATTR)).map(|m| m.version);
+    let head = if whiteout.is_some() { None } else { physical.clone() };
     let mut set = SnapSet::load(physical.as_ref().map(|m| &m.xattrs), name)?;
     match ops {
         [ObjectOp::ListSnaps] => {
@@ -123,9 +125,6 @@ pub fn execute(
         [ObjectOp::Rollback { snap: to }] => {
             let mut out = rollback(store, c, name, &set, head.as_ref(), *to)?;
             snapshot_writes(&mut out, &mut set, snap.context.as_ref(), head.as_ref(), whiteout)?;
-            if whiteout {
-                out.prior = physical.as_ref().map(|m| m.version).unwrap_or_default();
-            }
             return Ok(out);
         }
         _ => {}
@@ -157,11 +156,6 @@ pub fn execute(
         })?;
     if !out.rep_ops.is_empty() {
         snapshot_writes(&mut out, &mut set, snap.context.as_ref(), head.as_ref(), whiteout)?;
-    }
-    if whiteout {
-        // The record a whiteout is: a divergent write to it is then undone by recovery,
-        // not by removing an object it takes for new (and the snap set with it).
-        out.prior = physical.as_ref().map(|m| m.version).unwrap_or_default();
     }
     Ok(out)
 }
@@ -245,15 +239,19 @@ fn snapshot_writes(
     set: &mut SnapSet,
     context: Option<&SnapContext>,
     head: Option<&ObjectMeta>,
-    whiteout: bool,
+    whiteout: Option<Version>,
 ) -> Result<(), RemoteError> {
     if out.rep_ops.is_empty() {
         return Ok(());
     }
     let before = set.clone();
     let mut ops = Vec::with_capacity(out.rep_ops.len() + 4);
-    if whiteout {
+    if let Some(version) = whiteout {
         ops.push(RepOp::Remove);
+        // The write follows the whiteout's record: were its entry divergent, recovery
+        // undoes it, rather than peering removing an object it takes for new (and the
+        // snap set with it).
+        out.prior = version;
     }
     if let Some(context) = context
         && let Some(id) = set.before_write(context, head.map(|m| m.size))?
@@ -263,7 +261,7 @@ fn snapshot_writes(
         drop_xattrs.push(SNAPSET_XATTR.to_owned());
         ops.push(RepOp::Clone { snap: id, drop_xattrs });
     }
-    let mut wiped = whiteout;
+    let mut wiped = whiteout.is_some();
     for op in &out.rep_ops {
         match op {
             RepOp::Write { offset, len } | RepOp::Zero { offset, len } => {

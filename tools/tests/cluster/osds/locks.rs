@@ -122,12 +122,7 @@ fn a_broken_lock_fences_its_holder_until_the_entry_is_lifted() {
 
     let (c, _osds, work) = replicated_cluster(4);
     put(&c, &work, "header", b"v1");
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let config = client::ClientConfig::load(&c.config()).unwrap();
-    let objects = runtime.block_on(async {
-        let mon = std::sync::Arc::new(client::MonClient::connect(config).unwrap());
-        client::objects::Objects::new(mon).await.unwrap()
-    });
+    let (runtime, objects) = client_objects(&c);
     let header = ObjectName::new("header");
     let write = |data: &'static [u8]| {
         let ops = vec![ObjectOp::WriteFull { len: data.len() as u64 }];

@@ -160,6 +160,18 @@ fn replicated_cluster(pg_num: u32) -> (Cluster, Osds, PathBuf) {
     (c, osds, work)
 }
 
+/// The client library on the test's cluster, with the runtime that drives it (the test
+/// process is then a client of its own, as block images are).
+fn client_objects(c: &Cluster) -> (tokio::runtime::Runtime, client::objects::Objects) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let config = client::ClientConfig::load(&c.config()).unwrap();
+    let objects = runtime.block_on(async {
+        let mon = std::sync::Arc::new(client::MonClient::connect(config).unwrap());
+        client::objects::Objects::new(mon).await.unwrap()
+    });
+    (runtime, objects)
+}
+
 /// Whether every PG in the status is in an active state.
 fn all_active(s: &serde_json::Value) -> bool {
     s["pg_summary"]["states"].as_object().unwrap().keys().all(|k| k.starts_with("active"))

@@ -73,12 +73,7 @@ fn writes_after_a_snapshot_keep_what_they_change_for_reads_at_it_and_rollbacks()
     use bytes::Bytes;
     use proto::osd::{ObjectName, ObjectOp, SnapArgs, SnapContext};
     c.ok(&["pool", "create", "vols", "replicated", "--size", "3", "--pg-num", "4"]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let config = client::ClientConfig::load(&c.config()).unwrap();
-    let objects = runtime.block_on(async {
-        let mon = std::sync::Arc::new(client::MonClient::connect(config).unwrap());
-        client::objects::Objects::new(mon).await.unwrap()
-    });
+    let (runtime, objects) = client_objects(&c);
     let image = ObjectName::new("rbd_data.1");
     let write = |data: &'static [u8], seq: u64, snaps: &[u64]| {
         let ops = vec![ObjectOp::Write { offset: 0, len: data.len() as u64 }];
