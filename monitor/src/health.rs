@@ -585,29 +585,14 @@ mod tests {
     }
 
     fn pg(seed: u32, words: &[&str], degraded: u64, unfound: u64) -> PgStat {
-        PgStat {
-            pg: placement::PgId { pool: placement::PoolId(1), seed },
-            state: words.iter().map(|w| w.to_string()).collect(),
-            up: vec![0, 1],
-            acting: vec![0, 1],
-            epoch: Epoch(5),
-            last_update: Default::default(),
-            log_entries: 0,
-            objects: 10,
-            bytes: 100,
-            degraded,
-            misplaced: 0,
-            unfound,
-            recovered_bytes: 0,
-            recovered_objects: 0,
-            last_scrub_ms: 0,
-            last_deep_scrub_ms: 0,
-            last_scrub_errors: 0,
-            inconsistent: 0,
-            inconsistent_detail: Vec::new(),
-            blocked_reason: String::new(),
-            blocked_by: Vec::new(),
-        }
+        let pg = placement::PgId { pool: placement::PoolId(1), seed };
+        let words = words.iter().map(|w| w.to_string()).collect();
+        let mut stat = PgStat::empty(pg, words, vec![0, 1], vec![0, 1], Epoch(5));
+        stat.objects = 10;
+        stat.bytes = 100;
+        stat.degraded = degraded;
+        stat.unfound = unfound;
+        stat
     }
 
     fn pg_codes(pgs: Vec<PgStat>) -> Vec<HealthCheck> {

@@ -135,29 +135,7 @@ impl PgStatsTable {
             .pg_mapping(pg)
             .map(|m| (m.up.osds().map(|o| o.0).collect(), m.acting.osds().map(|o| o.0).collect()))
             .unwrap_or_default();
-        PgStat {
-            pg,
-            state: vec!["unknown".into()],
-            up,
-            acting,
-            epoch: map.epoch(),
-            last_update: Default::default(),
-            log_entries: 0,
-            objects: 0,
-            bytes: 0,
-            degraded: 0,
-            misplaced: 0,
-            unfound: 0,
-            recovered_bytes: 0,
-            recovered_objects: 0,
-            last_scrub_ms: 0,
-            last_deep_scrub_ms: 0,
-            last_scrub_errors: 0,
-            inconsistent: 0,
-            inconsistent_detail: Vec::new(),
-            blocked_reason: String::new(),
-            blocked_by: Vec::new(),
-        }
+        PgStat::empty(pg, vec!["unknown".into()], up, acting, map.epoch())
     }
 
     /// Every OSD of `map` with the usage it last reported.
@@ -202,29 +180,13 @@ mod tests {
     }
 
     fn stat(pg: PgId, words: &[&str], epoch: u64, objects: u64, degraded: u64) -> PgStat {
-        PgStat {
-            pg,
-            state: words.iter().map(|w| w.to_string()).collect(),
-            up: vec![0, 1, 2],
-            acting: vec![0, 1, 2],
-            epoch: Epoch(epoch),
-            last_update: Version::new(epoch, 1),
-            log_entries: 0,
-            objects,
-            bytes: objects * 10,
-            degraded,
-            misplaced: 0,
-            unfound: 0,
-            recovered_bytes: 0,
-            recovered_objects: 0,
-            last_scrub_ms: 0,
-            last_deep_scrub_ms: 0,
-            last_scrub_errors: 0,
-            inconsistent: 0,
-            inconsistent_detail: Vec::new(),
-            blocked_reason: String::new(),
-            blocked_by: Vec::new(),
-        }
+        let words = words.iter().map(|w| w.to_string()).collect();
+        let mut stat = PgStat::empty(pg, words, vec![0, 1, 2], vec![0, 1, 2], Epoch(epoch));
+        stat.last_update = Version::new(epoch, 1);
+        stat.objects = objects;
+        stat.bytes = objects * 10;
+        stat.degraded = degraded;
+        stat
     }
 
     fn usage(osd: u32, recovered_objects: u64) -> OsdStat {

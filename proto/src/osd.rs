@@ -774,6 +774,42 @@ pub struct PgStat {
     pub blocked_by: Vec<u32>,
 }
 
+impl PgStat {
+    /// A PG in the given state and sets with every count zero and nothing blocked: what
+    /// the monitors show for a PG no primary has reported, and the start of a test's stat.
+    pub fn empty(
+        pg: PgId,
+        state: Vec<String>,
+        up: Vec<u32>,
+        acting: Vec<u32>,
+        epoch: Epoch,
+    ) -> Self {
+        PgStat {
+            pg,
+            state,
+            up,
+            acting,
+            epoch,
+            last_update: Version::default(),
+            log_entries: 0,
+            objects: 0,
+            bytes: 0,
+            degraded: 0,
+            misplaced: 0,
+            unfound: 0,
+            recovered_bytes: 0,
+            recovered_objects: 0,
+            last_scrub_ms: 0,
+            last_deep_scrub_ms: 0,
+            last_scrub_errors: 0,
+            inconsistent: 0,
+            inconsistent_detail: Vec::new(),
+            blocked_reason: String::new(),
+            blocked_by: Vec::new(),
+        }
+    }
+}
+
 /// An OSD's usage as it reports it to the monitors.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OsdStat {
