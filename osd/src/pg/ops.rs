@@ -705,20 +705,11 @@ mod tests {
             ObjectOp::RemoveXattr { name: reserved.clone() },
             ObjectOp::CmpXattr { name: reserved.clone(), op: CmpOp::Eq, value: vec![1] },
         ] {
-            let e = execute(&store, c, &name, ME, &[op], &Bytes::new(), &SnapArgs::default())
-                .unwrap_err();
+            let e = execute_plain(&store, c, &name, &[op], &Bytes::new()).unwrap_err();
             assert_eq!(e.code, ErrorCode::Invalid, "{e:?}");
         }
-        let listed = execute(
-            &store,
-            c,
-            &name,
-            ME,
-            &[ObjectOp::GetXattrs],
-            &Bytes::new(),
-            &SnapArgs::default(),
-        )
-        .unwrap();
+        let listed =
+            execute_plain(&store, c, &name, &[ObjectOp::GetXattrs], &Bytes::new()).unwrap();
         let OpResult::Xattrs(xattrs) = &listed.results[0] else { panic!("{listed:?}") };
         assert_eq!(xattrs.keys().collect::<Vec<_>>(), ["user"]);
     }
@@ -740,7 +731,7 @@ mod tests {
             ObjectOp::SetXattr { name: "k".into(), value: vec![1] },
             ObjectOp::Truncate { size: 3 },
         ];
-        let done = execute(&store, c, &name, ME, &ops, &bulk, &SnapArgs::default()).unwrap();
+        let done = execute_plain(&store, c, &name, &ops, &bulk).unwrap();
         assert_eq!(done.results, vec![OpResult::Done; 6]);
         assert_eq!(
             done.rep_ops,
@@ -756,27 +747,15 @@ mod tests {
         assert_eq!((done.size_before, done.size_after, done.exists_after), (None, Some(3), true));
         // Reads of an object that does not exist, a failed guard, a payload of the wrong
         // length: each refused with its code, nothing to replicate.
-        let stat =
-            execute(&store, c, &name, ME, &[ObjectOp::Stat], &Bytes::new(), &SnapArgs::default())
-                .unwrap_err();
+        let stat = execute_plain(&store, c, &name, &[ObjectOp::Stat], &Bytes::new()).unwrap_err();
         assert_eq!(stat.code, ErrorCode::NotFound);
         let guard = [ObjectOp::AssertVersion { version: Version::new(1, 1) }, ObjectOp::Remove];
-        let guarded =
-            execute(&store, c, &name, ME, &guard, &Bytes::new(), &SnapArgs::default()).unwrap_err();
+        let guarded = execute_plain(&store, c, &name, &guard, &Bytes::new()).unwrap_err();
         assert_eq!(guarded.code, ErrorCode::Canceled);
-        let short = execute(
-            &store,
-            c,
-            &name,
-            ME,
-            &[ObjectOp::WriteFull { len: 4 }],
-            &bulk,
-            &SnapArgs::default(),
-        );
+        let short = execute_plain(&store, c, &name, &[ObjectOp::WriteFull { len: 4 }], &bulk);
         assert_eq!(short.unwrap_err().code, ErrorCode::Invalid);
         let remove =
-            execute(&store, c, &name, ME, &[ObjectOp::Remove], &Bytes::new(), &SnapArgs::default())
-                .unwrap_err();
+            execute_plain(&store, c, &name, &[ObjectOp::Remove], &Bytes::new()).unwrap_err();
         assert_eq!(remove.code, ErrorCode::NotFound, "a remove of what does not exist");
     }
 
@@ -798,13 +777,12 @@ mod tests {
             renew: false,
         };
         // On a missing object: refused, nothing to replicate.
-        let e = execute(&store, c, &name, ME, &[lock("a")], &Bytes::new(), &SnapArgs::default())
-            .unwrap_err();
+        let e = execute_plain(&store, c, &name, &[lock("a")], &Bytes::new()).unwrap_err();
         assert_eq!(e.code, ErrorCode::NotFound);
         // Create, take the lock and write in one op: one RepOp each, in order.
         let bulk = Bytes::from_static(b"v1");
         let ops = [ObjectOp::Create { exclusive: true }, lock("a"), ObjectOp::WriteFull { len: 2 }];
-        let done = execute(&store, c, &name, ME, &ops, &bulk, &SnapArgs::default()).unwrap();
+        let done = execute_plain(&store, c, &name, &ops, &bulk).unwrap();
         assert!(matches!(
             done.rep_ops.as_slice(),
             [RepOp::Create, RepOp::SetXattr { name, .. }, RepOp::WriteFull { len: 2 }]
@@ -824,16 +802,9 @@ mod tests {
         // Held: a guard of it passes, its xattr is hidden from clients, another cookie
         // is refused.
         let info = ObjectOp::GetLockInfo { name: "owner".into() };
-        let answer = execute(
-            &store,
-            c,
-            &name,
-            ME,
-            &[info.clone(), ObjectOp::ListLocks],
-            &Bytes::new(),
-            &SnapArgs::default(),
-        )
-        .unwrap();
+        let answer =
+            execute_plain(&store, c, &name, &[info.clone(), ObjectOp::ListLocks], &Bytes::new())
+                .unwrap();
         let OpResult::Lock(Some(held)) = &answer.results[0] else { panic!("{answer:?}") };
         assert_eq!(
             (held.holders[0].client.as_str(), held.holders[0].cookie.as_str()),
@@ -846,31 +817,20 @@ mod tests {
             cookie: "a".into(),
             tag: String::new(),
         };
-        execute(&store, c, &name, ME, &[guard], &Bytes::new(), &SnapArgs::default()).unwrap();
-        let hidden = execute(
-            &store,
-            c,
-            &name,
-            ME,
-            &[ObjectOp::GetXattrs],
-            &Bytes::new(),
-            &SnapArgs::default(),
-        )
-        .unwrap();
+        execute_plain(&store, c, &name, &[guard], &Bytes::new()).unwrap();
+        let hidden =
+            execute_plain(&store, c, &name, &[ObjectOp::GetXattrs], &Bytes::new()).unwrap();
         assert_eq!(hidden.results[0], OpResult::Xattrs(Default::default()));
-        let e = execute(&store, c, &name, ME, &[lock("b")], &Bytes::new(), &SnapArgs::default())
-            .unwrap_err();
+        let e = execute_plain(&store, c, &name, &[lock("b")], &Bytes::new()).unwrap_err();
         assert_eq!(e.code, ErrorCode::Locked);
         // A failed guard after an unlock refuses the whole op: the lock is still held.
         let ops = [
             ObjectOp::Unlock { name: "owner".into(), cookie: "a".into() },
             ObjectOp::AssertVersion { version: Version::ZERO },
         ];
-        let e =
-            execute(&store, c, &name, ME, &ops, &Bytes::new(), &SnapArgs::default()).unwrap_err();
+        let e = execute_plain(&store, c, &name, &ops, &Bytes::new()).unwrap_err();
         assert_eq!(e.code, ErrorCode::Canceled);
-        let answer =
-            execute(&store, c, &name, ME, &[info], &Bytes::new(), &SnapArgs::default()).unwrap();
+        let answer = execute_plain(&store, c, &name, &[info], &Bytes::new()).unwrap();
         assert!(matches!(&answer.results[0], OpResult::Lock(Some(_))), "{answer:?}");
         // A remove takes the locks with it: a lock op after it in the same request, on the
         // object created again, finds none.
@@ -879,10 +839,20 @@ mod tests {
             ObjectOp::Create { exclusive: true },
             ObjectOp::Unlock { name: "owner".into(), cookie: "a".into() },
         ];
-        let e =
-            execute(&store, c, &name, ME, &ops, &Bytes::new(), &SnapArgs::default()).unwrap_err();
+        let e = execute_plain(&store, c, &name, &ops, &Bytes::new()).unwrap_err();
         assert_eq!(e.code, ErrorCode::NotFound);
         assert!(e.message.contains("holds no lock owner"), "{}", e.message);
+    }
+
+    /// Executes a request from `ME` with no snapshot context or snapshot read.
+    fn execute_plain(
+        store: &KvObjectStore<MemoryEngine>,
+        c: CollectionId,
+        name: &ObjectName,
+        ops: &[ObjectOp],
+        bulk: &Bytes,
+    ) -> Result<Executed, RemoteError> {
+        execute(store, c, name, ME, ops, bulk, &SnapArgs::default())
     }
 
     /// Executes a request and applies its changes as every copy would, at the next version.
