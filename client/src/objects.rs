@@ -266,11 +266,48 @@ impl Objects {
         pool: &str,
         object: &ObjectName,
     ) -> Result<(u64, Version, i64), ClientError> {
-        let answer = self.op(pool, object, vec![ObjectOp::Stat], Bytes::new()).await?;
-        match answer.results.first() {
-            Some(OpResult::Stat { size, version, mtime_ms }) => Ok((*size, *version, *mtime_ms)),
-            _ => Err(ClientError::Unexpected { request: "stat", got: "another result" }),
-        }
+        let plain = SnapArgs::default();
+        self.one_op(pool, object, ObjectOp::Stat, &plain, "stat", |result| match result {
+            OpResult::Stat { size, version, mtime_ms } => Some((size, version, mtime_ms)),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The ranges of `offset..offset + len` of an object, or of its clone that serves
+    /// snapshot `snap`, that hold data, as `(offset, len)` in order (64 KiB granularity;
+    /// the rest reads as zeros). An erasure-coded object lists its whole range.
+    pub async fn extents(
+        &self,
+        pool: &str,
+        object: &ObjectName,
+        snap: Option<u64>,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<(u64, u64)>, ClientError> {
+        let at = SnapArgs { context: None, read: snap };
+        let op = ObjectOp::Extents { offset, len };
+        self.one_op(pool, object, op, &at, "extents", |result| match result {
+            OpResult::Extents(extents) => Some(extents),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Runs one op with no write data and takes its result apart with `pick` (`None`: not
+    /// the result `request` gives).
+    async fn one_op<T>(
+        &self,
+        pool: &str,
+        object: &ObjectName,
+        op: ObjectOp,
+        snap: &SnapArgs,
+        request: &'static str,
+        pick: impl FnOnce(OpResult) -> Option<T>,
+    ) -> Result<T, ClientError> {
+        let answer = self.op_with(pool, object, vec![op], Bytes::new(), snap).await?;
+        let result = answer.results.into_iter().next().and_then(pick);
+        result.ok_or(ClientError::Unexpected { request, got: "another result" })
     }
 
     pub async fn remove(&self, pool: &str, object: &ObjectName) -> Result<(), ClientError> {
@@ -286,11 +323,12 @@ impl Objects {
         object: &ObjectName,
         name: &str,
     ) -> Result<Option<LockInfo>, ClientError> {
-        let ops = vec![ObjectOp::GetLockInfo { name: name.to_owned() }];
-        match self.op(pool, object, ops, Bytes::new()).await?.results.pop() {
-            Some(OpResult::Lock(info)) => Ok(info),
-            _ => Err(ClientError::Unexpected { request: "lock info", got: "another result" }),
-        }
+        let op = ObjectOp::GetLockInfo { name: name.to_owned() };
+        self.one_op(pool, object, op, &SnapArgs::default(), "lock info", |result| match result {
+            OpResult::Lock(info) => Some(info),
+            _ => None,
+        })
+        .await
     }
 
     /// Breaks `locker`'s hold of lock `name` with `cookie` after fencing it, as Ceph's
@@ -398,10 +436,19 @@ impl Objects {
         pool: &str,
         object: &ObjectName,
     ) -> Result<SnapList, ClientError> {
-        match self.op(pool, object, vec![ObjectOp::ListSnaps], Bytes::new()).await?.results.pop() {
-            Some(OpResult::Snaps(list)) => Ok(list),
-            _ => Err(ClientError::Unexpected { request: "list snaps", got: "another result" }),
-        }
+        let plain = SnapArgs::default();
+        self.one_op(
+            pool,
+            object,
+            ObjectOp::ListSnaps,
+            &plain,
+            "list snaps",
+            |result| match result {
+                OpResult::Snaps(list) => Some(list),
+                _ => None,
+            },
+        )
+        .await
     }
 
     /// Makes an object what it was at snapshot `snap`; `context` as for any write (a pool
@@ -424,10 +471,19 @@ impl Objects {
         pool: &str,
         object: &ObjectName,
     ) -> Result<Vec<String>, ClientError> {
-        match self.op(pool, object, vec![ObjectOp::ListLocks], Bytes::new()).await?.results.pop() {
-            Some(OpResult::Locks(names)) => Ok(names),
-            _ => Err(ClientError::Unexpected { request: "list locks", got: "another result" }),
-        }
+        let plain = SnapArgs::default();
+        self.one_op(
+            pool,
+            object,
+            ObjectOp::ListLocks,
+            &plain,
+            "list locks",
+            |result| match result {
+                OpResult::Locks(names) => Some(names),
+                _ => None,
+            },
+        )
+        .await
     }
 
     /// Asks a PG's primary to scrub it now (`deep`: reading every byte), repairing what

@@ -142,9 +142,33 @@ fn check(store: &impl ObjectStore, model: &BTreeMap<u8, Vec<u8>>) {
                     store.stat_read(coll(), &oid(obj), mid, CHUNK_BYTES + 7).unwrap().unwrap();
                 assert_eq!(meta.size, data.len() as u64, "stat_read's size of obj{obj}");
                 assert!(piece == part, "stat_read's piece of obj{obj}");
+                check_extents(store, obj, data);
             }
         }
     }
+}
+
+/// The extents an object lists are in order, apart, within it, and every byte outside
+/// them is zero; a window lists the whole listing clipped to it.
+fn check_extents(store: &impl ObjectStore, obj: u8, data: &[u8]) {
+    let extents = store.extents(coll(), &oid(obj), 0, u64::MAX).unwrap();
+    let mut end = 0;
+    for &(at, len) in &extents {
+        assert!(len > 0 && at >= end, "obj{obj}: extents in order and apart: {extents:?}");
+        assert!(data[end as usize..at as usize].iter().all(|&b| b == 0), "obj{obj}: a hole");
+        end = at + len;
+    }
+    assert!(end <= data.len() as u64, "obj{obj}: extents within the object");
+    assert!(data[end as usize..].iter().all(|&b| b == 0), "obj{obj}: the tail hole");
+    let (from, to) = (data.len() as u64 / 3, data.len() as u64 / 3 + CHUNK_BYTES + 7);
+    let clipped: Vec<(u64, u64)> = extents
+        .iter()
+        .map(|&(at, len)| (at.max(from), (at + len).min(to)))
+        .filter(|(a, b)| a < b)
+        .map(|(a, b)| (a, b - a))
+        .collect();
+    let window = store.extents(coll(), &oid(obj), from, to - from).unwrap();
+    assert_eq!(window, clipped, "obj{obj}: extents of a window");
 }
 
 /// Applies `ops` in transactions of `per_txn` and checks the store against the model after
@@ -381,7 +405,7 @@ fn corrupt_byte_rots_one_stored_byte_where_it_lives_and_refuses_what_is_not_stor
     // A hole, then one whole chunk (block file), then a partial one (engine).
     let data: Vec<u8> = (0..CHUNK_BYTES + 100).map(|i| (i % 249) as u8).collect();
     let mut txn = Transaction::new();
-    txn.push(TxOp::Write { c, oid: oid(1), offset: CHUNK_BYTES, data: Bytes::from(data) });
+    txn.push(TxOp::Write { c, oid: oid(1), offset: CHUNK_BYTES, data: Bytes::from(data.clone()) });
     store.apply(&txn).unwrap();
     store.sync().unwrap();
     let places = store.chunk_places(c, &oid(1)).unwrap();
@@ -392,6 +416,21 @@ fn corrupt_byte_rots_one_stored_byte_where_it_lives_and_refuses_what_is_not_stor
         ),
         "{places:?}"
     );
+    let extents = store.extents(c, &oid(1), 0, u64::MAX).unwrap();
+    assert_eq!(extents, [(CHUNK_BYTES, CHUNK_BYTES + 100)], "the hole is not listed");
+    let missing = store.extents(c, &oid(2), 0, 1).unwrap_err();
+    assert!(matches!(missing, StoreError::NotFound(_)), "{missing}");
+    // Zeroing the whole chunk punches it out; truncating drops the partial one.
+    let mut txn = Transaction::new();
+    txn.push(TxOp::Zero { c, oid: oid(1), offset: CHUNK_BYTES, len: CHUNK_BYTES });
+    store.apply(&txn).unwrap();
+    let extents = store.extents(c, &oid(1), 0, u64::MAX).unwrap();
+    assert_eq!(extents, [(2 * CHUNK_BYTES, 100)], "zeroed chunks are holes");
+    assert_eq!(store.extents(c, &oid(1), 0, 2 * CHUNK_BYTES).unwrap(), []);
+    assert_eq!(store.extents(c, &oid(1), 9 * CHUNK_BYTES, 1).unwrap(), []);
+    let mut txn = Transaction::new();
+    txn.push(TxOp::Write { c, oid: oid(1), offset: CHUNK_BYTES, data: Bytes::from(data) });
+    store.apply(&txn).unwrap();
     let hole = store.corrupt_byte(c, &oid(1), 10).unwrap_err();
     assert!(hole.to_string().contains("in a hole"), "{hole}");
     let past = store.corrupt_byte(c, &oid(1), 2 * CHUNK_BYTES + 100).unwrap_err();

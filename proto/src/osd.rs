@@ -127,6 +127,13 @@ pub enum ObjectOp {
         len: u64,
     },
     Stat,
+    /// Which ranges of `offset..offset + len` hold data (`OpResult::Extents`): a sparse
+    /// read's map, at the store's chunk granularity (64 KiB); what is not listed reads as
+    /// zeros. An erasure-coded object lists its whole range.
+    Extents {
+        offset: u64,
+        len: u64,
+    },
     GetXattr {
         name: String,
     },
@@ -413,6 +420,8 @@ pub enum OpResult {
     Lock(Option<LockInfo>),
     Locks(Vec<String>),
     Snaps(SnapList),
+    /// `(offset, len)` of each range that holds data, in order.
+    Extents(Vec<(u64, u64)>),
 }
 
 /// Who made a change, so a resend is recognised: the client's identity and request id.

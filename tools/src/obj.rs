@@ -1,4 +1,5 @@
-//! `cairn obj`: objects in pools, as `rados put/get/stat/ls/rm/lock/listsnaps/rollback`.
+//! `cairn obj`: objects in pools, as `rados put/get/stat/ls/rm/lock/listsnaps/rollback`,
+//! and `extents` (what `rbd diff` and block status stand on).
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -41,6 +42,20 @@ pub enum ObjCommand {
         pool: String,
         name: String,
         snap: String,
+    },
+    /// The ranges of the object (or of the clone serving --snap) that hold data, as
+    /// `offset~length`, 64 KiB granularity; the rest reads as zeros.
+    Extents {
+        pool: String,
+        name: String,
+        #[arg(long)]
+        snap: Option<String>,
+        /// Only within OFFSET.. (bytes).
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+        /// Only this many bytes from --offset (none: to the end).
+        #[arg(long)]
+        length: Option<u64>,
     },
     /// Size, version and modification time.
     Stat {
@@ -178,6 +193,27 @@ pub async fn run(connect: &Connect, command: ObjCommand) -> Result<()> {
             match connect.format {
                 Format::Json => print_json(&list)?,
                 Format::Plain => print_snaps(&name, &list),
+            }
+        }
+        ObjCommand::Extents { pool, name, snap, offset, length } => {
+            let snap = snap.map(|s| snap_id(&objects, &pool, &s)).transpose()?;
+            let object = ObjectName::new(name);
+            let len = length.unwrap_or(u64::MAX);
+            let extents = objects.extents(&pool, &object, snap, offset, len).await?;
+            match connect.format {
+                Format::Json => print_json(
+                    &extents
+                        .iter()
+                        .map(|(offset, length)| {
+                            serde_json::json!({ "offset": offset, "length": length })
+                        })
+                        .collect::<Vec<_>>(),
+                )?,
+                Format::Plain => {
+                    for (offset, length) in extents {
+                        println!("{offset}~{length}");
+                    }
+                }
             }
         }
         ObjCommand::Rollback { pool, name, snap } => {

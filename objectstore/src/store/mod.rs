@@ -63,6 +63,17 @@ pub trait ObjectStore: Send + Sync + 'static {
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>, StoreError>;
+    /// The ranges of `offset..offset + len` that hold data, as `(offset, len)` in order,
+    /// none past the object's end: every stored chunk counts whole (a chunk's bytes may
+    /// be zeros), and what no chunk holds (never written, zeroed or truncated away) is a
+    /// hole. `NotFound` if there is no such object.
+    fn extents(
+        &self,
+        c: CollectionId,
+        oid: &ObjectId,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<(u64, u64)>, StoreError>;
     fn omap_get(
         &self,
         c: CollectionId,
@@ -216,14 +227,25 @@ impl<E: Engine> KvObjectStore<E> {
         let key = keys::object(c, oid);
         let onode =
             self.load_onode(&key, oid)?.ok_or_else(|| StoreError::NotFound(oid.to_string()))?;
+        let chunks = onode.meta.size.div_ceil(CHUNK_BYTES) as u32;
+        self.stored_chunks(&key, &onode, 0..chunks)
+    }
+
+    /// The stored chunks of an object with an index in `range`, by index.
+    fn stored_chunks(
+        &self,
+        key: &[u8],
+        onode: &Onode,
+        range: std::ops::Range<u32>,
+    ) -> Result<Vec<(u32, ChunkPlace)>, StoreError> {
         let mut places: Vec<(u32, ChunkPlace)> = onode
             .extents
-            .iter()
+            .range(range.clone())
             .map(|(&index, e)| (index, ChunkPlace::Block { unit: e.unit, crc: e.crc }))
             .collect();
-        let chunks = onode.meta.size.div_ceil(CHUNK_BYTES) as usize;
-        let (start, end) = (keys::chunk(&key, 0), keys::chunk(&key, chunks as u32));
-        for (chunk_key, value) in self.engine.scan(Cf::Data, &start, Some(&end), chunks)? {
+        let (start, end) = (keys::chunk(key, range.start), keys::chunk(key, range.end));
+        let most = range.len();
+        for (chunk_key, value) in self.engine.scan(Cf::Data, &start, Some(&end), most)? {
             let index = chunk_key[key.len()..].try_into().map(u32::from_be_bytes);
             if let (Ok(index), Some(crc)) = (index, value.get(..4)) {
                 let crc = u32::from_le_bytes(crc.try_into().expect("4 bytes"));
@@ -546,6 +568,40 @@ impl<E: Engine> ObjectStore for KvObjectStore<E> {
         let Some(onode) = self.load_onode(&key, oid)? else { return Ok(None) };
         let (onode, bytes) = self.read_onode(&key, oid, onode, offset, len)?;
         Ok(Some((onode.meta, bytes)))
+    }
+
+    fn extents(
+        &self,
+        c: CollectionId,
+        oid: &ObjectId,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<(u64, u64)>, StoreError> {
+        let key = keys::object(c, oid);
+        let onode =
+            self.load_onode(&key, oid)?.ok_or_else(|| StoreError::NotFound(oid.to_string()))?;
+        let end = offset.saturating_add(len).min(onode.meta.size);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let chunks = (offset / CHUNK_BYTES) as u32..end.div_ceil(CHUNK_BYTES) as u32;
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for (index, place) in self.stored_chunks(&key, &onode, chunks)? {
+            let start = u64::from(index) * CHUNK_BYTES;
+            let held = match place {
+                ChunkPlace::Block { .. } => CHUNK_BYTES,
+                ChunkPlace::Engine { bytes, .. } => bytes as u64,
+            };
+            let (from, to) = (start.max(offset), (start + held).min(end));
+            if from >= to {
+                continue;
+            }
+            match out.last_mut() {
+                Some((at, n)) if *at + *n == from => *n += to - from,
+                _ => out.push((from, to - from)),
+            }
+        }
+        Ok(out)
     }
 
     fn read(

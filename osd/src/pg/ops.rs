@@ -99,7 +99,7 @@ pub fn execute(
     oid.validate().map_err(store_error)?;
     check_snap_request(ops, snap)?;
     // A lone read of the head, the commonest op, looks the object up once.
-    let (physical, mut read_ahead) = match ops {
+    let (physical, read_ahead) = match ops {
         [ObjectOp::Read { offset, len }] if snap.read.is_none() => {
             let len = (*len).min(READ_BYTES_MAX);
             match store.stat_read(c, &oid, *offset, len).map_err(store_error)? {
@@ -144,20 +144,45 @@ pub fn execute(
                 (clone, Some(meta))
             }
         };
-        let mut read = |offset, len| store.read(c, &target, offset, len).map_err(store_error);
-        return execute_on(store, c, name, &target, caller, ops, bulk, meta, &mut read);
+        let mut bytes = Stored { store, c, oid: &target, ahead: None };
+        return execute_on(store, c, name, &target, caller, ops, bulk, meta, &mut bytes);
     }
-    let mut out =
-        execute_on(store, c, name, &oid, caller, ops, bulk, head.clone(), &mut |offset, len| {
-            match read_ahead.take() {
-                Some((at, wanted, bytes)) if (at, wanted) == (offset, len) => Ok(bytes),
-                _ => store.read(c, &oid, offset, len).map_err(store_error),
-            }
-        })?;
+    let mut bytes = Stored { store, c, oid: &oid, ahead: read_ahead };
+    let mut out = execute_on(store, c, name, &oid, caller, ops, bulk, head.clone(), &mut bytes)?;
     if !out.rep_ops.is_empty() {
         snapshot_writes(&mut out, &mut set, snap.context.as_ref(), head.as_ref(), whiteout)?;
     }
     Ok(out)
+}
+
+/// The bytes of the object a request reads: what it reads, and which ranges hold data.
+pub trait ObjectBytes {
+    /// Up to `len` bytes from `offset` (short at the object's end).
+    fn read(&mut self, offset: u64, len: u64) -> Result<Vec<u8>, RemoteError>;
+    /// The ranges of `offset..offset + len` that hold data (`ObjectStore::extents`).
+    fn extents(&mut self, offset: u64, len: u64) -> Result<Vec<(u64, u64)>, RemoteError>;
+}
+
+/// A replicated object's bytes in the local store; `ahead` is a read already made with
+/// the object's look-up (offset, length, bytes).
+struct Stored<'a> {
+    store: &'a dyn ObjectStore,
+    c: CollectionId,
+    oid: &'a ObjectId,
+    ahead: Option<(u64, u64, Vec<u8>)>,
+}
+
+impl ObjectBytes for Stored<'_> {
+    fn read(&mut self, offset: u64, len: u64) -> Result<Vec<u8>, RemoteError> {
+        match self.ahead.take() {
+            Some((at, wanted, bytes)) if (at, wanted) == (offset, len) => Ok(bytes),
+            _ => self.store.read(self.c, self.oid, offset, len).map_err(store_error),
+        }
+    }
+
+    fn extents(&mut self, offset: u64, len: u64) -> Result<Vec<(u64, u64)>, RemoteError> {
+        self.store.extents(self.c, self.oid, offset, len).map_err(store_error)
+    }
 }
 
 /// What a request must be as to snapshots: a valid context, no writes to a snapshot,
@@ -291,8 +316,8 @@ fn snapshot_writes(
     Ok(())
 }
 
-/// Evaluates a request against an object described by `meta`, whose bytes `read` returns
-/// (short at its end, as the store reads); omap reads go to the store. An erasure-coded
+/// Evaluates a request against an object described by `meta`, whose bytes are `bytes`;
+/// omap reads go to the store. An erasure-coded
 /// PG's primary passes the logical object here: its own shard's metadata with the
 /// logical size, and bytes gathered from the shards.
 #[allow(clippy::too_many_arguments)]
@@ -305,7 +330,7 @@ pub fn execute_on(
     ops: &[ObjectOp],
     bulk: &Bytes,
     meta: Option<ObjectMeta>,
-    read: &mut dyn FnMut(u64, u64) -> Result<Vec<u8>, RemoteError>,
+    bytes: &mut dyn ObjectBytes,
 ) -> Result<Executed, RemoteError> {
     check_request(name, ops, bulk)?;
     let oid = target.clone();
@@ -320,7 +345,7 @@ pub fn execute_on(
         if let Some((result, rep)) = lock_op(name, op, caller, &mut locks, meta.is_some(), size)? {
             out.rep_ops.extend(rep);
             out.results.push(result);
-        } else if !read_op(store, c, &oid, name, index, op, &meta, read, &mut out)? {
+        } else if !read_op(store, c, &oid, name, index, op, &meta, bytes, &mut out)? {
             if matches!(op, ObjectOp::Remove) {
                 locks.remove_all();
             }
@@ -437,7 +462,7 @@ fn read_op(
     index: usize,
     op: &ObjectOp,
     meta: &Option<ObjectMeta>,
-    read: &mut dyn FnMut(u64, u64) -> Result<Vec<u8>, RemoteError>,
+    bytes: &mut dyn ObjectBytes,
     out: &mut Executed,
 ) -> Result<bool, RemoteError> {
     let existing = || meta.as_ref().ok_or_else(|| missing(name));
@@ -445,9 +470,13 @@ fn read_op(
         ObjectOp::Read { offset, len } => {
             existing()?;
             let len = (*len).min(READ_BYTES_MAX.saturating_sub(out.read_data.len() as u64));
-            let bytes = read(*offset, len)?;
-            out.read_data.extend_from_slice(&bytes);
-            OpResult::Data { len: bytes.len() as u64 }
+            let read = bytes.read(*offset, len)?;
+            out.read_data.extend_from_slice(&read);
+            OpResult::Data { len: read.len() as u64 }
+        }
+        ObjectOp::Extents { offset, len } => {
+            existing()?;
+            OpResult::Extents(bytes.extents(*offset, *len)?)
         }
         ObjectOp::Stat => {
             let m = existing()?;
@@ -874,6 +903,46 @@ mod tests {
             store.apply(&txn).map_err(store_error)?;
         }
         Ok(out)
+    }
+
+    #[test]
+    fn extents_list_the_chunks_of_the_head_or_of_a_clone_that_hold_data() {
+        const CHUNK: u64 = objectstore::CHUNK_BYTES;
+        let store = KvObjectStore::new(MemoryEngine::new());
+        let c = CollectionId::replicated(PgId { pool: PoolId(1), seed: 0 });
+        store.apply(Transaction::new().push(TxOp::CreateCollection(c))).unwrap();
+        let name = ObjectName { namespace: String::new(), name: b"disk".to_vec() };
+        let v = &mut 0;
+        let chunk: &'static [u8] = Vec::leak(vec![7u8; CHUNK as usize]);
+        let plain = SnapArgs::default();
+        let extents = |snap: &SnapArgs, offset, len, v: &mut u64| {
+            let ops = [ObjectOp::Extents { offset, len }];
+            match run(&store, &name, &ops, b"", snap, v).map(|out| out.results) {
+                Ok(results) => match &results[..] {
+                    [OpResult::Extents(extents)] => Ok(extents.clone()),
+                    other => panic!("{other:?}"),
+                },
+                Err(e) => Err(e.code),
+            }
+        };
+        assert_eq!(extents(&plain, 0, u64::MAX, v), Err(ErrorCode::NotFound));
+        // Chunk 1 written, the object four chunks long: chunks 0, 2 and 3 are holes.
+        run(&store, &name, &[ObjectOp::Write { offset: CHUNK, len: CHUNK }], chunk, &plain, v)
+            .unwrap();
+        run(&store, &name, &[ObjectOp::Truncate { size: 4 * CHUNK }], b"", &plain, v).unwrap();
+        assert_eq!(extents(&plain, 0, u64::MAX, v), Ok(vec![(CHUNK, CHUNK)]));
+        assert_eq!(extents(&plain, CHUNK + 10, 20, v), Ok(vec![(CHUNK + 10, 20)]));
+        assert_eq!(extents(&plain, 2 * CHUNK, u64::MAX, v), Ok(vec![]));
+        // After snapshot 2, chunk 1 is zeroed and ten bytes land in chunk 3: the head
+        // and the clone list what each holds.
+        let snap2 = SnapArgs { context: Some(SnapContext { seq: 2, snaps: vec![2] }), read: None };
+        run(&store, &name, &[ObjectOp::Zero { offset: CHUNK, len: CHUNK }], b"", &snap2, v)
+            .unwrap();
+        let write = [ObjectOp::Write { offset: 3 * CHUNK, len: 10 }];
+        run(&store, &name, &write, &chunk[..10], &snap2, v).unwrap();
+        assert_eq!(extents(&plain, 0, u64::MAX, v), Ok(vec![(3 * CHUNK, 10)]));
+        let at2 = SnapArgs { context: None, read: Some(2) };
+        assert_eq!(extents(&at2, 0, u64::MAX, v), Ok(vec![(CHUNK, CHUNK)]));
     }
 
     #[test]

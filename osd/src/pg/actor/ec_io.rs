@@ -6,6 +6,34 @@
 
 use super::*;
 
+/// A logical object's bytes as `execute_on` sees them on an erasure-coded primary: zeros
+/// standing in for the ranges `wanted` records, gathered from the shards afterwards. Its
+/// extents are its whole range: the shards' chunks are not the object's.
+struct Placeholder {
+    size: u64,
+    wanted: Vec<std::ops::Range<u64>>,
+}
+
+impl Placeholder {
+    fn clip(&self, offset: u64, len: u64) -> std::ops::Range<u64> {
+        let end = offset.saturating_add(len).min(self.size);
+        offset.min(end)..end
+    }
+}
+
+impl ops::ObjectBytes for Placeholder {
+    fn read(&mut self, offset: u64, len: u64) -> Result<Vec<u8>, RemoteError> {
+        let range = self.clip(offset, len);
+        self.wanted.push(range.clone());
+        Ok(vec![0; (range.end - range.start) as usize])
+    }
+
+    fn extents(&mut self, offset: u64, len: u64) -> Result<Vec<(u64, u64)>, RemoteError> {
+        let range = self.clip(offset, len);
+        Ok(if range.is_empty() { Vec::new() } else { vec![(range.start, range.end - range.start)] })
+    }
+}
+
 impl Pg {
     /// An op on an erasure-coded PG: evaluated against the logical object (this shard's
     /// metadata, the logical size from `EC_SIZE_XATTR`) with placeholder bytes, which
@@ -45,7 +73,7 @@ impl Pg {
             m.size = before.size;
             m
         });
-        let mut wanted: Vec<std::ops::Range<u64>> = Vec::new();
+        let mut placeholder = Placeholder { size: before.size, wanted: Vec::new() };
         let executed = ops::execute_on(
             self.shared.store.as_ref(),
             self.c,
@@ -55,13 +83,9 @@ impl Pg {
             &op.ops,
             &op.bulk,
             view,
-            &mut |offset, len| {
-                let end = offset.saturating_add(len).min(before.size);
-                let start = offset.min(end);
-                wanted.push(start..end);
-                Ok(vec![0; (end - start) as usize])
-            },
+            &mut placeholder,
         );
+        let mut wanted = placeholder.wanted;
         let executed = match executed {
             Ok(executed) => executed,
             Err(e) => {

@@ -66,6 +66,11 @@ fn writes_after_a_snapshot_keep_what_they_change_for_reads_at_it_and_rollbacks()
     c.ok(&["pool", "create", "ec", "erasure", "--k", "2", "--m", "1", "--pg-num", "1"]);
     let ec = c.fails(&["pool", "mksnap", "ec", "s1"]);
     assert!(ec.contains("not supported yet"), "{ec}");
+    let file = work.join("sparse");
+    std::fs::write(&file, vec![0u8; 100_000]).unwrap();
+    c.ok(&["obj", "put", "ec", "e", path_str(&file)]);
+    let whole = c.json(&["obj", "extents", "ec", "e"]);
+    assert_eq!(whole, serde_json::json!([{ "offset": 0, "length": 100_000 }]), "EC: all of it");
     assert!(get(&c, &work, "a") == v1);
 
     // Self-managed snapshots, as a block image takes them: ids from the monitors, the
@@ -96,10 +101,26 @@ fn writes_after_a_snapshot_keep_what_they_change_for_reads_at_it_and_rollbacks()
     assert_eq!(list.clones.iter().map(|c| c.id).collect::<Vec<_>>(), vec![s1, s2]);
     let disorder = write(b"bad", s2, &[s1, s2]).unwrap_err();
     assert_eq!(disorder.code(), Some(proto::ErrorCode::Invalid), "{disorder}");
+    // Extents: a write 1 MiB in leaves a hole the head lists and the clone does not have.
+    let far = vec![ObjectOp::Write { offset: 1 << 20, len: 3 }];
+    let args = SnapArgs { context: Some(SnapContext { seq: s2, snaps: vec![s2, s1] }), read: None };
+    runtime
+        .block_on(objects.op_with("vols", &image, far, Bytes::from_static(b"end"), &args))
+        .unwrap();
+    let extents = |snap: Option<u64>| {
+        let mut args = vec!["obj".to_owned(), "extents".into(), "vols".into(), "rbd_data.1".into()];
+        args.extend(snap.map(|s| format!("--snap={s}")));
+        c.json(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let span = |offset: u64, length: u64| serde_json::json!({ "offset": offset, "length": length });
+    assert_eq!(extents(None), serde_json::json!([span(0, 3), span(1 << 20, 3)]));
+    assert_eq!(extents(Some(s2)), serde_json::json!([span(0, 3)]), "the clone before it");
+    let missing = c.fails(&["obj", "extents", "vols", "nosuch"]);
+    assert!(missing.contains("does not exist"), "{missing}");
     runtime.block_on(objects.snap_remove("vols", s1)).unwrap();
     let again = runtime.block_on(objects.snap_remove("vols", s1)).unwrap_err();
     assert!(again.to_string().contains("does not exist"), "{again}");
-    assert_eq!(read_at(None), Bytes::from_static(b"six"));
+    assert_eq!(read_at(Some(s2)), Bytes::from_static(b"two"), "snapshot 2 outlives 1");
 }
 
 #[test]
