@@ -310,6 +310,20 @@ impl Objects {
         result.ok_or(ClientError::Unexpected { request, got: "another result" })
     }
 
+    /// Makes `object` a copy of `source` in the same pool (of what it was at snapshot
+    /// `snap`, if given): data, xattrs and omap, copied by the OSDs without passing
+    /// through this client. `object`'s locks stay.
+    pub async fn copy(
+        &self,
+        pool: &str,
+        object: &ObjectName,
+        source: &ObjectName,
+        snap: Option<u64>,
+    ) -> Result<Version, ClientError> {
+        let ops = vec![ObjectOp::CopyFrom { source: source.clone(), snap }];
+        Ok(self.op(pool, object, ops, Bytes::new()).await?.version)
+    }
+
     pub async fn remove(&self, pool: &str, object: &ObjectName) -> Result<(), ClientError> {
         self.op(pool, object, vec![ObjectOp::Remove], Bytes::new()).await.map(|_| ())
     }

@@ -246,7 +246,29 @@ pub enum ObjectOp {
     Rollback {
         snap: u64,
     },
+    // Server-side copies within a pool: the primary reads the source from its own primary,
+    // with no round trip through the client, and writes it with the request's other ops.
+    /// Makes this object a copy of `source` (or of what it was at snapshot `snap`): its
+    /// data, xattrs and omap, replacing this object's; this object's locks stay.
+    CopyFrom {
+        source: ObjectName,
+        snap: Option<u64>,
+    },
+    /// Writes `len` bytes (at most `COPY_RANGE_BYTES_MAX`) of `source` (at snapshot
+    /// `snap`) from `offset` into this object at `to`: fewer where the source ends.
+    CopyRange {
+        source: ObjectName,
+        snap: Option<u64>,
+        offset: u64,
+        len: u64,
+        to: u64,
+    },
 }
+
+/// Bytes one `CopyRange` copies at most.
+pub const COPY_RANGE_BYTES_MAX: u64 = 64 << 20;
+/// Copy ops one request carries at most.
+pub const COPIES_PER_REQUEST_MAX: usize = 4;
 
 /// Snapshot ids one snapshot context lists at most.
 pub const SNAP_CONTEXT_SNAPS_MAX: usize = 4096;
@@ -366,7 +388,19 @@ impl ObjectOp {
                 | ObjectOp::Unlock { .. }
                 | ObjectOp::BreakLock { .. }
                 | ObjectOp::Rollback { .. }
+                | ObjectOp::CopyFrom { .. }
+                | ObjectOp::CopyRange { .. }
         )
+    }
+
+    /// A copy op's source and the snapshot it is read at.
+    pub fn copy_source(&self) -> Option<(&ObjectName, Option<u64>)> {
+        match self {
+            ObjectOp::CopyFrom { source, snap } | ObjectOp::CopyRange { source, snap, .. } => {
+                Some((source, *snap))
+            }
+            _ => None,
+        }
     }
 
     /// Whether the op only gives space back (or changes nothing): what a full OSD still

@@ -1,5 +1,5 @@
 //! `cairn obj`: objects in pools, as `rados put/get/stat/ls/rm/lock/listsnaps/rollback`,
-//! and `extents` (what `rbd diff` and block status stand on).
+//! `cp`, and `extents` (what `rbd diff` and block status stand on).
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -61,6 +61,16 @@ pub enum ObjCommand {
     Stat {
         pool: String,
         name: String,
+    },
+    /// Copy SOURCE onto TARGET in the same pool (data, xattrs, omap), OSD to OSD, as
+    /// `rados cp`; TARGET's locks stay.
+    Cp {
+        pool: String,
+        source: String,
+        target: String,
+        /// SOURCE as it was at this snapshot (a pool snapshot's name, or an id).
+        #[arg(long)]
+        snap: Option<String>,
     },
     /// Every object in a pool.
     Ls {
@@ -184,6 +194,16 @@ pub async fn run(connect: &Connect, command: ObjCommand) -> Result<()> {
                         println!("{object}");
                     }
                 }
+            }
+        }
+        ObjCommand::Cp { pool, source, target, snap } => {
+            let snap = snap.map(|s| snap_id(&objects, &pool, &s)).transpose()?;
+            let (source, target) = (ObjectName::new(source), ObjectName::new(target));
+            let version = objects.copy(&pool, &target, &source, snap).await?;
+            if matches!(connect.format, Format::Json) {
+                print_json(
+                    &serde_json::json!({ "name": target.to_string(), "version": version.to_string() }),
+                )?;
             }
         }
         ObjCommand::Rm { pool, name } => objects.remove(&pool, &ObjectName::new(name)).await?,

@@ -2,7 +2,7 @@
 //! waiting), waiting for the PG to serve, held behind their object, or run. An object is
 //! busy while a change to it is in flight (one at a time), while a copy of it is missing
 //! (recovered first), while backfill pushes it, and, for writes, while a scrub chunk
-//! covers it. Held ops run in order once it is not. The actor (`actor/client_ops.rs`)
+//! covers it or a copy into it reads its sources. Held ops run in order once it is not. The actor (`actor/client_ops.rs`)
 //! describes the PG and the object, and carries out the answer.
 
 /// Client ops a PG holds while it cannot serve them (peering, inactive).
@@ -43,6 +43,8 @@ pub struct Object {
     pub pushing: bool,
     /// A scrub chunk covers it.
     pub scrubbing: bool,
+    /// A copy op into it is reading its sources: nothing is applied yet, so reads run.
+    pub copying: bool,
     /// Ops held behind it already.
     pub held: usize,
 }
@@ -80,7 +82,7 @@ pub fn admit(pg: &Pg, object: &Object, write: bool) -> Admit {
         Serving::Soon => return Admit::Wait,
     }
     // Ops held already go first, in order.
-    let busy = !may_run(object) || object.held > 0 || (write && object.scrubbing);
+    let busy = !may_run(object) || object.held > 0 || (write && holds_writes(object));
     if !busy {
         Admit::Run
     } else if object.held >= HELD_PER_OBJECT_MAX {
@@ -90,10 +92,14 @@ pub fn admit(pg: &Pg, object: &Object, write: bool) -> Admit {
     }
 }
 
-/// Whether the ops held behind `object` may run now (reads wait for a scrub chunk too:
-/// the queue keeps its order).
+/// Whether the ops held behind `object` may run now (reads wait for a scrub chunk or a
+/// copy too: the queue keeps its order).
 pub fn may_release(object: &Object) -> bool {
-    may_run(object) && !object.scrubbing
+    may_run(object) && !holds_writes(object)
+}
+
+fn holds_writes(object: &Object) -> bool {
+    object.scrubbing || object.copying
 }
 
 fn may_run(object: &Object) -> bool {
@@ -111,6 +117,7 @@ mod tests {
         recovering: false,
         pushing: false,
         scrubbing: false,
+        copying: false,
         held: 0,
     };
 
@@ -146,12 +153,18 @@ mod tests {
     }
 
     #[test]
-    fn a_scrub_chunk_holds_writes_and_its_queue_but_not_new_reads() {
+    fn a_scrub_chunk_or_a_copy_holds_writes_and_its_queue_but_not_new_reads() {
         let scrubbed = Object { scrubbing: true, ..IDLE };
         assert_eq!(admit(&ACTIVE, &scrubbed, false), Admit::Run);
         assert_eq!(admit(&ACTIVE, &scrubbed, true), Admit::Hold { recover: false });
         assert!(!may_release(&scrubbed));
         assert!(may_release(&IDLE));
         assert!(!may_release(&Object { missing: true, ..IDLE }));
+        // A copy reading its sources: the same, so that two objects copied from each
+        // other at once do not wait for each other's reads.
+        let copying = Object { copying: true, ..IDLE };
+        assert_eq!(admit(&ACTIVE, &copying, false), Admit::Run);
+        assert_eq!(admit(&ACTIVE, &copying, true), Admit::Hold { recover: false });
+        assert!(!may_release(&copying));
     }
 }

@@ -154,6 +154,10 @@ impl<'a> Sim<'a> {
             Ok(bytes)
         };
         for op in ops {
+            if matches!(op, RepOp::Write { .. } | RepOp::WriteFull { .. }) && !self.now.exists {
+                // The shards' object exists before the metadata ops after this one.
+                self.meta.push(RepOp::Create);
+            }
             match op {
                 RepOp::Write { offset, len } => {
                     let bytes = take(*len)?;
@@ -441,6 +445,20 @@ mod tests {
         let out = translate(layout, before, ops, data, old).unwrap();
         for (shard, w) in shards.iter_mut().zip(&out.shards) {
             shard.apply(w);
+        }
+    }
+
+    #[test]
+    fn a_write_that_creates_the_object_creates_it_before_the_metadata_ops_after_it() {
+        let layout = Layout::new(2, 1, 4096).unwrap();
+        let ops = [
+            RepOp::WriteFull { len: 3 },
+            RepOp::SetXattr { name: "kind".into(), value: b"v".to_vec() },
+            RepOp::OmapClear,
+        ];
+        let out = translate(&layout, Logical::default(), &ops, b"abc", vec![]).unwrap();
+        for shard in &out.shards {
+            assert_eq!(shard.ops[..3], [RepOp::Create, ops[1].clone(), RepOp::OmapClear]);
         }
     }
 

@@ -3,6 +3,7 @@
 pub mod actor;
 pub mod admission;
 pub mod backfill;
+pub mod copy;
 pub mod ec;
 pub mod locks;
 pub mod log;

@@ -384,6 +384,12 @@ fn check_request(
             bulk.len()
         )));
     }
+    if ops.iter().any(|op| op.copy_source().is_some()) {
+        return Err(RemoteError::new(
+            ErrorCode::Internal,
+            "copy ops run only as the writes the primary makes of them",
+        ));
+    }
     for op in ops {
         let named = match op {
             ObjectOp::GetXattr { name }

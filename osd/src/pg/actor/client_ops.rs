@@ -57,13 +57,14 @@ impl Pg {
     }
 
     /// `object` as an op's admission sees it.
-    fn admission_view(&self, object: &ObjectName) -> admission::Object {
+    pub(super) fn admission_view(&self, object: &ObjectName) -> admission::Object {
         admission::Object {
             in_flight: self.in_flight.contains_key(object),
             missing: self.is_missing_anywhere(object),
             recovering: self.recovering.contains(object),
             pushing: self.bf.pushing.contains_key(object),
             scrubbing: self.in_scrub_range(object),
+            copying: self.copying.contains(object),
             held: self.held.get(object).map_or(0, VecDeque::len),
         }
     }
@@ -144,6 +145,9 @@ impl Pg {
                 let _ = op.reply.send(Err(err(ErrorCode::NoSpace, why)));
                 return;
             }
+        }
+        if op.ops.iter().any(|o| o.copy_source().is_some()) {
+            return self.read_copy_sources(op);
         }
         if self.ec.is_some() {
             return self.ec_execute(op, reqid, is_write);

@@ -10,7 +10,7 @@
 //!
 //! This module holds the PG's state, its events and their dispatch (`handle`, `new_map`);
 //! each story the PG tells has a module of its own: `peering_round` (primary), `recovery`,
-//! `backfill`, `client_ops` (client ops on the primary), `ec_io` (erasure-coded reads, writes
+//! `backfill`, `client_ops` (client ops on the primary), `copies` (server-side copies), `ec_io` (erasure-coded reads, writes
 //! and rebuilds), `replica` (requests from peers), `scrubbing`, `stats` (reports and
 //! going clean) and `io` (the store and network helpers they share). They are `impl Pg`
 //! blocks on the state defined here.
@@ -54,6 +54,7 @@ use crate::throttle::Throttle;
 
 mod backfill;
 mod client_ops;
+mod copies;
 mod ec_io;
 mod io;
 mod peering_round;
@@ -326,6 +327,12 @@ pub enum Event {
     ScrubNext {
         interval: Epoch,
     },
+    /// The sources of a request's copy ops, read from their primaries.
+    CopyRead {
+        interval: Epoch,
+        op: Box<ClientOp>,
+        result: Result<Vec<super::copy::Source>, RemoteError>,
+    },
     /// An erasure-coded op's bytes gathered from the shards.
     EcGathered {
         interval: Epoch,
@@ -494,6 +501,8 @@ pub struct Pg {
     held: HashMap<ObjectName, VecDeque<ClientOp>>,
     /// Writes applied locally but not yet committed everywhere, per object.
     in_flight: HashMap<ObjectName, u32>,
+    /// Objects a copy op writes to while its sources are read (`copies`).
+    copying: HashSet<ObjectName>,
     /// Replica: replicated writes waiting for their predecessor, by predecessor version.
     pending: BTreeMap<Version, (Epoch, PeerRequest, Bytes, Reply)>,
     /// Erasure-coded shard: the log entries whose rollback stash it keeps (`rollback`).
@@ -578,6 +587,7 @@ impl Pg {
             waiting: VecDeque::new(),
             held: HashMap::new(),
             in_flight: HashMap::new(),
+            copying: HashSet::new(),
             pending: BTreeMap::new(),
             rollbacks,
             uncommitted: BTreeSet::new(),
@@ -665,6 +675,7 @@ impl Pg {
             }
             Event::ScrubNext { interval } if interval == self.interval => self.scrub_chunk(),
             Event::EcGathered { interval, op, result } => self.ec_gathered(interval, *op, result),
+            Event::CopyRead { interval, op, result } => self.copy_read(interval, *op, result),
             Event::ScrubGo { .. } => self.scrub_queued = false,
             // Results of an interval that has ended.
             Event::ScrubChunk { .. }
@@ -754,6 +765,7 @@ impl Pg {
         // Writes of the old interval: their results are dropped (`committed`), so they
         // must not keep their objects busy in this one.
         self.in_flight.clear();
+        self.copying.clear();
         // Ops of the old interval: their clients resend to the new primary.
         let stale = err(
             ErrorCode::StaleEpoch,

@@ -2,6 +2,7 @@
 //! through `cairn obj`, OSDs killed with SIGKILL or at crash points and restarted. A module
 //! per story; the helpers they share are here.
 
+mod copies;
 mod erasure;
 mod locks;
 mod recovery;

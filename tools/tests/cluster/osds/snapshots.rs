@@ -71,6 +71,10 @@ fn writes_after_a_snapshot_keep_what_they_change_for_reads_at_it_and_rollbacks()
     c.ok(&["obj", "put", "ec", "e", path_str(&file)]);
     let whole = c.json(&["obj", "extents", "ec", "e"]);
     assert_eq!(whole, serde_json::json!([{ "offset": 0, "length": 100_000 }]), "EC: all of it");
+    c.ok(&["obj", "cp", "ec", "e", "e2"]);
+    assert!(get_in(&c, &work, "ec", "e2") == vec![0u8; 100_000], "a copy within an EC pool");
+    c.ok(&["obj", "cp", "rbd", "a", "a@s1", "--snap", "s1"]);
+    assert!(get(&c, &work, "a@s1") == v1, "a copy of what the object was at the snapshot");
     assert!(get(&c, &work, "a") == v1);
 
     // Self-managed snapshots, as a block image takes them: ids from the monitors, the
