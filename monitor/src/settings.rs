@@ -44,6 +44,9 @@ pub struct Settings {
     pub osd_deep_scrub_interval_s: u64,
     /// The pause between scrub chunks (Ceph's `osd_scrub_sleep`), in ms.
     pub osd_scrub_sleep_ms: u64,
+    /// The pause between batches of snapshot trimming (Ceph's `osd_snap_trim_sleep`), in
+    /// ms.
+    pub osd_snap_trim_sleep_ms: u64,
     /// A client op in flight longer than this is slow (SLOW_OPS), in seconds (Ceph's
     /// `osd_op_complaint_time`).
     pub osd_op_complaint_time_s: u64,
@@ -72,6 +75,7 @@ impl Default for Settings {
             osd_scrub_interval_s: 24 * 3600,
             osd_deep_scrub_interval_s: 7 * 24 * 3600,
             osd_scrub_sleep_ms: 20,
+            osd_snap_trim_sleep_ms: 20,
             osd_op_complaint_time_s: 30,
             osd_scrub_load_threshold_percent: 50,
         }
@@ -99,6 +103,7 @@ const KEYS: &[(&str, u64, u64)] = &[
     ("osd.scrub_interval", 1, 365 * 24 * 3600),
     ("osd.deep_scrub_interval", 1, 365 * 24 * 3600),
     ("osd.scrub_sleep_ms", 0, 60_000),
+    ("osd.snap_trim_sleep_ms", 0, 60_000),
     ("osd.op_complaint_time", 1, 24 * 3600),
     ("osd.scrub_load_threshold_percent", 1, 10_000),
 ];
@@ -150,6 +155,7 @@ impl Settings {
             "osd.scrub_interval" => self.osd_scrub_interval_s = n,
             "osd.deep_scrub_interval" => self.osd_deep_scrub_interval_s = n,
             "osd.scrub_sleep_ms" => self.osd_scrub_sleep_ms = n,
+            "osd.snap_trim_sleep_ms" => self.osd_snap_trim_sleep_ms = n,
             "osd.op_complaint_time" => self.osd_op_complaint_time_s = n,
             "osd.scrub_load_threshold_percent" => self.osd_scrub_load_threshold_percent = n,
             _ => unreachable!("every key in KEYS is handled"),
@@ -179,6 +185,7 @@ impl Settings {
             ("osd.scrub_interval", self.osd_scrub_interval_s),
             ("osd.deep_scrub_interval", self.osd_deep_scrub_interval_s),
             ("osd.scrub_sleep_ms", self.osd_scrub_sleep_ms),
+            ("osd.snap_trim_sleep_ms", self.osd_snap_trim_sleep_ms),
             ("osd.op_complaint_time", self.osd_op_complaint_time_s),
             ("osd.scrub_load_threshold_percent", self.osd_scrub_load_threshold_percent),
         ]
@@ -195,6 +202,7 @@ impl Settings {
             scrub_interval_s: self.osd_scrub_interval_s,
             deep_scrub_interval_s: self.osd_deep_scrub_interval_s,
             scrub_sleep_ms: self.osd_scrub_sleep_ms,
+            snap_trim_sleep_ms: self.osd_snap_trim_sleep_ms,
             op_complaint_time_s: self.osd_op_complaint_time_s,
             scrub_load_threshold_percent: self.osd_scrub_load_threshold_percent,
         }

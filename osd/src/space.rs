@@ -183,6 +183,7 @@ mod tests {
             scrub_interval_s: 1,
             deep_scrub_interval_s: 1,
             scrub_sleep_ms: 0,
+            snap_trim_sleep_ms: 0,
             op_complaint_time_s: 30,
             scrub_load_threshold_percent: 50,
         }

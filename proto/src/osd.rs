@@ -45,6 +45,8 @@ pub struct OsdConfig {
     pub op_complaint_time_s: u64,
     /// Scheduled scrubs wait while the load per CPU is above this, in percent.
     pub scrub_load_threshold_percent: u64,
+    /// The pause between batches of objects snapshot trimming goes through, in ms.
+    pub snap_trim_sleep_ms: u64,
 }
 
 /// How full an OSD may get, in percent of its space (Ceph's nearfull, backfillfull and
@@ -610,6 +612,10 @@ pub enum RepOp {
     RollbackTo {
         snap: u64,
         keep: Vec<(String, Vec<u8>)>,
+    },
+    /// Removes the object's clone `snap` (snapshot trimming: no snapshot needs it).
+    RemoveClone {
+        snap: u64,
     },
 }
 

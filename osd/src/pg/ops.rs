@@ -204,6 +204,44 @@ fn check_snap_request(ops: &[ObjectOp], snap: &SnapArgs) -> Result<(), RemoteErr
     Ok(())
 }
 
+/// Snapshot trimming of one object: the changes that drop the clones no snapshot outside
+/// `removed` needs and forget the removed ones in its snap set (`None`: nothing to trim).
+/// A whiteout left without clones goes too.
+pub fn trim(
+    store: &dyn ObjectStore,
+    c: CollectionId,
+    name: &ObjectName,
+    removed: impl Fn(u64) -> bool,
+) -> Result<Option<Executed>, RemoteError> {
+    let oid = object_id(name);
+    let Some(physical) = store.stat(c, &oid).map_err(store_error)? else { return Ok(None) };
+    let mut set = SnapSet::load(Some(&physical.xattrs), name)?;
+    let before = set.clone();
+    let dropped = set.trim(removed);
+    if set == before {
+        return Ok(None);
+    }
+    let whiteout = physical.xattrs.contains_key(WHITEOUT_XATTR);
+    let size = (!whiteout).then_some(physical.size);
+    let mut out = Executed {
+        results: vec![OpResult::Done],
+        prior: physical.version,
+        size_before: size,
+        size_after: size,
+        exists_after: size.is_some(),
+        kept_after: true,
+        ..Executed::default()
+    };
+    out.rep_ops = dropped.into_iter().map(|snap| RepOp::RemoveClone { snap }).collect();
+    if whiteout && set.clones.is_empty() {
+        out.rep_ops.push(RepOp::Remove);
+        out.kept_after = false;
+    } else {
+        out.rep_ops.push(RepOp::SetXattr { name: SNAPSET_XATTR.to_owned(), value: set.encode() });
+    }
+    Ok(Some(out))
+}
+
 /// The changes that make the head what it was at snapshot `to`, before the request's own
 /// snapshot context is applied.
 fn rollback(
@@ -698,6 +736,10 @@ pub fn transaction(
                 exists = true;
                 continue;
             }
+            RepOp::RemoveClone { snap } => {
+                txn.push(TxOp::Remove { c, oid: ObjectId { snap: *snap, ..oid } });
+                continue;
+            }
         };
         txn.push(tx_op);
         exists = true;
@@ -1034,5 +1076,27 @@ mod tests {
         }
         assert_eq!(*v, before);
         assert_eq!(read_at(6, v), Ok("newginal".into()));
+
+        // Trimming snapshot 3 drops its clone; trimming 5 too leaves nothing to keep.
+        let removed = [ObjectOp::Remove];
+        run(&store, &name, &removed, b"", &writes(5, &[5, 3]), v).unwrap();
+        let trim = |gone: &[u64], v: &mut u64| {
+            let out = super::trim(&store, c, &name, |s| gone.contains(&s)).unwrap();
+            let Some(out) = out else { return false };
+            *v += 1;
+            let mut txn = Transaction::new();
+            let at = Version::new(1, *v);
+            transaction(c, &object_id(&name), &out.rep_ops, &out.rep_data, at, &mut txn).unwrap();
+            store.apply(&txn).unwrap();
+            true
+        };
+        assert!(trim(&[3], v));
+        assert!(!trim(&[3], v), "trimmed already");
+        assert_eq!(read_at(3, v), Err(ErrorCode::NotFound));
+        assert_eq!(read_at(5, v), Ok("newginal".into()), "snapshot 5 lives");
+        assert!(store.stat(c, &ObjectId { snap: 3, ..object_id(&name) }).unwrap().is_none());
+        assert!(trim(&[3, 5], v));
+        assert!(store.stat(c, &object_id(&name)).unwrap().is_none(), "the whiteout goes");
+        assert!(store.stat(c, &ObjectId { snap: 5, ..object_id(&name) }).unwrap().is_none());
     }
 }

@@ -119,10 +119,56 @@ impl SnapSet {
         newest.overlap = kept;
     }
 
+    /// Forgets the snapshots `removed` says are gone: each clone stops serving them, and
+    /// the clones left serving none are dropped, their ids returned (oldest first) for the
+    /// store to remove. The clone before a dropped one then shares with its successor only
+    /// what it shared with both. A clone serving a snapshot that still exists is kept.
+    pub fn trim(&mut self, removed: impl Fn(u64) -> bool) -> Vec<u64> {
+        let mut dropped = Vec::new();
+        let mut kept: Vec<CloneInfo> = Vec::with_capacity(self.clones.len());
+        // The overlap a dropped clone had with its successor, for the clone before it.
+        let mut carried: Option<Vec<(u64, u64)>> = None;
+        for mut clone in std::mem::take(&mut self.clones).into_iter().rev() {
+            if let Some(overlap) = carried.take() {
+                clone.overlap = intersect(&clone.overlap, &overlap);
+            }
+            clone.snaps.retain(|&s| !removed(s));
+            if clone.snaps.is_empty() {
+                carried = Some(clone.overlap.clone());
+                dropped.push(clone.id);
+            } else {
+                kept.push(clone);
+            }
+        }
+        kept.reverse();
+        dropped.reverse();
+        self.clones = kept;
+        dropped
+    }
+
     /// What `ListSnaps` answers.
     pub fn list(&self, head: bool) -> SnapList {
         SnapList { seq: self.seq, clones: self.clones.clone(), head_exists: head }
     }
+}
+
+/// The ranges both sorted, disjoint range lists cover.
+fn intersect(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        let (a_end, b_end) = (a[i].0 + a[i].1, b[j].0 + b[j].1);
+        let (start, end) = (a[i].0.max(b[j].0), a_end.min(b_end));
+        if start < end {
+            out.push((start, end - start));
+        }
+        if a_end <= b_end {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -168,6 +214,38 @@ mod tests {
         assert_eq!(set.resolve(7, true), Resolved::Missing, "no snapshot 7 saw the object");
         assert_eq!(set.resolve(10, true), Resolved::Head);
         assert_eq!(set.resolve(10, false), Resolved::Missing, "the head was removed");
+    }
+
+    #[test]
+    fn trimming_drops_the_clones_no_living_snapshot_needs_and_merges_their_overlap() {
+        let clone = |id, snaps: &[u64], overlap: &[(u64, u64)]| CloneInfo {
+            id,
+            snaps: snaps.to_vec(),
+            size: 100,
+            overlap: overlap.to_vec(),
+        };
+        let mut set = SnapSet {
+            seq: 9,
+            clones: vec![
+                clone(3, &[3, 2], &[(0, 50)]),
+                clone(5, &[5], &[(20, 80)]),
+                clone(9, &[9, 7], &[(0, 30), (60, 40)]),
+            ],
+        };
+        let removed = |s: u64| [2, 5, 7].contains(&s);
+        assert_eq!(set.trim(removed), vec![5], "clone 3 still serves 3, clone 9 serves 9");
+        assert_eq!(
+            set.clones,
+            vec![clone(3, &[3], &[(20, 30)]), clone(9, &[9], &[(0, 30), (60, 40)])],
+            "clone 3 shares with 9 what it shared with 5 and 5 with 9"
+        );
+        assert_eq!(set.resolve(5, true), Resolved::Missing);
+        assert_eq!(set.resolve(3, true), Resolved::Clone(3));
+        assert_eq!(set.trim(removed), Vec::<u64>::new(), "trimming again changes nothing");
+        // Every snapshot removed: every clone goes, the newest's overlap with the head too.
+        assert_eq!(set.trim(|_| true), vec![3, 9]);
+        assert!(set.clones.is_empty());
+        assert_eq!(set.seq, 9, "seq stays: a write with an older context makes no clone");
     }
 
     #[test]

@@ -101,6 +101,8 @@ pub struct Active {
     /// A scrub runs: `Some(deep)`.
     pub scrub: Option<bool>,
     pub inconsistent: bool,
+    /// Snapshot trimming runs.
+    pub snaptrim: bool,
 }
 
 /// Ceph's words for an active PG, in Ceph's order.
@@ -126,6 +128,9 @@ pub fn active_words(a: &Active) -> Vec<&'static str> {
     }
     if !a.missing && !a.undersized && !a.remapped && a.backfill == Filling::No {
         words.push("clean");
+    }
+    if a.snaptrim {
+        words.push("snaptrim");
     }
     if let Some(deep) = a.scrub {
         words.push("scrubbing");
@@ -161,6 +166,7 @@ mod tests {
         backfill: Filling::No,
         scrub: None,
         inconsistent: false,
+        snaptrim: false,
     };
 
     #[test]

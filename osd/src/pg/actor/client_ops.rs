@@ -5,6 +5,15 @@
 
 use super::*;
 
+/// A write applied on the primary, for `send_entry`.
+pub(super) struct AppliedWrite {
+    head: Version,
+    entry: LogEntry,
+    committed_before: Version,
+    peers: Vec<(u32, bool, Vec<proto::osd::RepOp>, Bytes)>,
+    results: Vec<proto::osd::OpResult>,
+}
+
 impl Pg {
     pub(super) fn client_op(&mut self, op: ClientOp) {
         self.shared.client_ops.fetch_add(1, Ordering::Relaxed);
@@ -155,6 +164,10 @@ impl Pg {
         let caller = op.caller(self.shared.clock.now_ms());
         let store = self.shared.store.as_ref();
         let snap = self.snap_args(&op.snap);
+        if let Some(why) = self.removed_in_context(&snap) {
+            let _ = op.reply.send(Err(err(ErrorCode::Invalid, why)));
+            return;
+        }
         let executed =
             match ops::execute(store, self.c, &op.object, caller, &op.ops, &op.bulk, &snap) {
                 Ok(executed) => executed,
@@ -170,27 +183,44 @@ impl Pg {
             let _ = op.reply.send(Ok((response, Bytes::from(executed.read_data))));
             return;
         }
+        match self.apply_write(&op.object, reqid, executed) {
+            Ok(applied) => self.send_applied(applied, op.reply),
+            Err(e) if e.code == ErrorCode::Corrupt => self.repair(op, e),
+            Err(e) => {
+                let _ = op.reply.send(Err(e));
+            }
+        }
+    }
+
+    /// Sends a write `apply_write` applied to the peers; `reply` has the answer once
+    /// every copy is durable.
+    pub(super) fn send_applied(&mut self, w: AppliedWrite, reply: Reply) {
+        self.send_entry(w.head, w.entry, w.committed_before, w.peers, w.results, reply);
+    }
+
+    /// Applies a write the primary executed on `object` to the local store and logs it;
+    /// what `send_entry` then sends to the peers.
+    pub(super) fn apply_write(
+        &mut self,
+        object: &ObjectName,
+        reqid: ReqId,
+        executed: ops::Executed,
+    ) -> Result<AppliedWrite, RemoteError> {
         let head = self.log.head();
-        let entry = self.next_entry(&op.object, reqid, &executed);
+        let entry = self.next_entry(object, reqid, &executed);
         let mut rep_ops = executed.rep_ops;
         rep_ops.push(proto::osd::RepOp::SetVersion { mtime_ms: self.shared.clock.now_ms() });
         let data = executed.rep_data;
         let committed_before = self.committed_before(entry.version);
-        if let Err(e) = self.apply_entry(&entry, Some((&rep_ops, &data)), committed_before) {
-            if e.code == ErrorCode::Corrupt {
-                return self.repair(op, e);
-            }
-            let _ = op.reply.send(Err(e));
-            return;
-        }
+        self.apply_entry(&entry, Some((&rep_ops, &data)), committed_before)?;
         // Backfill targets get the write in full once backfill has passed the object,
         // else only its log entry.
-        let log_only = !self.bf.covers(&op.object);
+        let log_only = !self.bf.covers(object);
         let peers = peer_targets(self.me(), &self.writers, &self.backfill, log_only)
             .into_iter()
             .map(|(osd, backfill_only)| (osd, backfill_only, rep_ops.clone(), data.clone()))
             .collect();
-        self.send_entry(head, entry, committed_before, peers, executed.results, op.reply);
+        Ok(AppliedWrite { head, entry, committed_before, peers, results: executed.results })
     }
 
     /// What a request says about snapshots, with a pool's own snapshot context where it
@@ -205,6 +235,17 @@ impl Pg {
             }
         }
         snap
+    }
+
+    /// Why a write's snapshot context is stale: it lists a snapshot the pool removed
+    /// (a clone kept for it would never be trimmed).
+    fn removed_in_context(&self, snap: &proto::osd::SnapArgs) -> Option<String> {
+        let removed = &self.map.pool(self.id.pool)?.snaps.removed;
+        let context = snap.context.as_ref()?;
+        let id = context.snaps.iter().find(|&&s| removed.contains(s))?;
+        Some(format!(
+            "the snapshot context lists snapshot {id}, which was removed; refresh the context"
+        ))
     }
 
     /// The log entry of a write the primary executed.

@@ -11,7 +11,7 @@
 //! This module holds the PG's state, its events and their dispatch (`handle`, `new_map`);
 //! each story the PG tells has a module of its own: `peering_round` (primary), `recovery`,
 //! `backfill`, `client_ops` (client ops on the primary), `copies` (server-side copies), `ec_io` (erasure-coded reads, writes
-//! and rebuilds), `replica` (requests from peers), `scrubbing`, `stats` (reports and
+//! and rebuilds), `replica` (requests from peers), `scrubbing`, `snap_trim`, `stats` (reports and
 //! going clean) and `io` (the store and network helpers they share). They are `impl Pg`
 //! blocks on the state defined here.
 
@@ -61,6 +61,7 @@ mod peering_round;
 mod recovery;
 mod replica;
 mod scrubbing;
+mod snap_trim;
 mod stats;
 
 pub use io::{apply_state, read_state};
@@ -124,6 +125,8 @@ pub struct Shared {
     pub deep_scrub_interval_ms: AtomicU64,
     /// The pause between scrub chunks (`osd.scrub_sleep_ms`), which lets held ops through.
     pub scrub_sleep_ms: AtomicU64,
+    /// The pause between batches of snapshot trimming (`osd.snap_trim_sleep_ms`).
+    pub snap_trim_sleep_ms: AtomicU64,
     /// Client ops this OSD has taken as a primary since it started: a scrub that sees
     /// them come in while it reads yields as long again (see `scrub_pause`).
     pub client_ops: AtomicU64,
@@ -175,6 +178,7 @@ impl Shared {
             scrub_interval_ms: AtomicU64::new(24 * 3600 * 1000),
             deep_scrub_interval_ms: AtomicU64::new(7 * 24 * 3600 * 1000),
             scrub_sleep_ms: AtomicU64::new(20),
+            snap_trim_sleep_ms: AtomicU64::new(20),
             client_ops: AtomicU64::new(0),
             op_complaint_time_s: AtomicU64::new(30),
             scrub_load_threshold_percent: AtomicU64::new(50),
@@ -191,6 +195,7 @@ impl Shared {
     pub fn configure(&self, config: &OsdConfig) {
         self.space.configure(config);
         self.op_complaint_time_s.store(config.op_complaint_time_s, Ordering::Relaxed);
+        self.snap_trim_sleep_ms.store(config.snap_trim_sleep_ms, Ordering::Relaxed);
         self.scrub_load_threshold_percent
             .store(config.scrub_load_threshold_percent, Ordering::Relaxed);
         let scrub = (
@@ -325,6 +330,10 @@ pub enum Event {
     },
     /// Time for the next chunk.
     ScrubNext {
+        interval: Epoch,
+    },
+    /// Time for the next batch of snapshot trimming.
+    SnapTrim {
         interval: Epoch,
     },
     /// The sources of a request's copy ops, read from their primaries.
@@ -503,6 +512,10 @@ pub struct Pg {
     in_flight: HashMap<ObjectName, u32>,
     /// Objects a copy op writes to while its sources are read (`copies`).
     copying: HashSet<ObjectName>,
+    /// Snapshot trimming under way (primary), and the removed snapshots this OSD's copy
+    /// has been trimmed of (`snap_trim`).
+    trim: Option<snap_trim::Trim>,
+    trimmed: placement::snaps::SnapIntervals,
     /// Replica: replicated writes waiting for their predecessor, by predecessor version.
     pending: BTreeMap<Version, (Epoch, PeerRequest, Bytes, Reply)>,
     /// Erasure-coded shard: the log entries whose rollback stash it keeps (`rollback`).
@@ -588,6 +601,8 @@ impl Pg {
             held: HashMap::new(),
             in_flight: HashMap::new(),
             copying: HashSet::new(),
+            trim: None,
+            trimmed: Default::default(),
             pending: BTreeMap::new(),
             rollbacks,
             uncommitted: BTreeSet::new(),
@@ -664,6 +679,7 @@ impl Pg {
             }
             Event::Stat(reply) => {
                 self.schedule_scrub();
+                self.snap_trim_check();
                 let _ = reply.send((self.exists, self.is_primary().then(|| self.stat())));
             }
             Event::Scrub { deep, reply } => self.request_scrub(deep, reply),
@@ -674,12 +690,14 @@ impl Pg {
                 self.scrubbed(result)
             }
             Event::ScrubNext { interval } if interval == self.interval => self.scrub_chunk(),
+            Event::SnapTrim { interval } if interval == self.interval => self.snap_trim_batch(),
             Event::EcGathered { interval, op, result } => self.ec_gathered(interval, *op, result),
             Event::CopyRead { interval, op, result } => self.copy_read(interval, *op, result),
             Event::ScrubGo { .. } => self.scrub_queued = false,
             // Results of an interval that has ended.
             Event::ScrubChunk { .. }
             | Event::ScrubNext { .. }
+            | Event::SnapTrim { .. }
             | Event::Peered { .. }
             | Event::Activated { .. }
             | Event::Recovered { .. }
@@ -766,6 +784,7 @@ impl Pg {
         // must not keep their objects busy in this one.
         self.in_flight.clear();
         self.copying.clear();
+        self.trim = None;
         // Ops of the old interval: their clients resend to the new primary.
         let stale = err(
             ErrorCode::StaleEpoch,

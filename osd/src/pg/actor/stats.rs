@@ -28,6 +28,7 @@ impl Pg {
                 },
                 scrub: self.scrub.as_ref().map(|run| run.deep),
                 inconsistent: !self.inconsistent.is_empty(),
+                snaptrim: self.trim.is_some(),
             }),
         };
         let objects = self.info.stats.objects;

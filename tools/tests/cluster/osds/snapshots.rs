@@ -125,6 +125,26 @@ fn writes_after_a_snapshot_keep_what_they_change_for_reads_at_it_and_rollbacks()
     let again = runtime.block_on(objects.snap_remove("vols", s1)).unwrap_err();
     assert!(again.to_string().contains("does not exist"), "{again}");
     assert_eq!(read_at(Some(s2)), Bytes::from_static(b"two"), "snapshot 2 outlives 1");
+
+    // Trimming: the clone only snapshot 1 needed goes, in the background; snapshot 2's
+    // stays. A writer whose context still lists snapshot 1 is told to refresh it.
+    let stale = write(b"bad", s2, &[s2, s1]).unwrap_err();
+    assert!(stale.to_string().contains("was removed"), "{stale}");
+    let clones = || {
+        let list = runtime.block_on(objects.list_snaps("vols", &image)).unwrap();
+        list.clones.iter().map(|c| c.id).collect::<Vec<_>>()
+    };
+    let trimmed = |ids: Vec<u64>| if ids == [s2] { Ok(()) } else { Err(format!("{ids:?}")) };
+    common::wait_for("snapshot 1's clone trimmed", Duration::from_secs(30), || trimmed(clones()));
+    assert_eq!(read_at(Some(s2)), Bytes::from_static(b"two"));
+    // A pool snapshot's clones go with it; the head stays.
+    c.ok(&["pool", "rmsnap", "rbd", "s1"]);
+    let listed = || c.json(&["obj", "listsnaps", "rbd", "a"]);
+    common::wait_for("pool snapshot s1's clones trimmed", Duration::from_secs(30), || {
+        let listed = listed();
+        if listed["clones"] == serde_json::json!([]) { Ok(()) } else { Err(listed.to_string()) }
+    });
+    assert!(get(&c, &work, "a") == v1);
 }
 
 #[test]
