@@ -108,13 +108,14 @@ async fn read_source(
     want: &Want,
 ) -> Result<Source, RemoteError> {
     let at = SnapArgs { context: None, read: snap };
-    let ask = |ops| ask_primary(conns, map, pool, source, ops, &at);
-    let (offset, len) = match want {
-        Want::Range { offset, len } => (*offset, *len),
-        Want::Whole => return read_whole(conns, map, pool, source, &at).await,
-    };
-    let (_, data) = ask(vec![ObjectOp::Read { offset, len }]).await?;
-    Ok(Source { data, ..Source::default() })
+    match want {
+        Want::Whole => read_whole(conns, map, pool, source, &at).await,
+        &Want::Range { offset, len } => {
+            let read = vec![ObjectOp::Read { offset, len }];
+            let (_, data) = ask_primary(conns, map, pool, source, read, &at).await?;
+            Ok(Source { data, ..Source::default() })
+        }
+    }
 }
 
 /// A whole source: data, xattrs and omap, read in pages that each assert the version the
