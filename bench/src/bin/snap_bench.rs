@@ -9,7 +9,8 @@
 //!     cargo run --release -p cairn-bench --bin snap-bench [-- --objects N] [--rounds N]
 //!
 //! The target: the first write after a snapshot costs less than twice a plain one.
-//! Snapshot trimming is not measured: removed snapshots are not trimmed yet.
+//! Then every snapshot is removed, and the time until no object has a clone left gives
+//! the snapshot trimming throughput (at the default `osd.snap_trim_sleep_ms`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,7 +42,7 @@ fn main() -> Result<()> {
     let create = ["pool", "create", POOL, "replicated", "--size", "3", "--pg-num", "32"];
     run_cairn(&cairn, cluster.dir.path(), &create)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let (plain, first) = runtime.block_on(measure(&cluster, objects_n, rounds))?;
+    let (plain, first, trim) = runtime.block_on(measure(&cluster, objects_n, rounds))?;
     drop(runtime);
     drop(cluster);
     let mean = |s: &[Duration]| s.iter().sum::<Duration>() / s.len() as u32;
@@ -58,16 +59,23 @@ fn main() -> Result<()> {
         ratio(|s| s.iter().sum::<Duration>() / s.len() as u32),
         ratio(|s| percentile(s, 0.5))
     );
+    let (clones, took) = trim;
+    println!(
+        "snapshot trimming: {clones} clones in {:.2} s after the last removal, {:.0} clones/s",
+        took.as_secs_f64(),
+        clones as f64 / took.as_secs_f64()
+    );
     println!("load average before: {load_before}; after: {}", load_average());
     Ok(())
 }
 
-/// Plain and first-after-snapshot write latencies, each sorted.
+/// Plain and first-after-snapshot write latencies, each sorted; the clones trimmed once
+/// every snapshot is removed, and how long that took from the last removal.
 async fn measure(
     cluster: &DevCluster,
     objects_n: usize,
     rounds: usize,
-) -> Result<(Vec<Duration>, Vec<Duration>)> {
+) -> Result<(Vec<Duration>, Vec<Duration>, (usize, Duration))> {
     let config = ClientConfig::load(&cluster.data().join("client.toml"))?;
     let objects = Objects::new(Arc::new(MonClient::connect(config)?)).await?;
     let names: Vec<ObjectName> =
@@ -107,5 +115,33 @@ async fn measure(
     ensure!(clones == rounds, "obj.0 has {clones} clones after {rounds} snapshots");
     plain.sort();
     first.sort();
-    Ok((plain, first))
+    let trim = trim(&objects, &names, &context.snaps).await?;
+    Ok((plain, first, trim))
+}
+
+/// Removes `snaps` and waits (at most 5 minutes) until no object in `names` has a clone.
+async fn trim(objects: &Objects, names: &[ObjectName], snaps: &[u64]) -> Result<(usize, Duration)> {
+    let mut clones = 0;
+    for name in names {
+        clones += objects.list_snaps(POOL, name).await?.clones.len();
+    }
+    for &snap in snaps {
+        objects.snap_remove(POOL, snap).await?;
+    }
+    let start = Instant::now();
+    let mut left = names.to_vec();
+    while !left.is_empty() {
+        ensure!(start.elapsed() < Duration::from_secs(300), "{} objects kept clones", left.len());
+        let mut still = Vec::new();
+        for name in left {
+            if !objects.list_snaps(POOL, &name).await?.clones.is_empty() {
+                still.push(name);
+            }
+        }
+        left = still;
+        if !left.is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    Ok((clones, start.elapsed()))
 }

@@ -637,7 +637,11 @@ impl Pg {
 
     fn handle(&mut self, event: Event) {
         match event {
-            Event::Map(map) => self.new_map(map),
+            Event::Map(map) => {
+                self.new_map(map);
+                // A map that removes a snapshot starts trimming at once.
+                self.snap_trim_check();
+            }
             Event::Client(op) => self.client_op(op),
             Event::List { after, max, reply } => self.list(after, max, reply),
             Event::Peer { interval, request, bulk, reply } => {
