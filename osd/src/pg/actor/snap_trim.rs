@@ -46,6 +46,39 @@ impl Pg {
         });
     }
 
+    /// Trims one object: the clones it dropped, or `None` if its write failed and it is
+    /// to be tried again (an object whose snap set cannot be read keeps its clones).
+    fn trim_object(&mut self, name: &ObjectName, removed: &SnapIntervals) -> Option<u64> {
+        let store = self.shared.store.as_ref();
+        let executed = match ops::trim(store, self.c, name, |s| removed.contains(s)) {
+            Ok(Some(executed)) => executed,
+            Ok(None) => return Some(0),
+            Err(e) => {
+                tracing::warn!(pg = %self.id, object = %name, error = %e.message, "cannot trim an object's snapshots; it keeps its clones");
+                return Some(0);
+            }
+        };
+        let dropped = executed
+            .rep_ops
+            .iter()
+            .filter(|op| matches!(op, proto::osd::RepOp::RemoveClone { .. }))
+            .count() as u64;
+        let reqid =
+            ReqId { client: format!("osd.{}", self.me()), id: proto::reqid::new_request_id() };
+        match self.apply_write(name, reqid, executed) {
+            Ok(applied) => {
+                // No one waits for the answer: the write commits as any does.
+                let (reply, _) = oneshot::channel();
+                self.send_applied(applied, reply);
+                Some(dropped)
+            }
+            Err(e) => {
+                tracing::warn!(pg = %self.id, object = %name, error = %e.message, "snapshot trimming of an object failed; retrying");
+                None
+            }
+        }
+    }
+
     /// One batch of trimming.
     pub(super) fn snap_trim_batch(&mut self) {
         if !self.is_primary() || self.state != State::Active {
@@ -71,36 +104,11 @@ impl Pg {
                 done = false;
                 break;
             }
-            let trimmed =
-                ops::trim(self.shared.store.as_ref(), self.c, &name, |s| removed.contains(s));
-            match trimmed {
-                Ok(None) => {}
-                Ok(Some(executed)) => {
-                    let dropped = executed
-                        .rep_ops
-                        .iter()
-                        .filter(|op| matches!(op, proto::osd::RepOp::RemoveClone { .. }))
-                        .count() as u64;
-                    let reqid = ReqId {
-                        client: format!("osd.{}", self.me()),
-                        id: proto::reqid::new_request_id(),
-                    };
-                    match self.apply_write(&name, reqid, executed) {
-                        Ok(w) => {
-                            // No one waits for the answer: the write commits as any does.
-                            let (reply, _) = oneshot::channel();
-                            self.send_applied(w, reply);
-                            clones += dropped;
-                        }
-                        Err(e) => {
-                            tracing::warn!(pg = %self.id, object = %name, error = %e.message, "snapshot trimming of an object failed; retrying");
-                            done = false;
-                            break;
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(pg = %self.id, object = %name, error = %e.message, "cannot trim an object's snapshots; it keeps its clones");
+            match self.trim_object(&name, &removed) {
+                Some(dropped) => clones += dropped,
+                None => {
+                    done = false;
+                    break;
                 }
             }
             after = Some(oid.clone());
